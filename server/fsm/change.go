@@ -1,0 +1,91 @@
+package fsm
+
+import "time"
+
+// ChangeKind says what a change did.
+type ChangeKind uint8
+
+// Change kinds.
+const (
+	ChangeUnspecified ChangeKind = iota
+	// ChangeStarted: an instance was created.
+	ChangeStarted
+	// ChangeLeased: a worker leased the instance.
+	ChangeLeased
+	// ChangeTransitioned: a worker reported a transition.
+	ChangeTransitioned
+	// ChangeHeartbeat: a worker extended its lease.
+	ChangeHeartbeat
+	// ChangeRelinquished: a worker gave its lease back.
+	ChangeRelinquished
+	// ChangeSignaled: an external signal moved the instance.
+	ChangeSignaled
+	// ChangeCanceled: the instance was cancelled into dfsmr.aborted.
+	ChangeCanceled
+	// ChangeTimedOut: a lease expired (system transition dfsmr.timeout).
+	ChangeTimedOut
+	// ChangeWoken: a WAITING instance came due and became READY.
+	ChangeWoken
+	// ChangeFailed: retries ran out and the instance went to dfsmr.failed.
+	ChangeFailed
+	// ChangeMachineDefined: a new machine version was defined.
+	ChangeMachineDefined
+)
+
+var changeKindNames = [...]string{
+	ChangeUnspecified:    "UNSPECIFIED",
+	ChangeStarted:        "STARTED",
+	ChangeLeased:         "LEASED",
+	ChangeTransitioned:   "TRANSITIONED",
+	ChangeHeartbeat:      "HEARTBEAT",
+	ChangeRelinquished:   "RELINQUISHED",
+	ChangeSignaled:       "SIGNALED",
+	ChangeCanceled:       "CANCELED",
+	ChangeTimedOut:       "TIMED_OUT",
+	ChangeWoken:          "WOKEN",
+	ChangeFailed:         "FAILED",
+	ChangeMachineDefined: "MACHINE_DEFINED",
+}
+
+func (k ChangeKind) String() string {
+	if int(k) < len(changeKindNames) {
+		return changeKindNames[k]
+	}
+	return "UNKNOWN"
+}
+
+// Change is one entry of the changelog. The core fills everything but Seq
+// (assigned by the store inside the committing transaction) and Actor
+// (stamped by the engine from the caller's identity).
+type Change struct {
+	// Seq is the gap-free changelog sequence number, from 1.
+	Seq uint64
+	// At is the clock value of the operation.
+	At time.Time
+	// Actor is who caused the change: a worker, a client, or "dfsmr".
+	Actor string
+	// Kind says what happened.
+	Kind ChangeKind
+	// Instance is the instance id; empty for machine changes.
+	Instance string
+	// Machine and Version name the machine (version after the change).
+	Machine string
+	Version uint32
+	// Transition is the transition name taken, if any.
+	Transition string
+	// FromNode/ToNode and FromStatus/ToStatus describe the move.
+	FromNode   string
+	ToNode     string
+	FromStatus Status
+	ToStatus   Status
+	// Token is the fencing token involved (the new one for a lease).
+	Token uint64
+	// Attempt is the attempt number after the change.
+	Attempt int32
+	// DueAt is the due time after the change (WAITING) or the lease expiry.
+	DueAt time.Time
+	// Params are the params merged in by this change.
+	Params map[string]string
+	// Reason is free text (cancel reason, failure cause).
+	Reason string
+}

@@ -1,0 +1,14 @@
+// Package fsm is the pure core of dfsmr: it applies one event (start, lease,
+// transition, heartbeat, relinquish, signal, cancel, timeout, wake) to one
+// instance of a compiled machine at a given clock value, and returns the new
+// instance together with the changes that describe what happened.
+//
+// The package does no IO, starts no goroutines and never reads the wall
+// clock: the caller passes "now" and any random draw (retry jitter) in. That
+// makes every decision deterministic and exhaustively testable, and lets the
+// whole server run under a seeded simulator.
+//
+// Nothing here imports the rest of the project; the machines package compiles
+// YAML into the Machine type defined here, the store persists Instance and
+// Change values, and the engine glues them together.
+package fsm

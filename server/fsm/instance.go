@@ -1,0 +1,106 @@
+package fsm
+
+import (
+	"maps"
+	"time"
+)
+
+// Status is where an instance stands with respect to workers.
+type Status uint8
+
+// Instance statuses.
+const (
+	StatusUnspecified Status = iota
+	// StatusWaiting instances become READY at DueAt.
+	StatusWaiting
+	// StatusReady instances can be leased by Ready.
+	StatusReady
+	// StatusLeased instances are held by a worker until the lease ends.
+	StatusLeased
+	// StatusFinal instances are in a final node and never change again.
+	StatusFinal
+)
+
+func (s Status) String() string {
+	switch s {
+	case StatusWaiting:
+		return "WAITING"
+	case StatusReady:
+		return "READY"
+	case StatusLeased:
+		return "LEASED"
+	case StatusFinal:
+		return "FINAL"
+	}
+	return "UNSPECIFIED"
+}
+
+// Instance is one run of one machine version.
+type Instance struct {
+	// ID is chosen by the client and is the idempotency key of StartInstance.
+	ID string
+	// Machine and Version name the definition the instance runs on.
+	Machine string
+	Version uint32
+	// Node is the current node.
+	Node string
+	// Status is WAITING, READY, LEASED or FINAL.
+	Status Status
+	// Params are the instance's key/value parameters; transitions and
+	// signals merge their params in.
+	Params map[string]string
+	// Priority orders READY instances: higher first.
+	Priority int32
+	// Attempt counts attempts in the current node, from 1.
+	Attempt int32
+	// DueAt is when a WAITING instance becomes READY; for a READY instance
+	// it is when it became ready (older first among equal priorities).
+	DueAt time.Time
+	// Lease is the live lease of a LEASED instance; zero otherwise.
+	Lease Lease
+	// Token is the last fencing token issued for this instance. It only
+	// ever grows, across restarts, because it is stored with the instance.
+	Token uint64
+	// LastRequest is the request id of the last applied Transition, so that
+	// a retry of the same call is recognised and answered without effect.
+	LastRequest string
+	// Rev counts the changes applied to the instance, from 1 at start.
+	Rev uint64
+	// CreatedAt and UpdatedAt are clock values of the first and last change.
+	CreatedAt time.Time
+	UpdatedAt time.Time
+}
+
+// Lease is what a worker holds while it works on an instance.
+type Lease struct {
+	// Token fences the lease: Transition, Heartbeat and Relinquish must
+	// present it.
+	Token uint64
+	// Worker identifies the holder (free text chosen by the worker).
+	Worker string
+	// AcquiredAt is when the lease was granted.
+	AcquiredAt time.Time
+	// ExpiresAt is when the lease times out; zero means never.
+	ExpiresAt time.Time
+}
+
+// Clone returns a deep copy of the instance (params are copied).
+func (in Instance) Clone() Instance {
+	in.Params = maps.Clone(in.Params)
+	return in
+}
+
+// DueTime returns the time at which the scheduler must look at the instance
+// again: the due time of a WAITING instance or the expiry of a lease. ok is
+// false when nothing is due.
+func (in *Instance) DueTime() (t time.Time, ok bool) {
+	switch in.Status {
+	case StatusWaiting:
+		return in.DueAt, true
+	case StatusLeased:
+		if !in.Lease.ExpiresAt.IsZero() {
+			return in.Lease.ExpiresAt, true
+		}
+	}
+	return time.Time{}, false
+}
