@@ -1,0 +1,74 @@
+package engine
+
+import (
+	"errors"
+	"fmt"
+	"time"
+	"unicode/utf8"
+
+	"github.com/dfsmr/dfsmr/server/fsm"
+)
+
+// ErrAlreadyExists is returned when StartInstance names an existing instance
+// with different content (machine, version, params or priority).
+var ErrAlreadyExists = errors.New("already exists")
+
+// Limits on request values. They protect the store and every reader of the
+// changelog from unbounded records.
+const (
+	// MaxIDBytes bounds instance, worker and request ids.
+	MaxIDBytes = 256
+	// MaxParams bounds the number of params one request may set.
+	MaxParams = 64
+	// MaxParamKeyBytes bounds a param key.
+	MaxParamKeyBytes = 128
+	// MaxParamValueBytes bounds a param value.
+	MaxParamValueBytes = 4 << 10
+	// MaxRequestIDBytes bounds a Transition's request id.
+	MaxRequestIDBytes = 128
+	// MaxReasonBytes bounds free-text reasons.
+	MaxReasonBytes = 1 << 10
+	// MaxWait bounds a long-polling Ready.
+	MaxWait = 5 * time.Minute
+)
+
+func invalid(field, format string, args ...any) error {
+	return &fsm.InvalidError{Field: field, Reason: fmt.Sprintf(format, args...)}
+}
+
+// checkText validates an id-like string: valid UTF-8, no control
+// characters, at most max bytes.
+func checkText(field, s string, required bool, max int) error {
+	switch {
+	case s == "" && required:
+		return invalid(field, "must not be empty")
+	case len(s) > max:
+		return invalid(field, "is %d bytes long; the limit is %d", len(s), max)
+	case !utf8.ValidString(s):
+		return invalid(field, "is not valid UTF-8")
+	}
+	for _, r := range s {
+		if r < 0x20 || r == 0x7f {
+			return invalid(field, "contains the control character %U", r)
+		}
+	}
+	return nil
+}
+
+func checkParams(field string, params map[string]string) error {
+	if len(params) > MaxParams {
+		return invalid(field, "has %d entries; the limit is %d", len(params), MaxParams)
+	}
+	for k, v := range params {
+		if err := checkText(field+" key", k, true, MaxParamKeyBytes); err != nil {
+			return err
+		}
+		if len(v) > MaxParamValueBytes {
+			return invalid(fmt.Sprintf("%s[%q]", field, k), "is %d bytes long; the limit is %d", len(v), MaxParamValueBytes)
+		}
+		if !utf8.ValidString(v) {
+			return invalid(fmt.Sprintf("%s[%q]", field, k), "is not valid UTF-8")
+		}
+	}
+	return nil
+}

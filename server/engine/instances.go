@@ -1,0 +1,188 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"time"
+
+	"github.com/dfsmr/dfsmr/server/fsm"
+	"github.com/dfsmr/dfsmr/server/store"
+)
+
+// StartArgs are the inputs of StartInstance.
+type StartArgs struct {
+	// ID is the idempotency key; empty lets the server choose one.
+	ID string
+	// Machine and Version (0: latest) select the definition.
+	Machine string
+	Version uint32
+	// Params are the initial params.
+	Params map[string]string
+	// Priority orders READY instances, higher first.
+	Priority int32
+	// At, when set, starts the instance WAITING until then. Delay, when
+	// positive, does the same relative to now. At most one may be set.
+	At    time.Time
+	Delay time.Duration
+	// Actor is recorded in the changelog.
+	Actor string
+}
+
+// StartInstance creates an instance, or returns the existing one when an
+// instance with the same id and the same content exists (created is false).
+// A same-id instance with other content is ErrAlreadyExists.
+func (e *Engine) StartInstance(ctx context.Context, a StartArgs) (in fsm.Instance, created bool, err error) {
+	if err := checkText("id", a.ID, false, MaxIDBytes); err != nil {
+		return in, false, err
+	}
+	if err := checkText("machine", a.Machine, true, MaxIDBytes); err != nil {
+		return in, false, err
+	}
+	if err := checkParams("params", a.Params); err != nil {
+		return in, false, err
+	}
+	if !a.At.IsZero() && a.Delay != 0 {
+		return in, false, invalid("start_delay", "set start_time or start_delay, not both")
+	}
+	if a.Delay < 0 || a.Delay > fsm.MaxDelay {
+		return in, false, invalid("start_delay", "must be between 0 and %s", fsm.MaxDelay)
+	}
+	id := a.ID
+	err = e.st.Update(ctx, func(tx store.Tx) error {
+		created = false
+		if a.ID == "" {
+			id = e.newID(a.Machine)
+		}
+		old, err := tx.Instance(id)
+		switch {
+		case err == nil:
+			hist, err := tx.History(id)
+			if err != nil {
+				return err
+			}
+			if diff := startDiff(old, hist, a); diff != "" {
+				return fmt.Errorf("instance %q exists with another %s: %w", id, diff, ErrAlreadyExists)
+			}
+			in = old
+			return nil
+		case !errors.Is(err, store.ErrNotFound):
+			return err
+		}
+		m, err := e.machineVersion(tx, a.Machine, a.Version)
+		if err != nil {
+			return err
+		}
+		now := e.clock.Now()
+		due := a.At
+		if a.Delay > 0 {
+			due = now.Add(a.Delay)
+		}
+		if due.After(now.Add(fsm.MaxDelay)) {
+			return invalid("start_time", "is more than %s ahead", fsm.MaxDelay)
+		}
+		next, changes, err := fsm.Start(m, fsm.StartArgs{ID: id, Params: a.Params, Priority: a.Priority, DueAt: due}, now)
+		if err != nil {
+			return err
+		}
+		in, created = next, true
+		return e.write(tx, next, changes, a.Actor)
+	})
+	return in, created, err
+}
+
+// startDiff names what differs between an existing instance and a start
+// request with the same id. Params are compared with those the instance
+// started with (its first change), not with what transitions merged in since.
+// The start time is not compared, so that a retried start with a relative
+// delay is still the same start.
+func startDiff(old fsm.Instance, hist []fsm.Change, a StartArgs) string {
+	var started map[string]string
+	if len(hist) > 0 && hist[0].Kind == fsm.ChangeStarted {
+		started = hist[0].Params
+	}
+	switch {
+	case old.Machine != a.Machine:
+		return fmt.Sprintf("machine (%q)", old.Machine)
+	case a.Version != 0 && old.Version != a.Version:
+		return fmt.Sprintf("version (%d)", old.Version)
+	case old.Priority != a.Priority:
+		return fmt.Sprintf("priority (%d)", old.Priority)
+	case !maps.Equal(started, a.Params) && (len(started) > 0 || len(a.Params) > 0):
+		return "params"
+	}
+	return ""
+}
+
+// GetInstance returns an instance and, when history is set, its changes.
+func (e *Engine) GetInstance(ctx context.Context, id string, history bool) (in fsm.Instance, hist []fsm.Change, err error) {
+	if err := checkText("id", id, true, MaxIDBytes); err != nil {
+		return in, nil, err
+	}
+	err = e.st.View(ctx, func(tx store.ReadTx) error {
+		var err error
+		if in, err = tx.Instance(id); err != nil {
+			return fmt.Errorf("instance %q: %w", id, err)
+		}
+		if history {
+			hist, err = tx.History(id)
+		}
+		return err
+	})
+	return in, hist, err
+}
+
+// ListInstances returns up to limit instances matching f whose id sorts
+// after after, in id order.
+func (e *Engine) ListInstances(ctx context.Context, f store.InstanceFilter, after string, limit int) (list []fsm.Instance, err error) {
+	if f.Node != "" && f.Machine == "" {
+		return nil, invalid("node", "filtering by node needs a machine")
+	}
+	err = e.st.View(ctx, func(tx store.ReadTx) error {
+		list, err = tx.Instances(f, after, limit)
+		return err
+	})
+	return list, err
+}
+
+// SignalInstance applies a signal transition; it needs no lease.
+func (e *Engine) SignalInstance(ctx context.Context, id, name string, params map[string]string, actor string) (fsm.Instance, error) {
+	if err := checkText("signal", name, true, MaxIDBytes); err != nil {
+		return fsm.Instance{}, err
+	}
+	if err := checkParams("params", params); err != nil {
+		return fsm.Instance{}, err
+	}
+	return e.applyTo(ctx, id, actor, func() fsm.Event { return fsm.Signal{Name: name, Params: params, Jitter: e.jitter()} })
+}
+
+// CancelInstance ends an instance in dfsmr.aborted.
+func (e *Engine) CancelInstance(ctx context.Context, id, reason, actor string) (fsm.Instance, error) {
+	if len(reason) > MaxReasonBytes {
+		return fsm.Instance{}, invalid("reason", "is %d bytes long; the limit is %d", len(reason), MaxReasonBytes)
+	}
+	if err := checkText("reason", reason, false, MaxReasonBytes); err != nil {
+		return fsm.Instance{}, err
+	}
+	return e.applyTo(ctx, id, actor, func() fsm.Event { return fsm.Cancel{Reason: reason} })
+}
+
+// applyTo loads instance id, applies the event ev builds, and commits.
+func (e *Engine) applyTo(ctx context.Context, id, actor string, ev func() fsm.Event) (out fsm.Instance, err error) {
+	if err := checkText("id", id, true, MaxIDBytes); err != nil {
+		return out, err
+	}
+	err = e.st.Update(ctx, func(tx store.Tx) error {
+		in, err := tx.Instance(id)
+		if err != nil {
+			return fmt.Errorf("instance %q: %w", id, err)
+		}
+		m, err := e.machineVersion(tx, in.Machine, in.Version)
+		if err != nil {
+			return err
+		}
+		return e.apply(tx, m, in, ev(), e.clock.Now(), actor, &out)
+	})
+	return out, err
+}

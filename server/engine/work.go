@@ -1,0 +1,193 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/dfsmr/dfsmr/server/fsm"
+	"github.com/dfsmr/dfsmr/server/store"
+)
+
+// ReadyArgs are the inputs of Ready.
+type ReadyArgs struct {
+	// Worker names the caller; it is recorded on the lease.
+	Worker string
+	// Machine and Node filter the instances offered (Node needs Machine).
+	Machine string
+	Node    string
+	// Wait, when positive, blocks until work appears or Wait has passed.
+	Wait time.Duration
+}
+
+// Ready leases the next READY instance matching the filter: highest
+// priority, then earliest due time, then smallest id. ok is false when
+// nothing was available before the wait ended.
+func (e *Engine) Ready(ctx context.Context, a ReadyArgs) (in fsm.Instance, ok bool, err error) {
+	if err := checkText("worker", a.Worker, true, MaxIDBytes); err != nil {
+		return in, false, err
+	}
+	if err := checkText("machine", a.Machine, false, MaxIDBytes); err != nil {
+		return in, false, err
+	}
+	if err := checkText("node", a.Node, false, MaxIDBytes); err != nil {
+		return in, false, err
+	}
+	if a.Node != "" && a.Machine == "" {
+		return in, false, invalid("node", "filtering by node needs a machine")
+	}
+	if a.Wait < 0 || a.Wait > MaxWait {
+		return in, false, invalid("wait", "must be between 0 and %s", MaxWait)
+	}
+	f := store.ReadyFilter{Machine: a.Machine, Node: a.Node}
+	if a.Wait == 0 {
+		return e.tryReady(ctx, f, a.Worker)
+	}
+	// Register before looking, so that an instance made READY between the
+	// look and the wait still wakes this caller.
+	w := e.wait.add(f)
+	defer e.wait.remove(w)
+	timer := e.clock.NewTimer(a.Wait)
+	defer timer.Stop()
+	for {
+		in, ok, err = e.tryReady(ctx, f, a.Worker)
+		if ok || err != nil {
+			return in, ok, err
+		}
+		select {
+		case <-w.ch:
+		case <-timer.C():
+			return in, false, nil
+		case <-ctx.Done():
+			return in, false, ctx.Err()
+		}
+	}
+}
+
+func (e *Engine) tryReady(ctx context.Context, f store.ReadyFilter, worker string) (in fsm.Instance, ok bool, err error) {
+	var more *wake
+	err = e.st.Update(ctx, func(tx store.Tx) error {
+		ok, more = false, nil
+		ids, err := tx.Ready(f, 2)
+		if err != nil || len(ids) == 0 {
+			return err
+		}
+		cur, err := tx.Instance(ids[0])
+		if err != nil {
+			return fmt.Errorf("ready instance %q: %w", ids[0], err)
+		}
+		m, err := e.machineVersion(tx, cur.Machine, cur.Version)
+		if err != nil {
+			return err
+		}
+		ev := fsm.Acquire{Worker: worker, For: leaseFor(m.Node(cur.Node))}
+		if err := e.apply(tx, m, cur, ev, e.clock.Now(), worker, &in); err != nil {
+			return err
+		}
+		ok = true
+		if len(ids) > 1 {
+			next, err := tx.Instance(ids[1])
+			if err != nil {
+				return err
+			}
+			more = &wake{next.Machine, next.Node}
+		}
+		return nil
+	})
+	if err == nil && more != nil {
+		// This caller may have been woken for the instance that is still
+		// READY: make sure another waiter looks at it.
+		e.wait.wakeOne(more.machine, more.node)
+	}
+	return in, ok, err
+}
+
+// leaseFor is how long a lease in node lasts. A learned (percentile)
+// timeout starts at its minimum.
+func leaseFor(n *fsm.Node) time.Duration {
+	if n.Timeout.Percentile > 0 {
+		return n.Timeout.Min
+	}
+	return n.Timeout.Fixed
+}
+
+// TransitionArgs are the inputs of Transition.
+type TransitionArgs struct {
+	ID         string
+	Token      uint64
+	Transition string
+	Params     map[string]string
+	// RequestID, when set, makes a retry of this call a no-op that returns
+	// the instance.
+	RequestID string
+	// Delay, when not nil, overrides the transition's delay.
+	Delay *time.Duration
+	Actor string
+}
+
+// Transition reports the transition a worker took on its leased instance.
+func (e *Engine) Transition(ctx context.Context, a TransitionArgs) (fsm.Instance, error) {
+	if err := checkText("transition", a.Transition, true, MaxIDBytes); err != nil {
+		return fsm.Instance{}, err
+	}
+	if err := checkText("request_id", a.RequestID, false, MaxRequestIDBytes); err != nil {
+		return fsm.Instance{}, err
+	}
+	if err := checkParams("params", a.Params); err != nil {
+		return fsm.Instance{}, err
+	}
+	if a.Token == 0 {
+		return fsm.Instance{}, invalid("token", "must be the lease's fencing token (non-zero)")
+	}
+	ev := fsm.Report{Token: a.Token, Transition: a.Transition, Params: a.Params, RequestID: a.RequestID}
+	if a.Delay != nil {
+		if *a.Delay < 0 || *a.Delay > fsm.MaxDelay {
+			return fsm.Instance{}, invalid("delay", "must be between 0 and %s", fsm.MaxDelay)
+		}
+		ev.Delay, ev.OverrideDelay = *a.Delay, true
+	}
+	return e.applyTo(ctx, a.ID, a.Actor, func() fsm.Event {
+		ev.Jitter = e.jitter()
+		return ev
+	})
+}
+
+// Heartbeat extends a live lease by its node's timeout and returns the new
+// expiry (zero: never expires).
+func (e *Engine) Heartbeat(ctx context.Context, id string, token uint64, actor string) (time.Time, error) {
+	if err := checkText("id", id, true, MaxIDBytes); err != nil {
+		return time.Time{}, err
+	}
+	if token == 0 {
+		return time.Time{}, invalid("token", "must be the lease's fencing token (non-zero)")
+	}
+	var out fsm.Instance
+	err := e.st.Update(ctx, func(tx store.Tx) error {
+		in, err := tx.Instance(id)
+		if err != nil {
+			return fmt.Errorf("instance %q: %w", id, err)
+		}
+		m, err := e.machineVersion(tx, in.Machine, in.Version)
+		if err != nil {
+			return err
+		}
+		var d time.Duration
+		if n := m.Node(in.Node); n != nil {
+			d = leaseFor(n)
+		}
+		return e.apply(tx, m, in, fsm.Heartbeat{Token: token, For: d}, e.clock.Now(), actor, &out)
+	})
+	return out.Lease.ExpiresAt, err
+}
+
+// Relinquish gives a lease back without counting a failed attempt.
+func (e *Engine) Relinquish(ctx context.Context, id string, token uint64, actor string) (fsm.Instance, error) {
+	if token == 0 {
+		return fsm.Instance{}, invalid("token", "must be the lease's fencing token (non-zero)")
+	}
+	return e.applyTo(ctx, id, actor, func() fsm.Event { return fsm.Relinquish{Token: token} })
+}
+
+// IsNotFound reports whether err means a missing machine or instance.
+func IsNotFound(err error) bool { return errors.Is(err, store.ErrNotFound) }

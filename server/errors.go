@@ -1,0 +1,86 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"strconv"
+
+	"github.com/dfsmr/dfsmr/machines"
+	"github.com/dfsmr/dfsmr/server/changes"
+	"github.com/dfsmr/dfsmr/server/engine"
+	"github.com/dfsmr/dfsmr/server/fsm"
+	"github.com/dfsmr/dfsmr/server/store"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// toStatus is the one place where errors become gRPC statuses. Known domain
+// errors keep their message; anything else is INTERNAL with a generic
+// message, and the detail goes to the log.
+func toStatus(log *slog.Logger, method string, err error) error {
+	if err == nil {
+		return nil
+	}
+	if _, ok := status.FromError(err); ok {
+		return err
+	}
+	var (
+		verrs   machines.ValidationErrors
+		verr    *machines.ValidationError
+		inv     *fsm.InvalidError
+		lagging *changes.LaggingError
+		oor     *changes.OutOfRangeError
+	)
+	switch {
+	case errors.As(err, &verrs):
+		return badRequest(err.Error(), validationViolations(verrs)...)
+	case errors.As(err, &verr):
+		return badRequest(err.Error(), validationViolations(machines.ValidationErrors{verr})...)
+	case errors.As(err, &inv):
+		return badRequest(err.Error(), &errdetails.BadRequest_FieldViolation{Field: inv.Field, Description: inv.Reason})
+	case errors.Is(err, store.ErrNotFound):
+		return status.Error(codes.NotFound, err.Error())
+	case errors.Is(err, fsm.ErrStaleLease):
+		return status.Error(codes.Aborted, err.Error())
+	case errors.Is(err, fsm.ErrIllegalTransition), errors.Is(err, fsm.ErrFinal):
+		return status.Error(codes.FailedPrecondition, err.Error())
+	case errors.Is(err, engine.ErrAlreadyExists):
+		return status.Error(codes.AlreadyExists, err.Error())
+	case errors.As(err, &lagging):
+		st, _ := status.New(codes.Aborted, err.Error()).WithDetails(&errdetails.ErrorInfo{
+			Reason:   "WATCHER_LAGGING",
+			Domain:   "dfsmr",
+			Metadata: map[string]string{"resume_from_seq": strconv.FormatUint(lagging.ResumeFrom, 10)},
+		})
+		return st.Err()
+	case errors.As(err, &oor):
+		return status.Error(codes.OutOfRange, err.Error())
+	case errors.Is(err, context.Canceled):
+		return status.Error(codes.Canceled, err.Error())
+	case errors.Is(err, context.DeadlineExceeded):
+		return status.Error(codes.DeadlineExceeded, err.Error())
+	case errors.Is(err, store.ErrClosed), errors.Is(err, changes.ErrClosed):
+		return status.Error(codes.Unavailable, "server is shutting down; retry on another connection")
+	}
+	log.Error("internal error", "method", method, "err", err)
+	return status.Error(codes.Internal, "internal error")
+}
+
+func badRequest(msg string, violations ...*errdetails.BadRequest_FieldViolation) error {
+	st := status.New(codes.InvalidArgument, msg)
+	if d, err := st.WithDetails(&errdetails.BadRequest{FieldViolations: violations}); err == nil {
+		st = d
+	}
+	return st.Err()
+}
+
+func validationViolations(errs machines.ValidationErrors) []*errdetails.BadRequest_FieldViolation {
+	out := make([]*errdetails.BadRequest_FieldViolation, 0, len(errs))
+	for _, e := range errs {
+		out = append(out, &errdetails.BadRequest_FieldViolation{Field: "source", Description: e.Error()})
+	}
+	return out
+}
+

@@ -1,0 +1,259 @@
+package server
+
+import (
+	"context"
+	"encoding/base64"
+	"time"
+
+	pb "github.com/dfsmr/dfsmr/gen/dfsmr/v1"
+	"github.com/dfsmr/dfsmr/server/changes"
+	"github.com/dfsmr/dfsmr/server/engine"
+	"github.com/dfsmr/dfsmr/server/fsm"
+	"github.com/dfsmr/dfsmr/server/store"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/protobuf/types/known/durationpb"
+)
+
+// Page sizes of the List RPCs.
+const (
+	DefaultPageSize = 100
+	MaxPageSize     = 1000
+)
+
+// handlers translate between the proto API and the engine. They hold no
+// state of their own.
+type handlers struct {
+	pb.UnimplementedMachineServiceServer
+	pb.UnimplementedInstanceServiceServer
+	pb.UnimplementedWorkServiceServer
+	pb.UnimplementedChangesServiceServer
+	eng *engine.Engine
+	hub *changes.Hub
+}
+
+// actor names the caller of an instance or machine RPC in the changelog:
+// its peer address. Work RPCs are recorded under the lease's worker.
+func actor(ctx context.Context) string {
+	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
+		return p.Addr.String()
+	}
+	return "unknown"
+}
+
+func pageSize(n int32) (int, error) {
+	switch {
+	case n < 0:
+		return 0, &fsm.InvalidError{Field: "page_size", Reason: "must not be negative"}
+	case n == 0:
+		return DefaultPageSize, nil
+	case n > MaxPageSize:
+		return MaxPageSize, nil
+	}
+	return int(n), nil
+}
+
+// Page tokens are the last id of the previous page, opaque to clients.
+func decodePageToken(tok string) (string, error) {
+	b, err := base64.RawURLEncoding.DecodeString(tok)
+	if err != nil {
+		return "", &fsm.InvalidError{Field: "page_token", Reason: "is not a token returned by this server"}
+	}
+	return string(b), nil
+}
+
+func encodePageToken(last string) string { return base64.RawURLEncoding.EncodeToString([]byte(last)) }
+
+func durationArg(field string, d *durationpb.Duration) (time.Duration, error) {
+	if d == nil {
+		return 0, nil
+	}
+	if err := d.CheckValid(); err != nil {
+		return 0, &fsm.InvalidError{Field: field, Reason: err.Error()}
+	}
+	v := d.AsDuration()
+	if v < 0 {
+		return 0, &fsm.InvalidError{Field: field, Reason: "must not be negative"}
+	}
+	return v, nil
+}
+
+func (h *handlers) DefineMachine(ctx context.Context, req *pb.DefineMachineRequest) (*pb.DefineMachineResponse, error) {
+	file := req.GetFileName()
+	if file == "" {
+		file = "source"
+	}
+	info, created, err := h.eng.DefineMachine(ctx, file, []byte(req.GetSource()), actor(ctx))
+	if err != nil {
+		return nil, err
+	}
+	return &pb.DefineMachineResponse{Machine: machineToProto(info), Created: created}, nil
+}
+
+func (h *handlers) GetMachine(ctx context.Context, req *pb.GetMachineRequest) (*pb.GetMachineResponse, error) {
+	info, versions, err := h.eng.GetMachine(ctx, req.GetId(), req.GetVersion())
+	if err != nil {
+		return nil, err
+	}
+	return &pb.GetMachineResponse{Machine: machineToProto(info), Versions: versions}, nil
+}
+
+func (h *handlers) ListMachines(ctx context.Context, req *pb.ListMachinesRequest) (*pb.ListMachinesResponse, error) {
+	n, err := pageSize(req.GetPageSize())
+	if err != nil {
+		return nil, err
+	}
+	after, err := decodePageToken(req.GetPageToken())
+	if err != nil {
+		return nil, err
+	}
+	list, err := h.eng.ListMachines(ctx, after, n+1)
+	if err != nil {
+		return nil, err
+	}
+	resp := &pb.ListMachinesResponse{}
+	if len(list) > n {
+		list = list[:n]
+		resp.NextPageToken = encodePageToken(list[n-1].ID)
+	}
+	for _, m := range list {
+		resp.Machines = append(resp.Machines, machineToProto(m))
+	}
+	return resp, nil
+}
+
+func (h *handlers) StartInstance(ctx context.Context, req *pb.StartInstanceRequest) (*pb.StartInstanceResponse, error) {
+	delay, err := durationArg("start_delay", req.GetStartDelay())
+	if err != nil {
+		return nil, err
+	}
+	a := engine.StartArgs{
+		ID:       req.GetId(),
+		Machine:  req.GetMachine(),
+		Version:  req.GetVersion(),
+		Params:   req.GetParams(),
+		Priority: req.GetPriority(),
+		Delay:    delay,
+		Actor:    actor(ctx),
+	}
+	if st := req.GetStartTime(); st != nil {
+		if err := st.CheckValid(); err != nil {
+			return nil, &fsm.InvalidError{Field: "start_time", Reason: err.Error()}
+		}
+		a.At = st.AsTime()
+	}
+	in, created, err := h.eng.StartInstance(ctx, a)
+	if err != nil {
+		return nil, err
+	}
+	return &pb.StartInstanceResponse{Instance: instanceToProto(&in, nil), Created: created}, nil
+}
+
+func (h *handlers) GetInstance(ctx context.Context, req *pb.GetInstanceRequest) (*pb.GetInstanceResponse, error) {
+	in, hist, err := h.eng.GetInstance(ctx, req.GetId(), req.GetIncludeHistory())
+	if err != nil {
+		return nil, err
+	}
+	return &pb.GetInstanceResponse{Instance: instanceToProto(&in, hist)}, nil
+}
+
+func (h *handlers) ListInstances(ctx context.Context, req *pb.ListInstancesRequest) (*pb.ListInstancesResponse, error) {
+	n, err := pageSize(req.GetPageSize())
+	if err != nil {
+		return nil, err
+	}
+	after, err := decodePageToken(req.GetPageToken())
+	if err != nil {
+		return nil, err
+	}
+	if s := req.GetStatus(); s < 0 || s > pb.InstanceStatus_INSTANCE_STATUS_FINAL {
+		return nil, &fsm.InvalidError{Field: "status", Reason: "unknown status"}
+	}
+	f := store.InstanceFilter{Machine: req.GetMachine(), Node: req.GetNode(), Status: fsm.Status(req.GetStatus())}
+	list, err := h.eng.ListInstances(ctx, f, after, n+1)
+	if err != nil {
+		return nil, err
+	}
+	resp := &pb.ListInstancesResponse{}
+	if len(list) > n {
+		list = list[:n]
+		resp.NextPageToken = encodePageToken(list[n-1].ID)
+	}
+	for i := range list {
+		resp.Instances = append(resp.Instances, instanceToProto(&list[i], nil))
+	}
+	return resp, nil
+}
+
+func (h *handlers) SignalInstance(ctx context.Context, req *pb.SignalInstanceRequest) (*pb.SignalInstanceResponse, error) {
+	in, err := h.eng.SignalInstance(ctx, req.GetId(), req.GetSignal(), req.GetParams(), actor(ctx))
+	if err != nil {
+		return nil, err
+	}
+	return &pb.SignalInstanceResponse{Instance: instanceToProto(&in, nil)}, nil
+}
+
+func (h *handlers) CancelInstance(ctx context.Context, req *pb.CancelInstanceRequest) (*pb.CancelInstanceResponse, error) {
+	in, err := h.eng.CancelInstance(ctx, req.GetId(), req.GetReason(), actor(ctx))
+	if err != nil {
+		return nil, err
+	}
+	return &pb.CancelInstanceResponse{Instance: instanceToProto(&in, nil)}, nil
+}
+
+func (h *handlers) Ready(ctx context.Context, req *pb.ReadyRequest) (*pb.ReadyResponse, error) {
+	wait, err := durationArg("wait", req.GetWait())
+	if err != nil {
+		return nil, err
+	}
+	in, ok, err := h.eng.Ready(ctx, engine.ReadyArgs{Worker: req.GetWorker(), Machine: req.GetMachine(), Node: req.GetNode(), Wait: wait})
+	if err != nil || !ok {
+		return &pb.ReadyResponse{}, err
+	}
+	return &pb.ReadyResponse{Lease: leaseToProto(&in.Lease), Instance: instanceToProto(&in, nil)}, nil
+}
+
+func (h *handlers) Transition(ctx context.Context, req *pb.TransitionRequest) (*pb.TransitionResponse, error) {
+	a := engine.TransitionArgs{
+		ID:         req.GetId(),
+		Token:      req.GetToken(),
+		Transition: req.GetTransition(),
+		Params:     req.GetParams(),
+		RequestID:  req.GetRequestId(),
+	}
+	if req.GetDelay() != nil {
+		d, err := durationArg("delay", req.GetDelay())
+		if err != nil {
+			return nil, err
+		}
+		a.Delay = &d
+	}
+	in, err := h.eng.Transition(ctx, a)
+	if err != nil {
+		return nil, err
+	}
+	return &pb.TransitionResponse{Instance: instanceToProto(&in, nil)}, nil
+}
+
+func (h *handlers) Heartbeat(ctx context.Context, req *pb.HeartbeatRequest) (*pb.HeartbeatResponse, error) {
+	exp, err := h.eng.Heartbeat(ctx, req.GetId(), req.GetToken(), "")
+	if err != nil {
+		return nil, err
+	}
+	return &pb.HeartbeatResponse{ExpireTime: ts(exp)}, nil
+}
+
+func (h *handlers) Relinquish(ctx context.Context, req *pb.RelinquishRequest) (*pb.RelinquishResponse, error) {
+	in, err := h.eng.Relinquish(ctx, req.GetId(), req.GetToken(), "")
+	if err != nil {
+		return nil, err
+	}
+	return &pb.RelinquishResponse{Instance: instanceToProto(&in, nil)}, nil
+}
+
+func (h *handlers) Changes(req *pb.ChangesRequest, stream grpc.ServerStreamingServer[pb.ChangesResponse]) error {
+	f := changes.Filter{Machine: req.GetMachine(), Instance: req.GetInstance()}
+	return h.hub.Stream(stream.Context(), req.GetFromSeq(), f, func(c fsm.Change) error {
+		return stream.Send(&pb.ChangesResponse{Change: changeToProto(&c)})
+	})
+}

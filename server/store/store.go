@@ -1,0 +1,134 @@
+// Package store persists machines, instances and the changelog behind one
+// transactional interface. The bbolt implementation lives in store/bolt; the
+// behaviour every implementation must show is the conformance suite in
+// store/storetest.
+//
+// One operation is one transaction: an instance's new state, its index
+// entries and its changelog entries commit together or not at all. Update
+// coalesces concurrent operations into one commit (group commit), so one
+// fsync makes many operations durable; nothing is acknowledged before that.
+package store
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/dfsmr/dfsmr/server/fsm"
+)
+
+// ErrNotFound is returned for a missing machine, version or instance.
+var ErrNotFound = errors.New("not found")
+
+// ErrClosed is returned by every call after Close.
+var ErrClosed = errors.New("store closed")
+
+// Store is the persistence seam of dfsmr.
+type Store interface {
+	// Update runs fn in a read-write transaction and returns once the
+	// transaction is durably committed, or with fn's error and none of fn's
+	// writes applied.
+	//
+	// Concurrent calls may share one transaction (group commit). fn may
+	// therefore run more than once and must be a function of the
+	// transaction only: read what it needs from tx, and hand results out
+	// through variables that the last run overwrites. A panic in fn fails
+	// that call only.
+	Update(ctx context.Context, fn func(tx Tx) error) error
+
+	// View runs fn in a read-only snapshot.
+	View(ctx context.Context, fn func(tx ReadTx) error) error
+
+	// Close waits for pending updates and closes the store. It is
+	// idempotent.
+	Close() error
+}
+
+// CommitHook receives the changes of every committed transaction, in
+// sequence order, after the commit is durable and before the callers of
+// Update return. It runs on the store's writer goroutine and must not block.
+type CommitHook func(changes []fsm.Change)
+
+// MachineRecord is one stored machine version. The compiled form is derived
+// from Source by the machines package; the store keeps the text.
+type MachineRecord struct {
+	// ID and Version name the definition.
+	ID      string
+	Version uint32
+	// Source is the definition text as defined (YAML).
+	Source []byte
+	// Fingerprint identifies the definition's content; defining the same
+	// fingerprint again returns the existing version.
+	Fingerprint string
+	// DefinedAt is when the version was first defined.
+	DefinedAt time.Time
+}
+
+// InstanceFilter selects instances in ListInstances. Empty fields match all.
+type InstanceFilter struct {
+	Machine string
+	Node    string
+	Status  fsm.Status
+}
+
+// ReadyFilter selects READY instances for Ready. Node requires Machine.
+type ReadyFilter struct {
+	Machine string
+	Node    string
+}
+
+// Due is one entry of the due index: an instance that must be looked at
+// (woken or timed out) at At.
+type Due struct {
+	At time.Time
+	ID string
+}
+
+// ReadTx is what a read-only transaction can see. Returned values are copies
+// that stay valid after the transaction ends.
+type ReadTx interface {
+	// Machine returns a machine version; version 0 means the latest.
+	Machine(id string, version uint32) (MachineRecord, error)
+	// MachineVersions returns every version of a machine, oldest first.
+	MachineVersions(id string) ([]MachineRecord, error)
+	// Machines returns the latest version of up to limit machines whose id
+	// sorts after after, in id order.
+	Machines(after string, limit int) ([]MachineRecord, error)
+
+	// Instance returns an instance.
+	Instance(id string) (fsm.Instance, error)
+	// Instances returns up to limit instances matching f whose id sorts
+	// after after, in id order.
+	Instances(f InstanceFilter, after string, limit int) ([]fsm.Instance, error)
+	// History returns the changes of one instance, oldest first.
+	History(id string) ([]fsm.Change, error)
+
+	// Ready returns the ids of up to limit READY instances matching f in
+	// offer order: highest priority, then earliest due time, then id.
+	Ready(f ReadyFilter, limit int) ([]string, error)
+	// Due returns up to limit entries of the due index with At <= before,
+	// earliest first.
+	Due(before time.Time, limit int) ([]Due, error)
+	// NextDue returns the earliest entry of the due index.
+	NextDue() (Due, bool, error)
+
+	// Changes returns up to limit changelog entries with Seq >= from, in
+	// order.
+	Changes(from uint64, limit int) ([]fsm.Change, error)
+	// Head returns the last assigned sequence number (0 when empty).
+	Head() (uint64, error)
+}
+
+// Tx is a read-write transaction. Reads see the transaction's own writes.
+type Tx interface {
+	ReadTx
+	// PutMachine stores a new machine version.
+	PutMachine(rec MachineRecord) error
+	// PutInstance stores an instance and keeps every index (ready, due,
+	// by machine) in step with its status.
+	PutInstance(in fsm.Instance) error
+	// AppendChange assigns the next sequence number to c, stores it in the
+	// changelog and, when it names an instance, in that instance's
+	// history. It returns the assigned number.
+	AppendChange(c fsm.Change) (uint64, error)
+}
