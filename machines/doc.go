@@ -1,0 +1,76 @@
+// Package machines turns machine definitions written in YAML into compiled,
+// validated fsm.Machine values, fingerprints them, renders them as graphs,
+// and embeds the definitions that ship with dfsmr.
+//
+// Compile walks the YAML node tree itself rather than decoding into structs,
+// so that every problem carries the file, line and column of the offending
+// key or value, and so that every limit is enforced before any work grows
+// with the input. It reports all the problems it finds at once.
+//
+// # Schema
+//
+//	id: report                 # required; ^[a-z][a-z0-9_-]{0,63}$
+//	kind: workflow             # workflow (default) | device
+//	description: free text     # optional, at most 1024 bytes
+//	upgrade_strategy: continue # continue (default) | upgrade | abort
+//	nodes:                     # required mapping, definition order preserved, 1..256 nodes
+//	  downloadable:            # node names: ^[A-Za-z][A-Za-z0-9_-]{0,63}$
+//	    start: true            # exactly one node has start: true
+//	    timeout: 30s           # lease timeout: Go duration; 0 = never expires (at-most-once);
+//	                           # or {percentile: 95, min: 5s, max: 10m} (0<percentile<100, 0<min<=max)
+//	                           # omitted on a non-final node: DefaultTimeout = 1m
+//	    retry: {max_attempts: 8, backoff: exponential, initial: 1s, max: 5m, jitter: 0.2}
+//	                           # backoff fixed|linear|exponential; max_attempts >= 0 (0 = unlimited);
+//	                           # jitter in [0,1]; initial > 0; max >= initial. Omitted fields take the
+//	                           # defaults: max_attempts 10, exponential, initial 1s, max 5m, jitter 0.1
+//	    transitions:           # mapping name -> target; <= 64 per node; names as for nodes
+//	      ok: uploadable                               # plain target
+//	      throttled: {to: downloadable, delay: 30s}   # delayed: 0 < delay <= fsm.MaxDelay
+//	      retrieved: {to: done, signal: true}          # signal: external event, no lease needed
+//	  completed: {final: true} # final nodes: no transitions, no timeout, no retry
+//
+// Details:
+//
+//   - Durations are Go duration strings ("30s", "1m30s", "2h"; see
+//     time.ParseDuration) or the integer 0. Negative durations are refused.
+//     Lease timeouts (fixed, or a percentile timeout's max) are at most
+//     MaxTimeout (30 days); delays and retry intervals at most fsm.MaxDelay.
+//     A delay of 0 is the same as no delay.
+//   - A percentile timeout needs all three of percentile, min and max.
+//   - Final nodes compile with a zero Timeout and a zero Retry; writing
+//     timeout, retry or transitions on a final node is an error, as is a
+//     final start node.
+//   - Non-final nodes without a retry block get DefaultRetry; a partial retry
+//     block takes its missing fields from it.
+//   - Names under "dfsmr." (fsm.SystemPrefix) belong to the system and are
+//     refused as machine ids, node names, transition names and targets.
+//   - Every node must be reachable from the start node, every non-final node
+//     must be able to reach a final node, and at least one node is final.
+//   - Unknown fields, duplicate keys, values of the wrong type (start: yes
+//     please), YAML merge keys (<<) and more than one YAML document are
+//     errors. Anchors and aliases (&name, *name) may be used for whole values,
+//     for example to share one retry policy between nodes.
+//
+// # Limits
+//
+// A definition is at most MaxSourceBytes long, checked before parsing; it
+// uses at most MaxAliases aliases, which together expand to at most
+// MaxExpandedNodes YAML nodes (the "billion laughs" guard); it has at most MaxNodes nodes, at
+// most MaxTransitionsPerNode transitions per node, and names of at most
+// MaxNameLen bytes.
+//
+// # Errors
+//
+// Compile returns a *ValidationError for a single problem and
+// ValidationErrors, sorted by position and capped at MaxErrors, for several.
+// Each renders as "file:line:col: field: reason", where field is the dotted
+// path of the offending field ("nodes.crawl.retry.backoff"). Use errors.As
+// to get the first, AsValidationErrors to get them all.
+//
+// # Identity
+//
+// Fingerprint hashes the compiled machine, not its text: the store defines a
+// new version only when the fingerprint changes, so reformatting a
+// definition, reordering it, or spelling out a default never creates a
+// version (nor, with upgrade_strategy abort, aborts running instances).
+package machines

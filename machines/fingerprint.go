@@ -1,0 +1,102 @@
+package machines
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"math"
+	"slices"
+	"time"
+
+	"github.com/dfsmr/dfsmr/server/fsm"
+)
+
+// fingerprintFormat versions the encoding hashed by Fingerprint. Change it
+// whenever the encoding changes, so that old and new fingerprints can never
+// be mistaken for each other.
+const fingerprintFormat = "dfsmr.machine.fingerprint.v1"
+
+// Fingerprint returns a stable hex SHA-256 of the compiled content of m.
+//
+// It hashes what the machine means, not how it was written: whitespace,
+// comments, key order, aliases and explicitly written defaults make no
+// difference, and neither does the order of nodes or transitions (nodes and
+// transitions are hashed sorted by name), because reordering a definition
+// changes nothing an instance can do. Version is excluded: the store uses the
+// fingerprint to decide whether a definition is a new version at all. The
+// description is included: it is content a user expects to see stored.
+func Fingerprint(m *fsm.Machine) string {
+	if m == nil {
+		m = &fsm.Machine{}
+	}
+	var b []byte
+	str := func(s string) {
+		b = binary.AppendUvarint(b, uint64(len(s)))
+		b = append(b, s...)
+	}
+	num := func(u uint64) { b = binary.AppendUvarint(b, u) }
+	dur := func(d time.Duration) { b = binary.AppendVarint(b, int64(d)) }
+	float := func(f float64) { num(math.Float64bits(f)) }
+	flag := func(v bool) {
+		if v {
+			num(1)
+		} else {
+			num(0)
+		}
+	}
+
+	str(fingerprintFormat)
+	str(m.ID)
+	num(uint64(m.Kind))
+	num(uint64(m.UpgradeStrategy))
+	str(m.Description)
+	str(m.Start)
+	names := sortedKeys(m.Nodes)
+	num(uint64(len(names)))
+	for _, name := range names {
+		str(name)
+		n := m.Nodes[name]
+		if n == nil {
+			flag(false)
+			continue
+		}
+		flag(true)
+		str(n.Name)
+		flag(n.Final)
+		dur(n.Timeout.Fixed)
+		float(n.Timeout.Percentile)
+		dur(n.Timeout.Min)
+		dur(n.Timeout.Max)
+		num(uint64(uint32(n.Retry.MaxAttempts)))
+		num(uint64(n.Retry.Backoff))
+		dur(n.Retry.Initial)
+		dur(n.Retry.Max)
+		float(n.Retry.Jitter)
+		tnames := sortedKeys(n.Transitions)
+		num(uint64(len(tnames)))
+		for _, tn := range tnames {
+			str(tn)
+			t := n.Transitions[tn]
+			if t == nil {
+				flag(false)
+				continue
+			}
+			flag(true)
+			str(t.Name)
+			str(t.To)
+			dur(t.Delay)
+			flag(t.Signal)
+		}
+	}
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}
