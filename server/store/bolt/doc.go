@@ -1,0 +1,54 @@
+// Package bolt implements store.Store on bbolt: one file, zero setup.
+//
+// # Group commit
+//
+// One writer goroutine owns every write transaction. Update queues a
+// request and waits; the writer takes whatever is queued (up to
+// Options.MaxBatch), runs the functions one after the other in one bbolt
+// transaction and commits once, so one fsync makes the whole batch durable.
+// There is no batching timer: a lone Update commits alone at once (latency),
+// concurrent ones share a commit (throughput). A function that fails without
+// writing just gets its error; one that writes and then fails or panics has
+// dirtied the shared transaction, so the transaction is rolled back and the
+// batch rerun without it. That is why an update function may run more than
+// once. After the commit the CommitHook gets the batch's changes in sequence
+// order, then every caller returns. Update functions and the hook run on the
+// writer goroutine: they must not call the store (that would deadlock).
+//
+// Readers (View) run concurrently in bbolt read transactions. A long View
+// keeps the pages it sees from being reused, so the file grows: keep views
+// short.
+//
+// # Layout
+//
+// Every bucket is created at Open. Keys are big-endian and fixed-width where
+// they sort, so that a forward cursor yields the order a query needs; NUL
+// separates variable-length strings, so ids, machine and node names may not
+// contain it.
+//
+//	instances             id -> instance record
+//	instances_by_machine  machine NUL id -> ()
+//	ready                 prio(4) due(8) id -> ()           READY only
+//	ready_by_machine      machine NUL prio due id -> ()
+//	ready_by_node         machine NUL node NUL prio due id -> ()
+//	due                   due(8) id -> ()                   WAITING, expiring leases
+//	changes               seq(8) -> change record; bucket sequence = head
+//	history               id NUL seq(8) -> ()
+//	machines              id NUL version(4) -> machine record
+//	meta                  "schema" -> format version
+//
+// prio is MaxInt32 - priority as uint32 (highest priority first); due and
+// other times are store.UnixNanos with the sign bit flipped (the zero time
+// and times before the epoch first). The three ready indexes let Ready with a
+// machine or node filter read only matching entries. PutInstance reads the
+// previous record to remove its stale index entries.
+//
+// The changelog sequence is the changes bucket's own sequence, taken inside
+// the write transaction: a rollback gives the number back, so there is no
+// gap. History entries point into the changelog rather than copy the
+// record: the hot path writes each change once, and History pays a lookup
+// per entry instead.
+//
+// Records use the shared binary format of the store package
+// (store.AppendInstance and friends).
+package bolt

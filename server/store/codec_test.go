@@ -1,0 +1,260 @@
+package store_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"math"
+	"reflect"
+	"testing"
+	"time"
+
+	"github.com/dfsmr/dfsmr/server/fsm"
+	"github.com/dfsmr/dfsmr/server/store"
+)
+
+func sampleInstance() fsm.Instance {
+	now := time.Date(2025, 3, 4, 5, 6, 7, 891011, time.UTC)
+	return fsm.Instance{
+		ID:       "report-42",
+		Machine:  "report",
+		Version:  3,
+		Node:     "uploadable",
+		Status:   fsm.StatusLeased,
+		Params:   map[string]string{"url": "https://example.com/r/42", "region": "eu", "": "empty key"},
+		Priority: -7,
+		Attempt:  2,
+		DueAt:    now.Add(-time.Minute),
+		Lease: fsm.Lease{
+			Token:      9,
+			Worker:     "worker-1",
+			AcquiredAt: now,
+			ExpiresAt:  now.Add(30 * time.Second),
+		},
+		Token:       9,
+		LastRequest: "req-8",
+		Rev:         17,
+		CreatedAt:   now.Add(-time.Hour),
+		UpdatedAt:   now,
+	}
+}
+
+func sampleChange() fsm.Change {
+	now := time.Date(2025, 3, 4, 5, 6, 7, 891011, time.UTC)
+	return fsm.Change{
+		Seq: 1234, At: now, Actor: "worker-1", Kind: fsm.ChangeTransitioned,
+		Instance: "report-42", Machine: "report", Version: 3, Transition: "ok",
+		FromNode: "downloadable", ToNode: "uploadable",
+		FromStatus: fsm.StatusLeased, ToStatus: fsm.StatusReady,
+		Token: 9, Attempt: 1, DueAt: now, Params: map[string]string{"size": "12"},
+		Reason: "because",
+	}
+}
+
+func TestInstanceRoundtrip(t *testing.T) {
+	cases := map[string]fsm.Instance{
+		"full": sampleInstance(),
+		"zero": {},
+		"extremes": {
+			ID: "x", Priority: math.MinInt32, Attempt: math.MaxInt32, Version: math.MaxUint32,
+			Token: math.MaxUint64, Rev: math.MaxUint64,
+			DueAt:     time.Unix(-5, 3).UTC(), // before the epoch
+			CreatedAt: time.Unix(0, 0).UTC(),  // the epoch itself is not the zero time
+		},
+	}
+	for name, in := range cases {
+		t.Run(name, func(t *testing.T) {
+			b := store.AppendInstance(nil, &in)
+			got, err := store.DecodeInstance(b)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(got, in) {
+				t.Fatalf("roundtrip:\n got %+v\nwant %+v", got, in)
+			}
+		})
+	}
+}
+
+func TestTimesRoundtrip(t *testing.T) {
+	local := time.FixedZone("X", 3600)
+	in := fsm.Instance{
+		DueAt:     time.Now(), // has a monotonic reading
+		CreatedAt: time.Date(2030, 1, 1, 0, 0, 0, 1, local),
+	}
+	got, err := store.DecodeInstance(store.AppendInstance(nil, &in))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !got.DueAt.Equal(in.DueAt) || !got.CreatedAt.Equal(in.CreatedAt) {
+		t.Fatalf("times changed: %v %v", got.DueAt, got.CreatedAt)
+	}
+	if !got.UpdatedAt.IsZero() || !got.Lease.ExpiresAt.IsZero() {
+		t.Fatalf("zero times did not stay zero: %v %v", got.UpdatedAt, got.Lease.ExpiresAt)
+	}
+	if got.DueAt.Location() != time.UTC {
+		t.Fatalf("location %v, want UTC", got.DueAt.Location())
+	}
+}
+
+func TestUnixNanosOrder(t *testing.T) {
+	times := []time.Time{
+		{},
+		time.Date(1, 1, 2, 0, 0, 0, 0, time.UTC), // before the int64 range: clamped
+		time.Date(1900, 1, 1, 0, 0, 0, 0, time.UTC),
+		time.Unix(-1, 0),
+		time.Unix(0, 0),
+		time.Unix(0, 1),
+		time.Now(),
+		time.Date(3000, 1, 1, 0, 0, 0, 0, time.UTC), // after the range: clamped
+	}
+	for i := 1; i < len(times); i++ {
+		a, b := store.UnixNanos(times[i-1]), store.UnixNanos(times[i])
+		if a >= b {
+			t.Errorf("UnixNanos(%v)=%d not before UnixNanos(%v)=%d", times[i-1], a, times[i], b)
+		}
+	}
+	if !store.FromUnixNanos(store.UnixNanos(time.Time{})).IsZero() {
+		t.Error("zero time does not roundtrip")
+	}
+	if store.FromUnixNanos(0).IsZero() {
+		t.Error("the epoch decodes as the zero time")
+	}
+}
+
+func TestChangeRoundtrip(t *testing.T) {
+	for _, c := range []fsm.Change{sampleChange(), {}} {
+		got, err := store.DecodeChange(store.AppendChange(nil, &c))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(got, c) {
+			t.Fatalf("roundtrip:\n got %+v\nwant %+v", got, c)
+		}
+	}
+}
+
+func TestMachineRoundtrip(t *testing.T) {
+	for _, m := range []store.MachineRecord{
+		{ID: "report", Version: 2, Source: []byte("id: report\n"), Fingerprint: "sha256:abc", DefinedAt: time.Unix(100, 5).UTC()},
+		{},
+	} {
+		got, err := store.DecodeMachine(store.AppendMachine(nil, &m))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(got, m) {
+			t.Fatalf("roundtrip:\n got %+v\nwant %+v", got, m)
+		}
+	}
+}
+
+func TestDeterministic(t *testing.T) {
+	in := sampleInstance()
+	want := store.AppendInstance(nil, &in)
+	for range 20 {
+		in2 := in.Clone()
+		if got := store.AppendInstance(nil, &in2); !bytes.Equal(got, want) {
+			t.Fatal("encoding depends on map order")
+		}
+	}
+}
+
+func TestDecodeCorrupt(t *testing.T) {
+	in := sampleInstance()
+	good := store.AppendInstance(nil, &in)
+	for i := range len(good) {
+		if _, err := store.DecodeInstance(good[:i]); !errors.Is(err, store.ErrCorrupt) {
+			t.Fatalf("truncated at %d: err %v, want ErrCorrupt", i, err)
+		}
+	}
+	if _, err := store.DecodeInstance(append(good, 0)); !errors.Is(err, store.ErrCorrupt) {
+		t.Fatalf("trailing byte: err %v", err)
+	}
+	c := sampleChange()
+	if _, err := store.DecodeInstance(store.AppendChange(nil, &c)); !errors.Is(err, store.ErrCorrupt) {
+		t.Fatalf("change decoded as instance: err %v", err)
+	}
+}
+
+func FuzzDecodeInstance(f *testing.F) {
+	in := sampleInstance()
+	f.Add(store.AppendInstance(nil, &in))
+	f.Add(store.AppendInstance(nil, &fsm.Instance{}))
+	f.Add([]byte{0x11, 0xff, 0xff, 0xff, 0xff, 0x0f})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		got, err := store.DecodeInstance(b)
+		if err != nil {
+			return
+		}
+		// Whatever decodes must encode back to a record that decodes to the
+		// same value.
+		again, err := store.DecodeInstance(store.AppendInstance(nil, &got))
+		if err != nil {
+			t.Fatalf("re-decode: %v", err)
+		}
+		if !reflect.DeepEqual(again, got) {
+			t.Fatalf("not stable:\n%+v\n%+v", again, got)
+		}
+	})
+}
+
+func FuzzDecodeChange(f *testing.F) {
+	c := sampleChange()
+	f.Add(store.AppendChange(nil, &c))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		_, _ = store.DecodeChange(b)
+	})
+}
+
+func FuzzDecodeMachine(f *testing.F) {
+	m := store.MachineRecord{ID: "m", Version: 1, Source: []byte("x")}
+	f.Add(store.AppendMachine(nil, &m))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		_, _ = store.DecodeMachine(b)
+	})
+}
+
+func BenchmarkEncodeInstance(b *testing.B) {
+	in := sampleInstance()
+	b.Run("binary", func(b *testing.B) {
+		buf := make([]byte, 0, 512)
+		b.ReportAllocs()
+		for b.Loop() {
+			buf = store.AppendInstance(buf[:0], &in)
+		}
+		b.ReportMetric(float64(len(buf)), "bytes/record")
+	})
+	b.Run("json", func(b *testing.B) {
+		var n int
+		b.ReportAllocs()
+		for b.Loop() {
+			out, _ := json.Marshal(&in)
+			n = len(out)
+		}
+		b.ReportMetric(float64(n), "bytes/record")
+	})
+}
+
+func BenchmarkDecodeInstance(b *testing.B) {
+	in := sampleInstance()
+	b.Run("binary", func(b *testing.B) {
+		enc := store.AppendInstance(nil, &in)
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := store.DecodeInstance(enc); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("json", func(b *testing.B) {
+		enc, _ := json.Marshal(&in)
+		b.ReportAllocs()
+		for b.Loop() {
+			var out fsm.Instance
+			if err := json.Unmarshal(enc, &out); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
