@@ -1,0 +1,839 @@
+package changes
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"runtime"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/dfsmr/dfsmr/server/fsm"
+	"github.com/dfsmr/dfsmr/server/store"
+)
+
+// errStop ends a test stream once it has what it wants.
+var errStop = errors.New("stop")
+
+var errNotImplemented = errors.New("not implemented in fake")
+
+// fakeStore is just enough of a store.Store for the hub: a changelog that
+// Update appends to and View reads. Like the real store, Update calls the
+// hook on the writer goroutine after the commit is visible to readers and
+// before the next commit.
+type fakeStore struct {
+	writeMu sync.Mutex // one writer at a time, hook included
+	hook    store.CommitHook
+
+	mu  sync.RWMutex
+	log []fsm.Change // log[i].Seq == i+1
+	// compactedBefore hides changes with a lower Seq, like retention.
+	compactedBefore uint64
+	// failViews makes the next failViews calls to View fail.
+	failViews int
+
+	// hold delays the hook: commits are visible but unpublished until
+	// releaseHeld, as on a real store between commit and hook.
+	hold bool
+	held [][]fsm.Change
+}
+
+func (s *fakeStore) holdHooks() {
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
+	s.hold = true
+}
+
+func (s *fakeStore) releaseHeld() {
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
+	for _, cs := range s.held {
+		s.hook(cs)
+	}
+	s.hold, s.held = false, nil
+}
+
+func newFakeStore(tb testing.TB, prefill []fsm.Change) *fakeStore {
+	tb.Helper()
+	s := &fakeStore{}
+	commit(tb, s, prefill...)
+	return s
+}
+
+func (s *fakeStore) setHook(h store.CommitHook) {
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
+	s.hook = h
+}
+
+func (s *fakeStore) Update(ctx context.Context, fn func(tx store.Tx) error) error {
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
+	s.mu.RLock()
+	tx := &fakeTx{s: s}
+	err := fn(tx)
+	s.mu.RUnlock()
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.log = append(s.log, tx.pending...)
+	s.mu.Unlock()
+	switch {
+	case s.hook == nil || len(tx.pending) == 0:
+	case s.hold:
+		s.held = append(s.held, tx.pending)
+	default:
+		s.hook(tx.pending)
+	}
+	return nil
+}
+
+func (s *fakeStore) View(ctx context.Context, fn func(tx store.ReadTx) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.failViews > 0 {
+		s.failViews--
+		return errors.New("fake view failure")
+	}
+	return fn(&fakeTx{s: s})
+}
+
+func (s *fakeStore) Close() error { return nil }
+
+// fakeTx reads the committed log plus its own pending appends. The caller
+// holds s.mu for reading.
+type fakeTx struct {
+	s       *fakeStore
+	pending []fsm.Change
+}
+
+func (tx *fakeTx) Changes(from uint64, limit int) ([]fsm.Change, error) {
+	from = max(from, tx.s.compactedBefore, 1)
+	var out []fsm.Change
+	for _, src := range [][]fsm.Change{tx.s.log, tx.pending} {
+		for _, c := range src {
+			if c.Seq >= from && len(out) < limit {
+				out = append(out, c)
+			}
+		}
+	}
+	return out, nil
+}
+
+func (tx *fakeTx) Head() (uint64, error) {
+	return uint64(len(tx.s.log) + len(tx.pending)), nil
+}
+
+func (tx *fakeTx) AppendChange(c fsm.Change) (uint64, error) {
+	head, _ := tx.Head()
+	c.Seq = head + 1
+	tx.pending = append(tx.pending, c)
+	return c.Seq, nil
+}
+
+func (tx *fakeTx) Machine(string, uint32) (store.MachineRecord, error) {
+	return store.MachineRecord{}, errNotImplemented
+}
+
+func (tx *fakeTx) MachineVersions(string) ([]store.MachineRecord, error) {
+	return nil, errNotImplemented
+}
+
+func (tx *fakeTx) Machines(string, int) ([]store.MachineRecord, error) {
+	return nil, errNotImplemented
+}
+func (tx *fakeTx) Instance(string) (fsm.Instance, error) { return fsm.Instance{}, errNotImplemented }
+func (tx *fakeTx) Instances(store.InstanceFilter, string, int) ([]fsm.Instance, error) {
+	return nil, errNotImplemented
+}
+func (tx *fakeTx) History(string) ([]fsm.Change, error) { return nil, errNotImplemented }
+func (tx *fakeTx) Ready(store.ReadyFilter, int) ([]string, error) {
+	return nil, errNotImplemented
+}
+func (tx *fakeTx) Due(time.Time, int) ([]store.Due, error) { return nil, errNotImplemented }
+func (tx *fakeTx) NextDue() (store.Due, bool, error)       { return store.Due{}, false, errNotImplemented }
+func (tx *fakeTx) PutMachine(store.MachineRecord) error    { return errNotImplemented }
+func (tx *fakeTx) PutInstance(fsm.Instance) error          { return errNotImplemented }
+
+var _ store.Store = (*fakeStore)(nil)
+
+// commit appends cs to the changelog in one transaction (one Publish).
+func commit(tb testing.TB, s *fakeStore, cs ...fsm.Change) {
+	tb.Helper()
+	err := s.Update(context.Background(), func(tx store.Tx) error {
+		for _, c := range cs {
+			if _, err := tx.AppendChange(c); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		tb.Fatalf("commit: %v", err)
+	}
+}
+
+// change returns an unnumbered change of machine m and instance in.
+func change(m, in string) fsm.Change {
+	return fsm.Change{Kind: fsm.ChangeTransitioned, Machine: m, Instance: in, Params: map[string]string{"k": "v"}}
+}
+
+// mixed returns n changes spread over machines a, b, c and instances i0..i3.
+func mixed(n int) []fsm.Change {
+	cs := make([]fsm.Change, n)
+	for i := range cs {
+		cs[i] = change(string(rune('a'+i%3)), fmt.Sprintf("i%d", i%4))
+	}
+	return cs
+}
+
+// mustHub returns a hub over s installed as its commit hook.
+func mustHub(tb testing.TB, s *fakeStore, opts Options) *Hub {
+	tb.Helper()
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.NewTextHandler(tbWriter{tb}, nil))
+	}
+	h := New(s, opts)
+	s.setHook(h.Publish)
+	tb.Cleanup(h.Close)
+	return h
+}
+
+// tbWriter sends logs to tb.Log.
+type tbWriter struct{ tb testing.TB }
+
+func (w tbWriter) Write(p []byte) (int, error) {
+	w.tb.Helper()
+	w.tb.Log(string(p))
+	return len(p), nil
+}
+
+// collector records the sequences a stream sends and stops it at last.
+type collector struct {
+	mu   sync.Mutex
+	seqs []uint64
+	last uint64 // 0: never stop
+}
+
+func (c *collector) send(ch fsm.Change) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.seqs = append(c.seqs, ch.Seq)
+	if ch.Seq == c.last {
+		return errStop
+	}
+	return nil
+}
+
+func (c *collector) got() []uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.seqs)
+}
+
+// seqRange returns from..to.
+func seqRange(from, to uint64) []uint64 {
+	var out []uint64
+	for s := from; s <= to; s++ {
+		out = append(out, s)
+	}
+	return out
+}
+
+func checkSeqs(tb testing.TB, got, want []uint64) {
+	tb.Helper()
+	if !slices.Equal(got, want) {
+		tb.Fatalf("sequences:\n got %v\nwant %v", got, want)
+	}
+}
+
+// streamAsync runs Stream on its own goroutine; the result arrives on the
+// returned channel.
+func streamAsync(ctx context.Context, h *Hub, from uint64, f Filter, send func(fsm.Change) error) <-chan error {
+	done := make(chan error, 1)
+	go func() { done <- h.Stream(ctx, from, f, send) }()
+	return done
+}
+
+func TestReplay(t *testing.T) {
+	st := newFakeStore(t, mixed(100))
+	h := mustHub(t, st, Options{ReplayPage: 7})
+	for _, from := range []uint64{1, 37, 99, 100} {
+		t.Run(fmt.Sprint(from), func(t *testing.T) {
+			c := &collector{last: 100}
+			if err := h.Stream(t.Context(), from, Filter{}, c.send); !errors.Is(err, errStop) {
+				t.Fatalf("Stream: %v", err)
+			}
+			checkSeqs(t, c.got(), seqRange(from, 100))
+			if n := h.Watchers(); n != 0 {
+				t.Fatalf("Watchers() = %d after the stream ended", n)
+			}
+		})
+	}
+}
+
+func TestLiveFromNow(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		st := newFakeStore(t, mixed(10))
+		h := mustHub(t, st, Options{})
+		c := &collector{last: 15}
+		done := streamAsync(t.Context(), h, 0, Filter{}, c.send)
+		synctest.Wait()
+		if n := h.Watchers(); n != 1 {
+			t.Fatalf("Watchers() = %d, want 1", n)
+		}
+		commit(t, st, mixed(2)...)
+		commit(t, st, mixed(3)...) // a group commit
+		if err := <-done; !errors.Is(err, errStop) {
+			t.Fatalf("Stream: %v", err)
+		}
+		checkSeqs(t, c.got(), seqRange(11, 15))
+		if h.Head() != 15 {
+			t.Fatalf("Head() = %d, want 15", h.Head())
+		}
+	})
+}
+
+func TestFromHeadPlusOneIsLive(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		st := newFakeStore(t, mixed(10))
+		h := mustHub(t, st, Options{})
+		c := &collector{last: 11}
+		done := streamAsync(t.Context(), h, 11, Filter{}, c.send)
+		synctest.Wait()
+		commit(t, st, mixed(1)...)
+		if err := <-done; !errors.Is(err, errStop) {
+			t.Fatalf("Stream: %v", err)
+		}
+		checkSeqs(t, c.got(), []uint64{11})
+	})
+}
+
+// TestPublishDuringReplay commits from inside send, that is between two
+// store reads of the replay, so the new changes are both in the live queue
+// and in later replay pages: each must arrive exactly once.
+func TestPublishDuringReplay(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		buffer    int
+		perSend   int
+		sends     int
+		prefilled int
+	}{
+		{name: "fits", buffer: 0, perSend: 1, sends: 20, prefilled: 10},
+		// The queue overflows while replaying: the stream resyncs from
+		// the store instead of lagging.
+		{name: "overflows", buffer: 2, perSend: 3, sends: 5, prefilled: 10},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			// In a bubble, a gap shows as a deadlock rather than a hang.
+			synctest.Test(t, func(t *testing.T) {
+				st := newFakeStore(t, mixed(tc.prefilled))
+				h := mustHub(t, st, Options{Buffer: tc.buffer, ReplayPage: 3})
+				last := uint64(tc.prefilled + tc.perSend*tc.sends)
+				c := &collector{last: last}
+				sends := 0
+				err := h.Stream(t.Context(), 1, Filter{}, func(ch fsm.Change) error {
+					if sends < tc.sends {
+						sends++
+						commit(t, st, mixed(tc.perSend)...)
+					}
+					return c.send(ch)
+				})
+				if !errors.Is(err, errStop) {
+					t.Fatalf("Stream: %v", err)
+				}
+				checkSeqs(t, c.got(), seqRange(1, last))
+			})
+		})
+	}
+}
+
+// TestReplayRacesLive publishes from another goroutine while streams replay,
+// many times over, and checks every stream sees exactly 1..N. With a tiny
+// buffer streams also lag and resume, which must not change what they see.
+func TestReplayRacesLive(t *testing.T) {
+	const iterations, prefilled, published = 200, 20, 100
+	const last = prefilled + published
+	for _, buffer := range []int{0, 2} {
+		t.Run(fmt.Sprintf("buffer=%d", buffer), func(t *testing.T) {
+			var lags int
+			for i := range iterations {
+				// In a bubble, a gap shows as a deadlock rather than a hang.
+				synctest.Test(t, func(t *testing.T) {
+					rng := rand.New(rand.NewPCG(uint64(i), 1))
+					st := newFakeStore(t, mixed(prefilled))
+					h := mustHub(t, st, Options{Buffer: buffer, ReplayPage: 1 + rng.IntN(5)})
+
+					var wg sync.WaitGroup
+					wg.Go(func() {
+						for n := 0; n < published; {
+							k := min(1+rng.IntN(4), published-n)
+							commit(t, st, mixed(k)...)
+							n += k
+						}
+					})
+
+					c := &collector{last: last}
+					from := uint64(1)
+					for {
+						err := h.Stream(t.Context(), from, Filter{}, c.send)
+						if lagErr, ok := errors.AsType[*LaggingError](err); ok {
+							lags++
+							from = lagErr.ResumeFrom
+							continue
+						}
+						if !errors.Is(err, errStop) {
+							t.Fatalf("iteration %d: Stream: %v", i, err)
+						}
+						break
+					}
+					wg.Wait()
+					checkSeqs(t, c.got(), seqRange(1, last))
+				})
+			}
+			t.Logf("%d lags over %d iterations", lags, iterations)
+		})
+	}
+}
+
+func TestFilter(t *testing.T) {
+	all := mixed(60)
+	for i := range all {
+		all[i].Seq = uint64(i + 1)
+	}
+	for _, f := range []Filter{
+		{Machine: "a"},
+		{Instance: "i2"},
+		{Machine: "b", Instance: "i1"},
+		{Machine: "nope"},
+	} {
+		t.Run(fmt.Sprintf("%+v", f), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				st := newFakeStore(t, mixed(60))
+				h := mustHub(t, st, Options{ReplayPage: 4})
+				ctx, cancel := context.WithCancel(t.Context())
+				c := &collector{}
+				done := streamAsync(ctx, h, 1, f, c.send)
+				synctest.Wait() // replayed, now live
+				commit(t, st, mixed(60)...)
+				synctest.Wait()
+				cancel()
+				if err := <-done; !errors.Is(err, context.Canceled) {
+					t.Fatalf("Stream: %v", err)
+				}
+				var want []uint64
+				for _, ch := range append(all, all...) {
+					if f.match(&ch) {
+						want = append(want, ch.Seq)
+					}
+				}
+				for i := len(want) / 2; i < len(want); i++ {
+					want[i] += 60
+				}
+				checkSeqs(t, c.got(), want)
+			})
+		})
+	}
+}
+
+// TestFilteredWatcherNotLagging floods one commit with another machine's
+// changes: a filtered watcher must not lag for changes it does not want,
+// while an unfiltered one with the same buffer does.
+func TestFilteredWatcherNotLagging(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		st := newFakeStore(t, nil)
+		h := mustHub(t, st, Options{Buffer: 4})
+		ctx, cancel := context.WithCancel(t.Context())
+		filtered := &collector{}
+		filteredDone := streamAsync(ctx, h, 0, Filter{Machine: "a"}, filtered.send)
+		all := &collector{}
+		allDone := streamAsync(ctx, h, 0, Filter{}, all.send)
+		synctest.Wait()
+
+		flood := make([]fsm.Change, 50)
+		for i := range flood {
+			flood[i] = change("b", "x")
+		}
+		commit(t, st, flood...)
+		commit(t, st, change("a", "y"))
+		synctest.Wait()
+
+		err := <-allDone
+		if lagErr, ok := errors.AsType[*LaggingError](err); !ok || lagErr.ResumeFrom != 5 {
+			t.Fatalf("unfiltered Stream: %v, want LaggingError resuming from 5", err)
+		}
+		checkSeqs(t, all.got(), seqRange(1, 4))
+
+		checkSeqs(t, filtered.got(), []uint64{51})
+		select {
+		case err := <-filteredDone:
+			t.Fatalf("filtered stream ended: %v", err)
+		default:
+		}
+		cancel()
+		if err := <-filteredDone; !errors.Is(err, context.Canceled) {
+			t.Fatalf("filtered Stream: %v", err)
+		}
+	})
+}
+
+// TestSlowWatcher blocks one watcher in send: Publish must not wait for it,
+// another watcher must see everything, the slow one must end lagging, and
+// resuming from ResumeFrom must deliver exactly the rest.
+func TestSlowWatcher(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const buffer, total = 8, 100
+		st := newFakeStore(t, nil)
+		h := mustHub(t, st, Options{Buffer: buffer})
+
+		release := make(chan struct{})
+		slow := &collector{}
+		slowDone := streamAsync(t.Context(), h, 0, Filter{}, func(ch fsm.Change) error {
+			if ch.Seq == 1 {
+				<-release
+			}
+			return slow.send(ch)
+		})
+		fast := &collector{last: total}
+		fastDone := streamAsync(t.Context(), h, 0, Filter{}, fast.send)
+		synctest.Wait()
+
+		for range total {
+			// Returns although the slow watcher is stuck: a blocked
+			// Publish would deadlock the bubble and fail the test.
+			commit(t, st, change("m", "i"))
+			synctest.Wait()
+		}
+		if err := <-fastDone; !errors.Is(err, errStop) {
+			t.Fatalf("fast Stream: %v", err)
+		}
+		checkSeqs(t, fast.got(), seqRange(1, total))
+
+		close(release)
+		err := <-slowDone
+		lagErr, ok := errors.AsType[*LaggingError](err)
+		// Seq 1 was being sent and 2..8 were queued: 9 was the first
+		// change that did not fit.
+		if !ok || lagErr.ResumeFrom != buffer+1 {
+			t.Fatalf("slow Stream: %v, want LaggingError resuming from %d", err, buffer+1)
+		}
+		checkSeqs(t, slow.got(), seqRange(1, buffer))
+
+		slow.last = total
+		if err := h.Stream(t.Context(), lagErr.ResumeFrom, Filter{}, slow.send); !errors.Is(err, errStop) {
+			t.Fatalf("resumed Stream: %v", err)
+		}
+		checkSeqs(t, slow.got(), seqRange(1, total))
+	})
+}
+
+// TestLaggingFilteredResume checks ResumeFrom under a filter: resuming skips
+// nothing the filter wants and repeats nothing.
+func TestLaggingFilteredResume(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		st := newFakeStore(t, nil)
+		h := mustHub(t, st, Options{Buffer: 2})
+		release := make(chan struct{})
+		c := &collector{}
+		done := streamAsync(t.Context(), h, 0, Filter{Machine: "a"}, func(ch fsm.Change) error {
+			if len(c.got()) == 0 {
+				<-release
+			}
+			return c.send(ch)
+		})
+		synctest.Wait()
+		commit(t, st, mixed(30)...) // a at 1, 4, 7, ...
+		close(release)
+		err := <-done
+		lagErr, ok := errors.AsType[*LaggingError](err)
+		if !ok || lagErr.ResumeFrom != 7 {
+			t.Fatalf("Stream: %v, want LaggingError resuming from 7", err)
+		}
+		c.last = 28
+		if err := h.Stream(t.Context(), lagErr.ResumeFrom, Filter{Machine: "a"}, c.send); !errors.Is(err, errStop) {
+			t.Fatalf("resumed Stream: %v", err)
+		}
+		checkSeqs(t, c.got(), []uint64{1, 4, 7, 10, 13, 16, 19, 22, 25, 28})
+	})
+}
+
+// TestLaggingAfterReplayReadAhead: the replay can read changes that are
+// committed but not yet published; if the watcher then lags on them, it must
+// resume after what it sent, not from the first dropped change.
+func TestLaggingAfterReplayReadAhead(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		st := newFakeStore(t, mixed(2))
+		h := mustHub(t, st, Options{Buffer: 2})
+		st.holdHooks()
+		commit(t, st, mixed(3)...) // 3..5: in the store, not published
+		c := &collector{}
+		done := streamAsync(t.Context(), h, 1, Filter{}, c.send)
+		synctest.Wait() // replayed 1..5, now live with a cursor of 6
+		checkSeqs(t, c.got(), seqRange(1, 5))
+
+		st.releaseHeld() // queues 3 and 4, drops 5
+		err := <-done
+		if lagErr, ok := errors.AsType[*LaggingError](err); !ok || lagErr.ResumeFrom != 6 {
+			t.Fatalf("Stream: %v, want LaggingError resuming from 6", err)
+		}
+		checkSeqs(t, c.got(), seqRange(1, 5))
+	})
+}
+
+func TestOutOfRange(t *testing.T) {
+	st := newFakeStore(t, mixed(10))
+	h := mustHub(t, st, Options{})
+	err := h.Stream(t.Context(), 12, Filter{}, func(fsm.Change) error { return nil })
+	rangeErr, ok := errors.AsType[*OutOfRangeError](err)
+	if !ok || *rangeErr != (OutOfRangeError{From: 12, Head: 10}) {
+		t.Fatalf("Stream(12): %v, want OutOfRangeError{12, 10}", err)
+	}
+	if h.Watchers() != 0 {
+		t.Fatalf("Watchers() = %d after a refused stream", h.Watchers())
+	}
+
+	// Retention compacted 1..4: resuming inside the window works, before
+	// it is out of range.
+	st.compactedBefore = 5
+	err = h.Stream(t.Context(), 3, Filter{}, func(fsm.Change) error { return nil })
+	rangeErr, ok = errors.AsType[*OutOfRangeError](err)
+	if !ok || *rangeErr != (OutOfRangeError{From: 3, Head: 10}) {
+		t.Fatalf("Stream(3) after compaction: %v, want OutOfRangeError{3, 10}", err)
+	}
+	c := &collector{last: 10}
+	if err := h.Stream(t.Context(), 5, Filter{}, c.send); !errors.Is(err, errStop) {
+		t.Fatalf("Stream(5) after compaction: %v", err)
+	}
+	checkSeqs(t, c.got(), seqRange(5, 10))
+}
+
+func TestCancel(t *testing.T) {
+	t.Run("live", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			st := newFakeStore(t, mixed(3))
+			h := mustHub(t, st, Options{})
+			ctx, cancel := context.WithCancel(t.Context())
+			done := streamAsync(ctx, h, 1, Filter{}, func(fsm.Change) error { return nil })
+			synctest.Wait()
+			if n := h.Watchers(); n != 1 {
+				t.Fatalf("Watchers() = %d, want 1", n)
+			}
+			cancel()
+			if err := <-done; !errors.Is(err, context.Canceled) {
+				t.Fatalf("Stream: %v", err)
+			}
+			if n := h.Watchers(); n != 0 {
+				t.Fatalf("Watchers() = %d after cancel, want 0", n)
+			}
+		})
+	})
+	t.Run("replay", func(t *testing.T) {
+		st := newFakeStore(t, mixed(10))
+		h := mustHub(t, st, Options{ReplayPage: 2})
+		ctx, cancel := context.WithCancel(t.Context())
+		err := h.Stream(ctx, 1, Filter{}, func(fsm.Change) error {
+			cancel()
+			return nil
+		})
+		if err != context.Canceled {
+			t.Fatalf("Stream: %v, want exactly context.Canceled", err)
+		}
+		if n := h.Watchers(); n != 0 {
+			t.Fatalf("Watchers() = %d after cancel, want 0", n)
+		}
+	})
+}
+
+func TestSendError(t *testing.T) {
+	st := newFakeStore(t, mixed(3))
+	h := mustHub(t, st, Options{})
+	errBoom := errors.New("boom")
+	if err := h.Stream(t.Context(), 1, Filter{}, func(fsm.Change) error { return errBoom }); err != errBoom {
+		t.Fatalf("Stream: %v, want the send error", err)
+	}
+	if n := h.Watchers(); n != 0 {
+		t.Fatalf("Watchers() = %d, want 0", n)
+	}
+}
+
+func TestClose(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		st := newFakeStore(t, mixed(5))
+		h := mustHub(t, st, Options{})
+		noop := func(fsm.Change) error { return nil }
+		a := streamAsync(t.Context(), h, 0, Filter{}, noop)
+		b := streamAsync(t.Context(), h, 1, Filter{Machine: "a"}, noop)
+		synctest.Wait()
+		if n := h.Watchers(); n != 2 {
+			t.Fatalf("Watchers() = %d, want 2", n)
+		}
+		h.Close()
+		for _, done := range []<-chan error{a, b} {
+			if err := <-done; !errors.Is(err, ErrClosed) {
+				t.Fatalf("Stream: %v, want ErrClosed", err)
+			}
+		}
+		h.Close() // idempotent
+		if err := h.Stream(t.Context(), 0, Filter{}, noop); !errors.Is(err, ErrClosed) {
+			t.Fatalf("Stream after Close: %v, want ErrClosed", err)
+		}
+		if n := h.Watchers(); n != 0 {
+			t.Fatalf("Watchers() = %d after Close, want 0", n)
+		}
+		commit(t, st, mixed(1)...) // publishing after Close is fine
+	})
+}
+
+func TestPublishGapPanics(t *testing.T) {
+	mustPanic := func(t *testing.T, h *Hub, seqs ...uint64) {
+		t.Helper()
+		cs := make([]fsm.Change, len(seqs))
+		for i, s := range seqs {
+			cs[i].Seq = s
+		}
+		defer func() {
+			t.Helper()
+			if _, ok := recover().(*fsm.InvariantError); !ok {
+				t.Fatalf("Publish%v did not panic with an InvariantError", seqs)
+			}
+		}()
+		h.Publish(cs)
+	}
+	st := newFakeStore(t, mixed(5))
+	h := mustHub(t, st, Options{})
+	// The head comes from the store, so even the first Publish is checked.
+	mustPanic(t, h, 1)
+	mustPanic(t, h, 7)
+	mustPanic(t, h, 5)
+	mustPanic(t, h, 6, 8) // a gap inside one group commit
+	if h.Head() != 5 {
+		t.Fatalf("Head() = %d after refused publishes, want 5", h.Head())
+	}
+	h.Publish([]fsm.Change{{Seq: 6}, {Seq: 7}})
+	mustPanic(t, h, 9)
+	if h.Head() != 7 {
+		t.Fatalf("Head() = %d, want 7", h.Head())
+	}
+}
+
+// TestHeadUnknownAtNew: when New cannot read the head, streams read it
+// themselves and the first Publish establishes it.
+func TestHeadUnknownAtNew(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		st := newFakeStore(t, mixed(5))
+		st.failViews = 1
+		h := mustHub(t, st, Options{})
+		if h.Head() != 0 {
+			t.Fatalf("Head() = %d, want 0 while unknown", h.Head())
+		}
+		err := h.Stream(t.Context(), 8, Filter{}, func(fsm.Change) error { return nil })
+		if _, ok := errors.AsType[*OutOfRangeError](err); !ok {
+			t.Fatalf("Stream(8): %v, want OutOfRangeError", err)
+		}
+		c := &collector{last: 7}
+		done := streamAsync(t.Context(), h, 3, Filter{}, c.send)
+		synctest.Wait()
+		commit(t, st, mixed(2)...)
+		if err := <-done; !errors.Is(err, errStop) {
+			t.Fatalf("Stream: %v", err)
+		}
+		checkSeqs(t, c.got(), seqRange(3, 7))
+		if h.Head() != 7 {
+			t.Fatalf("Head() = %d, want 7", h.Head())
+		}
+	})
+}
+
+// BenchmarkPublish measures one Publish of one change with 0, 1 and 100
+// watchers that want it, and 100 that filter it out. Watchers drain
+// concurrently; every batch of publishes stays within their buffer and the
+// clock stops while they catch up, so no watcher lags and the count holds.
+func BenchmarkPublish(b *testing.B) {
+	const batch = DefaultBuffer / 4
+	for _, bc := range []struct {
+		name     string
+		watchers int
+		filter   Filter
+	}{
+		{"watchers=0", 0, Filter{}},
+		{"watchers=1", 1, Filter{}},
+		{"watchers=100", 100, Filter{}},
+		{"watchers=100/nomatch", 100, Filter{Machine: "other"}},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			st := newFakeStore(b, nil)
+			h := New(st, Options{Logger: slog.New(slog.DiscardHandler)})
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			// Each matching watcher calls drained.Done when it has sent
+			// target, the last change of the batch.
+			var target atomic.Uint64
+			var drained sync.WaitGroup
+			waitFor := 0
+			if bc.filter == (Filter{}) {
+				waitFor = bc.watchers
+			}
+			errs := make(chan error, bc.watchers)
+			for range bc.watchers {
+				go func() {
+					errs <- h.Stream(ctx, 0, bc.filter, func(c fsm.Change) error {
+						if c.Seq == target.Load() {
+							drained.Done()
+						}
+						return nil
+					})
+				}()
+			}
+			for h.Watchers() < bc.watchers {
+				runtime.Gosched() // registration is asynchronous
+			}
+
+			cs := []fsm.Change{change("m", "i")}
+			seq := uint64(0)
+			b.ReportAllocs()
+			for b.Loop() {
+				if seq%batch == 0 {
+					drained.Add(waitFor)
+					target.Store(seq + batch)
+				}
+				seq++
+				cs[0].Seq = seq
+				h.Publish(cs)
+				if seq%batch == 0 {
+					b.StopTimer()
+					drained.Wait()
+					b.StartTimer()
+				}
+			}
+			b.StopTimer()
+			if seq%batch != 0 {
+				// The last batch is short: finish it so target is reached.
+				for ; seq%batch != 0; seq++ {
+					cs[0].Seq = seq + 1
+					h.Publish(cs)
+				}
+				drained.Wait()
+			}
+			if h.Watchers() != bc.watchers {
+				b.Fatalf("%d watchers left of %d: some lagged", h.Watchers(), bc.watchers)
+			}
+			cancel()
+			for range bc.watchers {
+				if err := <-errs; !errors.Is(err, context.Canceled) {
+					b.Fatalf("Stream: %v", err)
+				}
+			}
+		})
+	}
+}

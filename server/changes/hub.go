@@ -1,0 +1,345 @@
+package changes
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"sync/atomic"
+
+	"github.com/dfsmr/dfsmr/server/fsm"
+	"github.com/dfsmr/dfsmr/server/store"
+)
+
+// Defaults for Options.
+const (
+	// DefaultBuffer is the default per-watcher live buffer, in changes.
+	DefaultBuffer = 1024
+	// DefaultReplayPage is the default number of changes read from the
+	// store per read transaction during replay.
+	DefaultReplayPage = 512
+)
+
+// Log attribute keys.
+const (
+	logKeyComponent  = "component"
+	logKeyResumeFrom = "resume_from"
+	logKeyFilter     = "filter"
+	logKeyError      = "error"
+)
+
+// Options configures a Hub.
+type Options struct {
+	// Buffer is the per-watcher live buffer: how many published changes a
+	// live watcher may have not yet handed to send before it is ended with
+	// *LaggingError (a replaying watcher catches up from the store
+	// instead). Zero or negative means DefaultBuffer (1024).
+	Buffer int
+	// ReplayPage is how many changes one store read fetches during replay.
+	// Zero or negative means DefaultReplayPage (512).
+	ReplayPage int
+	// Logger receives the hub's logs; nil discards them.
+	Logger *slog.Logger
+}
+
+// WithDefaults returns o with every zero field set to its default.
+func (o Options) WithDefaults() Options {
+	if o.Buffer <= 0 {
+		o.Buffer = DefaultBuffer
+	}
+	if o.ReplayPage <= 0 {
+		o.ReplayPage = DefaultReplayPage
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	return o
+}
+
+// ErrClosed ends every stream when the hub is closed.
+var ErrClosed = errors.New("changes: hub closed")
+
+// LaggingError ends a stream whose watcher fell more than its buffer behind
+// the live changelog.
+type LaggingError struct {
+	// ResumeFrom is the first sequence number the stream did not deliver:
+	// streaming again from it, with the same filter, misses nothing and
+	// repeats nothing.
+	ResumeFrom uint64
+}
+
+func (e *LaggingError) Error() string {
+	return fmt.Sprintf("changes: watcher fell behind; resume from seq %d", e.ResumeFrom)
+}
+
+// OutOfRangeError refuses a stream that starts outside the changelog: after
+// head+1 (in the future), or before the oldest change retention kept.
+type OutOfRangeError struct {
+	// From is the sequence number that cannot be streamed from.
+	From uint64
+	// Head is the last sequence number committed when the stream started.
+	Head uint64
+}
+
+func (e *OutOfRangeError) Error() string {
+	if e.From > e.Head+1 {
+		return fmt.Sprintf("changes: seq %d is out of range: the changelog ends at %d", e.From, e.Head)
+	}
+	return fmt.Sprintf("changes: seq %d is out of range: it was compacted (head %d)", e.From, e.Head)
+}
+
+// Filter selects changes; empty fields match everything.
+type Filter struct {
+	// Machine keeps changes of this machine id.
+	Machine string
+	// Instance keeps changes of this instance id.
+	Instance string
+}
+
+func (f *Filter) match(c *fsm.Change) bool {
+	return (f.Machine == "" || f.Machine == c.Machine) &&
+		(f.Instance == "" || f.Instance == c.Instance)
+}
+
+// Hub fans committed changes out to watchers: replay from the store, then
+// tail live. The zero value is not usable; call New.
+type Hub struct {
+	st   store.Store
+	opts Options
+	log  *slog.Logger
+
+	// done is closed by Close.
+	done      chan struct{}
+	closeOnce sync.Once
+
+	// mu is held by Publish for a whole call, so that a stream registering
+	// under it sees a head such that every later change reaches its queue.
+	// Lock order: mu, then watcher.mu.
+	mu       sync.Mutex
+	watchers []*watcher
+	head     uint64
+	// synced says head is known: read from the store by New, or set by
+	// the first Publish when that read failed.
+	synced bool
+
+	// Copies for the stats methods, which must not contend with Publish.
+	headStat     atomic.Uint64
+	watchersStat atomic.Int64
+}
+
+// watcher is one stream's live queue.
+type watcher struct {
+	f    Filter
+	wake chan struct{} // capacity 1: "the queue or lagging changed"
+
+	mu sync.Mutex
+	q  []fsm.Change
+	// lagFrom is 0 until the queue overflows, then the sequence of the
+	// first change dropped (sequences start at 1). Every matching change
+	// before it was queued, so once the queue is sent a lagging stream
+	// resumes from it (or from its cursor, if the replay read further).
+	lagFrom uint64
+
+	// sending counts changes the stream took from q and has not yet
+	// handed to send; Publish adds it to len(q) to enforce Buffer.
+	sending atomic.Int64
+}
+
+// New returns a hub over st, with its head read from st so that the first
+// Publish is checked against it. Nothing may commit to st between New and
+// installing Publish as st's CommitHook.
+func New(st store.Store, opts Options) *Hub {
+	opts = opts.WithDefaults()
+	h := &Hub{
+		st:   st,
+		opts: opts,
+		log:  opts.Logger.With(logKeyComponent, "changes"),
+		done: make(chan struct{}),
+	}
+	head, err := readHead(context.Background(), st)
+	if err != nil {
+		// Not fatal: Stream reads the head itself until the first Publish
+		// establishes it; only that first Publish goes unchecked.
+		h.log.Error("read changelog head", logKeyError, err)
+		return h
+	}
+	h.head, h.synced = head, true
+	h.headStat.Store(head)
+	return h
+}
+
+func readHead(ctx context.Context, st store.Store) (uint64, error) {
+	var head uint64
+	err := st.View(ctx, func(tx store.ReadTx) error {
+		var err error
+		head, err = tx.Head()
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("read changelog head: %w", err)
+	}
+	return head, nil
+}
+
+// Publish is the store's CommitHook: it receives committed changes in
+// sequence order, from one goroutine, and never blocks. It only appends to
+// bounded per-watcher queues, and costs one uncontended lock and a sequence
+// check per change when there are no watchers. A sequence that is not
+// exactly the previous one plus one panics with *fsm.InvariantError.
+func (h *Hub) Publish(changes []fsm.Change) {
+	if len(changes) == 0 {
+		return
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+
+	// Validate the whole commit before touching any queue, so a panic
+	// leaves the hub as it was.
+	prev, synced := h.head, h.synced
+	for i := range changes {
+		seq := changes[i].Seq
+		if synced && seq != prev+1 {
+			panic(&fsm.InvariantError{Msg: fmt.Sprintf(
+				"changelog gap: published seq %d after %d", seq, prev)})
+		}
+		prev, synced = seq, true
+	}
+	h.head, h.synced = prev, true
+	h.headStat.Store(prev)
+
+	for _, w := range h.watchers {
+		h.offer(w, changes)
+	}
+}
+
+// offer queues the changes w wants. Called with h.mu held.
+func (h *Hub) offer(w *watcher, changes []fsm.Change) {
+	locked := false
+	for i := range changes {
+		c := &changes[i]
+		if !w.f.match(c) {
+			continue
+		}
+		if !locked {
+			w.mu.Lock()
+			locked = true
+		}
+		if w.lagFrom != 0 {
+			break
+		}
+		if len(w.q)+int(w.sending.Load()) >= h.opts.Buffer {
+			w.lagFrom = c.Seq
+			break
+		}
+		w.q = append(w.q, *c)
+	}
+	if !locked {
+		return
+	}
+	w.mu.Unlock()
+	select {
+	case w.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Stream replays the changes with Seq >= from from the store, then delivers
+// live ones as they are published, calling send for each change matching f,
+// in order, with no gap and no duplicate. from == 0 means "from now": only
+// changes committed after the call. from > head+1 is *OutOfRangeError, and so
+// is a from that retention has compacted away.
+//
+// Stream returns when ctx ends (ctx.Err()), send fails (its error), the
+// watcher falls more than Options.Buffer behind the live changelog
+// (*LaggingError telling where to resume), or the hub closes (ErrClosed).
+// send runs on the caller's goroutine and must not modify the change's
+// Params, which is shared with other watchers.
+func (h *Hub) Stream(ctx context.Context, from uint64, f Filter, send func(fsm.Change) error) error {
+	w := &watcher{f: f, wake: make(chan struct{}, 1)}
+	upto, err := h.register(ctx, w)
+	if err != nil {
+		return err
+	}
+	defer h.unregister(w)
+
+	if from == 0 {
+		from = upto + 1
+	}
+	if from > upto+1 {
+		return &OutOfRangeError{From: from, Head: upto}
+	}
+	s := stream{h: h, w: w, ctx: ctx, send: send, next: from}
+	return s.run(upto)
+}
+
+// register adds w to the hub and returns the head at that instant: every
+// change after it will reach w's queue.
+func (h *Hub) register(ctx context.Context, w *watcher) (uint64, error) {
+	h.mu.Lock()
+	closed, synced := h.isClosed(), h.synced
+	h.mu.Unlock()
+	if closed {
+		return 0, ErrClosed
+	}
+	var storeHead uint64
+	if !synced {
+		// New could not read the head and nothing was published since.
+		// Read it now, outside the lock, which Publish must never wait on.
+		var err error
+		if storeHead, err = readHead(ctx, h.st); err != nil {
+			return 0, err
+		}
+	}
+
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.isClosed() {
+		return 0, ErrClosed
+	}
+	head := h.head
+	if !h.synced {
+		// Still nothing published: every commit after storeHead is
+		// published later and queued; one at or before it that is
+		// published later is queued too and skipped as a duplicate.
+		head = storeHead
+	}
+	h.watchers = append(h.watchers, w)
+	h.watchersStat.Add(1)
+	return head, nil
+}
+
+func (h *Hub) unregister(w *watcher) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if i := slices.Index(h.watchers, w); i >= 0 {
+		last := len(h.watchers) - 1
+		h.watchers[i] = h.watchers[last]
+		h.watchers[last] = nil
+		h.watchers = h.watchers[:last]
+		h.watchersStat.Add(-1)
+	}
+}
+
+func (h *Hub) isClosed() bool {
+	select {
+	case <-h.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// Close ends every Stream with ErrClosed; later Streams fail with it at
+// once. Close is idempotent. Publish keeps checking sequences after Close.
+func (h *Hub) Close() {
+	h.closeOnce.Do(func() { close(h.done) })
+}
+
+// Watchers returns the number of streams registered.
+func (h *Hub) Watchers() int { return int(h.watchersStat.Load()) }
+
+// Head returns the last sequence number published (or read from the store
+// by New when nothing has been published yet).
+func (h *Hub) Head() uint64 { return h.headStat.Load() }

@@ -1,0 +1,163 @@
+package changes
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/dfsmr/dfsmr/server/fsm"
+	"github.com/dfsmr/dfsmr/server/store"
+)
+
+// stream is the state of one Stream call, owned by its goroutine.
+type stream struct {
+	h    *Hub
+	w    *watcher
+	ctx  context.Context
+	send func(fsm.Change) error
+	// next is the cursor: every matching change with Seq < next has been
+	// sent or skipped. Both sources deliver in order, so a change with
+	// Seq < next is a duplicate from the replay/live overlap.
+	next uint64
+	// spare is the previous batch's backing array, reused for the queue.
+	spare []fsm.Change
+}
+
+// run replays from the store through upto, then tails the live queue.
+func (s *stream) run(upto uint64) error {
+	for {
+		for s.next <= upto {
+			if err := s.replayPage(upto); err != nil {
+				return err
+			}
+		}
+		var lagged bool
+		upto, lagged = s.resync()
+		if !lagged {
+			return s.live()
+		}
+	}
+}
+
+// replayPage sends one page of the store's changelog from s.next.
+func (s *stream) replayPage(upto uint64) error {
+	if err := s.stopped(); err != nil {
+		return err
+	}
+	var page []fsm.Change
+	err := s.h.st.View(s.ctx, func(tx store.ReadTx) error {
+		var err error
+		page, err = tx.Changes(s.next, s.h.opts.ReplayPage)
+		return err
+	})
+	if err != nil {
+		if ctxErr := s.ctx.Err(); ctxErr != nil {
+			return ctxErr
+		}
+		return fmt.Errorf("replay changelog from seq %d: %w", s.next, err)
+	}
+	// Everything through upto is committed, so a short or late page means
+	// retention compacted the range we need.
+	if len(page) == 0 || page[0].Seq > s.next {
+		return &OutOfRangeError{From: s.next, Head: upto}
+	}
+	for i := range page {
+		c := &page[i]
+		if c.Seq != s.next {
+			return fmt.Errorf("replay changelog: store returned seq %d, want %d", c.Seq, s.next)
+		}
+		if s.w.f.match(c) {
+			if err := s.send(*c); err != nil {
+				return err
+			}
+		}
+		s.next = c.Seq + 1
+	}
+	return nil
+}
+
+// resync ends a replay. If the live queue overflowed while the stream was
+// reading history, the dropped changes are all in the store: it clears the
+// queue and returns the hub's current head as the new replay target, which
+// is consistent because Publish holds h.mu for a whole call.
+func (s *stream) resync() (upto uint64, lagged bool) {
+	s.h.mu.Lock()
+	defer s.h.mu.Unlock()
+	s.w.mu.Lock()
+	defer s.w.mu.Unlock()
+	if s.w.lagFrom == 0 {
+		return 0, false
+	}
+	clear(s.w.q)
+	s.w.q = s.w.q[:0]
+	s.w.lagFrom = 0
+	return s.h.head, true
+}
+
+// live drains the queue until the stream ends.
+func (s *stream) live() error {
+	for {
+		if err := s.stopped(); err != nil {
+			return err
+		}
+		batch, lagFrom := s.take()
+		if len(batch) == 0 {
+			if lagFrom != 0 {
+				// Every matching change before lagFrom was queued, and the
+				// queue is sent. The replay may have read past lagFrom
+				// (the store shows a commit before its Publish), so the
+				// cursor can be further on.
+				resume := max(lagFrom, s.next)
+				s.h.log.Info("watcher lagging", logKeyResumeFrom, resume, logKeyFilter, s.w.f)
+				return &LaggingError{ResumeFrom: resume}
+			}
+			select {
+			case <-s.ctx.Done():
+				return s.ctx.Err()
+			case <-s.h.done:
+				return ErrClosed
+			case <-s.w.wake:
+			}
+			continue
+		}
+		for i := range batch {
+			c := &batch[i]
+			if c.Seq >= s.next {
+				if err := s.send(*c); err != nil {
+					return err
+				}
+				s.next = c.Seq + 1
+			}
+			s.w.sending.Add(-1)
+		}
+		// Drop the references so the spare array does not pin old
+		// changes' strings and params.
+		clear(batch)
+		s.spare = batch[:0]
+	}
+}
+
+// take swaps the queue for the spare array and returns what was queued, and
+// where the watcher lagged (0 if it did not).
+func (s *stream) take() (batch []fsm.Change, lagFrom uint64) {
+	s.w.mu.Lock()
+	defer s.w.mu.Unlock()
+	batch, lagFrom = s.w.q, s.w.lagFrom
+	if len(batch) > 0 {
+		s.w.q = s.spare
+		s.spare = nil
+		s.w.sending.Store(int64(len(batch)))
+	}
+	return batch, lagFrom
+}
+
+// stopped reports why the stream must end now, if it must.
+func (s *stream) stopped() error {
+	select {
+	case <-s.ctx.Done():
+		return s.ctx.Err()
+	case <-s.h.done:
+		return ErrClosed
+	default:
+		return nil
+	}
+}
