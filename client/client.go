@@ -1,0 +1,331 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"regexp"
+	"strconv"
+	"time"
+
+	pb "github.com/dfsmr/dfsmr/gen/dfsmr/v1"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+)
+
+// Reconnection and resume delays.
+const (
+	// FollowMinBackoff is Follow's first wait before it retries a stream
+	// that ended with UNAVAILABLE.
+	FollowMinBackoff = 50 * time.Millisecond
+	// FollowMaxBackoff caps Follow's wait between retries: the wait doubles
+	// with each UNAVAILABLE in a row and resets once a change arrives.
+	FollowMaxBackoff = 5 * time.Second
+	// ConnectMaxBackoff caps the connection's own reconnect backoff (gRPC's
+	// default is 120s). dfsmr servers are usually near and restart quickly,
+	// and a worker or a watcher should notice within seconds.
+	ConnectMaxBackoff = 5 * time.Second
+)
+
+// Client holds one connection to a dfsmr server and the stubs of its
+// services. It is safe for concurrent use.
+type Client struct {
+	// Machines defines and reads machines.
+	Machines pb.MachineServiceClient
+	// Instances starts, inspects, signals and cancels instances.
+	Instances pb.InstanceServiceClient
+	// Work leases instances and reports their transitions.
+	Work pb.WorkServiceClient
+	// Changes streams the changelog; see also Follow and Head.
+	Changes pb.ChangesServiceClient
+
+	conn *grpc.ClientConn
+}
+
+// Dial creates a client for the server at addr ("host:port", or any target
+// grpc.NewClient accepts). Like grpc.NewClient it does not connect: the
+// first call does.
+//
+// Dial puts its defaults before opts, so that a later option of the same
+// kind replaces them: insecure transport credentials (pass
+// grpc.WithTransportCredentials for TLS; a credentials bundle cannot be
+// combined with them), and a reconnect backoff capped at
+// ConnectMaxBackoff.
+func Dial(addr string, opts ...grpc.DialOption) (*Client, error) {
+	bc := backoff.DefaultConfig
+	bc.MaxDelay = ConnectMaxBackoff
+	all := append([]grpc.DialOption{
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithConnectParams(grpc.ConnectParams{Backoff: bc, MinConnectTimeout: 20 * time.Second}),
+	}, opts...)
+	conn, err := grpc.NewClient(addr, all...)
+	if err != nil {
+		return nil, fmt.Errorf("dfsmr client for %q: %w", addr, err)
+	}
+	return New(conn), nil
+}
+
+// New wraps an existing connection; Close closes it.
+func New(conn *grpc.ClientConn) *Client {
+	return &Client{
+		Machines:  pb.NewMachineServiceClient(conn),
+		Instances: pb.NewInstanceServiceClient(conn),
+		Work:      pb.NewWorkServiceClient(conn),
+		Changes:   pb.NewChangesServiceClient(conn),
+		conn:      conn,
+	}
+}
+
+// Conn returns the underlying connection, for other services (health,
+// reflection) on the same server.
+func (c *Client) Conn() *grpc.ClientConn { return c.conn }
+
+// Close closes the connection; calls in flight fail with CANCELED.
+func (c *Client) Close() error { return c.conn.Close() }
+
+// ListAllInstances returns every instance matching req's filters, walking
+// all the pages from req.PageToken on. With limit > 0 it stops after limit
+// instances, and asks for pages no larger than limit when req.PageSize is
+// zero. req is not modified.
+func (c *Client) ListAllInstances(ctx context.Context, req *pb.ListInstancesRequest, limit int) ([]*pb.Instance, error) {
+	r := proto.CloneOf(req)
+	if r == nil {
+		r = &pb.ListInstancesRequest{}
+	}
+	if r.PageSize == 0 && limit > 0 {
+		r.PageSize = int32(min(limit, 1000))
+	}
+	var out []*pb.Instance
+	for {
+		resp, err := c.Instances.ListInstances(ctx, r)
+		if err != nil {
+			return out, err
+		}
+		out = append(out, resp.GetInstances()...)
+		if limit > 0 && len(out) >= limit {
+			return out[:limit], nil
+		}
+		if resp.GetNextPageToken() == "" {
+			return out, nil
+		}
+		r.PageToken = resp.GetNextPageToken()
+	}
+}
+
+// ListAllMachines returns the latest version of every machine, walking all
+// the pages. With limit > 0 it stops after limit machines.
+func (c *Client) ListAllMachines(ctx context.Context, limit int) ([]*pb.Machine, error) {
+	r := &pb.ListMachinesRequest{}
+	if limit > 0 {
+		r.PageSize = int32(min(limit, 1000))
+	}
+	var out []*pb.Machine
+	for {
+		resp, err := c.Machines.ListMachines(ctx, r)
+		if err != nil {
+			return out, err
+		}
+		out = append(out, resp.GetMachines()...)
+		if limit > 0 && len(out) >= limit {
+			return out[:limit], nil
+		}
+		if resp.GetNextPageToken() == "" {
+			return out, nil
+		}
+		r.PageToken = resp.GetNextPageToken()
+	}
+}
+
+// headPattern matches the server's OUT_OF_RANGE message for a from_seq in
+// the future: "... the changelog ends at 42".
+var headPattern = regexp.MustCompile(`changelog ends at (\d+)`)
+
+// ErrNoHead is returned by Head when the server's answer does not say where
+// the changelog ends.
+var ErrNoHead = errors.New("dfsmr client: the server did not report the changelog head")
+
+// Head returns the sequence number of the last change committed on the
+// server (0 when the changelog is empty), as of the call.
+//
+// The API has no call for it yet: Head asks for the changes from the
+// largest possible sequence number, which the server refuses with
+// OUT_OF_RANGE, and reads the head from that status — from an ErrorInfo
+// detail with metadata "head_seq" if the server sends one, else from its
+// message. Any other status is returned as is; an OUT_OF_RANGE without a
+// head is ErrNoHead.
+func (c *Client) Head(ctx context.Context) (uint64, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stream, err := c.Changes.Changes(ctx, &pb.ChangesRequest{FromSeq: math.MaxUint64})
+	if err == nil {
+		_, err = stream.Recv()
+	}
+	st := status.Convert(err)
+	if err == nil || st.Code() != codes.OutOfRange {
+		if err == nil {
+			return 0, ErrNoHead
+		}
+		return 0, err
+	}
+	if v, ok := errorInfo(st, "head_seq"); ok {
+		if head, perr := strconv.ParseUint(v, 10, 64); perr == nil {
+			return head, nil
+		}
+	}
+	if m := headPattern.FindStringSubmatch(st.Message()); m != nil {
+		if head, perr := strconv.ParseUint(m[1], 10, 64); perr == nil {
+			return head, nil
+		}
+	}
+	return 0, fmt.Errorf("%w: %s", ErrNoHead, st.Message())
+}
+
+// errorInfo returns the value of key in the status's ErrorInfo metadata.
+func errorInfo(st *status.Status, key string) (string, bool) {
+	for _, d := range st.Details() {
+		if info, ok := d.(*errdetails.ErrorInfo); ok {
+			if v, ok := info.GetMetadata()[key]; ok {
+				return v, true
+			}
+		}
+	}
+	return "", false
+}
+
+// Follow streams the changes matching req from req.FromSeq on and calls fn
+// for each, in sequence order, each exactly once, until ctx ends (it
+// returns ctx.Err()) or fn returns an error (it returns that error). req is
+// not modified.
+//
+// It resumes by itself where the last stream stopped: at once when the
+// server ended the stream with ABORTED because the watcher lagged (from the
+// ErrorInfo metadata "resume_from_seq", else the last seq received + 1),
+// and after a capped exponential backoff (FollowMinBackoff doubling up to
+// FollowMaxBackoff) when it ended or could not start with UNAVAILABLE,
+// as when the server restarts (or the stream ended without a status, which
+// the server never does but a proxy might). Any other status, OUT_OF_RANGE included (the
+// resume point was compacted away), is returned.
+//
+// req.FromSeq = 0 means "from now". So that a reconnection before the
+// first change misses nothing either, Follow first turns "now" into an
+// exact sequence number with Head; if the server does not report its head,
+// Follow streams from_seq = 0 and a reconnection before the first change
+// may miss changes committed while it was disconnected.
+func (c *Client) Follow(ctx context.Context, req *pb.ChangesRequest, fn func(*pb.Change) error) error {
+	r := proto.CloneOf(req)
+	if r == nil {
+		r = &pb.ChangesRequest{}
+	}
+	wait := FollowMinBackoff
+	resolved := r.FromSeq != 0
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		var err error
+		if !resolved {
+			var head uint64
+			head, err = c.Head(ctx)
+			switch {
+			case err == nil:
+				r.FromSeq, resolved = head+1, true
+				if testHookResolved != nil {
+					testHookResolved(r.FromSeq)
+				}
+			case errors.Is(err, ErrNoHead):
+				resolved, err = true, nil
+			}
+		}
+		if err == nil {
+			var progressed bool
+			progressed, err = c.followOnce(ctx, r, fn)
+			if progressed {
+				wait = FollowMinBackoff
+				resolved = true
+			}
+		}
+		if ctxErr := ctx.Err(); ctxErr != nil {
+			return ctxErr
+		}
+		if cb, ok := errors.AsType[*callbackError](err); ok {
+			return cb.err
+		}
+		st, ok := status.FromError(err)
+		switch {
+		case errors.Is(err, io.EOF):
+			// The server never ends a stream with OK; a proxy might. Treat
+			// it like a restart.
+			fallthrough
+		case ok && st.Code() == codes.Unavailable:
+			timer := time.NewTimer(wait)
+			select {
+			case <-ctx.Done():
+				timer.Stop()
+				return ctx.Err()
+			case <-timer.C:
+			}
+			wait = min(2*wait, FollowMaxBackoff)
+			continue
+		case !ok:
+			return err
+		case st.Code() == codes.Aborted:
+			if v, ok := errorInfo(st, "resume_from_seq"); ok {
+				if from, perr := strconv.ParseUint(v, 10, 64); perr == nil && from > r.FromSeq {
+					r.FromSeq = from
+				}
+			}
+			// A lagging watcher resumes at once: the replay is served from
+			// the store and cannot lag.
+			continue
+		default:
+			return err
+		}
+	}
+}
+
+// testHookResolved, when set by a test, learns the sequence number that
+// Follow resolved "from now" to.
+var testHookResolved func(from uint64)
+
+// followOnce runs one stream, advancing r.FromSeq past every change handed
+// to fn. It reports whether any change arrived, and why the stream ended
+// (never nil). An error from fn is returned as is, a status otherwise.
+func (c *Client) followOnce(ctx context.Context, r *pb.ChangesRequest, fn func(*pb.Change) error) (progressed bool, err error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stream, err := c.Changes.Changes(ctx, r)
+	if err != nil {
+		return false, err
+	}
+	for {
+		resp, err := stream.Recv()
+		if err != nil {
+			return progressed, err
+		}
+		ch := resp.GetChange()
+		if ch.GetSeq() < r.FromSeq {
+			// Never expected: the server promises increasing seqs from
+			// from_seq. Dropping it keeps the "exactly once" promise.
+			continue
+		}
+		progressed = true
+		r.FromSeq = ch.GetSeq() + 1
+		if err := fn(ch); err != nil {
+			return progressed, &callbackError{err}
+		}
+	}
+}
+
+// callbackError marks fn's error so that a status returned by fn is not
+// mistaken for the stream's.
+type callbackError struct{ err error }
+
+func (e *callbackError) Error() string { return e.err.Error() }
+func (e *callbackError) Unwrap() error { return e.err }

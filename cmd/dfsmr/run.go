@@ -1,0 +1,295 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/dfsmr/dfsmr/client"
+	pb "github.com/dfsmr/dfsmr/gen/dfsmr/v1"
+	"github.com/spf13/cobra"
+	"google.golang.org/genproto/googleapis/rpc/code"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/status"
+)
+
+// Exit codes.
+const (
+	exitOK     = 0
+	exitFailed = 1 // the call failed
+	exitUsage  = 2 // the command line is wrong
+	exitNoWork = 3 // ready: nothing to lease
+)
+
+// Defaults of the global flags.
+const (
+	defaultAddr    = "127.0.0.1:5003"
+	defaultTimeout = 10 * time.Second
+	envAddr        = "DFSMR_ADDR"
+)
+
+// Output formats.
+const (
+	outputTable = "table"
+	outputJSON  = "json"
+)
+
+// app holds what every subcommand shares: the global flags, the streams and
+// the connection, dialed on first use.
+type app struct {
+	ctx    context.Context
+	stdin  io.Reader
+	stdout io.Writer
+	stderr io.Writer
+
+	addr    string
+	output  string
+	timeout time.Duration
+
+	c *client.Client
+}
+
+// run is the whole CLI: it parses args, runs one subcommand and returns the
+// exit code. Everything it prints goes to stdout and stderr.
+func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	a := &app{ctx: ctx, stdin: stdin, stdout: stdout, stderr: stderr}
+	defer func() {
+		if a.c != nil {
+			a.c.Close()
+		}
+	}()
+	root := a.rootCommand()
+	root.SetArgs(args)
+	root.SetIn(stdin)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	cmd, err := root.ExecuteContextC(ctx)
+	if err == nil {
+		return exitOK
+	}
+	return a.report(cmd, err)
+}
+
+func (a *app) rootCommand() *cobra.Command {
+	root := &cobra.Command{
+		Use:   "dfsmr",
+		Short: "Command-line client of a dfsmr server",
+		Long: `dfsmr talks to a dfsmr server: define machines, start and inspect instances,
+lease and transition work, and tail the changelog.
+
+Output is a human table by default; -o json prints protojson, one object per
+line, for scripts. Times are UTC, RFC 3339.
+
+Exit codes: 0 success; 1 the call failed (printed as "dfsmr: CODE: message",
+then one line per field violation); 2 usage error; 3 "ready" found no work.`,
+		SilenceErrors: true,
+		SilenceUsage:  true,
+		PersistentPreRunE: func(*cobra.Command, []string) error {
+			if a.output != outputTable && a.output != outputJSON {
+				return usageErrorf("--output must be %s or %s, not %q", outputTable, outputJSON, a.output)
+			}
+			if a.timeout < 0 {
+				return usageErrorf("--timeout must not be negative")
+			}
+			return nil
+		},
+	}
+	addr := defaultAddr
+	if env, ok := os.LookupEnv(envAddr); ok && env != "" {
+		addr = env
+	}
+	pf := root.PersistentFlags()
+	pf.StringVar(&a.addr, "addr", addr, "server address (env "+envAddr+")")
+	pf.StringVarP(&a.output, "output", "o", outputTable, "output format: table or json (protojson, one object per line)")
+	pf.DurationVar(&a.timeout, "timeout", defaultTimeout, "deadline of each call (0: none); ready adds its --wait, and streams have none")
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+
+	root.AddGroup(
+		&cobra.Group{ID: "machines", Title: "Machines:"},
+		&cobra.Group{ID: "instances", Title: "Instances:"},
+		&cobra.Group{ID: "work", Title: "Work (workers):"},
+		&cobra.Group{ID: "changes", Title: "Changelog:"},
+	)
+	for _, c := range []*cobra.Command{
+		a.defineCommand(), a.machinesCommand(), a.machineCommand(), a.graphCommand(),
+	} {
+		c.GroupID = "machines"
+		root.AddCommand(c)
+	}
+	for _, c := range []*cobra.Command{
+		a.startCommand(), a.instancesCommand(), a.getCommand(), a.signalCommand(), a.cancelCommand(),
+	} {
+		c.GroupID = "instances"
+		root.AddCommand(c)
+	}
+	for _, c := range []*cobra.Command{
+		a.readyCommand(), a.transitionCommand(), a.heartbeatCommand(), a.relinquishCommand(),
+	} {
+		c.GroupID = "work"
+		root.AddCommand(c)
+	}
+	c := a.changesCommand()
+	c.GroupID = "changes"
+	root.AddCommand(c)
+	return root
+}
+
+// client dials on first use, so that usage errors and offline commands
+// (graph --file) never touch the network. Every unary call gets the
+// --timeout deadline.
+func (a *app) client() (*client.Client, error) {
+	if a.c != nil {
+		return a.c, nil
+	}
+	c, err := client.Dial(a.addr, grpc.WithChainUnaryInterceptor(timeoutInterceptor(a.timeout)))
+	if err != nil {
+		return nil, err
+	}
+	a.c = c
+	return c, nil
+}
+
+// timeoutInterceptor gives each unary call without a deadline one of d
+// (plus the wait of a Ready long poll), so that listing every page gives
+// each page the full timeout.
+func timeoutInterceptor(d time.Duration) grpc.UnaryClientInterceptor {
+	return func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+		if _, ok := ctx.Deadline(); !ok && d > 0 {
+			t := d
+			if r, ok := req.(*pb.ReadyRequest); ok {
+				t += r.GetWait().AsDuration()
+			}
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(ctx, t)
+			defer cancel()
+		}
+		return invoker(ctx, method, req, reply, cc, opts...)
+	}
+}
+
+// withTimeout bounds a call that the interceptor does not cover (a stream
+// that is expected to end at once).
+func (a *app) withTimeout() (context.Context, context.CancelFunc) {
+	if a.timeout <= 0 {
+		return context.WithCancel(a.ctx)
+	}
+	return context.WithTimeout(a.ctx, a.timeout)
+}
+
+// usageError is a wrong command line: exit code 2.
+type usageError struct{ err error }
+
+func (e usageError) Error() string { return e.err.Error() }
+func (e usageError) Unwrap() error { return e.err }
+
+func usageErrorf(format string, args ...any) error {
+	return usageError{fmt.Errorf(format, args...)}
+}
+
+// codeError ends the command with a given exit code and message.
+type codeError struct {
+	code int
+	msg  string
+}
+
+func (e *codeError) Error() string { return e.msg }
+
+// ranError marks an error returned by a subcommand's RunE, as opposed to
+// one of cobra's own (unknown command or flag, wrong number of arguments),
+// which are usage errors.
+type ranError struct{ err error }
+
+func (e ranError) Error() string { return e.err.Error() }
+func (e ranError) Unwrap() error { return e.err }
+
+// runE wraps a subcommand's body so that run can tell its errors from
+// cobra's.
+func runE(f func(cmd *cobra.Command, args []string) error) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, args []string) error {
+		if err := f(cmd, args); err != nil {
+			return ranError{err}
+		}
+		return nil
+	}
+}
+
+// args wraps a cobra argument validator so that its errors are usage
+// errors.
+func args(v cobra.PositionalArgs) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if err := v(cmd, args); err != nil {
+			return usageError{err}
+		}
+		return nil
+	}
+}
+
+// report prints err to stderr and returns the exit code it deserves.
+func (a *app) report(cmd *cobra.Command, err error) int {
+	var (
+		usage usageError
+		exit  *codeError
+		ran   ranError
+	)
+	switch {
+	case errors.As(err, &exit):
+		fmt.Fprintf(a.stderr, "dfsmr: %s\n", exit.msg)
+		return exit.code
+	case errors.As(err, &usage) || !errors.As(err, &ran):
+		fmt.Fprintf(a.stderr, "dfsmr: %v\nRun '%s --help' for usage.\n", err, cmd.CommandPath())
+		return exitUsage
+	}
+	if st, ok := status.FromError(ran.err); ok {
+		a.printStatus(st)
+		return exitFailed
+	}
+	fmt.Fprintf(a.stderr, "dfsmr: %v\n", indentLines(ran.err.Error()))
+	return exitFailed
+}
+
+// printStatus prints "dfsmr: CODE: message" and then the field
+// violations, one per line as "  field: description". Every problem is
+// printed once: when there are violations, a multi-line message (a
+// definition's problems, one per line, each also a violation) is cut to its
+// first line, and a violation that the printed message already states is
+// not repeated.
+func (a *app) printStatus(st *status.Status) {
+	var violations []*errdetails.BadRequest_FieldViolation
+	for _, d := range st.Details() {
+		if br, ok := d.(*errdetails.BadRequest); ok {
+			violations = append(violations, br.GetFieldViolations()...)
+		}
+	}
+	msg := st.Message()
+	if len(violations) > 0 {
+		msg, _, _ = strings.Cut(msg, "\n")
+	}
+	fmt.Fprintf(a.stderr, "dfsmr: %s: %s\n", codeName(st), indentLines(msg))
+	for _, v := range violations {
+		if v.GetDescription() != "" && strings.Contains(msg, v.GetDescription()) {
+			continue
+		}
+		if v.GetField() != "" {
+			fmt.Fprintf(a.stderr, "  %s: %s\n", v.GetField(), indentLines(v.GetDescription()))
+		} else {
+			fmt.Fprintf(a.stderr, "  %s\n", indentLines(v.GetDescription()))
+		}
+	}
+}
+
+// codeName is the canonical name of a status code, as in the proto
+// comments: "INVALID_ARGUMENT", "ABORTED".
+func codeName(st *status.Status) string {
+	return code.Code(st.Code()).String()
+}
+
+// indentLines indents every line after the first, so that a multi-line
+// message stays readable under its "dfsmr:" prefix.
+func indentLines(s string) string {
+	return strings.ReplaceAll(strings.TrimRight(s, "\n"), "\n", "\n  ")
+}
