@@ -83,4 +83,3 @@ func validationViolations(errs machines.ValidationErrors) []*errdetails.BadReque
 	}
 	return out
 }
-

@@ -27,6 +27,10 @@ type Timer interface {
 	Stop() bool
 	// Reset makes a stopped or fired timer fire after d.
 	Reset(d time.Duration)
+	// ResetAt makes a stopped or fired timer fire at deadline. Unlike
+	// Reset(deadline.Sub(Now())), it cannot miss a clock change between
+	// reading the time and arming the timer.
+	ResetAt(deadline time.Time)
 }
 
 // Real is the wall clock.
@@ -43,6 +47,7 @@ type realTimer struct{ t *time.Timer }
 func (r realTimer) C() <-chan time.Time   { return r.t.C }
 func (r realTimer) Stop() bool            { return r.t.Stop() }
 func (r realTimer) Reset(d time.Duration) { r.t.Reset(d) }
+func (r realTimer) ResetAt(t time.Time)   { r.t.Reset(time.Until(t)) }
 
 // Fake is a manually driven clock. Timers fire, in due order, when Set or
 // Advance moves the time to or past their deadline.
@@ -128,10 +133,17 @@ func (t *fakeTimer) Stop() bool {
 }
 
 func (t *fakeTimer) Reset(d time.Duration) {
+	t.f.mu.Lock()
+	at := t.f.now.Add(d)
+	t.f.mu.Unlock()
+	t.ResetAt(at)
+}
+
+func (t *fakeTimer) ResetAt(at time.Time) {
 	t.Stop()
 	t.f.mu.Lock()
-	t.at = t.f.now.Add(d)
-	fire := d <= 0
+	t.at = at
+	fire := !at.After(t.f.now)
 	if !fire {
 		t.f.timers = append(t.f.timers, t)
 	}

@@ -136,19 +136,18 @@ func (e *Engine) dueLoop(ctx context.Context) {
 		case <-e.nudge:
 		}
 		next, err := e.ProcessDue(ctx)
-		wait := idleWait
 		switch {
 		case err != nil:
 			if ctx.Err() != nil {
 				return
 			}
 			e.log.Error("due loop", "err", err)
-			wait = time.Second
-		case !next.IsZero():
-			wait = max(next.Sub(e.clock.Now()), 0)
+			timer.Reset(time.Second)
+		case next.IsZero():
+			timer.Reset(idleWait)
+		default:
+			timer.ResetAt(next)
 		}
-		timer.Stop()
-		timer.Reset(wait)
 	}
 }
 

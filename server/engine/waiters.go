@@ -72,7 +72,9 @@ func (ws *waiters) wakeLocked(k wake) {
 	}
 }
 
-// count returns how many callers are waiting.
+// Waiting returns how many long-polling Ready calls are blocked right now.
+func (e *Engine) Waiting() int { return e.wait.count() }
+
 func (ws *waiters) count() int {
 	ws.mu.Lock()
 	defer ws.mu.Unlock()
