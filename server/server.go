@@ -166,7 +166,10 @@ func serverOptions(log *slog.Logger) []grpc.ServerOption {
 	logger := logging.LoggerFunc(func(ctx context.Context, lvl logging.Level, msg string, fields ...any) {
 		rpcLog.Log(ctx, slog.Level(lvl), msg, fields...)
 	})
-	logOpts := []logging.Option{logging.WithLogOnEvents(logging.FinishCall)}
+	logOpts := []logging.Option{
+		logging.WithLogOnEvents(logging.FinishCall),
+		logging.WithLevels(codeLevel),
+	}
 	panicked := recovery.WithRecoveryHandlerContext(func(ctx context.Context, p any) error {
 		rpcLog.Error("panic in handler", "panic", p)
 		return status.Error(codes.Internal, "internal error")
@@ -185,6 +188,19 @@ func serverOptions(log *slog.Logger) []grpc.ServerOption {
 			streamErrors(log),
 		),
 	}
+}
+
+// codeLevel logs successful calls at debug (a busy server makes thousands
+// a second), the caller's mistakes at info, and the server's failures at
+// error.
+func codeLevel(c codes.Code) logging.Level {
+	switch c {
+	case codes.OK:
+		return logging.LevelDebug
+	case codes.Internal, codes.Unknown, codes.DataLoss, codes.Unimplemented:
+		return logging.LevelError
+	}
+	return logging.LevelInfo
 }
 
 // unaryErrors maps handler errors to statuses in one place.
