@@ -2,7 +2,6 @@ package engine
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
@@ -188,6 +187,3 @@ func (e *Engine) Relinquish(ctx context.Context, id string, token uint64, actor 
 	}
 	return e.applyTo(ctx, id, actor, func() fsm.Event { return fsm.Relinquish{Token: token} })
 }
-
-// IsNotFound reports whether err means a missing machine or instance.
-func IsNotFound(err error) bool { return errors.Is(err, store.ErrNotFound) }
