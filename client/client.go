@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math"
-	"regexp"
 	"strconv"
 	"time"
 
@@ -43,7 +41,7 @@ type Client struct {
 	Instances pb.InstanceServiceClient
 	// Work leases instances and reports their transitions.
 	Work pb.WorkServiceClient
-	// Changes streams the changelog; see also Follow and Head.
+	// Changes streams the changelog; see also Follow.
 	Changes pb.ChangesServiceClient
 
 	conn *grpc.ClientConn
@@ -143,50 +141,6 @@ func (c *Client) ListAllMachines(ctx context.Context, limit int) ([]*pb.Machine,
 	}
 }
 
-// headPattern matches the server's OUT_OF_RANGE message for a from_seq in
-// the future: "... the changelog ends at 42".
-var headPattern = regexp.MustCompile(`changelog ends at (\d+)`)
-
-// ErrNoHead is returned by Head when the server's answer does not say where
-// the changelog ends.
-var ErrNoHead = errors.New("dfsmr client: the server did not report the changelog head")
-
-// Head returns the sequence number of the last change committed on the
-// server (0 when the changelog is empty), as of the call.
-//
-// The API has no call for it yet: Head asks for the changes from the
-// largest possible sequence number, which the server refuses with
-// OUT_OF_RANGE, and reads the head from that status — from an ErrorInfo
-// detail with metadata "head_seq" if the server sends one, else from its
-// message. Any other status is returned as is; an OUT_OF_RANGE without a
-// head is ErrNoHead.
-func (c *Client) Head(ctx context.Context) (uint64, error) {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	stream, err := c.Changes.Changes(ctx, &pb.ChangesRequest{FromSeq: math.MaxUint64})
-	if err == nil {
-		_, err = stream.Recv()
-	}
-	st := status.Convert(err)
-	if err == nil || st.Code() != codes.OutOfRange {
-		if err == nil {
-			return 0, ErrNoHead
-		}
-		return 0, err
-	}
-	if v, ok := errorInfo(st, "head_seq"); ok {
-		if head, perr := strconv.ParseUint(v, 10, 64); perr == nil {
-			return head, nil
-		}
-	}
-	if m := headPattern.FindStringSubmatch(st.Message()); m != nil {
-		if head, perr := strconv.ParseUint(m[1], 10, 64); perr == nil {
-			return head, nil
-		}
-	}
-	return 0, fmt.Errorf("%w: %s", ErrNoHead, st.Message())
-}
-
 // errorInfo returns the value of key in the status's ErrorInfo metadata.
 func errorInfo(st *status.Status, key string) (string, bool) {
 	for _, d := range st.Details() {
@@ -199,6 +153,11 @@ func errorInfo(st *status.Status, key string) (string, bool) {
 	return "", false
 }
 
+// HeadSeqHeader is the response header of a Changes stream that carries
+// the head at registration: the last sequence number committed when the
+// stream started, in decimal.
+const HeadSeqHeader = "dfsmr-head-seq"
+
 // Follow streams the changes matching req from req.FromSeq on and calls fn
 // for each, in sequence order, each exactly once, until ctx ends (it
 // returns ctx.Err()) or fn returns an error (it returns that error). req is
@@ -210,46 +169,36 @@ func errorInfo(st *status.Status, key string) (string, bool) {
 // and after a capped exponential backoff (FollowMinBackoff doubling up to
 // FollowMaxBackoff) when it ended or could not start with UNAVAILABLE,
 // as when the server restarts (or the stream ended without a status, which
-// the server never does but a proxy might). Any other status, OUT_OF_RANGE included (the
-// resume point was compacted away), is returned.
+// the server never does without stop_at_head but a proxy might). Any other
+// status, OUT_OF_RANGE included (the resume point was compacted away), is
+// returned.
 //
 // req.FromSeq = 0 means "from now". So that a reconnection before the
-// first change misses nothing either, Follow first turns "now" into an
-// exact sequence number with Head; if the server does not report its head,
-// Follow streams from_seq = 0 and a reconnection before the first change
-// may miss changes committed while it was disconnected.
+// first change misses nothing either, Follow turns "now" into an exact
+// sequence number: the head that the first stream reports in its
+// HeadSeqHeader response header, plus one. If the server does not report
+// it, Follow keeps asking for from_seq = 0, and a reconnection before the
+// first change may miss changes committed while it was disconnected.
+//
+// With req.StopAtHead, Follow replays instead of tailing: it returns nil
+// once it has delivered the changes through the head of the first stream
+// (its HeadSeqHeader), which the server ends with OK. A resumed stream
+// stops at its own, later head; Follow drops the changes after the first
+// head, so the result is the same as without a resume.
 func (c *Client) Follow(ctx context.Context, req *pb.ChangesRequest, fn func(*pb.Change) error) error {
 	r := proto.CloneOf(req)
 	if r == nil {
 		r = &pb.ChangesRequest{}
 	}
+	f := &follow{c: c, r: r, fn: fn}
 	wait := FollowMinBackoff
-	resolved := r.FromSeq != 0
 	for {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		var err error
-		if !resolved {
-			var head uint64
-			head, err = c.Head(ctx)
-			switch {
-			case err == nil:
-				r.FromSeq, resolved = head+1, true
-				if testHookResolved != nil {
-					testHookResolved(r.FromSeq)
-				}
-			case errors.Is(err, ErrNoHead):
-				resolved, err = true, nil
-			}
-		}
-		if err == nil {
-			var progressed bool
-			progressed, err = c.followOnce(ctx, r, fn)
-			if progressed {
-				wait = FollowMinBackoff
-				resolved = true
-			}
+		progressed, err := f.once(ctx)
+		if progressed {
+			wait = FollowMinBackoff
 		}
 		if ctxErr := ctx.Err(); ctxErr != nil {
 			return ctxErr
@@ -257,11 +206,14 @@ func (c *Client) Follow(ctx context.Context, req *pb.ChangesRequest, fn func(*pb
 		if cb, ok := errors.AsType[*callbackError](err); ok {
 			return cb.err
 		}
+		if errors.Is(err, errReachedHead) || (r.StopAtHead && errors.Is(err, io.EOF)) {
+			return nil
+		}
 		st, ok := status.FromError(err)
 		switch {
 		case errors.Is(err, io.EOF):
-			// The server never ends a stream with OK; a proxy might. Treat
-			// it like a restart.
+			// The server never ends a stream with OK unless asked to stop
+			// at the head; a proxy might. Treat it like a restart.
 			fallthrough
 		case ok && st.Code() == codes.Unavailable:
 			timer := time.NewTimer(wait)
@@ -294,15 +246,34 @@ func (c *Client) Follow(ctx context.Context, req *pb.ChangesRequest, fn func(*pb
 // Follow resolved "from now" to.
 var testHookResolved func(from uint64)
 
-// followOnce runs one stream, advancing r.FromSeq past every change handed
-// to fn. It reports whether any change arrived, and why the stream ended
-// (never nil). An error from fn is returned as is, a status otherwise.
-func (c *Client) followOnce(ctx context.Context, r *pb.ChangesRequest, fn func(*pb.Change) error) (progressed bool, err error) {
+// errReachedHead ends a StopAtHead follow whose resumed stream went past
+// the first stream's head.
+var errReachedHead = errors.New("dfsmr client: reached the head")
+
+// follow is the state of one Follow call across its streams.
+type follow struct {
+	c  *Client
+	r  *pb.ChangesRequest
+	fn func(*pb.Change) error
+	// stopAt is the head of the first stream that reported one, when
+	// r.StopAtHead; stopKnown says it is set.
+	stopAt    uint64
+	stopKnown bool
+}
+
+// once runs one stream, advancing r.FromSeq past every change handed to
+// fn. It reports whether any change arrived, and why the stream ended
+// (never nil): an error from fn as a *callbackError, errReachedHead, io.EOF
+// when the server ended the stream with OK, a status otherwise.
+func (f *follow) once(ctx context.Context) (progressed bool, err error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	stream, err := c.Changes.Changes(ctx, r)
+	stream, err := f.c.Changes.Changes(ctx, f.r)
 	if err != nil {
 		return false, err
+	}
+	if f.r.FromSeq == 0 || (f.r.StopAtHead && !f.stopKnown) {
+		f.readHead(stream)
 	}
 	for {
 		resp, err := stream.Recv()
@@ -310,16 +281,47 @@ func (c *Client) followOnce(ctx context.Context, r *pb.ChangesRequest, fn func(*
 			return progressed, err
 		}
 		ch := resp.GetChange()
-		if ch.GetSeq() < r.FromSeq {
+		if ch.GetSeq() < f.r.FromSeq {
 			// Never expected: the server promises increasing seqs from
 			// from_seq. Dropping it keeps the "exactly once" promise.
 			continue
 		}
+		if f.stopKnown && ch.GetSeq() > f.stopAt {
+			return progressed, errReachedHead
+		}
 		progressed = true
-		r.FromSeq = ch.GetSeq() + 1
-		if err := fn(ch); err != nil {
+		f.r.FromSeq = ch.GetSeq() + 1
+		if err := f.fn(ch); err != nil {
 			return progressed, &callbackError{err}
 		}
+	}
+}
+
+// readHead reads the stream's head from its response headers, which the
+// server sends once the stream is registered: "from now" becomes the seq
+// after it, and a StopAtHead follow stops there. Without the header (or if
+// the stream failed first, which Recv then reports) nothing changes.
+func (f *follow) readHead(stream grpc.ServerStreamingClient[pb.ChangesResponse]) {
+	md, err := stream.Header()
+	if err != nil {
+		return
+	}
+	vs := md.Get(HeadSeqHeader)
+	if len(vs) != 1 {
+		return
+	}
+	head, err := strconv.ParseUint(vs[0], 10, 64)
+	if err != nil {
+		return
+	}
+	if f.r.FromSeq == 0 {
+		f.r.FromSeq = head + 1
+		if testHookResolved != nil {
+			testHookResolved(f.r.FromSeq)
+		}
+	}
+	if f.r.StopAtHead && !f.stopKnown {
+		f.stopAt, f.stopKnown = head, true
 	}
 }
 

@@ -1,12 +1,15 @@
 package client_test
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"path/filepath"
+	"strconv"
 	"testing"
 	"time"
 
@@ -131,11 +134,29 @@ func checkSeqs(t *testing.T, got []uint64, from, to uint64) {
 	}
 }
 
+// mustHead returns the changelog head as the server reports it: in the
+// response header of a stream from now that stops at the head, which the
+// server ends at once with OK.
 func mustHead(t *testing.T, c *client.Client) uint64 {
 	t.Helper()
-	h, err := c.Head(t.Context())
+	stream, err := c.Changes.Changes(t.Context(), &pb.ChangesRequest{StopAtHead: true})
 	if err != nil {
-		t.Fatalf("Head: %v", err)
+		t.Fatalf("Changes: %v", err)
+	}
+	md, err := stream.Header()
+	if err != nil {
+		t.Fatalf("Header: %v", err)
+	}
+	if resp, err := stream.Recv(); err != io.EOF {
+		t.Fatalf("Recv = %v, %v; want io.EOF at once", resp, err)
+	}
+	vs := md.Get(client.HeadSeqHeader)
+	if len(vs) != 1 {
+		t.Fatalf("header %s = %q", client.HeadSeqHeader, vs)
+	}
+	h, err := strconv.ParseUint(vs[0], 10, 64)
+	if err != nil {
+		t.Fatalf("header %s: %v", client.HeadSeqHeader, err)
 	}
 	return h
 }
@@ -231,6 +252,44 @@ func TestFollowOutOfRange(t *testing.T) {
 	err := c.Follow(t.Context(), &pb.ChangesRequest{FromSeq: 1 << 40}, func(*pb.Change) error { return nil })
 	if status.Code(err) != codes.OutOfRange {
 		t.Fatalf("Follow = %v, want OUT_OF_RANGE", err)
+	}
+}
+
+// TestFollowStopAtHead replays up to the head with a server-side filter
+// whose last match is not the last change, and returns nil there.
+func TestFollowStopAtHead(t *testing.T) {
+	addr := freeAddr(t)
+	mustServer(t, addr, filepath.Join(t.TempDir(), "dfsmr.db"))
+	c := mustClient(t, addr)
+	startN(t, c, "x", 3)
+	head := mustHead(t, c)
+
+	for _, tc := range []struct {
+		req  *pb.ChangesRequest
+		want string
+	}{
+		{&pb.ChangesRequest{FromSeq: 1, Instance: "x-001", StopAtHead: true}, "[x-001]"},
+		// report's MACHINE_DEFINED change has no instance.
+		{&pb.ChangesRequest{FromSeq: 1, Machine: "report", StopAtHead: true}, "[- x-000 x-001 x-002]"},
+		{&pb.ChangesRequest{FromSeq: 1, Machine: "nope", StopAtHead: true}, "[]"},
+		{&pb.ChangesRequest{FromSeq: head + 1, StopAtHead: true}, "[]"},
+		{&pb.ChangesRequest{StopAtHead: true}, "[]"}, // from now: ends at once
+	} {
+		var got []string
+		err := c.Follow(t.Context(), tc.req, func(ch *pb.Change) error {
+			if ch.GetSeq() > head {
+				t.Errorf("seq %d after the head %d", ch.GetSeq(), head)
+			}
+			got = append(got, cmp.Or(ch.GetInstance(), "-"))
+			return nil
+		})
+		if err != nil || fmt.Sprint(got) != tc.want {
+			t.Errorf("Follow(%v) = %v after %v, want nil after %s", tc.req, err, got, tc.want)
+		}
+	}
+	err := c.Follow(t.Context(), &pb.ChangesRequest{FromSeq: head + 2, StopAtHead: true}, func(*pb.Change) error { return nil })
+	if status.Code(err) != codes.OutOfRange {
+		t.Fatalf("Follow(head+2) = %v, want OUT_OF_RANGE", err)
 	}
 }
 

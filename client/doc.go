@@ -13,9 +13,9 @@
 //
 //   - Follow tails the changelog and resumes by itself, without a gap or a
 //     duplicate, when the server ends the stream because the watcher lagged
-//     (ABORTED) or because the server restarted (UNAVAILABLE).
-//   - Head returns the last committed sequence number of the changelog, so
-//     that a caller can replay "everything up to now" and stop exactly there.
+//     (ABORTED) or because the server restarted (UNAVAILABLE). With
+//     StopAtHead it replays "everything up to now" instead, and returns once
+//     it has delivered the changes through the head.
 //   - ListAllInstances and ListAllMachines walk every page.
 //
 // Errors are gRPC statuses, returned as they come: use status.Code and

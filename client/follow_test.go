@@ -12,6 +12,7 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 )
 
@@ -19,8 +20,14 @@ import (
 // ends. openErr fails the call itself.
 type script struct {
 	openErr error
+	header  metadata.MD // the response header, if any
 	seqs    []uint64
 	end     error
+}
+
+// headHeader is the response header reporting head.
+func headHeader(head uint64) metadata.MD {
+	return metadata.Pairs(client.HeadSeqHeader, fmt.Sprint(head))
 }
 
 // fakeChanges is a ChangesServiceClient that plays scripts in order and
@@ -47,6 +54,8 @@ type fakeStream struct {
 	grpc.ClientStream // unused methods panic
 	s                 script
 }
+
+func (f *fakeStream) Header() (metadata.MD, error) { return f.s.header, nil }
 
 func (f *fakeStream) Recv() (*pb.ChangesResponse, error) {
 	if len(f.s.seqs) == 0 {
@@ -123,5 +132,78 @@ func TestFollowContextEnds(t *testing.T) {
 	err := c.Follow(ctx, &pb.ChangesRequest{FromSeq: 1}, func(*pb.Change) error { cancel(); return nil })
 	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("Follow = %v, want context.Canceled", err)
+	}
+}
+
+// TestFollowFromNow: "from now" is the head in the first stream's header +
+// 1, so that a resume before the first change misses nothing.
+func TestFollowFromNow(t *testing.T) {
+	unavailable := status.Error(codes.Unavailable, "server is shutting down")
+	fake := &fakeChanges{scripts: []script{
+		{header: headHeader(41), end: unavailable},
+		{header: headHeader(43), seqs: []uint64{42, 43}},
+	}}
+	c := &client.Client{Changes: fake}
+	var resolved []uint64
+	defer client.SetTestHookResolved(func(from uint64) { resolved = append(resolved, from) })()
+	stop := errors.New("stop")
+	var got []uint64
+	err := c.Follow(t.Context(), &pb.ChangesRequest{}, func(ch *pb.Change) error {
+		got = append(got, ch.GetSeq())
+		if ch.GetSeq() == 43 {
+			return stop
+		}
+		return nil
+	})
+	if !errors.Is(err, stop) {
+		t.Fatalf("Follow = %v, want the callback's error", err)
+	}
+	if fmt.Sprint(got, fake.froms, resolved) != "[42 43] [0 42] [42]" {
+		t.Errorf("delivered %v, from_seq of each call %v, resolved %v", got, fake.froms, resolved)
+	}
+
+	// Without the header, Follow keeps asking from now.
+	fake = &fakeChanges{scripts: []script{
+		{end: unavailable},
+		{seqs: []uint64{7}},
+	}}
+	c = &client.Client{Changes: fake}
+	err = c.Follow(t.Context(), &pb.ChangesRequest{}, func(*pb.Change) error { return stop })
+	if !errors.Is(err, stop) || fmt.Sprint(fake.froms) != "[0 0]" {
+		t.Fatalf("Follow = %v with from_seq %v, want the callback's error with [0 0]", err, fake.froms)
+	}
+}
+
+// TestFollowStopAtHeadResumes: a StopAtHead follow returns nil when the
+// stream ends with OK, and stops at the first stream's head even when a
+// resumed stream goes further.
+func TestFollowStopAtHeadResumes(t *testing.T) {
+	fake := &fakeChanges{scripts: []script{
+		{header: headHeader(10), seqs: []uint64{5, 6}, end: status.Error(codes.Unavailable, "restart")},
+		{header: headHeader(12), seqs: []uint64{8, 10, 11, 12}},
+	}}
+	c := &client.Client{Changes: fake}
+	var got []uint64
+	err := c.Follow(t.Context(), &pb.ChangesRequest{FromSeq: 5, StopAtHead: true}, func(ch *pb.Change) error {
+		got = append(got, ch.GetSeq())
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("Follow = %v, want nil", err)
+	}
+	if fmt.Sprint(got, fake.froms) != "[5 6 8 10] [5 7]" {
+		t.Errorf("delivered %v, from_seq of each call %v", got, fake.froms)
+	}
+
+	// Ended with OK before the last (filtered out) changes up to the head.
+	fake = &fakeChanges{scripts: []script{{header: headHeader(10), seqs: []uint64{3}}}}
+	c = &client.Client{Changes: fake}
+	got = nil
+	err = c.Follow(t.Context(), &pb.ChangesRequest{FromSeq: 1, StopAtHead: true}, func(ch *pb.Change) error {
+		got = append(got, ch.GetSeq())
+		return nil
+	})
+	if err != nil || fmt.Sprint(got, fake.froms) != "[3] [1]" {
+		t.Fatalf("Follow = %v, delivered %v with from_seq %v; want nil, [3], [1]", err, got, fake.froms)
 	}
 }

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"encoding/base64"
+	"strconv"
 	"time"
 
 	pb "github.com/dfsmr/dfsmr/gen/dfsmr/v1"
@@ -11,6 +12,7 @@ import (
 	"github.com/dfsmr/dfsmr/server/fsm"
 	"github.com/dfsmr/dfsmr/server/store"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/protobuf/types/known/durationpb"
 )
@@ -253,7 +255,15 @@ func (h *handlers) Relinquish(ctx context.Context, req *pb.RelinquishRequest) (*
 
 func (h *handlers) Changes(req *pb.ChangesRequest, stream grpc.ServerStreamingServer[pb.ChangesResponse]) error {
 	f := changes.Filter{Machine: req.GetMachine(), Instance: req.GetInstance()}
+	opts := []changes.StreamOption{changes.OnRegistered(func(head uint64) error {
+		// The headers tell the client the stream is registered (nothing
+		// committed later is missed) and the head at that instant.
+		return stream.SendHeader(metadata.Pairs("dfsmr-head-seq", strconv.FormatUint(head, 10)))
+	})}
+	if req.GetStopAtHead() {
+		opts = append(opts, changes.StopAtHead())
+	}
 	return h.hub.Stream(stream.Context(), req.GetFromSeq(), f, func(c fsm.Change) error {
 		return stream.Send(&pb.ChangesResponse{Change: changeToProto(&c)})
-	})
+	}, opts...)
 }

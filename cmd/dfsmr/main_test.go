@@ -435,10 +435,10 @@ func TestChangesFollow(t *testing.T) {
 		done <- run(ctx, []string{"--addr", c.addr, "changes", "-f", "--machine", "report", "-o", "json"}, strings.NewReader(""), out, &errb)
 	}()
 
-	// From now: the changes of the bundled machines are not replayed. The
-	// CLI resolves "now" before it streams, so wait until changes that
-	// happen after the start arrive; start instances until the first one
-	// shows up.
+	// From now: the changes of the bundled machines are not replayed. "Now"
+	// is when the CLI's stream registers, so wait until changes that happen
+	// after the start arrive; start instances until the first one shows
+	// up.
 	cl, err := client.Dial(c.addr)
 	if err != nil {
 		t.Fatal(err)

@@ -837,3 +837,196 @@ func BenchmarkPublish(b *testing.B) {
 		})
 	}
 }
+
+// stopAtHead runs a StopAtHead stream and returns the head OnRegistered
+// reported (-1 if it was not called), the seqs sent and the error.
+func stopAtHead(t *testing.T, h *Hub, from uint64, f Filter, send func(fsm.Change) error) (head int64, seqs []uint64, err error) {
+	t.Helper()
+	head = -1
+	c := &collector{}
+	err = h.Stream(t.Context(), from, f, func(ch fsm.Change) error {
+		if head < 0 {
+			t.Errorf("change %d sent before OnRegistered", ch.Seq)
+		}
+		if send != nil {
+			if err := send(ch); err != nil {
+				return err
+			}
+		}
+		return c.send(ch)
+	}, StopAtHead(), OnRegistered(func(hd uint64) error {
+		if head >= 0 {
+			t.Errorf("OnRegistered called twice")
+		}
+		head = int64(hd)
+		return nil
+	}))
+	return head, c.got(), err
+}
+
+func TestStopAtHead(t *testing.T) {
+	t.Run("replay", func(t *testing.T) {
+		st := newFakeStore(t, mixed(20))
+		h := mustHub(t, st, Options{ReplayPage: 3})
+		for _, from := range []uint64{1, 7, 20} {
+			head, seqs, err := stopAtHead(t, h, from, Filter{}, func(fsm.Change) error {
+				if n := h.Watchers(); n != 0 {
+					t.Errorf("Watchers() = %d during a StopAtHead stream", n)
+				}
+				return nil
+			})
+			if err != nil || head != 20 {
+				t.Fatalf("Stream(%d) = %v with head %d, want nil with head 20", from, err, head)
+			}
+			checkSeqs(t, seqs, seqRange(from, 20))
+		}
+	})
+	t.Run("filter", func(t *testing.T) {
+		st := newFakeStore(t, mixed(20)) // machine a at 1, 4, ..., 19
+		h := mustHub(t, st, Options{ReplayPage: 4})
+		for _, tc := range []struct {
+			f    Filter
+			want []uint64
+		}{
+			// The last change, 20, does not match: the stream still ends.
+			{Filter{Machine: "a"}, []uint64{1, 4, 7, 10, 13, 16, 19}},
+			{Filter{Machine: "b", Instance: "i1"}, []uint64{2, 14}},
+			{Filter{Machine: "nope"}, nil},
+		} {
+			head, seqs, err := stopAtHead(t, h, 1, tc.f, nil)
+			if err != nil || head != 20 {
+				t.Fatalf("Stream(%+v) = %v with head %d, want nil with head 20", tc.f, err, head)
+			}
+			checkSeqs(t, seqs, tc.want)
+		}
+	})
+	t.Run("publishing", func(t *testing.T) {
+		// Changes committed while the stream replays, from send (between
+		// two pages) and from another goroutine, are after the head
+		// recorded at registration: none is sent, and a tiny buffer does
+		// not matter since there is no live queue.
+		synctest.Test(t, func(t *testing.T) {
+			st := newFakeStore(t, mixed(10))
+			h := mustHub(t, st, Options{Buffer: 1, ReplayPage: 2})
+			var wg sync.WaitGroup
+			wg.Go(func() {
+				for range 20 {
+					commit(t, st, mixed(2)...)
+				}
+			})
+			head, seqs, err := stopAtHead(t, h, 1, Filter{}, func(fsm.Change) error {
+				commit(t, st, mixed(3)...)
+				return nil
+			})
+			wg.Wait()
+			if err != nil || head < 10 {
+				t.Fatalf("Stream = %v with head %d, want nil with head >= 10", err, head)
+			}
+			checkSeqs(t, seqs, seqRange(1, uint64(head)))
+			if h.Head() <= uint64(head) {
+				t.Fatalf("nothing committed after the head: Head() = %d", h.Head())
+			}
+		})
+	})
+	t.Run("unpublished", func(t *testing.T) {
+		// 11..13 are in the store but not published yet: the head is 10
+		// and the replay, which reads them in its page, stops at 10.
+		st := newFakeStore(t, mixed(10))
+		h := mustHub(t, st, Options{})
+		st.holdHooks()
+		commit(t, st, mixed(3)...)
+		head, seqs, err := stopAtHead(t, h, 5, Filter{}, nil)
+		if err != nil || head != 10 {
+			t.Fatalf("Stream = %v with head %d, want nil with head 10", err, head)
+		}
+		checkSeqs(t, seqs, seqRange(5, 10))
+		st.releaseHeld()
+	})
+	t.Run("nothing to replay", func(t *testing.T) {
+		st := newFakeStore(t, mixed(10))
+		h := mustHub(t, st, Options{})
+		for _, from := range []uint64{0, 11} {
+			head, seqs, err := stopAtHead(t, h, from, Filter{}, nil)
+			if err != nil || head != 10 || len(seqs) != 0 {
+				t.Fatalf("Stream(%d) = %v with head %d and %v, want nil with head 10 and nothing", from, err, head, seqs)
+			}
+		}
+		empty := mustHub(t, newFakeStore(t, nil), Options{})
+		for _, from := range []uint64{0, 1} {
+			head, seqs, err := stopAtHead(t, empty, from, Filter{}, nil)
+			if err != nil || head != 0 || len(seqs) != 0 {
+				t.Fatalf("empty Stream(%d) = %v with head %d and %v, want nil with head 0 and nothing", from, err, head, seqs)
+			}
+		}
+	})
+	t.Run("out of range", func(t *testing.T) {
+		st := newFakeStore(t, mixed(10))
+		h := mustHub(t, st, Options{})
+		head, _, err := stopAtHead(t, h, 12, Filter{}, nil)
+		if rangeErr, ok := errors.AsType[*OutOfRangeError](err); !ok || *rangeErr != (OutOfRangeError{From: 12, Head: 10}) {
+			t.Fatalf("Stream(12): %v, want OutOfRangeError{12, 10}", err)
+		}
+		if head != -1 {
+			t.Fatalf("OnRegistered called for a refused stream")
+		}
+		st.compactedBefore = 5
+		_, _, err = stopAtHead(t, h, 3, Filter{}, nil)
+		if rangeErr, ok := errors.AsType[*OutOfRangeError](err); !ok || *rangeErr != (OutOfRangeError{From: 3, Head: 10}) {
+			t.Fatalf("Stream(3) after compaction: %v, want OutOfRangeError{3, 10}", err)
+		}
+	})
+	t.Run("ends early", func(t *testing.T) {
+		st := newFakeStore(t, mixed(10))
+		h := mustHub(t, st, Options{ReplayPage: 2})
+		if _, seqs, err := stopAtHead(t, h, 1, Filter{}, func(ch fsm.Change) error {
+			if ch.Seq == 4 {
+				return errStop
+			}
+			return nil
+		}); !errors.Is(err, errStop) || len(seqs) != 3 {
+			t.Fatalf("Stream = %v after %v, want the send error after 1..3", err, seqs)
+		}
+		h.Close()
+		if _, _, err := stopAtHead(t, h, 1, Filter{}, nil); !errors.Is(err, ErrClosed) {
+			t.Fatalf("Stream after Close = %v, want ErrClosed", err)
+		}
+	})
+}
+
+// TestOnRegistered: a live stream reports the head before sending, and an
+// error from the callback ends the stream.
+func TestOnRegistered(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		st := newFakeStore(t, mixed(5))
+		h := mustHub(t, st, Options{})
+		registered := make(chan uint64, 1)
+		c := &collector{last: 7}
+		done := make(chan error, 1)
+		go func() {
+			done <- h.Stream(t.Context(), 0, Filter{}, c.send, OnRegistered(func(head uint64) error {
+				registered <- head
+				return nil
+			}))
+		}()
+		if head := <-registered; head != 5 {
+			t.Fatalf("OnRegistered(%d), want 5", head)
+		}
+		commit(t, st, mixed(2)...)
+		if err := <-done; !errors.Is(err, errStop) {
+			t.Fatalf("Stream: %v", err)
+		}
+		checkSeqs(t, c.got(), seqRange(6, 7))
+
+		errBoom := errors.New("boom")
+		err := h.Stream(t.Context(), 1, Filter{}, func(fsm.Change) error {
+			t.Fatal("sent after OnRegistered failed")
+			return nil
+		}, OnRegistered(func(uint64) error { return errBoom }))
+		if err != errBoom {
+			t.Fatalf("Stream = %v, want OnRegistered's error", err)
+		}
+		if n := h.Watchers(); n != 0 {
+			t.Fatalf("Watchers() = %d, want 0", n)
+		}
+	})
+}

@@ -29,6 +29,15 @@
 // deliver in sequence order, so anything with Seq < next is dropped, and the
 // output is strictly increasing: no duplicate, no reordering.
 //
+// # Stopping at the head
+//
+// With [StopAtHead], a stream replays only: it reads the hub's head under the
+// same mutex (so that it is the head a live stream would get as upto), reads
+// the store from the requested sequence through that head, applying the
+// filter, and returns nil. Everything it needs is committed, so it needs no
+// live queue: Publish never sees it and it cannot lag. Changes committed after
+// the head are in later store pages and are not sent.
+//
 // # Slow watchers
 //
 // Each queue holds at most Options.Buffer changes that are published but not

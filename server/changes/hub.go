@@ -245,24 +245,67 @@ func (h *Hub) offer(w *watcher, changes []fsm.Change) {
 	}
 }
 
+// StreamOption configures one Stream call.
+type StreamOption func(*streamOptions)
+
+type streamOptions struct {
+	stopAtHead   bool
+	onRegistered func(head uint64) error
+}
+
+// StopAtHead makes Stream end with nil instead of tailing live changes: it
+// replays from the store every change with Seq >= from up to the head
+// recorded when the stream registered (the head OnRegistered receives),
+// calling send for those matching the filter, and returns nil once every
+// change through that head has been sent or filtered out, even when the
+// last ones do not match. Changes committed after registration are never
+// sent. With from == 0 or from == head+1 there is nothing to replay and
+// Stream returns nil at once.
+//
+// Such a stream only reads the store: it has no live queue, so Publish does
+// not see it, it cannot lag, and Watchers does not count it.
+func StopAtHead() StreamOption {
+	return func(o *streamOptions) { o.stopAtHead = true }
+}
+
+// OnRegistered makes Stream call fn once the stream is registered and from
+// is known to be in range, on the caller's goroutine and before any send,
+// with the head at registration: the last sequence number committed then.
+// A live stream delivers every matching change after head; a StopAtHead
+// stream stops at it. An error from fn ends Stream with that error.
+func OnRegistered(fn func(head uint64) error) StreamOption {
+	return func(o *streamOptions) { o.onRegistered = fn }
+}
+
 // Stream replays the changes with Seq >= from from the store, then delivers
 // live ones as they are published, calling send for each change matching f,
 // in order, with no gap and no duplicate. from == 0 means "from now": only
 // changes committed after the call. from > head+1 is *OutOfRangeError, and so
-// is a from that retention has compacted away.
+// is a from that retention has compacted away. opts can make it stop at the
+// head instead of tailing (StopAtHead) and report the head (OnRegistered).
 //
 // Stream returns when ctx ends (ctx.Err()), send fails (its error), the
 // watcher falls more than Options.Buffer behind the live changelog
-// (*LaggingError telling where to resume), or the hub closes (ErrClosed).
-// send runs on the caller's goroutine and must not modify the change's
-// Params, which is shared with other watchers.
-func (h *Hub) Stream(ctx context.Context, from uint64, f Filter, send func(fsm.Change) error) error {
-	w := &watcher{f: f, wake: make(chan struct{}, 1)}
+// (*LaggingError telling where to resume), the hub closes (ErrClosed), or,
+// with StopAtHead, the head is reached (nil). send runs on the caller's
+// goroutine and must not modify the change's Params, which is shared with
+// other watchers.
+func (h *Hub) Stream(ctx context.Context, from uint64, f Filter, send func(fsm.Change) error, opts ...StreamOption) error {
+	var o streamOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
+	var w *watcher // nil for StopAtHead: everything it sends is in the store
+	if !o.stopAtHead {
+		w = &watcher{f: f, wake: make(chan struct{}, 1)}
+	}
 	upto, err := h.register(ctx, w)
 	if err != nil {
 		return err
 	}
-	defer h.unregister(w)
+	if w != nil {
+		defer h.unregister(w)
+	}
 
 	if from == 0 {
 		from = upto + 1
@@ -270,12 +313,20 @@ func (h *Hub) Stream(ctx context.Context, from uint64, f Filter, send func(fsm.C
 	if from > upto+1 {
 		return &OutOfRangeError{From: from, Head: upto}
 	}
-	s := stream{h: h, w: w, ctx: ctx, send: send, next: from}
+	if o.onRegistered != nil {
+		if err := o.onRegistered(upto); err != nil {
+			return err
+		}
+	}
+	s := stream{h: h, w: w, f: f, ctx: ctx, send: send, next: from, stopAtHead: o.stopAtHead}
+	if o.stopAtHead {
+		return s.replay(upto)
+	}
 	return s.run(upto)
 }
 
 // register adds w to the hub and returns the head at that instant: every
-// change after it will reach w's queue.
+// change after it will reach w's queue. With w nil it only returns the head.
 func (h *Hub) register(ctx context.Context, w *watcher) (uint64, error) {
 	h.mu.Lock()
 	closed, synced := h.isClosed(), h.synced
@@ -305,8 +356,10 @@ func (h *Hub) register(ctx context.Context, w *watcher) (uint64, error) {
 		// published later is queued too and skipped as a duplicate.
 		head = storeHead
 	}
-	h.watchers = append(h.watchers, w)
-	h.watchersStat.Add(1)
+	if w != nil {
+		h.watchers = append(h.watchers, w)
+		h.watchersStat.Add(1)
+	}
 	return head, nil
 }
 
@@ -337,7 +390,8 @@ func (h *Hub) Close() {
 	h.closeOnce.Do(func() { close(h.done) })
 }
 
-// Watchers returns the number of streams registered.
+// Watchers returns the number of streams registered with a live queue
+// (StopAtHead streams have none).
 func (h *Hub) Watchers() int { return int(h.watchersStat.Load()) }
 
 // Head returns the last sequence number published (or read from the store

@@ -10,8 +10,10 @@ import (
 
 // stream is the state of one Stream call, owned by its goroutine.
 type stream struct {
-	h    *Hub
+	h *Hub
+	// w is the live queue, nil for a StopAtHead stream.
 	w    *watcher
+	f    Filter
 	ctx  context.Context
 	send func(fsm.Change) error
 	// next is the cursor: every matching change with Seq < next has been
@@ -20,15 +22,15 @@ type stream struct {
 	next uint64
 	// spare is the previous batch's backing array, reused for the queue.
 	spare []fsm.Change
+	// stopAtHead: replay stops at upto and the stream never goes live.
+	stopAtHead bool
 }
 
 // run replays from the store through upto, then tails the live queue.
 func (s *stream) run(upto uint64) error {
 	for {
-		for s.next <= upto {
-			if err := s.replayPage(upto); err != nil {
-				return err
-			}
+		if err := s.replay(upto); err != nil {
+			return err
 		}
 		var lagged bool
 		upto, lagged = s.resync()
@@ -36,6 +38,18 @@ func (s *stream) run(upto uint64) error {
 			return s.live()
 		}
 	}
+}
+
+// replay sends the store's changelog from s.next through upto. A live
+// stream may send further: a page can hold changes committed after upto,
+// which the cursor then skips in the live queue.
+func (s *stream) replay(upto uint64) error {
+	for s.next <= upto {
+		if err := s.replayPage(upto); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // replayPage sends one page of the store's changelog from s.next.
@@ -65,7 +79,10 @@ func (s *stream) replayPage(upto uint64) error {
 		if c.Seq != s.next {
 			return fmt.Errorf("replay changelog: store returned seq %d, want %d", c.Seq, s.next)
 		}
-		if s.w.f.match(c) {
+		if s.stopAtHead && c.Seq > upto {
+			break // committed after the stream started
+		}
+		if s.f.match(c) {
 			if err := s.send(*c); err != nil {
 				return err
 			}
@@ -107,7 +124,7 @@ func (s *stream) live() error {
 				// (the store shows a commit before its Publish), so the
 				// cursor can be further on.
 				resume := max(lagFrom, s.next)
-				s.h.log.Info("watcher lagging", logKeyResumeFrom, resume, logKeyFilter, s.w.f)
+				s.h.log.Info("watcher lagging", logKeyResumeFrom, resume, logKeyFilter, s.f)
 				return &LaggingError{ResumeFrom: resume}
 			}
 			select {

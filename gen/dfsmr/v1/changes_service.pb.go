@@ -34,7 +34,14 @@ type ChangesRequest struct {
 	// MACHINE_DEFINED changes). Empty: any machine.
 	Machine string `protobuf:"bytes,2,opt,name=machine,proto3" json:"machine,omitempty"`
 	// Only changes of this instance id. Empty: any instance.
-	Instance      string `protobuf:"bytes,3,opt,name=instance,proto3" json:"instance,omitempty"`
+	Instance string `protobuf:"bytes,3,opt,name=instance,proto3" json:"instance,omitempty"`
+	// Replay instead of tailing: send the changes from from_seq up to the
+	// last sequence number committed when the stream started (the
+	// "dfsmr-head-seq" response header), applying the filters on the server,
+	// then end the stream with OK, even when the last changes do not match
+	// the filters. Changes committed later are not sent. Combined with
+	// from_seq = 0, or from_seq = that head + 1, it ends at once.
+	StopAtHead    bool `protobuf:"varint,4,opt,name=stop_at_head,json=stopAtHead,proto3" json:"stop_at_head,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -90,6 +97,13 @@ func (x *ChangesRequest) GetInstance() string {
 	return ""
 }
 
+func (x *ChangesRequest) GetStopAtHead() bool {
+	if x != nil {
+		return x.StopAtHead
+	}
+	return false
+}
+
 // ChangesResponse carries one change.
 type ChangesResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -140,11 +154,13 @@ var File_dfsmr_v1_changes_service_proto protoreflect.FileDescriptor
 
 const file_dfsmr_v1_changes_service_proto_rawDesc = "" +
 	"\n" +
-	"\x1edfsmr/v1/changes_service.proto\x12\bdfsmr.v1\x1a\x15dfsmr/v1/change.proto\"a\n" +
+	"\x1edfsmr/v1/changes_service.proto\x12\bdfsmr.v1\x1a\x15dfsmr/v1/change.proto\"\x83\x01\n" +
 	"\x0eChangesRequest\x12\x19\n" +
 	"\bfrom_seq\x18\x01 \x01(\x04R\afromSeq\x12\x18\n" +
 	"\amachine\x18\x02 \x01(\tR\amachine\x12\x1a\n" +
-	"\binstance\x18\x03 \x01(\tR\binstance\";\n" +
+	"\binstance\x18\x03 \x01(\tR\binstance\x12 \n" +
+	"\fstop_at_head\x18\x04 \x01(\bR\n" +
+	"stopAtHead\";\n" +
 	"\x0fChangesResponse\x12(\n" +
 	"\x06change\x18\x01 \x01(\v2\x10.dfsmr.v1.ChangeR\x06change2R\n" +
 	"\x0eChangesService\x12@\n" +

@@ -38,21 +38,27 @@ type ChangesServiceClient interface {
 	//
 	// Start: with from_seq > 0 the stream first replays the retained changes
 	// from that sequence number, then tails live changes as they commit; with
-	// from_seq = 0 it sends only changes committed after the call starts. The
-	// server sends response headers once the stream is registered: no change
-	// committed after that is missed. Changes arrive in increasing seq order,
-	// each exactly once.
+	// from_seq = 0 it sends only changes committed after the call starts.
+	// Once the stream is registered, before any change, the server sends
+	// response headers with "dfsmr-head-seq": the last seq committed at that
+	// instant (0 when the changelog is empty). No change committed after it is
+	// missed, so a client asking for from_seq = 0 can resume from that head +
+	// 1 if the stream ends before its first change. Changes arrive in
+	// increasing seq order, each exactly once.
 	//
 	// Resume: after the stream ends for any reason, call again with from_seq =
 	// the last seq received + 1; nothing is missed and nothing is repeated.
 	//
-	// End: the stream runs until the client cancels it, or the server ends it:
-	// ABORTED when the watcher falls too far behind (its buffer is full; the
-	// server never slows writers down for a watcher), UNAVAILABLE when the
-	// server shuts down. Both mean: resume as above. OUT_OF_RANGE when
-	// from_seq is older than the oldest retained change (compacted away) or
-	// beyond the next sequence number: start again from the current state
-	// (GetInstance/ListInstances) with from_seq = 0.
+	// End: with stop_at_head the server ends the stream with OK once it has
+	// replayed through the head sent in "dfsmr-head-seq" (a resumed call stops
+	// at its own, later head). Otherwise the stream runs until the client
+	// cancels it. Either way the server may end it with an error: ABORTED
+	// when the watcher falls too far behind (its buffer is full; the server
+	// never slows writers down for a watcher; never with stop_at_head),
+	// UNAVAILABLE when the server shuts down. Both mean: resume as above.
+	// OUT_OF_RANGE when from_seq is older than the oldest retained change
+	// (compacted away) or beyond the next sequence number: start again from
+	// the current state (GetInstance/ListInstances) with from_seq = 0.
 	Changes(ctx context.Context, in *ChangesRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ChangesResponse], error)
 }
 
@@ -99,21 +105,27 @@ type ChangesServiceServer interface {
 	//
 	// Start: with from_seq > 0 the stream first replays the retained changes
 	// from that sequence number, then tails live changes as they commit; with
-	// from_seq = 0 it sends only changes committed after the call starts. The
-	// server sends response headers once the stream is registered: no change
-	// committed after that is missed. Changes arrive in increasing seq order,
-	// each exactly once.
+	// from_seq = 0 it sends only changes committed after the call starts.
+	// Once the stream is registered, before any change, the server sends
+	// response headers with "dfsmr-head-seq": the last seq committed at that
+	// instant (0 when the changelog is empty). No change committed after it is
+	// missed, so a client asking for from_seq = 0 can resume from that head +
+	// 1 if the stream ends before its first change. Changes arrive in
+	// increasing seq order, each exactly once.
 	//
 	// Resume: after the stream ends for any reason, call again with from_seq =
 	// the last seq received + 1; nothing is missed and nothing is repeated.
 	//
-	// End: the stream runs until the client cancels it, or the server ends it:
-	// ABORTED when the watcher falls too far behind (its buffer is full; the
-	// server never slows writers down for a watcher), UNAVAILABLE when the
-	// server shuts down. Both mean: resume as above. OUT_OF_RANGE when
-	// from_seq is older than the oldest retained change (compacted away) or
-	// beyond the next sequence number: start again from the current state
-	// (GetInstance/ListInstances) with from_seq = 0.
+	// End: with stop_at_head the server ends the stream with OK once it has
+	// replayed through the head sent in "dfsmr-head-seq" (a resumed call stops
+	// at its own, later head). Otherwise the stream runs until the client
+	// cancels it. Either way the server may end it with an error: ABORTED
+	// when the watcher falls too far behind (its buffer is full; the server
+	// never slows writers down for a watcher; never with stop_at_head),
+	// UNAVAILABLE when the server shuts down. Both mean: resume as above.
+	// OUT_OF_RANGE when from_seq is older than the oldest retained change
+	// (compacted away) or beyond the next sequence number: start again from
+	// the current state (GetInstance/ListInstances) with from_seq = 0.
 	Changes(*ChangesRequest, grpc.ServerStreamingServer[ChangesResponse]) error
 	mustEmbedUnimplementedChangesServiceServer()
 }

@@ -1,0 +1,199 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/dfsmr/dfsmr/client"
+	pb "github.com/dfsmr/dfsmr/gen/dfsmr/v1"
+)
+
+var cycles = flag.Int("cycles", 3, "kill -9 cycles of TestKill9KeepsAcknowledgedWrites")
+
+// childEnv makes the test binary run as dfsmrd: the crash test starts and
+// kills the real server main, not an in-process imitation.
+const childEnv = "DFSMRD_TEST_CHILD"
+
+func TestMain(m *testing.M) {
+	if os.Getenv(childEnv) == "1" {
+		os.Exit(run(os.Args[1:], os.Stderr))
+	}
+	os.Exit(m.Run())
+}
+
+var servingRE = regexp.MustCompile(`msg=serving .*addr=(\S+)`)
+
+// startChild runs dfsmrd on db and returns its address once it serves.
+func startChild(t *testing.T, db string) (*exec.Cmd, string) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "--addr", "127.0.0.1:0", "--db", db)
+	cmd.Env = append(os.Environ(), childEnv+"=1")
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	addr := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			if m := servingRE.FindStringSubmatch(sc.Text()); m != nil {
+				addr <- m[1]
+			}
+		}
+		io.Copy(io.Discard, stderr)
+	}()
+	select {
+	case a := <-addr:
+		return cmd, a
+	case <-time.After(30 * time.Second):
+		cmd.Process.Kill()
+		t.Fatal("dfsmrd did not start serving in 30s")
+	}
+	return nil, ""
+}
+
+// acked records what the server acknowledged before it was killed.
+type acked struct {
+	mu          sync.Mutex
+	starts      map[string]bool   // instance id
+	transitions map[string]uint64 // instance id -> token of its acknowledged "ok"
+}
+
+func TestKill9KeepsAcknowledgedWrites(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts and kills real server processes")
+	}
+	db := filepath.Join(t.TempDir(), "dfsmr.db")
+	a := &acked{starts: map[string]bool{}, transitions: map[string]uint64{}}
+	seed := rand.Uint64()
+	t.Logf("seed %d", seed)
+	rng := rand.New(rand.NewPCG(seed, 0))
+	for cycle := range *cycles {
+		cmd, addr := startChild(t, db)
+		c, err := client.Dial(addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		var wg sync.WaitGroup
+		for w := range 8 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				load(ctx, c, a, fmt.Sprintf("c%d-w%d", cycle, w))
+			}()
+		}
+		time.Sleep(time.Duration(50+rng.IntN(250)) * time.Millisecond)
+		if err := cmd.Process.Kill(); err != nil { // SIGKILL
+			t.Fatal(err)
+		}
+		cmd.Wait()
+		cancel()
+		wg.Wait()
+		c.Close()
+	}
+	cmd, addr := startChild(t, db)
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	c, err := client.Dial(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	verify(t, c, a)
+}
+
+// load starts report instances and moves them on, recording every
+// acknowledged call, until the server dies.
+func load(ctx context.Context, c *client.Client, a *acked, worker string) {
+	for i := 0; ctx.Err() == nil; i++ {
+		id := fmt.Sprintf("%s-%d", worker, i)
+		if _, err := c.Instances.StartInstance(ctx, &pb.StartInstanceRequest{Id: id, Machine: "report"}); err != nil {
+			return
+		}
+		a.mu.Lock()
+		a.starts[id] = true
+		a.mu.Unlock()
+		r, err := c.Work.Ready(ctx, &pb.ReadyRequest{Worker: worker, Machine: "report", Node: "downloadable"})
+		if err != nil {
+			return
+		}
+		if r.GetLease() == nil {
+			continue
+		}
+		lid, tok := r.GetInstance().GetId(), r.GetLease().GetToken()
+		if _, err := c.Work.Transition(ctx, &pb.TransitionRequest{Id: lid, Token: tok, Transition: "ok"}); err != nil {
+			return
+		}
+		a.mu.Lock()
+		a.transitions[lid] = tok
+		a.mu.Unlock()
+	}
+}
+
+func verify(t *testing.T, c *client.Client, a *acked) {
+	ctx := context.Background()
+	if len(a.starts) == 0 || len(a.transitions) == 0 {
+		t.Fatalf("the load acknowledged nothing (%d starts, %d transitions)", len(a.starts), len(a.transitions))
+	}
+	list, err := c.ListAllInstances(ctx, &pb.ListInstancesRequest{Machine: "report"}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	present := map[string]*pb.Instance{}
+	for _, in := range list {
+		if present[in.GetId()] != nil {
+			t.Errorf("instance %s listed twice", in.GetId())
+		}
+		present[in.GetId()] = in
+	}
+	for id := range a.starts {
+		if present[id] == nil {
+			t.Errorf("acknowledged start of %s lost", id)
+		}
+	}
+	for id, tok := range a.transitions {
+		g, err := c.Instances.GetInstance(ctx, &pb.GetInstanceRequest{Id: id, IncludeHistory: true})
+		if err != nil {
+			t.Fatalf("get %s: %v", id, err)
+		}
+		found := 0
+		for _, h := range g.GetInstance().GetHistory() {
+			if h.GetKind() == pb.ChangeKind_CHANGE_KIND_TRANSITIONED && h.GetToken() == tok && h.GetToNode() == "uploadable" {
+				found++
+			}
+		}
+		if found != 1 {
+			t.Errorf("acknowledged transition of %s (token %d) found %d times", id, tok, found)
+		}
+	}
+	// The changelog is gap-free from 1 and holds every instance's history.
+	var seqs []uint64
+	err = c.Follow(ctx, &pb.ChangesRequest{FromSeq: 1, StopAtHead: true}, func(ch *pb.Change) error {
+		seqs = append(seqs, ch.GetSeq())
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, s := range seqs {
+		if s != uint64(i+1) {
+			t.Fatalf("changelog gap: position %d holds seq %d", i, s)
+		}
+	}
+	t.Logf("%d acknowledged starts, %d acknowledged transitions, %d instances, changelog 1..%d gap-free",
+		len(a.starts), len(a.transitions), len(list), len(seqs))
+}
