@@ -154,7 +154,9 @@ func (e *Engine) SignalInstance(ctx context.Context, id, name string, params map
 	if err := checkParams("params", params); err != nil {
 		return fsm.Instance{}, err
 	}
-	return e.applyTo(ctx, id, actor, func() fsm.Event { return fsm.Signal{Name: name, Params: params, Jitter: e.jitter()} })
+	return e.applyTo(ctx, id, actor, func(*fsm.Machine, fsm.Instance) fsm.Event {
+		return fsm.Signal{Name: name, Params: params, Jitter: e.jitter()}
+	})
 }
 
 // CancelInstance ends an instance in dfsmr.aborted.
@@ -165,11 +167,12 @@ func (e *Engine) CancelInstance(ctx context.Context, id, reason, actor string) (
 	if err := checkText("reason", reason, false, MaxReasonBytes); err != nil {
 		return fsm.Instance{}, err
 	}
-	return e.applyTo(ctx, id, actor, func() fsm.Event { return fsm.Cancel{Reason: reason} })
+	return e.applyTo(ctx, id, actor, func(*fsm.Machine, fsm.Instance) fsm.Event { return fsm.Cancel{Reason: reason} })
 }
 
-// applyTo loads instance id, applies the event ev builds, and commits.
-func (e *Engine) applyTo(ctx context.Context, id, actor string, ev func() fsm.Event) (out fsm.Instance, err error) {
+// applyTo loads instance id, applies the event ev builds from its machine
+// and current state, and commits.
+func (e *Engine) applyTo(ctx context.Context, id, actor string, ev func(*fsm.Machine, fsm.Instance) fsm.Event) (out fsm.Instance, err error) {
 	if err := checkText("id", id, true, MaxIDBytes); err != nil {
 		return out, err
 	}
@@ -182,7 +185,7 @@ func (e *Engine) applyTo(ctx context.Context, id, actor string, ev func() fsm.Ev
 		if err != nil {
 			return err
 		}
-		return e.apply(tx, m, in, ev(), e.clock.Now(), actor, &out)
+		return e.apply(tx, m, in, ev(m, in), e.clock.Now(), actor, &out)
 	})
 	return out, err
 }

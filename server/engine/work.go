@@ -146,7 +146,7 @@ func (e *Engine) Transition(ctx context.Context, a TransitionArgs) (fsm.Instance
 		}
 		ev.Delay, ev.OverrideDelay = *a.Delay, true
 	}
-	return e.applyTo(ctx, a.ID, a.Actor, func() fsm.Event {
+	return e.applyTo(ctx, a.ID, a.Actor, func(*fsm.Machine, fsm.Instance) fsm.Event {
 		ev.Jitter = e.jitter()
 		return ev
 	})
@@ -161,21 +161,12 @@ func (e *Engine) Heartbeat(ctx context.Context, id string, token uint64, actor s
 	if token == 0 {
 		return time.Time{}, invalid("token", "must be the lease's fencing token (non-zero)")
 	}
-	var out fsm.Instance
-	err := e.st.Update(ctx, func(tx store.Tx) error {
-		in, err := tx.Instance(id)
-		if err != nil {
-			return fmt.Errorf("instance %q: %w", id, err)
-		}
-		m, err := e.machineVersion(tx, in.Machine, in.Version)
-		if err != nil {
-			return err
-		}
+	out, err := e.applyTo(ctx, id, actor, func(m *fsm.Machine, in fsm.Instance) fsm.Event {
 		var d time.Duration
-		if n := m.Node(in.Node); n != nil {
+		if n := m.Node(in.Node); n != nil { // nil for a system node: the instance is final
 			d = leaseFor(n)
 		}
-		return e.apply(tx, m, in, fsm.Heartbeat{Token: token, For: d}, e.clock.Now(), actor, &out)
+		return fsm.Heartbeat{Token: token, For: d}
 	})
 	return out.Lease.ExpiresAt, err
 }
@@ -185,5 +176,5 @@ func (e *Engine) Relinquish(ctx context.Context, id string, token uint64, actor 
 	if token == 0 {
 		return fsm.Instance{}, invalid("token", "must be the lease's fencing token (non-zero)")
 	}
-	return e.applyTo(ctx, id, actor, func() fsm.Event { return fsm.Relinquish{Token: token} })
+	return e.applyTo(ctx, id, actor, func(*fsm.Machine, fsm.Instance) fsm.Event { return fsm.Relinquish{Token: token} })
 }
