@@ -5,6 +5,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/dfsmr/dfsmr/client"
 	pb "github.com/dfsmr/dfsmr/gen/dfsmr/v1"
 	"github.com/spf13/cobra"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -73,26 +74,19 @@ returns the existing instance; different content is ALREADY_EXISTS.`,
 				}
 				req.StartTime = timestamppb.New(t)
 			}
-			c, err := a.client()
-			if err != nil {
-				return err
-			}
-			resp, err := c.Instances.StartInstance(a.ctx, req)
-			if err != nil {
-				return err
-			}
-			if a.json() {
-				return a.printJSON(resp)
-			}
-			result := "already exists"
-			if resp.GetCreated() {
-				result = "created"
-			}
-			in := resp.GetInstance()
-			t := newTable(a.stdout, "ID", "MACHINE", "NODE", "STATUS", "DUE", "RESULT")
-			t.row(in.GetId(), fmt.Sprintf("%s@%d", in.GetMachine(), in.GetVersion()), in.GetNode(),
-				statusName(in.GetStatus()), due(in), result)
-			return t.Flush()
+			return unary(a, func(c *client.Client) (*pb.StartInstanceResponse, error) {
+				return c.Instances.StartInstance(a.ctx, req)
+			}, func(resp *pb.StartInstanceResponse) error {
+				result := "already exists"
+				if resp.GetCreated() {
+					result = "created"
+				}
+				in := resp.GetInstance()
+				t := newTable(a.stdout, "ID", "MACHINE", "NODE", "STATUS", "DUE", "RESULT")
+				t.row(in.GetId(), fmt.Sprintf("%s@%d", in.GetMachine(), in.GetVersion()), in.GetNode(),
+					statusName(in.GetStatus()), due(in), result)
+				return t.Flush()
+			})
 		}),
 	}
 	f := cmd.Flags()
@@ -166,18 +160,11 @@ func (a *app) getCommand() *cobra.Command {
 		Args:  args(cobra.ExactArgs(1)),
 		RunE: runE(func(_ *cobra.Command, ids []string) error {
 			req.Id = ids[0]
-			c, err := a.client()
-			if err != nil {
-				return err
-			}
-			resp, err := c.Instances.GetInstance(a.ctx, req)
-			if err != nil {
-				return err
-			}
-			if a.json() {
-				return a.printJSON(resp)
-			}
-			return a.printInstance(resp.GetInstance(), req.GetIncludeHistory())
+			return unary(a, func(c *client.Client) (*pb.GetInstanceResponse, error) {
+				return c.Instances.GetInstance(a.ctx, req)
+			}, func(resp *pb.GetInstanceResponse) error {
+				return a.printInstance(resp.GetInstance(), req.GetIncludeHistory())
+			})
 		}),
 	}
 	cmd.Flags().BoolVar(&req.IncludeHistory, "history", false, "also print the instance's changes")
@@ -236,18 +223,11 @@ and revokes any live one.`,
 			if req.Params, err = parseParams(kvs); err != nil {
 				return err
 			}
-			c, err := a.client()
-			if err != nil {
-				return err
-			}
-			resp, err := c.Instances.SignalInstance(a.ctx, req)
-			if err != nil {
-				return err
-			}
-			if a.json() {
-				return a.printJSON(resp)
-			}
-			return a.printInstanceRow(resp.GetInstance())
+			return unary(a, func(c *client.Client) (*pb.SignalInstanceResponse, error) {
+				return c.Instances.SignalInstance(a.ctx, req)
+			}, func(resp *pb.SignalInstanceResponse) error {
+				return a.printInstanceRow(resp.GetInstance())
+			})
 		}),
 	}
 	cmd.Flags().StringArrayVar(&kvs, "param", nil, paramUsage)
@@ -262,18 +242,11 @@ func (a *app) cancelCommand() *cobra.Command {
 		Args:  args(cobra.ExactArgs(1)),
 		RunE: runE(func(_ *cobra.Command, ids []string) error {
 			req.Id = ids[0]
-			c, err := a.client()
-			if err != nil {
-				return err
-			}
-			resp, err := c.Instances.CancelInstance(a.ctx, req)
-			if err != nil {
-				return err
-			}
-			if a.json() {
-				return a.printJSON(resp)
-			}
-			return a.printInstanceRow(resp.GetInstance())
+			return unary(a, func(c *client.Client) (*pb.CancelInstanceResponse, error) {
+				return c.Instances.CancelInstance(a.ctx, req)
+			}, func(resp *pb.CancelInstanceResponse) error {
+				return a.printInstanceRow(resp.GetInstance())
+			})
 		}),
 	}
 	cmd.Flags().StringVar(&req.Reason, "reason", "", "why, recorded in the changelog")

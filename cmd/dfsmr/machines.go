@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/dfsmr/dfsmr/client"
 	pb "github.com/dfsmr/dfsmr/gen/dfsmr/v1"
 	"github.com/dfsmr/dfsmr/machines"
 	"github.com/spf13/cobra"
@@ -112,18 +113,9 @@ func (a *app) machineCommand() *cobra.Command {
 		Short: "Show a machine version: nodes, timeouts, retries, transitions",
 		Args:  args(cobra.ExactArgs(1)),
 		RunE: runE(func(_ *cobra.Command, ids []string) error {
-			c, err := a.client()
-			if err != nil {
-				return err
-			}
-			resp, err := c.Machines.GetMachine(a.ctx, &pb.GetMachineRequest{Id: ids[0], Version: version})
-			if err != nil {
-				return err
-			}
-			if a.json() {
-				return a.printJSON(resp)
-			}
-			return a.printMachine(resp)
+			return unary(a, func(c *client.Client) (*pb.GetMachineResponse, error) {
+				return c.Machines.GetMachine(a.ctx, &pb.GetMachineRequest{Id: ids[0], Version: version})
+			}, a.printMachine)
 		}),
 	}
 	cmd.Flags().Uint32Var(&version, "version", 0, "version to show (default: the latest)")

@@ -10,6 +10,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/dfsmr/dfsmr/client"
 	pb "github.com/dfsmr/dfsmr/gen/dfsmr/v1"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
@@ -33,6 +34,23 @@ func (a *app) printJSON(m proto.Message) error {
 	b = append(b, '\n')
 	_, err = a.stdout.Write(b)
 	return err
+}
+
+// unary is the body of a command that makes one call: it dials, calls and
+// prints the response as JSON or, with table, as text.
+func unary[R proto.Message](a *app, call func(*client.Client) (R, error), table func(R) error) error {
+	c, err := a.client()
+	if err != nil {
+		return err
+	}
+	resp, err := call(c)
+	if err != nil {
+		return err
+	}
+	if a.json() {
+		return a.printJSON(resp)
+	}
+	return table(resp)
 }
 
 // table is a tabwriter with a header; Flush prints it.

@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/dfsmr/dfsmr/client"
 	pb "github.com/dfsmr/dfsmr/gen/dfsmr/v1"
 	"github.com/spf13/cobra"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -50,25 +51,19 @@ When no work is available it prints nothing on stdout and exits with code 3.`,
 			if wait > 0 {
 				req.Wait = durationpb.New(wait)
 			}
-			c, err := a.client()
-			if err != nil {
-				return err
-			}
-			resp, err := c.Work.Ready(a.ctx, req)
-			if err != nil {
-				return err
-			}
-			if resp.GetLease() == nil {
-				return &codeError{code: exitNoWork, msg: "no work available"}
-			}
-			if a.json() {
-				return a.printJSON(resp)
-			}
-			in := resp.GetInstance()
-			t := newTable(a.stdout, "ID", "MACHINE", "NODE", "TOKEN", "EXPIRES", "ATTEMPT", "PARAMS")
-			t.row(in.GetId(), fmt.Sprintf("%s@%d", in.GetMachine(), in.GetVersion()), in.GetNode(),
-				resp.GetLease().GetToken(), expiry(resp.GetLease().GetExpireTime()), in.GetAttempt(), params(in.GetParams()))
-			return t.Flush()
+			return unary(a, func(c *client.Client) (*pb.ReadyResponse, error) {
+				resp, err := c.Work.Ready(a.ctx, req)
+				if err == nil && resp.GetLease() == nil {
+					err = &codeError{code: exitNoWork, msg: "no work available"}
+				}
+				return resp, err
+			}, func(resp *pb.ReadyResponse) error {
+				in := resp.GetInstance()
+				t := newTable(a.stdout, "ID", "MACHINE", "NODE", "TOKEN", "EXPIRES", "ATTEMPT", "PARAMS")
+				t.row(in.GetId(), fmt.Sprintf("%s@%d", in.GetMachine(), in.GetVersion()), in.GetNode(),
+					resp.GetLease().GetToken(), expiry(resp.GetLease().GetExpireTime()), in.GetAttempt(), params(in.GetParams()))
+				return t.Flush()
+			})
 		}),
 	}
 	f := cmd.Flags()
@@ -106,18 +101,11 @@ FAILED_PRECONDITION.`,
 			if cmd.Flags().Changed("delay") {
 				req.Delay = durationpb.New(delay)
 			}
-			c, err := a.client()
-			if err != nil {
-				return err
-			}
-			resp, err := c.Work.Transition(a.ctx, req)
-			if err != nil {
-				return err
-			}
-			if a.json() {
-				return a.printJSON(resp)
-			}
-			return a.printInstanceRow(resp.GetInstance())
+			return unary(a, func(c *client.Client) (*pb.TransitionResponse, error) {
+				return c.Work.Transition(a.ctx, req)
+			}, func(resp *pb.TransitionResponse) error {
+				return a.printInstanceRow(resp.GetInstance())
+			})
 		}),
 	}
 	f := cmd.Flags()
@@ -137,20 +125,13 @@ func (a *app) heartbeatCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			c, err := a.client()
-			if err != nil {
-				return err
-			}
-			resp, err := c.Work.Heartbeat(a.ctx, &pb.HeartbeatRequest{Id: argv[0], Token: tok})
-			if err != nil {
-				return err
-			}
-			if a.json() {
-				return a.printJSON(resp)
-			}
-			t := newTable(a.stdout, "ID", "TOKEN", "EXPIRES")
-			t.row(argv[0], tok, expiry(resp.GetExpireTime()))
-			return t.Flush()
+			return unary(a, func(c *client.Client) (*pb.HeartbeatResponse, error) {
+				return c.Work.Heartbeat(a.ctx, &pb.HeartbeatRequest{Id: argv[0], Token: tok})
+			}, func(resp *pb.HeartbeatResponse) error {
+				t := newTable(a.stdout, "ID", "TOKEN", "EXPIRES")
+				t.row(argv[0], tok, expiry(resp.GetExpireTime()))
+				return t.Flush()
+			})
 		}),
 	}
 }
@@ -165,18 +146,11 @@ func (a *app) relinquishCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			c, err := a.client()
-			if err != nil {
-				return err
-			}
-			resp, err := c.Work.Relinquish(a.ctx, &pb.RelinquishRequest{Id: argv[0], Token: tok})
-			if err != nil {
-				return err
-			}
-			if a.json() {
-				return a.printJSON(resp)
-			}
-			return a.printInstanceRow(resp.GetInstance())
+			return unary(a, func(c *client.Client) (*pb.RelinquishResponse, error) {
+				return c.Work.Relinquish(a.ctx, &pb.RelinquishRequest{Id: argv[0], Token: tok})
+			}, func(resp *pb.RelinquishResponse) error {
+				return a.printInstanceRow(resp.GetInstance())
+			})
 		}),
 	}
 }
