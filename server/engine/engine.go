@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/dfsmr/dfsmr/server/clock"
@@ -48,6 +50,7 @@ type Engine struct {
 	rand   *rand.Rand
 
 	nudge    chan struct{}
+	armed    atomic.Int64 // unix nanos the due loop's timer is armed for
 	stopOnce sync.Once
 	cancel   context.CancelFunc
 	done     chan struct{}
@@ -107,12 +110,15 @@ func (e *Engine) Stop(ctx context.Context) error {
 // became READY, and the due loop when a due time was set.
 func (e *Engine) OnCommit(changes []fsm.Change) {
 	due := false
+	armed := e.armed.Load()
 	for i := range changes {
 		c := &changes[i]
 		if c.ToStatus == fsm.StatusReady {
 			e.wait.wakeOne(c.Machine, c.ToNode)
 		}
-		if !c.DueAt.IsZero() {
+		// Only a due time earlier than the one the loop waits for needs
+		// it: later ones are found when it wakes.
+		if !c.DueAt.IsZero() && c.DueAt.UnixNano() < armed {
 			due = true
 		}
 	}
@@ -135,6 +141,9 @@ func (e *Engine) dueLoop(ctx context.Context) {
 		case <-timer.C():
 		case <-e.nudge:
 		}
+		// While processing, every due time committed meanwhile nudges the
+		// loop, which then looks again: none can slip in unseen.
+		e.armed.Store(math.MaxInt64)
 		next, err := e.ProcessDue(ctx)
 		switch {
 		case err != nil:
@@ -142,12 +151,12 @@ func (e *Engine) dueLoop(ctx context.Context) {
 				return
 			}
 			e.log.Error("due loop", "err", err)
-			timer.Reset(time.Second)
+			next = e.clock.Now().Add(time.Second)
 		case next.IsZero():
-			timer.Reset(idleWait)
-		default:
-			timer.ResetAt(next)
+			next = e.clock.Now().Add(idleWait)
 		}
+		e.armed.Store(next.UnixNano())
+		timer.ResetAt(next)
 	}
 }
 
@@ -155,14 +164,18 @@ func (e *Engine) dueLoop(ctx context.Context) {
 // has come, and returns the next due time (zero when nothing is due).
 func (e *Engine) ProcessDue(ctx context.Context) (time.Time, error) {
 	for {
-		var n int
-		err := e.st.Update(ctx, func(tx store.Tx) error {
+		// Look before writing: most wake-ups find nothing due yet, and a
+		// read does not queue behind the store's writer.
+		next, err := e.nextDue(ctx)
+		if err != nil || next.IsZero() || next.After(e.clock.Now()) {
+			return next, err
+		}
+		err = e.st.Update(ctx, func(tx store.Tx) error {
 			now := e.clock.Now()
 			due, err := tx.Due(now, dueBatch)
 			if err != nil {
 				return err
 			}
-			n = len(due)
 			for _, d := range due {
 				if err := e.applyDue(tx, d.ID, now); err != nil {
 					return err
@@ -173,10 +186,10 @@ func (e *Engine) ProcessDue(ctx context.Context) (time.Time, error) {
 		if err != nil {
 			return time.Time{}, err
 		}
-		if n < dueBatch {
-			break
-		}
 	}
+}
+
+func (e *Engine) nextDue(ctx context.Context) (time.Time, error) {
 	var next store.Due
 	err := e.st.View(ctx, func(tx store.ReadTx) error {
 		var err error
