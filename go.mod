@@ -1,6 +1,6 @@
 module github.com/dfsmr/dfsmr
 
-go 1.26.8
+go 1.26.7
 
 require (
 	github.com/grpc-ecosystem/go-grpc-middleware/v2 v2.3.4
