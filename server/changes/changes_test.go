@@ -164,6 +164,12 @@ func (tx *fakeTx) Due(time.Time, int) ([]store.Due, error) { return nil, errNotI
 func (tx *fakeTx) NextDue() (store.Due, bool, error)       { return store.Due{}, false, errNotImplemented }
 func (tx *fakeTx) PutMachine(store.MachineRecord) error    { return errNotImplemented }
 func (tx *fakeTx) PutInstance(fsm.Instance) error          { return errNotImplemented }
+func (tx *fakeTx) DurationSamples(string, uint32, string) ([]time.Duration, error) {
+	return nil, errNotImplemented
+}
+func (tx *fakeTx) AddDurationSample(string, uint32, string, time.Duration) error {
+	return errNotImplemented
+}
 
 var _ store.Store = (*fakeStore)(nil)
 

@@ -172,7 +172,17 @@ func (e *Engine) CancelInstance(ctx context.Context, id, reason, actor string) (
 
 // applyTo loads instance id, applies the event ev builds from its machine
 // and current state, and commits.
-func (e *Engine) applyTo(ctx context.Context, id, actor string, ev func(*fsm.Machine, fsm.Instance) fsm.Event) (out fsm.Instance, err error) {
+func (e *Engine) applyTo(ctx context.Context, id, actor string, ev func(*fsm.Machine, fsm.Instance) fsm.Event) (fsm.Instance, error) {
+	return e.updateInstance(ctx, id, func(tx store.Tx, m *fsm.Machine, in fsm.Instance, now time.Time) (out fsm.Instance, err error) {
+		err = e.apply(tx, m, in, ev(m, in), now, actor, &out)
+		return out, err
+	})
+}
+
+// updateInstance loads instance id and its machine, runs op with the
+// transaction and the clock value of the operation, and commits. op returns
+// the new instance.
+func (e *Engine) updateInstance(ctx context.Context, id string, op func(tx store.Tx, m *fsm.Machine, in fsm.Instance, now time.Time) (fsm.Instance, error)) (out fsm.Instance, err error) {
 	if err := checkText("id", id, true, MaxIDBytes); err != nil {
 		return out, err
 	}
@@ -185,7 +195,8 @@ func (e *Engine) applyTo(ctx context.Context, id, actor string, ev func(*fsm.Mac
 		if err != nil {
 			return err
 		}
-		return e.apply(tx, m, in, ev(m, in), e.clock.Now(), actor, &out)
+		out, err = op(tx, m, in, e.clock.Now())
+		return err
 	})
 	return out, err
 }

@@ -80,7 +80,11 @@ func (e *Engine) tryReady(ctx context.Context, f store.ReadyFilter, worker strin
 		if err != nil {
 			return err
 		}
-		ev := fsm.Acquire{Worker: worker, For: leaseFor(m.Node(cur.Node))}
+		d, err := leaseFor(tx, m, cur.Node)
+		if err != nil {
+			return err
+		}
+		ev := fsm.Acquire{Worker: worker, For: d}
 		if err := e.apply(tx, m, cur, ev, e.clock.Now(), worker, &in); err != nil {
 			return err
 		}
@@ -102,13 +106,41 @@ func (e *Engine) tryReady(ctx context.Context, f store.ReadyFilter, worker strin
 	return in, ok, err
 }
 
-// leaseFor is how long a lease in node lasts. A learned (percentile)
-// timeout starts at its minimum.
-func leaseFor(n *fsm.Node) time.Duration {
-	if n.Timeout.Percentile > 0 {
-		return n.Timeout.Min
+// leaseFor is how long a lease in node lasts (zero: never expires, and for
+// a system node). A learned (percentile) timeout comes from the node's
+// recent successful lease durations; fixed ones read nothing.
+func leaseFor(tx store.ReadTx, m *fsm.Machine, node string) (time.Duration, error) {
+	n := m.Node(node)
+	if n == nil {
+		return 0, nil
 	}
-	return n.Timeout.Fixed
+	if n.Timeout.Percentile <= 0 {
+		return n.Timeout.Lease(nil), nil
+	}
+	samples, err := tx.DurationSamples(m.ID, m.Version, node)
+	if err != nil {
+		return 0, fmt.Errorf("lease durations of %s node %q: %w", m, node, err)
+	}
+	return n.Timeout.Lease(samples), nil
+}
+
+// learn records how long the lease on in lasted when a Transition moved it
+// to out, for a node whose timeout is learned. Only a transition that leaves
+// the node is a success for it: an error edge back to the same node, or a
+// repeat of a request already applied, teaches nothing.
+func learn(tx store.Tx, m *fsm.Machine, in, out fsm.Instance, transition string, now time.Time) error {
+	n := m.Node(in.Node)
+	if n == nil || n.Timeout.Percentile <= 0 || out.Rev == in.Rev {
+		return nil
+	}
+	if t := n.Transitions[transition]; t == nil || t.To == in.Node {
+		return nil
+	}
+	d := now.Sub(in.Lease.AcquiredAt)
+	if d < 0 { // the clock went back
+		d = 0
+	}
+	return tx.AddDurationSample(m.ID, m.Version, in.Node, d)
 }
 
 // TransitionArgs are the inputs of Transition.
@@ -146,9 +178,13 @@ func (e *Engine) Transition(ctx context.Context, a TransitionArgs) (fsm.Instance
 		}
 		ev.Delay, ev.OverrideDelay = *a.Delay, true
 	}
-	return e.applyTo(ctx, a.ID, a.Actor, func(*fsm.Machine, fsm.Instance) fsm.Event {
+	return e.updateInstance(ctx, a.ID, func(tx store.Tx, m *fsm.Machine, in fsm.Instance, now time.Time) (out fsm.Instance, err error) {
+		ev := ev
 		ev.Jitter = e.jitter()
-		return ev
+		if err := e.apply(tx, m, in, ev, now, a.Actor, &out); err != nil {
+			return out, err
+		}
+		return out, learn(tx, m, in, out, a.Transition, now)
 	})
 }
 
@@ -161,12 +197,13 @@ func (e *Engine) Heartbeat(ctx context.Context, id string, token uint64, actor s
 	if token == 0 {
 		return time.Time{}, invalid("token", "must be the lease's fencing token (non-zero)")
 	}
-	out, err := e.applyTo(ctx, id, actor, func(m *fsm.Machine, in fsm.Instance) fsm.Event {
-		var d time.Duration
-		if n := m.Node(in.Node); n != nil { // nil for a system node: the instance is final
-			d = leaseFor(n)
+	out, err := e.updateInstance(ctx, id, func(tx store.Tx, m *fsm.Machine, in fsm.Instance, now time.Time) (out fsm.Instance, err error) {
+		d, err := leaseFor(tx, m, in.Node)
+		if err != nil {
+			return out, err
 		}
-		return fsm.Heartbeat{Token: token, For: d}
+		err = e.apply(tx, m, in, fsm.Heartbeat{Token: token, For: d}, now, actor, &out)
+		return out, err
 	})
 	return out.Lease.ExpiresAt, err
 }

@@ -140,7 +140,7 @@ func (m *Machine) Node(name string) *Node {
 // A zero Timeout means "never": the lease does not expire and the instance is
 // never re-offered (at-most-once). Percentile > 0 learns the timeout from the
 // node's recent successful lease durations, bounded by Min and Max; until
-// enough samples exist, Min is used.
+// MinSamples exist, Min is used (see Timeout.Lease).
 type Timeout struct {
 	// Fixed is the lease duration when Percentile is zero.
 	Fixed time.Duration

@@ -23,6 +23,10 @@ var ErrNotFound = errors.New("not found")
 // ErrClosed is returned by every call after Close.
 var ErrClosed = errors.New("store closed")
 
+// MaxDurationSamples is how many lease durations a store keeps per machine
+// version and node (see Tx.AddDurationSample); the oldest go first.
+const MaxDurationSamples = 100
+
 // Store is the persistence seam of dfsmr.
 type Store interface {
 	// Update runs fn in a read-write transaction and returns once the
@@ -117,6 +121,11 @@ type ReadTx interface {
 	Changes(from uint64, limit int) ([]fsm.Change, error)
 	// Head returns the last assigned sequence number (0 when empty).
 	Head() (uint64, error)
+
+	// DurationSamples returns the lease durations recorded for a node of a
+	// machine version, oldest first: at most MaxDurationSamples, none (and
+	// no error) when nothing was recorded.
+	DurationSamples(machine string, version uint32, node string) ([]time.Duration, error)
 }
 
 // Tx is a read-write transaction. Reads see the transaction's own writes.
@@ -131,4 +140,9 @@ type Tx interface {
 	// changelog and, when it names an instance, in that instance's
 	// history. It returns the assigned number.
 	AppendChange(c fsm.Change) (uint64, error)
+	// AddDurationSample records a successful lease duration d (not
+	// negative) for a node of a machine version (not 0). Only the
+	// MaxDurationSamples most recent samples of each machine version and
+	// node are kept.
+	AddDurationSample(machine string, version uint32, node string, d time.Duration) error
 }

@@ -35,6 +35,7 @@
 //	changes               seq(8) -> change record; bucket sequence = head
 //	history               id NUL seq(8) -> ()
 //	machines              id NUL version(4) -> machine record
+//	durations             machine NUL version(4) node -> durations record
 //	meta                  "schema" -> format version
 //
 // prio is MaxInt32 - priority as uint32 (highest priority first); due and
@@ -42,6 +43,12 @@
 // and times before the epoch first). The three ready indexes let Ready with a
 // machine or node filter read only matching entries. PutInstance reads the
 // previous record to remove its stale index entries.
+//
+// A durations record holds the recent successful lease durations of one
+// node of one machine version, oldest first; AddDurationSample rewrites it
+// whole, dropping the oldest beyond store.MaxDurationSamples (a few hundred
+// bytes, read only for nodes with a learned timeout). Adding the bucket
+// needed no schema change: Open creates it in older files.
 //
 // The changelog sequence is the changes bucket's own sequence, taken inside
 // the write transaction: a rollback gives the number back, so there is no

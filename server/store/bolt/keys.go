@@ -37,11 +37,14 @@ var (
 	bucketHistory = []byte("history")
 	// bucketMachines: id sep version -> machine record.
 	bucketMachines = []byte("machines")
+	// bucketDurations: machine sep version node -> durations record, the
+	// recent successful lease durations of a node, oldest first.
+	bucketDurations = []byte("durations")
 
 	allBuckets = [][]byte{
 		bucketMeta, bucketInstances, bucketByMachine, bucketReady,
 		bucketReadyMachine, bucketReadyNode, bucketDue, bucketChanges,
-		bucketHistory, bucketMachines,
+		bucketHistory, bucketMachines, bucketDurations,
 	}
 )
 
@@ -90,6 +93,15 @@ func machineKey(id string, version uint32) []byte {
 	b := make([]byte, 0, len(id)+1+4)
 	b = appendStr(b, id)
 	return binary.BigEndian.AppendUint32(b, version)
+}
+
+// durationsKey is machine sep version(4) node: the version is fixed-width
+// and the node comes last, so no two triples share a key.
+func durationsKey(machine string, version uint32, node string) []byte {
+	b := make([]byte, 0, len(machine)+1+4+len(node))
+	b = appendStr(b, machine)
+	b = binary.BigEndian.AppendUint32(b, version)
+	return append(b, node...)
 }
 
 func historyKey(id string, seq uint64) []byte {

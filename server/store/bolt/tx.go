@@ -328,6 +328,22 @@ func (r *readTx) Head() (uint64, error) {
 	return b.Sequence(), nil
 }
 
+func (r *readTx) DurationSamples(machine string, version uint32, node string) ([]time.Duration, error) {
+	b, err := r.bucket(bucketDurations)
+	if err != nil {
+		return nil, err
+	}
+	v := b.Get(durationsKey(machine, version, node))
+	if v == nil {
+		return nil, nil
+	}
+	ds, err := store.DecodeDurations(v)
+	if err != nil {
+		return nil, fmt.Errorf("lease durations of %s@%d node %q: %w", machine, version, node, err)
+	}
+	return ds, nil
+}
+
 // writeTx implements store.Tx. It records whether its function wrote, so
 // that the writer knows whether a failed function dirtied the shared
 // transaction, and the changes it appended, for the commit hook.
@@ -458,6 +474,38 @@ func (w *writeTx) AppendChange(c fsm.Change) (uint64, error) {
 	c.Params = maps.Clone(c.Params)
 	w.changes = append(w.changes, c)
 	return seq, nil
+}
+
+func (w *writeTx) AddDurationSample(machine string, version uint32, node string, d time.Duration) error {
+	if err := checkName("machine id", machine); err != nil {
+		return err
+	}
+	if err := checkName("node", node); err != nil {
+		return err
+	}
+	switch {
+	case version == 0:
+		return fmt.Errorf("store: add duration sample of %q: version 0 is reserved for \"latest\"", machine)
+	case d < 0:
+		return fmt.Errorf("store: add duration sample of %s@%d node %q: negative duration %v", machine, version, node, d)
+	}
+	ds, err := w.DurationSamples(machine, version, node)
+	if err != nil {
+		return err
+	}
+	ds = append(ds, d)
+	if n := len(ds) - store.MaxDurationSamples; n > 0 {
+		ds = ds[n:]
+	}
+	b, err := w.bucket(bucketDurations)
+	if err != nil {
+		return err
+	}
+	w.wrote = true
+	if err := b.Put(durationsKey(machine, version, node), store.AppendDurations(nil, ds)); err != nil {
+		return fmt.Errorf("add duration sample of %s@%d node %q: %w", machine, version, node, err)
+	}
+	return nil
 }
 
 // checkName rejects names the key layout cannot hold.

@@ -13,5 +13,8 @@
 //     token, with an error wrapping *fsm.InvariantError;
 //   - params and machine sources come back nil when empty; times come back
 //     in UTC without a monotonic reading (compare with time.Equal);
-//   - the zero time stays the zero time.
+//   - the zero time stays the zero time;
+//   - DurationSamples of a node with none recorded is empty, not an error;
+//     AddDurationSample refuses version 0, a negative duration and names
+//     the other calls refuse.
 package storetest

@@ -47,6 +47,7 @@ func Exercise(t *testing.T, open OpenFunc) {
 	t.Run("CommitHook", s.commitHook)
 	t.Run("Close", s.close)
 	t.Run("Reopen", s.reopen)
+	t.Run("DurationSamples", s.durations)
 	t.Run("Model", s.model)
 }
 
