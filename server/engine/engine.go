@@ -79,10 +79,14 @@ func New(st store.Store, opts Options) *Engine {
 
 // Start runs the due loop, which wakes WAITING instances and times out
 // expired leases on time; it first catches up with everything that came due
-// while the server was down. Start returns once the loop runs.
+// while the server was down. Before that it finishes any upgrade sweep a
+// crash cut short (see sweepMachine). Start returns once the loop runs.
 func (e *Engine) Start(ctx context.Context) error {
 	if e.done != nil {
 		return errors.New("engine already started")
+	}
+	if err := e.sweepUpgrades(ctx); err != nil {
+		return err
 	}
 	ctx, e.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	e.done = make(chan struct{})

@@ -55,7 +55,10 @@ type MachineInfo struct {
 
 // DefineMachine compiles a definition and stores it as the machine's next
 // version, unless a version with the same content exists: then that version
-// is returned and created is false.
+// is returned and created is false. A new version whose upgrade strategy is
+// upgrade or abort then moves the machine's running instances (see
+// sweepMachine); the definition stands even when that sweep fails, and the
+// next Start finishes it.
 func (e *Engine) DefineMachine(ctx context.Context, file string, src []byte, actor string) (info MachineInfo, created bool, err error) {
 	if len(src) == 0 {
 		return MachineInfo{}, false, invalid("source", "must not be empty")
@@ -90,7 +93,143 @@ func (e *Engine) DefineMachine(ctx context.Context, file string, src []byte, act
 		return MachineInfo{}, false, err
 	}
 	info.Machine, err = e.compiled(info.Record)
-	return info, created, err
+	if err != nil || !created {
+		return info, created, err
+	}
+	// The caller hanging up must not leave the sweep half done.
+	if err := e.sweepMachine(context.WithoutCancel(ctx), m.ID); err != nil {
+		e.log.Error("upgrade sweep failed; the next start resumes it", "machine", m.ID, "version", info.Record.Version, "err", err)
+	}
+	return info, true, nil
+}
+
+// upgradeBatch bounds how many instances one transaction of an upgrade
+// sweep moves, so a machine with many running instances cannot make a huge
+// transaction.
+const upgradeBatch = 256
+
+// sweepUpgrades runs sweepMachine for every machine. Start calls it, so a
+// sweep cut short by a crash finishes at the next start. A machine whose
+// sweep fails is logged and skipped.
+func (e *Engine) sweepUpgrades(ctx context.Context) error {
+	after := ""
+	for {
+		var recs []store.MachineRecord
+		err := e.st.View(ctx, func(tx store.ReadTx) error {
+			var err error
+			recs, err = tx.Machines(after, upgradeBatch)
+			return err
+		})
+		if err != nil {
+			return err
+		}
+		for _, r := range recs {
+			// One machine failing must not keep the others, or the
+			// server, from running; the next start tries it again.
+			if err := e.sweepMachine(ctx, r.ID); err != nil {
+				if ctx.Err() != nil {
+					return err
+				}
+				e.log.Error("upgrade sweep failed", "machine", r.ID, "err", err)
+			}
+		}
+		if len(recs) < upgradeBatch {
+			return nil
+		}
+		after = recs[len(recs)-1].ID
+	}
+}
+
+// sweepMachine applies the latest version of machine id to its running
+// instances on older versions, as that version's upgrade strategy says
+// (fsm.Upgrade): with continue it does nothing. It pages through the
+// machine's instances and moves each page in its own transaction, after
+// the one that defined the version. It is idempotent: it touches only
+// non-final instances on a version older than the latest, re-read in the
+// transaction that moves them.
+func (e *Engine) sweepMachine(ctx context.Context, id string) error {
+	var (
+		after             string
+		latest            *fsm.Machine
+		upgraded, aborted int
+	)
+	for {
+		var ids []string
+		var n int
+		err := e.st.View(ctx, func(tx store.ReadTx) error {
+			ids, n = nil, 0
+			var err error
+			if latest, err = e.machineVersion(tx, id, 0); err != nil || !sweeps(latest) {
+				return err
+			}
+			page, err := tx.Instances(store.InstanceFilter{Machine: id}, after, upgradeBatch)
+			if err != nil {
+				return err
+			}
+			n = len(page)
+			for _, in := range page {
+				if in.Status != fsm.StatusFinal && in.Version < latest.Version {
+					ids = append(ids, in.ID)
+				}
+				after = in.ID
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		if len(ids) > 0 {
+			var u, a int
+			err = e.st.Update(ctx, func(tx store.Tx) error {
+				u, a = 0, 0
+				to, err := e.machineVersion(tx, id, 0)
+				if err != nil || !sweeps(to) {
+					return err
+				}
+				now := e.clock.Now()
+				for _, iid := range ids {
+					in, err := tx.Instance(iid)
+					if err != nil {
+						return fmt.Errorf("instance %q: %w", iid, err)
+					}
+					if in.Status == fsm.StatusFinal || in.Version >= to.Version {
+						continue
+					}
+					m, err := e.machineVersion(tx, id, in.Version)
+					if err != nil {
+						return err
+					}
+					var out fsm.Instance
+					if err := e.apply(tx, m, in, fsm.Upgrade{To: to}, now, SystemActor, &out); err != nil {
+						return err
+					}
+					if out.Status == fsm.StatusFinal {
+						a++
+					} else {
+						u++
+					}
+				}
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+			upgraded, aborted = upgraded+u, aborted+a
+		}
+		if latest == nil || !sweeps(latest) || n < upgradeBatch {
+			break
+		}
+	}
+	if upgraded+aborted > 0 {
+		e.log.Info("instances moved to a new machine version", "machine", id, "version", latest.Version,
+			"strategy", latest.UpgradeStrategy, "upgraded", upgraded, "aborted", aborted)
+	}
+	return nil
+}
+
+// sweeps says whether m's running instances on older versions move to m.
+func sweeps(m *fsm.Machine) bool {
+	return m.UpgradeStrategy == fsm.UpgradeUpgrade || m.UpgradeStrategy == fsm.UpgradeAbort
 }
 
 // GetMachine returns a machine version (0: latest) and the list of all its

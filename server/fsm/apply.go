@@ -75,6 +75,8 @@ func Apply(m *Machine, in Instance, ev Event, now time.Time) (Instance, []Change
 		changes, err = expire(m, &out, e, now)
 	case Wake:
 		changes, err = wake(&out, now)
+	case Upgrade:
+		changes, err = upgrade(m, &out, e, now)
 	default:
 		err = &InvalidError{Field: "event", Reason: fmt.Sprintf("unknown event %T", ev)}
 	}

@@ -30,6 +30,14 @@ const (
 	ChangeFailed
 	// ChangeMachineDefined: a new machine version was defined.
 	ChangeMachineDefined
+	// ChangeUpgraded: a newer machine version was defined with strategy
+	// upgrade and the instance moved to it (system transition
+	// dfsmr.upgrade, through the node dfsmr.upgraded), keeping its node.
+	ChangeUpgraded
+	// ChangeAborted: a newer machine version ended the instance in
+	// dfsmr.aborted (system transition dfsmr.abort): its strategy is
+	// abort, or upgrade and the instance's node is gone or final there.
+	ChangeAborted
 )
 
 var changeKindNames = [...]string{
@@ -45,6 +53,8 @@ var changeKindNames = [...]string{
 	ChangeWoken:          "WOKEN",
 	ChangeFailed:         "FAILED",
 	ChangeMachineDefined: "MACHINE_DEFINED",
+	ChangeUpgraded:       "UPGRADED",
+	ChangeAborted:        "ABORTED",
 }
 
 func (k ChangeKind) String() string {
@@ -71,6 +81,9 @@ type Change struct {
 	// Machine and Version name the machine (version after the change).
 	Machine string
 	Version uint32
+	// FromVersion is the version before an UPGRADED or ABORTED change;
+	// zero for every other kind.
+	FromVersion uint32
 	// Transition is the transition name taken, if any.
 	Transition string
 	// FromNode/ToNode and FromStatus/ToStatus describe the move.

@@ -27,6 +27,7 @@ import (
 //	enum (uint8)      one byte
 //	time.Time         8 bytes big-endian UnixNanos (see UnixNanos)
 //	map[string]string uvarint count + (key, value) strings sorted by key
+//	[]time.Duration   uvarint count + each as uvarint nanoseconds (not negative)
 //
 // Encoding is deterministic (params are sorted), so equal values give equal
 // bytes: an etcd store can compare records by value. Empty params and source
@@ -34,9 +35,10 @@ import (
 
 // Record tags: type in the high nibble, format version in the low one.
 const (
-	tagInstanceV1 byte = 0x11
-	tagChangeV1   byte = 0x21
-	tagMachineV1  byte = 0x31
+	tagInstanceV1  byte = 0x11
+	tagChangeV1    byte = 0x21
+	tagMachineV1   byte = 0x31
+	tagDurationsV1 byte = 0x41
 )
 
 // ErrCorrupt is returned when a stored record cannot be decoded.
@@ -141,6 +143,7 @@ func AppendChange(dst []byte, c *fsm.Change) []byte {
 	b = appendString(b, c.Instance)
 	b = appendString(b, c.Machine)
 	b = binary.AppendUvarint(b, uint64(c.Version))
+	b = binary.AppendUvarint(b, uint64(c.FromVersion))
 	b = appendString(b, c.Transition)
 	b = appendString(b, c.FromNode)
 	b = appendString(b, c.ToNode)
@@ -166,6 +169,7 @@ func DecodeChange(b []byte) (fsm.Change, error) {
 	c.Instance = r.string()
 	c.Machine = r.string()
 	c.Version = r.uint32()
+	c.FromVersion = r.uint32()
 	c.Transition = r.string()
 	c.FromNode = r.string()
 	c.ToNode = r.string()
@@ -211,6 +215,49 @@ func DecodeMachine(b []byte) (MachineRecord, error) {
 		return MachineRecord{}, err
 	}
 	return m, nil
+}
+
+// AppendDurations appends the encoding of a list of durations (lease
+// duration samples) to dst. Negative durations are stored as zero.
+func AppendDurations(dst []byte, ds []time.Duration) []byte {
+	b := append(dst, tagDurationsV1)
+	b = binary.AppendUvarint(b, uint64(len(ds)))
+	for _, d := range ds {
+		b = binary.AppendUvarint(b, uint64(max(d, 0)))
+	}
+	return b
+}
+
+// DecodeDurations decodes a record written by AppendDurations. An empty
+// list decodes as nil.
+func DecodeDurations(b []byte) ([]time.Duration, error) {
+	r := reader{b: b}
+	r.tag(tagDurationsV1)
+	n := r.uvarint()
+	// Each duration takes at least one byte: bound the allocation by what
+	// the input can hold.
+	if n > uint64(len(r.b)) {
+		r.fail("duration count %d past end", n)
+	}
+	var ds []time.Duration
+	if n > 0 && r.err == nil {
+		ds = make([]time.Duration, 0, n)
+	}
+	for range n {
+		v := r.uvarint()
+		if r.err != nil {
+			break
+		}
+		if v > math.MaxInt64 {
+			r.fail("duration out of range: %d", v)
+			break
+		}
+		ds = append(ds, time.Duration(v))
+	}
+	if err := r.finish("durations"); err != nil {
+		return nil, err
+	}
+	return ds, nil
 }
 
 func appendString(b []byte, s string) []byte {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"math"
 	"reflect"
+	"slices"
 	"testing"
 	"time"
 
@@ -43,7 +44,7 @@ func sampleChange() fsm.Change {
 	now := time.Date(2025, 3, 4, 5, 6, 7, 891011, time.UTC)
 	return fsm.Change{
 		Seq: 1234, At: now, Actor: "worker-1", Kind: fsm.ChangeTransitioned,
-		Instance: "report-42", Machine: "report", Version: 3, Transition: "ok",
+		Instance: "report-42", Machine: "report", Version: 3, FromVersion: 2, Transition: "ok",
 		FromNode: "downloadable", ToNode: "uploadable",
 		FromStatus: fsm.StatusLeased, ToStatus: fsm.StatusReady,
 		Token: 9, Attempt: 1, DueAt: now, Params: map[string]string{"size": "12"},
@@ -255,6 +256,56 @@ func BenchmarkDecodeInstance(b *testing.B) {
 			if err := json.Unmarshal(enc, &out); err != nil {
 				b.Fatal(err)
 			}
+		}
+	})
+}
+
+func TestDurationsRoundtrip(t *testing.T) {
+	cases := map[string][]time.Duration{
+		"none":     nil,
+		"one":      {time.Second},
+		"extremes": {0, 1, math.MaxInt64, 1500 * time.Millisecond},
+	}
+	for name, ds := range cases {
+		t.Run(name, func(t *testing.T) {
+			got, err := store.DecodeDurations(store.AppendDurations(nil, ds))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(got, ds) {
+				t.Fatalf("got %v, want %v", got, ds)
+			}
+		})
+	}
+	if got, err := store.DecodeDurations(store.AppendDurations(nil, []time.Duration{-time.Second})); err != nil || !reflect.DeepEqual(got, []time.Duration{0}) {
+		t.Fatalf("negative duration decodes as %v, %v; want [0]", got, err)
+	}
+	good := store.AppendDurations(nil, []time.Duration{time.Second, time.Minute})
+	for _, bad := range [][]byte{
+		nil,
+		good[:len(good)-1],
+		append(slices.Clone(good), 0),
+		{0x41, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01},       // count 2^64-1
+		{0x41, 0x01, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01}, // 2^64-1 ns
+		store.AppendMachine(nil, &store.MachineRecord{ID: "m"}),
+	} {
+		if _, err := store.DecodeDurations(bad); !errors.Is(err, store.ErrCorrupt) {
+			t.Errorf("DecodeDurations(%x): err %v, want ErrCorrupt", bad, err)
+		}
+	}
+}
+
+func FuzzDecodeDurations(f *testing.F) {
+	f.Add(store.AppendDurations(nil, []time.Duration{time.Second, 0, math.MaxInt64}))
+	f.Add([]byte{0x41, 0xff, 0xff, 0xff, 0xff, 0x0f})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		got, err := store.DecodeDurations(b)
+		if err != nil {
+			return
+		}
+		again, err := store.DecodeDurations(store.AppendDurations(nil, got))
+		if err != nil || !reflect.DeepEqual(again, got) {
+			t.Fatalf("not stable: %v, %v (err %v)", got, again, err)
 		}
 	})
 }

@@ -42,7 +42,7 @@ const (
 	// (SignalInstance).
 	ChangeKind_CHANGE_KIND_SIGNALED ChangeKind = 6
 	// CHANGE_KIND_CANCELED: the instance was cancelled into dfsmr.aborted
-	// (CancelInstance, or a machine upgrade with strategy ABORT).
+	// (CancelInstance).
 	ChangeKind_CHANGE_KIND_CANCELED ChangeKind = 7
 	// CHANGE_KIND_TIMED_OUT: a lease expired (system transition
 	// dfsmr.timeout) and the attempt failed.
@@ -55,6 +55,16 @@ const (
 	// CHANGE_KIND_MACHINE_DEFINED: a new machine version was defined
 	// (DefineMachine); instance is empty.
 	ChangeKind_CHANGE_KIND_MACHINE_DEFINED ChangeKind = 11
+	// CHANGE_KIND_UPGRADED: a newer machine version was defined with
+	// upgrade_strategy upgrade and the instance moved to it, keeping its node,
+	// status and lease (system transition dfsmr.upgrade, through the system
+	// node dfsmr.upgraded). from_version is the old version, version the new.
+	ChangeKind_CHANGE_KIND_UPGRADED ChangeKind = 12
+	// CHANGE_KIND_ABORTED: a newer machine version ended the instance in
+	// dfsmr.aborted (system transition dfsmr.abort): its upgrade_strategy is
+	// abort, or upgrade and the instance's node is missing or final in it.
+	// The instance stays on its version; the reason names the new one.
+	ChangeKind_CHANGE_KIND_ABORTED ChangeKind = 13
 )
 
 // Enum value maps for ChangeKind.
@@ -72,6 +82,8 @@ var (
 		9:  "CHANGE_KIND_WOKEN",
 		10: "CHANGE_KIND_FAILED",
 		11: "CHANGE_KIND_MACHINE_DEFINED",
+		12: "CHANGE_KIND_UPGRADED",
+		13: "CHANGE_KIND_ABORTED",
 	}
 	ChangeKind_value = map[string]int32{
 		"CHANGE_KIND_UNSPECIFIED":     0,
@@ -86,6 +98,8 @@ var (
 		"CHANGE_KIND_WOKEN":           9,
 		"CHANGE_KIND_FAILED":          10,
 		"CHANGE_KIND_MACHINE_DEFINED": 11,
+		"CHANGE_KIND_UPGRADED":        12,
+		"CHANGE_KIND_ABORTED":         13,
 	}
 )
 
@@ -139,8 +153,8 @@ type Change struct {
 	// Machine version after the change.
 	Version uint32 `protobuf:"varint,7,opt,name=version,proto3" json:"version,omitempty"`
 	// Name of the transition taken, including system transitions
-	// (dfsmr.timeout, dfsmr.cancel, dfsmr.fail); empty when the change took
-	// none (LEASED, HEARTBEAT, WOKEN, ...).
+	// (dfsmr.timeout, dfsmr.cancel, dfsmr.fail, dfsmr.upgrade, dfsmr.abort);
+	// empty when the change took none (LEASED, HEARTBEAT, WOKEN, ...).
 	Transition string `protobuf:"bytes,8,opt,name=transition,proto3" json:"transition,omitempty"`
 	// Node before the change; empty for STARTED and MACHINE_DEFINED.
 	FromNode string `protobuf:"bytes,9,opt,name=from_node,json=fromNode,proto3" json:"from_node,omitempty"`
@@ -160,8 +174,12 @@ type Change struct {
 	DueTime *timestamppb.Timestamp `protobuf:"bytes,15,opt,name=due_time,json=dueTime,proto3" json:"due_time,omitempty"`
 	// Params merged in by this change (the initial params for STARTED).
 	Params map[string]string `protobuf:"bytes,16,rep,name=params,proto3" json:"params,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	// Free text: the cancel reason, or the cause of a failure. Often empty.
-	Reason        string `protobuf:"bytes,17,opt,name=reason,proto3" json:"reason,omitempty"`
+	// Free text: the cancel reason, the cause of a failure or of an upgrade
+	// abort. Often empty.
+	Reason string `protobuf:"bytes,17,opt,name=reason,proto3" json:"reason,omitempty"`
+	// Machine version before the change, for UPGRADED and ABORTED; 0
+	// otherwise.
+	FromVersion   uint32 `protobuf:"varint,18,opt,name=from_version,json=fromVersion,proto3" json:"from_version,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -315,11 +333,18 @@ func (x *Change) GetReason() string {
 	return ""
 }
 
+func (x *Change) GetFromVersion() uint32 {
+	if x != nil {
+		return x.FromVersion
+	}
+	return 0
+}
+
 var File_dfsmr_v1_change_proto protoreflect.FileDescriptor
 
 const file_dfsmr_v1_change_proto_rawDesc = "" +
 	"\n" +
-	"\x15dfsmr/v1/change.proto\x12\bdfsmr.v1\x1a\x1edfsmr/v1/instance_status.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x92\x05\n" +
+	"\x15dfsmr/v1/change.proto\x12\bdfsmr.v1\x1a\x1edfsmr/v1/instance_status.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb5\x05\n" +
 	"\x06Change\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12.\n" +
 	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x14\n" +
@@ -341,10 +366,11 @@ const file_dfsmr_v1_change_proto_rawDesc = "" +
 	"\aattempt\x18\x0e \x01(\x05R\aattempt\x125\n" +
 	"\bdue_time\x18\x0f \x01(\v2\x1a.google.protobuf.TimestampR\adueTime\x124\n" +
 	"\x06params\x18\x10 \x03(\v2\x1c.dfsmr.v1.Change.ParamsEntryR\x06params\x12\x16\n" +
-	"\x06reason\x18\x11 \x01(\tR\x06reason\x1a9\n" +
+	"\x06reason\x18\x11 \x01(\tR\x06reason\x12!\n" +
+	"\ffrom_version\x18\x12 \x01(\rR\vfromVersion\x1a9\n" +
 	"\vParamsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01*\xd0\x02\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01*\x83\x03\n" +
 	"\n" +
 	"ChangeKind\x12\x1b\n" +
 	"\x17CHANGE_KIND_UNSPECIFIED\x10\x00\x12\x17\n" +
@@ -359,7 +385,9 @@ const file_dfsmr_v1_change_proto_rawDesc = "" +
 	"\x11CHANGE_KIND_WOKEN\x10\t\x12\x16\n" +
 	"\x12CHANGE_KIND_FAILED\x10\n" +
 	"\x12\x1f\n" +
-	"\x1bCHANGE_KIND_MACHINE_DEFINED\x10\vB-Z+github.com/dfsmr/dfsmr/gen/dfsmr/v1;dfsmrv1b\x06proto3"
+	"\x1bCHANGE_KIND_MACHINE_DEFINED\x10\v\x12\x18\n" +
+	"\x14CHANGE_KIND_UPGRADED\x10\f\x12\x17\n" +
+	"\x13CHANGE_KIND_ABORTED\x10\rB-Z+github.com/dfsmr/dfsmr/gen/dfsmr/v1;dfsmrv1b\x06proto3"
 
 var (
 	file_dfsmr_v1_change_proto_rawDescOnce sync.Once
