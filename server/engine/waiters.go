@@ -2,6 +2,7 @@ package engine
 
 import (
 	"sync"
+	"sync/atomic"
 
 	"github.com/dfsmr/dfsmr/server/store"
 )
@@ -11,8 +12,9 @@ import (
 // has not been woken yet, so a new instance never stampedes every idle
 // worker. A waiter that leaves with a wake it did not use passes it on.
 type waiters struct {
-	mu   sync.Mutex
-	list []*waiter
+	mu    sync.Mutex
+	list  []*waiter
+	wakes atomic.Uint64 // wakes delivered to a waiter, ever
 }
 
 type waiter struct {
@@ -66,6 +68,7 @@ func (ws *waiters) wakeLocked(k wake) {
 		}
 		select {
 		case w.ch <- k:
+			ws.wakes.Add(1)
 			return
 		default: // already woken: it will look again anyway
 		}
@@ -74,6 +77,11 @@ func (ws *waiters) wakeLocked(k wake) {
 
 // Waiting returns how many long-polling Ready calls are blocked right now.
 func (e *Engine) Waiting() int { return e.wait.count() }
+
+// ReadyWakeups returns how many times a long-polling Ready call has been
+// woken to look again, since the engine was made. Each instance that
+// becomes READY wakes at most one.
+func (e *Engine) ReadyWakeups() uint64 { return e.wait.wakes.Load() }
 
 func (ws *waiters) count() int {
 	ws.mu.Lock()
