@@ -84,6 +84,16 @@ func changeToProto(c *fsm.Change) *pb.Change {
 	}
 }
 
+func breakerToProto(b fsm.Breaker) *pb.Breaker {
+	return &pb.Breaker{
+		State:        pb.BreakerState(b.State()),
+		FailureShare: b.FailureShare(),
+		Window:       uint32(b.Count),
+		OpenTime:     ts(b.OpenedAt),
+		ExtraDelay:   dur(b.ExtraDelay()),
+	}
+}
+
 func machineToProto(info engine.MachineInfo) *pb.Machine {
 	m := info.Machine
 	out := &pb.Machine{

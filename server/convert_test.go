@@ -24,6 +24,7 @@ func TestEnumsMirrorTheCore(t *testing.T) {
 	check(t, "MACHINE_KIND_", pb.MachineKind_name, func(n int32) string { return fsm.Kind(n).String() })
 	check(t, "UPGRADE_STRATEGY_", pb.UpgradeStrategy_name, func(n int32) string { return fsm.UpgradeStrategy(n).String() })
 	check(t, "BACKOFF_", pb.Backoff_name, func(n int32) string { return fsm.Backoff(n).String() })
+	check(t, "BREAKER_STATE_", pb.BreakerState_name, func(n int32) string { return fsm.BreakerState(n).String() })
 	// The core has no value the proto lacks.
 	if k := fsm.ChangeKind(len(pb.ChangeKind_name)); k.String() != "UNKNOWN" {
 		t.Errorf("core change kind %d (%s) is missing from the proto", k, k)

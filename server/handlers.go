@@ -97,7 +97,7 @@ func (h *handlers) GetMachine(ctx context.Context, req *pb.GetMachineRequest) (*
 	if err != nil {
 		return nil, err
 	}
-	return &pb.GetMachineResponse{Machine: machineToProto(info), Versions: versions}, nil
+	return &pb.GetMachineResponse{Machine: machineToProto(info), Versions: versions, Breaker: breakerToProto(info.Breaker)}, nil
 }
 
 func (h *handlers) ListMachines(ctx context.Context, req *pb.ListMachinesRequest) (*pb.ListMachinesResponse, error) {

@@ -138,6 +138,7 @@ func (a *app) printMachine(resp *pb.GetMachineResponse) error {
 	t.row("DEFINED:", ts(m.GetDefineTime()))
 	t.row("FINGERPRINT:", m.GetFingerprint())
 	t.row("DESCRIPTION:", orDash(m.GetDescription()))
+	t.row("BREAKER:", breakerText(resp.GetBreaker()))
 	if err := t.Flush(); err != nil {
 		return err
 	}
@@ -159,6 +160,23 @@ func (a *app) printMachine(resp *pb.GetMachineResponse) error {
 		}
 	}
 	return t.Flush()
+}
+
+// breakerText describes a machine's circuit breaker: state, failure share
+// of the window and the extra retry delay, e.g.
+// "open, 60% of 20 attempts failed, retries +30s since 2025-...".
+func breakerText(b *pb.Breaker) string {
+	if b == nil {
+		return "-"
+	}
+	s := fmt.Sprintf("%s, %.0f%% of %d attempts failed", breakerName(b.GetState()), 100*b.GetFailureShare(), b.GetWindow())
+	if d := b.GetExtraDelay().AsDuration(); d > 0 {
+		s += ", retries +" + short(d)
+	}
+	if b.GetOpenTime() != nil {
+		s += " since " + ts(b.GetOpenTime())
+	}
+	return s
 }
 
 func yes(b bool) string {

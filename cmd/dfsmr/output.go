@@ -126,6 +126,9 @@ func statusName(s pb.InstanceStatus) string {
 func kindName(k pb.MachineKind) string  { return enumName(k.String(), "MACHINE_KIND_") }
 func changeName(k pb.ChangeKind) string { return enumName(k.String(), "CHANGE_KIND_") }
 func backoffName(b pb.Backoff) string   { return enumName(b.String(), "BACKOFF_") }
+func breakerName(s pb.BreakerState) string {
+	return enumName(s.String(), "BREAKER_STATE_")
+}
 func upgradeName(u pb.UpgradeStrategy) string {
 	return enumName(u.String(), "UPGRADE_STRATEGY_")
 }

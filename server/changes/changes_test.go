@@ -170,6 +170,8 @@ func (tx *fakeTx) DurationSamples(string, uint32, string) ([]time.Duration, erro
 func (tx *fakeTx) AddDurationSample(string, uint32, string, time.Duration) error {
 	return errNotImplemented
 }
+func (tx *fakeTx) Breaker(string) (fsm.Breaker, error)  { return fsm.Breaker{}, errNotImplemented }
+func (tx *fakeTx) PutBreaker(string, fsm.Breaker) error { return errNotImplemented }
 
 var _ store.Store = (*fakeStore)(nil)
 

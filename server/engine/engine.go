@@ -8,11 +8,11 @@ import (
 	"math"
 	"math/rand/v2"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/dfsmr/dfsmr/server/clock"
 	"github.com/dfsmr/dfsmr/server/fsm"
+	"github.com/dfsmr/dfsmr/server/sched"
 	"github.com/dfsmr/dfsmr/server/store"
 )
 
@@ -20,13 +20,9 @@ import (
 // timeouts).
 const SystemActor = "dfsmr"
 
-// dueBatch bounds how many due instances one transaction of the due loop
+// dueBatch bounds how many due instances one transaction of the scheduler
 // handles, so one overdue backlog cannot make a huge transaction.
 const dueBatch = 256
-
-// idleWait is how long the due loop sleeps when nothing is due at all; any
-// commit that creates a due time wakes it earlier.
-const idleWait = time.Hour
 
 // Options configure an Engine. The zero value works with the real clock.
 type Options struct {
@@ -49,14 +45,10 @@ type Engine struct {
 	randMu sync.Mutex
 	rand   *rand.Rand
 
-	nudge    chan struct{}
-	armed    atomic.Int64 // unix nanos the due loop's timer is armed for
-	stopOnce sync.Once
-	cancel   context.CancelFunc
-	done     chan struct{}
+	sched *sched.Scheduler
 }
 
-// New returns an engine over st. Call Start to run its due loop, and route
+// New returns an engine over st. Call Start to run its scheduler, and route
 // the store's commit hook to OnCommit.
 func New(st store.Store, opts Options) *Engine {
 	if opts.Clock == nil {
@@ -68,127 +60,146 @@ func New(st store.Store, opts Options) *Engine {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	return &Engine{
+	e := &Engine{
 		st:    st,
 		clock: opts.Clock,
 		log:   opts.Logger.With("component", "engine"),
 		rand:  opts.Rand,
-		nudge: make(chan struct{}, 1),
 	}
+	e.sched = sched.New(sched.Options{Clock: opts.Clock, Logger: opts.Logger, Load: e.loadDue, Fire: e.fireDue, Batch: dueBatch})
+	return e
 }
 
-// Start runs the due loop, which wakes WAITING instances and times out
-// expired leases on time; it first catches up with everything that came due
-// while the server was down. Before that it finishes any upgrade sweep a
-// crash cut short (see sweepMachine). Start returns once the loop runs.
+// Start runs the scheduler, which wakes WAITING instances and times out
+// expired leases on time: it rebuilds its heap from the store's due index,
+// so what came due while the server was down fires at once. Before that it
+// finishes any upgrade sweep a crash cut short (see sweepMachine). Start
+// returns once the scheduler runs.
 func (e *Engine) Start(ctx context.Context) error {
-	if e.done != nil {
-		return errors.New("engine already started")
-	}
 	if err := e.sweepUpgrades(ctx); err != nil {
 		return err
 	}
-	ctx, e.cancel = context.WithCancel(context.WithoutCancel(ctx))
-	e.done = make(chan struct{})
-	go e.dueLoop(ctx)
-	return nil
+	return e.sched.Start(ctx)
 }
 
-// Stop ends the due loop and waits for it. It is idempotent and safe when
+// Stop ends the scheduler and waits for it. It is idempotent and safe when
 // the engine was never started.
 func (e *Engine) Stop(ctx context.Context) error {
-	if e.done == nil {
-		return nil
-	}
-	e.stopOnce.Do(e.cancel)
-	select {
-	case <-e.done:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	return e.sched.Stop(ctx)
 }
 
 // OnCommit must receive the store's committed changes (see
 // store.CommitHook). It wakes one long-polling Ready per instance that
-// became READY, and the due loop when a due time was set.
+// became READY, and tells the scheduler each changed instance's due time.
 func (e *Engine) OnCommit(changes []fsm.Change) {
-	due := false
-	armed := e.armed.Load()
 	for i := range changes {
 		c := &changes[i]
 		if c.ToStatus == fsm.StatusReady {
 			e.wait.wakeOne(c.Machine, c.ToNode)
 		}
-		// Only a due time earlier than the one the loop waits for needs
-		// it: later ones are found when it wakes.
-		if !c.DueAt.IsZero() && c.DueAt.UnixNano() < armed {
-			due = true
-		}
-	}
-	if due {
-		select {
-		case e.nudge <- struct{}{}:
-		default:
+		if c.Instance != "" {
+			// In commit order: the last change of an instance wins.
+			e.sched.Update(c.Instance, c.DueAt, !c.DueAt.IsZero())
 		}
 	}
 }
 
-func (e *Engine) dueLoop(ctx context.Context) {
-	defer close(e.done)
-	timer := e.clock.NewTimer(0)
-	defer timer.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-timer.C():
-		case <-e.nudge:
-		}
-		// While processing, every due time committed meanwhile nudges the
-		// loop, which then looks again: none can slip in unseen.
-		e.armed.Store(math.MaxInt64)
-		next, err := e.ProcessDue(ctx)
-		switch {
-		case err != nil:
-			if ctx.Err() != nil {
-				return
+// loadDue returns the whole due index, for the scheduler's heap.
+func (e *Engine) loadDue(ctx context.Context) ([]store.Due, error) {
+	var all []store.Due
+	err := e.st.View(ctx, func(tx store.ReadTx) error {
+		var err error
+		all, err = tx.Due(store.FromUnixNanos(math.MaxInt64), 0)
+		return err
+	})
+	return all, err
+}
+
+// fireDue is the scheduler's Fire: in one transaction, it wakes or expires
+// each of ids that the store says is due now, and returns the ones the
+// store says are due later.
+func (e *Engine) fireDue(ctx context.Context, ids []string) ([]store.Due, error) {
+	var later []store.Due
+	err := e.st.Update(ctx, func(tx store.Tx) error {
+		later = later[:0]
+		now := e.clock.Now()
+		for _, id := range ids {
+			_, d, err := e.dueOne(tx, id, now)
+			if err != nil {
+				return err
 			}
-			e.log.Error("due loop", "err", err)
-			next = e.clock.Now().Add(time.Second)
-		case next.IsZero():
-			next = e.clock.Now().Add(idleWait)
+			if !d.At.IsZero() {
+				later = append(later, d)
+			}
 		}
-		e.armed.Store(next.UnixNano())
-		timer.ResetAt(next)
-	}
+		return nil
+	})
+	return later, err
 }
 
-// ProcessDue wakes every WAITING instance and expires every lease whose time
-// has come, and returns the next due time (zero when nothing is due).
+// dueOne re-reads instance id and applies Wake or Expire if it is due at
+// now. The store is the truth: an instance gone, no longer due or due
+// later (returned in later) is skipped quietly.
+func (e *Engine) dueOne(tx store.Tx, id string, now time.Time) (applied bool, later store.Due, err error) {
+	in, err := tx.Instance(id)
+	if errors.Is(err, store.ErrNotFound) {
+		return false, store.Due{}, nil
+	}
+	if err != nil {
+		return false, store.Due{}, fmt.Errorf("due instance %q: %w", id, err)
+	}
+	at, ok := in.DueTime()
+	if !ok {
+		return false, store.Due{}, nil
+	}
+	if at.After(now) {
+		return false, store.Due{At: at, ID: id}, nil
+	}
+	err = e.applyDue(tx, id, now)
+	// The core refuses before it writes anything, so a refusal leaves tx
+	// clean; a racing change made the instance not due any more.
+	if errors.Is(err, fsm.ErrNotDue) || errors.Is(err, fsm.ErrStaleLease) {
+		e.log.Debug("due instance skipped", "instance", id, "err", err)
+		return false, store.Due{}, nil
+	}
+	return err == nil, store.Due{}, err
+}
+
+// ProcessDue synchronously wakes every WAITING instance and expires every
+// lease whose time has come, and returns the next due time (zero when
+// nothing is due). The scheduler does this on its own; ProcessDue is for
+// tests and tools that drive an engine without Start.
 func (e *Engine) ProcessDue(ctx context.Context) (time.Time, error) {
 	for {
-		// Look before writing: most wake-ups find nothing due yet, and a
-		// read does not queue behind the store's writer.
+		// Look before writing: a read does not queue behind the writer.
 		next, err := e.nextDue(ctx)
 		if err != nil || next.IsZero() || next.After(e.clock.Now()) {
 			return next, err
 		}
+		var applied int
 		err = e.st.Update(ctx, func(tx store.Tx) error {
+			applied = 0
 			now := e.clock.Now()
 			due, err := tx.Due(now, dueBatch)
 			if err != nil {
 				return err
 			}
 			for _, d := range due {
-				if err := e.applyDue(tx, d.ID, now); err != nil {
+				ok, _, err := e.dueOne(tx, d.ID, now)
+				if err != nil {
 					return err
+				}
+				if ok {
+					applied++
 				}
 			}
 			return nil
 		})
 		if err != nil {
 			return time.Time{}, err
+		}
+		if applied == 0 { // only skipped entries: looking again finds them again
+			return e.nextDue(ctx)
 		}
 	}
 }
@@ -212,11 +223,11 @@ func (e *Engine) applyDue(tx store.Tx, id string, now time.Time) error {
 	if err != nil {
 		return err
 	}
-	var ev fsm.Event = fsm.Wake{}
 	if in.Status == fsm.StatusLeased {
-		ev = fsm.Expire{Token: in.Lease.Token, Jitter: e.jitter()}
+		// A lease timeout is a failed attempt: it counts for the breaker.
+		return e.applyAttempt(tx, m, in, fsm.Expire{Token: in.Lease.Token, Jitter: e.jitter()}, now, SystemActor, nil)
 	}
-	return e.apply(tx, m, in, ev, now, SystemActor, nil)
+	return e.apply(tx, m, in, fsm.Wake{}, now, SystemActor, nil)
 }
 
 // apply runs the core and writes its result in tx. out, when not nil,

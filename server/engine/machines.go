@@ -51,6 +51,9 @@ func (e *Engine) compiled(rec store.MachineRecord) (*fsm.Machine, error) {
 type MachineInfo struct {
 	*fsm.Machine
 	Record store.MachineRecord
+	// Breaker is the machine's circuit breaker (shared by all its
+	// versions). Only GetMachine fills it; elsewhere it is the zero value.
+	Breaker fsm.Breaker
 }
 
 // DefineMachine compiles a definition and stores it as the machine's next
@@ -232,8 +235,8 @@ func sweeps(m *fsm.Machine) bool {
 	return m.UpgradeStrategy == fsm.UpgradeUpgrade || m.UpgradeStrategy == fsm.UpgradeAbort
 }
 
-// GetMachine returns a machine version (0: latest) and the list of all its
-// versions.
+// GetMachine returns a machine version (0: latest) with the machine's
+// circuit breaker, and the list of all its versions.
 func (e *Engine) GetMachine(ctx context.Context, id string, version uint32) (info MachineInfo, versions []uint32, err error) {
 	if err := checkText("id", id, true, MaxIDBytes); err != nil {
 		return MachineInfo{}, nil, err
@@ -255,6 +258,10 @@ func (e *Engine) GetMachine(ctx context.Context, id string, version uint32) (inf
 		}
 		if info.Record.ID == "" {
 			return fmt.Errorf("machine %q version %d: %w", id, version, store.ErrNotFound)
+		}
+		info.Breaker, err = tx.Breaker(id)
+		if err != nil {
+			return fmt.Errorf("breaker of machine %q: %w", id, err)
 		}
 		return nil
 	})

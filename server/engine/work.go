@@ -181,7 +181,7 @@ func (e *Engine) Transition(ctx context.Context, a TransitionArgs) (fsm.Instance
 	return e.updateInstance(ctx, a.ID, func(tx store.Tx, m *fsm.Machine, in fsm.Instance, now time.Time) (out fsm.Instance, err error) {
 		ev := ev
 		ev.Jitter = e.jitter()
-		if err := e.apply(tx, m, in, ev, now, a.Actor, &out); err != nil {
+		if err := e.applyAttempt(tx, m, in, ev, now, a.Actor, &out); err != nil {
 			return out, err
 		}
 		return out, learn(tx, m, in, out, a.Transition, now)

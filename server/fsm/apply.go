@@ -145,7 +145,7 @@ func report(m *Machine, in *Instance, e Report, now time.Time) ([]Change, error)
 		return nil, &InvalidError{Field: "delay", Reason: fmt.Sprintf("must be between 0 and %s", MaxDelay)}
 	}
 	in.LastRequest = e.RequestID
-	return move(m, in, t, ChangeTransitioned, e.Params, e.Delay, e.OverrideDelay, e.Jitter, now), nil
+	return move(m, in, t, ChangeTransitioned, e.Params, e.Delay, e.OverrideDelay, e.Jitter, e.ExtraDelay, now), nil
 }
 
 func heartbeat(in *Instance, e Heartbeat, now time.Time) ([]Change, error) {
@@ -182,7 +182,7 @@ func signal(m *Machine, in *Instance, e Signal, now time.Time) ([]Change, error)
 		return nil, &IllegalTransitionError{Instance: in.ID, Node: in.Node, Transition: e.Name,
 			Reason: "it is not a signal: only a worker holding the lease may take it"}
 	}
-	return move(m, in, t, ChangeSignaled, e.Params, 0, false, e.Jitter, now), nil
+	return move(m, in, t, ChangeSignaled, e.Params, 0, false, e.Jitter, 0, now), nil
 }
 
 func cancel(in *Instance, e Cancel, now time.Time) []Change {
@@ -206,7 +206,7 @@ func expire(m *Machine, in *Instance, e Expire, now time.Time) ([]Change, error)
 	in.Lease = Lease{}
 	c := newChange(ChangeTimedOut, from, in, now)
 	c.Transition = TransitionTimeout
-	return retry(node, in, c, e.Jitter, now), nil
+	return retry(node, in, c, e.Jitter, e.ExtraDelay, now), nil
 }
 
 func wake(in *Instance, now time.Time) ([]Change, error) {
@@ -232,8 +232,9 @@ func lookup(m *Machine, in *Instance, name string) (*Transition, error) {
 // move takes transition t. A transition back to the same node without a
 // delay is an error edge: a failed attempt, retried under the node's policy.
 // A delayed self-transition is a deliberate deferral and costs no attempt.
+// extra is added to the backoff of such a retry (see retry).
 func move(m *Machine, in *Instance, t *Transition, kind ChangeKind, params map[string]string,
-	delay time.Duration, override bool, jitter float64, now time.Time) []Change {
+	delay time.Duration, override bool, jitter float64, extra time.Duration, now time.Time) []Change {
 	from := *in
 	if len(params) > 0 {
 		if in.Params == nil {
@@ -250,7 +251,7 @@ func move(m *Machine, in *Instance, t *Transition, kind ChangeKind, params map[s
 	c := newChange(kind, from, in, now)
 	c.Transition, c.Params, c.ToNode = t.Name, maps.Clone(params), target.Name
 	if t.To == from.Node && delay == 0 {
-		return retry(target, in, c, jitter, now)
+		return retry(target, in, c, jitter, extra, now)
 	}
 	in.Node = target.Name
 	if t.To != from.Node {
@@ -270,8 +271,10 @@ func move(m *Machine, in *Instance, t *Transition, kind ChangeKind, params map[s
 
 // retry counts a failed attempt in node: the instance waits out the backoff,
 // or ends in dfsmr.failed when the attempts are used up. c is the change
-// that caused the failure; it is completed and returned first.
-func retry(node *Node, in *Instance, c Change, jitter float64, now time.Time) []Change {
+// that caused the failure; it is completed and returned first. extra (the
+// machine's circuit breaker delay) is added to the backoff of a retry; it
+// does not hold back the failure into dfsmr.failed.
+func retry(node *Node, in *Instance, c Change, jitter float64, extra time.Duration, now time.Time) []Change {
 	in.Attempt++
 	if node.Retry.Exhausted(in.Attempt) {
 		in.Status, in.DueAt = StatusReady, now
@@ -283,7 +286,7 @@ func retry(node *Node, in *Instance, c Change, jitter float64, now time.Time) []
 		f.Reason = fmt.Sprintf("%d attempts used up in node %q", node.Retry.MaxAttempts, node.Name)
 		return []Change{c, f}
 	}
-	if d := node.Retry.Delay(in.Attempt, jitter); d > 0 {
+	if d := node.Retry.Delay(in.Attempt, jitter) + max(extra, 0); d > 0 {
 		in.Status, in.DueAt = StatusWaiting, now.Add(d)
 	} else {
 		in.Status, in.DueAt = StatusReady, now

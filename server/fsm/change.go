@@ -38,6 +38,14 @@ const (
 	// dfsmr.aborted (system transition dfsmr.abort): its strategy is
 	// abort, or upgrade and the instance's node is gone or final there.
 	ChangeAborted
+	// ChangeBreakerOpened: the machine's circuit breaker opened: too many
+	// recent attempts failed and its retries now wait longer (see
+	// Breaker). Instance is empty; Reason gives the failure share.
+	ChangeBreakerOpened
+	// ChangeBreakerClosed: the machine's circuit breaker closed: attempts
+	// succeed again and retries follow their node's policy alone.
+	// Instance is empty.
+	ChangeBreakerClosed
 )
 
 var changeKindNames = [...]string{
@@ -55,6 +63,8 @@ var changeKindNames = [...]string{
 	ChangeMachineDefined: "MACHINE_DEFINED",
 	ChangeUpgraded:       "UPGRADED",
 	ChangeAborted:        "ABORTED",
+	ChangeBreakerOpened:  "BREAKER_OPENED",
+	ChangeBreakerClosed:  "BREAKER_CLOSED",
 }
 
 func (k ChangeKind) String() string {
@@ -76,7 +86,7 @@ type Change struct {
 	Actor string
 	// Kind says what happened.
 	Kind ChangeKind
-	// Instance is the instance id; empty for machine changes.
+	// Instance is the instance id; empty for machine and breaker changes.
 	Instance string
 	// Machine and Version name the machine (version after the change).
 	Machine string

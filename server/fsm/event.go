@@ -45,6 +45,10 @@ type Report struct {
 	OverrideDelay bool
 	// Jitter is a uniform draw in [0, 1) for the retry policy.
 	Jitter float64
+	// ExtraDelay is added to the backoff when the report is a failed
+	// attempt that is retried (the machine's Breaker.ExtraDelay); it does
+	// not delay a failure into dfsmr.failed nor any other move.
+	ExtraDelay time.Duration
 }
 
 // Heartbeat extends a live lease to now+For (zero: never expires).
@@ -80,6 +84,9 @@ type Expire struct {
 	Token uint64
 	// Jitter is a uniform draw in [0, 1) for the retry policy.
 	Jitter float64
+	// ExtraDelay is added to the backoff when the attempt is retried (the
+	// machine's Breaker.ExtraDelay).
+	ExtraDelay time.Duration
 }
 
 // Wake makes a WAITING instance whose due time has come READY.

@@ -39,6 +39,7 @@ const (
 	tagChangeV1    byte = 0x21
 	tagMachineV1   byte = 0x31
 	tagDurationsV1 byte = 0x41
+	tagBreakerV1   byte = 0x51
 )
 
 // ErrCorrupt is returned when a stored record cannot be decoded.
@@ -258,6 +259,46 @@ func DecodeDurations(b []byte) ([]time.Duration, error) {
 		return nil, err
 	}
 	return ds, nil
+}
+
+// AppendBreaker appends the encoding of a machine's circuit breaker to dst:
+// open as one byte (0 or 1), the failure bits as a uvarint, count and streak
+// as one byte each, then the open time. A typical record is under 20 bytes.
+func AppendBreaker(dst []byte, br *fsm.Breaker) []byte {
+	b := append(dst, tagBreakerV1)
+	open := byte(0)
+	if br.Open {
+		open = 1
+	}
+	b = append(b, open)
+	b = binary.AppendUvarint(b, br.Failures)
+	b = append(b, br.Count, br.Streak)
+	return appendTime(b, br.OpenedAt)
+}
+
+// DecodeBreaker decodes a record written by AppendBreaker. A record that
+// decodes to a state fsm.Breaker.Record cannot produce is corrupt.
+func DecodeBreaker(b []byte) (fsm.Breaker, error) {
+	r := reader{b: b}
+	r.tag(tagBreakerV1)
+	var br fsm.Breaker
+	switch open := r.byte(); open {
+	case 0, 1:
+		br.Open = open == 1
+	default:
+		r.fail("breaker open flag %d", open)
+	}
+	br.Failures = r.uvarint()
+	br.Count = r.byte()
+	br.Streak = r.byte()
+	br.OpenedAt = r.time()
+	if r.err == nil && !br.Valid() {
+		r.fail("invalid breaker state %+v", br)
+	}
+	if err := r.finish("breaker"); err != nil {
+		return fsm.Breaker{}, err
+	}
+	return br, nil
 }
 
 func appendString(b []byte, s string) []byte {

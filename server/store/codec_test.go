@@ -309,3 +309,53 @@ func FuzzDecodeDurations(f *testing.F) {
 		}
 	})
 }
+
+func TestBreakerRoundtrip(t *testing.T) {
+	cases := map[string]fsm.Breaker{
+		"zero":   {},
+		"closed": {Failures: 0b101, Count: 3, Streak: 1},
+		"open": {Open: true, Failures: 1<<fsm.BreakerWindow - 1, Count: fsm.BreakerWindow,
+			OpenedAt: time.Date(2025, 3, 4, 5, 6, 7, 8, time.UTC)},
+	}
+	for name, br := range cases {
+		t.Run(name, func(t *testing.T) {
+			got, err := store.DecodeBreaker(store.AppendBreaker(nil, &br))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(got, br) {
+				t.Fatalf("got %+v, want %+v", got, br)
+			}
+		})
+	}
+	good := store.AppendBreaker(nil, &fsm.Breaker{Failures: 1, Count: 1})
+	for _, bad := range [][]byte{
+		nil,
+		good[:len(good)-1],
+		append(slices.Clone(good), 0),
+		store.AppendBreaker(nil, &fsm.Breaker{Count: fsm.BreakerWindow + 1}), // past the window
+		store.AppendBreaker(nil, &fsm.Breaker{Failures: 0b100, Count: 2}),    // bits past the count
+		store.AppendBreaker(nil, &fsm.Breaker{Open: true}),                   // open without a time
+		{0x51, 0x02, 0x00, 0x00, 0x00, 0x80, 0, 0, 0, 0, 0, 0, 0},            // open flag 2
+		store.AppendDurations(nil, nil),
+	} {
+		if _, err := store.DecodeBreaker(bad); !errors.Is(err, store.ErrCorrupt) {
+			t.Errorf("DecodeBreaker(%x): err %v, want ErrCorrupt", bad, err)
+		}
+	}
+}
+
+func FuzzDecodeBreaker(f *testing.F) {
+	f.Add(store.AppendBreaker(nil, &fsm.Breaker{Open: true, Failures: 7, Count: 30, Streak: 2, OpenedAt: time.Unix(1, 2)}))
+	f.Add(store.AppendBreaker(nil, &fsm.Breaker{}))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		got, err := store.DecodeBreaker(b)
+		if err != nil {
+			return
+		}
+		again, err := store.DecodeBreaker(store.AppendBreaker(nil, &got))
+		if err != nil || !reflect.DeepEqual(again, got) {
+			t.Fatalf("re-decode of %+v: %+v, %v", got, again, err)
+		}
+	})
+}

@@ -126,6 +126,11 @@ type ReadTx interface {
 	// machine version, oldest first: at most MaxDurationSamples, none (and
 	// no error) when nothing was recorded.
 	DurationSamples(machine string, version uint32, node string) ([]time.Duration, error)
+
+	// Breaker returns the circuit breaker of a machine (all its versions
+	// share one): the zero fsm.Breaker (closed, empty window) and no error
+	// when none was stored.
+	Breaker(machine string) (fsm.Breaker, error)
 }
 
 // Tx is a read-write transaction. Reads see the transaction's own writes.
@@ -145,4 +150,7 @@ type Tx interface {
 	// MaxDurationSamples most recent samples of each machine version and
 	// node are kept.
 	AddDurationSample(machine string, version uint32, node string, d time.Duration) error
+	// PutBreaker stores the circuit breaker of a machine, replacing the
+	// previous one.
+	PutBreaker(machine string, b fsm.Breaker) error
 }

@@ -65,6 +65,13 @@ const (
 	// abort, or upgrade and the instance's node is missing or final in it.
 	// The instance stays on its version; the reason names the new one.
 	ChangeKind_CHANGE_KIND_ABORTED ChangeKind = 13
+	// CHANGE_KIND_BREAKER_OPENED: the machine's circuit breaker opened (see
+	// Breaker): too many recent attempts failed and its retries now wait
+	// longer. instance is empty; reason gives the failure share.
+	ChangeKind_CHANGE_KIND_BREAKER_OPENED ChangeKind = 14
+	// CHANGE_KIND_BREAKER_CLOSED: the machine's circuit breaker closed:
+	// attempts succeed again. instance is empty.
+	ChangeKind_CHANGE_KIND_BREAKER_CLOSED ChangeKind = 15
 )
 
 // Enum value maps for ChangeKind.
@@ -84,6 +91,8 @@ var (
 		11: "CHANGE_KIND_MACHINE_DEFINED",
 		12: "CHANGE_KIND_UPGRADED",
 		13: "CHANGE_KIND_ABORTED",
+		14: "CHANGE_KIND_BREAKER_OPENED",
+		15: "CHANGE_KIND_BREAKER_CLOSED",
 	}
 	ChangeKind_value = map[string]int32{
 		"CHANGE_KIND_UNSPECIFIED":     0,
@@ -100,6 +109,8 @@ var (
 		"CHANGE_KIND_MACHINE_DEFINED": 11,
 		"CHANGE_KIND_UPGRADED":        12,
 		"CHANGE_KIND_ABORTED":         13,
+		"CHANGE_KIND_BREAKER_OPENED":  14,
+		"CHANGE_KIND_BREAKER_CLOSED":  15,
 	}
 )
 
@@ -146,7 +157,8 @@ type Change struct {
 	Actor string `protobuf:"bytes,3,opt,name=actor,proto3" json:"actor,omitempty"`
 	// What happened.
 	Kind ChangeKind `protobuf:"varint,4,opt,name=kind,proto3,enum=dfsmr.v1.ChangeKind" json:"kind,omitempty"`
-	// Instance id; empty for MACHINE_DEFINED.
+	// Instance id; empty for MACHINE_DEFINED, BREAKER_OPENED and
+	// BREAKER_CLOSED.
 	Instance string `protobuf:"bytes,5,opt,name=instance,proto3" json:"instance,omitempty"`
 	// Machine id.
 	Machine string `protobuf:"bytes,6,opt,name=machine,proto3" json:"machine,omitempty"`
@@ -370,7 +382,7 @@ const file_dfsmr_v1_change_proto_rawDesc = "" +
 	"\ffrom_version\x18\x12 \x01(\rR\vfromVersion\x1a9\n" +
 	"\vParamsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01*\x83\x03\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01*\xc3\x03\n" +
 	"\n" +
 	"ChangeKind\x12\x1b\n" +
 	"\x17CHANGE_KIND_UNSPECIFIED\x10\x00\x12\x17\n" +
@@ -387,7 +399,9 @@ const file_dfsmr_v1_change_proto_rawDesc = "" +
 	"\x12\x1f\n" +
 	"\x1bCHANGE_KIND_MACHINE_DEFINED\x10\v\x12\x18\n" +
 	"\x14CHANGE_KIND_UPGRADED\x10\f\x12\x17\n" +
-	"\x13CHANGE_KIND_ABORTED\x10\rB-Z+github.com/dfsmr/dfsmr/gen/dfsmr/v1;dfsmrv1b\x06proto3"
+	"\x13CHANGE_KIND_ABORTED\x10\r\x12\x1e\n" +
+	"\x1aCHANGE_KIND_BREAKER_OPENED\x10\x0e\x12\x1e\n" +
+	"\x1aCHANGE_KIND_BREAKER_CLOSED\x10\x0fB-Z+github.com/dfsmr/dfsmr/gen/dfsmr/v1;dfsmrv1b\x06proto3"
 
 var (
 	file_dfsmr_v1_change_proto_rawDescOnce sync.Once

@@ -199,6 +199,152 @@ func (Backoff) EnumDescriptor() ([]byte, []int) {
 	return file_dfsmr_v1_machine_proto_rawDescGZIP(), []int{2}
 }
 
+// BreakerState says whether a machine's circuit breaker slows its retries.
+type BreakerState int32
+
+const (
+	// BREAKER_STATE_UNSPECIFIED is never returned by the server.
+	BreakerState_BREAKER_STATE_UNSPECIFIED BreakerState = 0
+	// BREAKER_STATE_CLOSED: retries follow their node's retry policy alone.
+	BreakerState_BREAKER_STATE_CLOSED BreakerState = 1
+	// BREAKER_STATE_OPEN: too many recent attempts failed; every retry of the
+	// machine waits extra_delay on top of its node's backoff.
+	BreakerState_BREAKER_STATE_OPEN BreakerState = 2
+)
+
+// Enum value maps for BreakerState.
+var (
+	BreakerState_name = map[int32]string{
+		0: "BREAKER_STATE_UNSPECIFIED",
+		1: "BREAKER_STATE_CLOSED",
+		2: "BREAKER_STATE_OPEN",
+	}
+	BreakerState_value = map[string]int32{
+		"BREAKER_STATE_UNSPECIFIED": 0,
+		"BREAKER_STATE_CLOSED":      1,
+		"BREAKER_STATE_OPEN":        2,
+	}
+)
+
+func (x BreakerState) Enum() *BreakerState {
+	p := new(BreakerState)
+	*p = x
+	return p
+}
+
+func (x BreakerState) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (BreakerState) Descriptor() protoreflect.EnumDescriptor {
+	return file_dfsmr_v1_machine_proto_enumTypes[3].Descriptor()
+}
+
+func (BreakerState) Type() protoreflect.EnumType {
+	return &file_dfsmr_v1_machine_proto_enumTypes[3]
+}
+
+func (x BreakerState) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use BreakerState.Descriptor instead.
+func (BreakerState) EnumDescriptor() ([]byte, []int) {
+	return file_dfsmr_v1_machine_proto_rawDescGZIP(), []int{3}
+}
+
+// Breaker is the circuit breaker of a machine, shared by all its versions.
+// It watches the outcomes of the machine's recent attempts: a failed
+// attempt is an error edge (a transition back to the same node without a
+// delay) or a lease timeout; a success is a transition that leaves the node.
+// It opens when at least 20 of the last 50 outcomes are known and half or
+// more of them failed; it closes after 5 successes in a row or when the
+// failure share falls below 25%, and then starts a fresh window. Each flip
+// is recorded in the changelog (CHANGE_KIND_BREAKER_OPENED,
+// CHANGE_KIND_BREAKER_CLOSED).
+type Breaker struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Open or closed.
+	State BreakerState `protobuf:"varint,1,opt,name=state,proto3,enum=dfsmr.v1.BreakerState" json:"state,omitempty"`
+	// Share of failed attempts among the outcomes in the window, from 0 to 1;
+	// 0 when the window is empty.
+	FailureShare float64 `protobuf:"fixed64,2,opt,name=failure_share,json=failureShare,proto3" json:"failure_share,omitempty"`
+	// How many recent outcomes the window holds (at most 50).
+	Window uint32 `protobuf:"varint,3,opt,name=window,proto3" json:"window,omitempty"`
+	// When the breaker last opened; unset while closed.
+	OpenTime *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=open_time,json=openTime,proto3" json:"open_time,omitempty"`
+	// What every retry of the machine waits on top of its node's backoff:
+	// unset (zero) while closed.
+	ExtraDelay    *durationpb.Duration `protobuf:"bytes,5,opt,name=extra_delay,json=extraDelay,proto3" json:"extra_delay,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Breaker) Reset() {
+	*x = Breaker{}
+	mi := &file_dfsmr_v1_machine_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Breaker) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Breaker) ProtoMessage() {}
+
+func (x *Breaker) ProtoReflect() protoreflect.Message {
+	mi := &file_dfsmr_v1_machine_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Breaker.ProtoReflect.Descriptor instead.
+func (*Breaker) Descriptor() ([]byte, []int) {
+	return file_dfsmr_v1_machine_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *Breaker) GetState() BreakerState {
+	if x != nil {
+		return x.State
+	}
+	return BreakerState_BREAKER_STATE_UNSPECIFIED
+}
+
+func (x *Breaker) GetFailureShare() float64 {
+	if x != nil {
+		return x.FailureShare
+	}
+	return 0
+}
+
+func (x *Breaker) GetWindow() uint32 {
+	if x != nil {
+		return x.Window
+	}
+	return 0
+}
+
+func (x *Breaker) GetOpenTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.OpenTime
+	}
+	return nil
+}
+
+func (x *Breaker) GetExtraDelay() *durationpb.Duration {
+	if x != nil {
+		return x.ExtraDelay
+	}
+	return nil
+}
+
 // Machine is one version of a machine definition: named nodes joined by
 // named transitions, with per-node timeout and retry policies. A version is
 // immutable: defining different content creates the next version.
@@ -236,7 +382,7 @@ type Machine struct {
 
 func (x *Machine) Reset() {
 	*x = Machine{}
-	mi := &file_dfsmr_v1_machine_proto_msgTypes[0]
+	mi := &file_dfsmr_v1_machine_proto_msgTypes[1]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -248,7 +394,7 @@ func (x *Machine) String() string {
 func (*Machine) ProtoMessage() {}
 
 func (x *Machine) ProtoReflect() protoreflect.Message {
-	mi := &file_dfsmr_v1_machine_proto_msgTypes[0]
+	mi := &file_dfsmr_v1_machine_proto_msgTypes[1]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -261,7 +407,7 @@ func (x *Machine) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Machine.ProtoReflect.Descriptor instead.
 func (*Machine) Descriptor() ([]byte, []int) {
-	return file_dfsmr_v1_machine_proto_rawDescGZIP(), []int{0}
+	return file_dfsmr_v1_machine_proto_rawDescGZIP(), []int{1}
 }
 
 func (x *Machine) GetId() string {
@@ -360,7 +506,7 @@ type Node struct {
 
 func (x *Node) Reset() {
 	*x = Node{}
-	mi := &file_dfsmr_v1_machine_proto_msgTypes[1]
+	mi := &file_dfsmr_v1_machine_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -372,7 +518,7 @@ func (x *Node) String() string {
 func (*Node) ProtoMessage() {}
 
 func (x *Node) ProtoReflect() protoreflect.Message {
-	mi := &file_dfsmr_v1_machine_proto_msgTypes[1]
+	mi := &file_dfsmr_v1_machine_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -385,7 +531,7 @@ func (x *Node) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Node.ProtoReflect.Descriptor instead.
 func (*Node) Descriptor() ([]byte, []int) {
-	return file_dfsmr_v1_machine_proto_rawDescGZIP(), []int{1}
+	return file_dfsmr_v1_machine_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *Node) GetName() string {
@@ -452,7 +598,7 @@ type Timeout struct {
 
 func (x *Timeout) Reset() {
 	*x = Timeout{}
-	mi := &file_dfsmr_v1_machine_proto_msgTypes[2]
+	mi := &file_dfsmr_v1_machine_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -464,7 +610,7 @@ func (x *Timeout) String() string {
 func (*Timeout) ProtoMessage() {}
 
 func (x *Timeout) ProtoReflect() protoreflect.Message {
-	mi := &file_dfsmr_v1_machine_proto_msgTypes[2]
+	mi := &file_dfsmr_v1_machine_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -477,7 +623,7 @@ func (x *Timeout) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Timeout.ProtoReflect.Descriptor instead.
 func (*Timeout) Descriptor() ([]byte, []int) {
-	return file_dfsmr_v1_machine_proto_rawDescGZIP(), []int{2}
+	return file_dfsmr_v1_machine_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Timeout) GetFixed() *durationpb.Duration {
@@ -534,7 +680,7 @@ type Retry struct {
 
 func (x *Retry) Reset() {
 	*x = Retry{}
-	mi := &file_dfsmr_v1_machine_proto_msgTypes[3]
+	mi := &file_dfsmr_v1_machine_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -546,7 +692,7 @@ func (x *Retry) String() string {
 func (*Retry) ProtoMessage() {}
 
 func (x *Retry) ProtoReflect() protoreflect.Message {
-	mi := &file_dfsmr_v1_machine_proto_msgTypes[3]
+	mi := &file_dfsmr_v1_machine_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -559,7 +705,7 @@ func (x *Retry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Retry.ProtoReflect.Descriptor instead.
 func (*Retry) Descriptor() ([]byte, []int) {
-	return file_dfsmr_v1_machine_proto_rawDescGZIP(), []int{3}
+	return file_dfsmr_v1_machine_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Retry) GetMaxAttempts() int32 {
@@ -620,7 +766,7 @@ type Transition struct {
 
 func (x *Transition) Reset() {
 	*x = Transition{}
-	mi := &file_dfsmr_v1_machine_proto_msgTypes[4]
+	mi := &file_dfsmr_v1_machine_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -632,7 +778,7 @@ func (x *Transition) String() string {
 func (*Transition) ProtoMessage() {}
 
 func (x *Transition) ProtoReflect() protoreflect.Message {
-	mi := &file_dfsmr_v1_machine_proto_msgTypes[4]
+	mi := &file_dfsmr_v1_machine_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -645,7 +791,7 @@ func (x *Transition) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Transition.ProtoReflect.Descriptor instead.
 func (*Transition) Descriptor() ([]byte, []int) {
-	return file_dfsmr_v1_machine_proto_rawDescGZIP(), []int{4}
+	return file_dfsmr_v1_machine_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Transition) GetName() string {
@@ -680,7 +826,14 @@ var File_dfsmr_v1_machine_proto protoreflect.FileDescriptor
 
 const file_dfsmr_v1_machine_proto_rawDesc = "" +
 	"\n" +
-	"\x16dfsmr/v1/machine.proto\x12\bdfsmr.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x82\x03\n" +
+	"\x16dfsmr/v1/machine.proto\x12\bdfsmr.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe9\x01\n" +
+	"\aBreaker\x12,\n" +
+	"\x05state\x18\x01 \x01(\x0e2\x16.dfsmr.v1.BreakerStateR\x05state\x12#\n" +
+	"\rfailure_share\x18\x02 \x01(\x01R\ffailureShare\x12\x16\n" +
+	"\x06window\x18\x03 \x01(\rR\x06window\x127\n" +
+	"\topen_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\bopenTime\x12:\n" +
+	"\vextra_delay\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\n" +
+	"extraDelay\"\x82\x03\n" +
 	"\aMachine\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\rR\aversion\x12)\n" +
@@ -734,7 +887,11 @@ const file_dfsmr_v1_machine_proto_rawDesc = "" +
 	"\x13BACKOFF_UNSPECIFIED\x10\x00\x12\x11\n" +
 	"\rBACKOFF_FIXED\x10\x01\x12\x12\n" +
 	"\x0eBACKOFF_LINEAR\x10\x02\x12\x17\n" +
-	"\x13BACKOFF_EXPONENTIAL\x10\x03B-Z+github.com/dfsmr/dfsmr/gen/dfsmr/v1;dfsmrv1b\x06proto3"
+	"\x13BACKOFF_EXPONENTIAL\x10\x03*_\n" +
+	"\fBreakerState\x12\x1d\n" +
+	"\x19BREAKER_STATE_UNSPECIFIED\x10\x00\x12\x18\n" +
+	"\x14BREAKER_STATE_CLOSED\x10\x01\x12\x16\n" +
+	"\x12BREAKER_STATE_OPEN\x10\x02B-Z+github.com/dfsmr/dfsmr/gen/dfsmr/v1;dfsmrv1b\x06proto3"
 
 var (
 	file_dfsmr_v1_machine_proto_rawDescOnce sync.Once
@@ -748,40 +905,45 @@ func file_dfsmr_v1_machine_proto_rawDescGZIP() []byte {
 	return file_dfsmr_v1_machine_proto_rawDescData
 }
 
-var file_dfsmr_v1_machine_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_dfsmr_v1_machine_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
+var file_dfsmr_v1_machine_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
+var file_dfsmr_v1_machine_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
 var file_dfsmr_v1_machine_proto_goTypes = []any{
 	(MachineKind)(0),              // 0: dfsmr.v1.MachineKind
 	(UpgradeStrategy)(0),          // 1: dfsmr.v1.UpgradeStrategy
 	(Backoff)(0),                  // 2: dfsmr.v1.Backoff
-	(*Machine)(nil),               // 3: dfsmr.v1.Machine
-	(*Node)(nil),                  // 4: dfsmr.v1.Node
-	(*Timeout)(nil),               // 5: dfsmr.v1.Timeout
-	(*Retry)(nil),                 // 6: dfsmr.v1.Retry
-	(*Transition)(nil),            // 7: dfsmr.v1.Transition
-	(*timestamppb.Timestamp)(nil), // 8: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 9: google.protobuf.Duration
+	(BreakerState)(0),             // 3: dfsmr.v1.BreakerState
+	(*Breaker)(nil),               // 4: dfsmr.v1.Breaker
+	(*Machine)(nil),               // 5: dfsmr.v1.Machine
+	(*Node)(nil),                  // 6: dfsmr.v1.Node
+	(*Timeout)(nil),               // 7: dfsmr.v1.Timeout
+	(*Retry)(nil),                 // 8: dfsmr.v1.Retry
+	(*Transition)(nil),            // 9: dfsmr.v1.Transition
+	(*timestamppb.Timestamp)(nil), // 10: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 11: google.protobuf.Duration
 }
 var file_dfsmr_v1_machine_proto_depIdxs = []int32{
-	0,  // 0: dfsmr.v1.Machine.kind:type_name -> dfsmr.v1.MachineKind
-	1,  // 1: dfsmr.v1.Machine.upgrade_strategy:type_name -> dfsmr.v1.UpgradeStrategy
-	4,  // 2: dfsmr.v1.Machine.nodes:type_name -> dfsmr.v1.Node
-	8,  // 3: dfsmr.v1.Machine.define_time:type_name -> google.protobuf.Timestamp
-	5,  // 4: dfsmr.v1.Node.timeout:type_name -> dfsmr.v1.Timeout
-	6,  // 5: dfsmr.v1.Node.retry:type_name -> dfsmr.v1.Retry
-	7,  // 6: dfsmr.v1.Node.transitions:type_name -> dfsmr.v1.Transition
-	9,  // 7: dfsmr.v1.Timeout.fixed:type_name -> google.protobuf.Duration
-	9,  // 8: dfsmr.v1.Timeout.min:type_name -> google.protobuf.Duration
-	9,  // 9: dfsmr.v1.Timeout.max:type_name -> google.protobuf.Duration
-	2,  // 10: dfsmr.v1.Retry.backoff:type_name -> dfsmr.v1.Backoff
-	9,  // 11: dfsmr.v1.Retry.initial:type_name -> google.protobuf.Duration
-	9,  // 12: dfsmr.v1.Retry.max:type_name -> google.protobuf.Duration
-	9,  // 13: dfsmr.v1.Transition.delay:type_name -> google.protobuf.Duration
-	14, // [14:14] is the sub-list for method output_type
-	14, // [14:14] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	3,  // 0: dfsmr.v1.Breaker.state:type_name -> dfsmr.v1.BreakerState
+	10, // 1: dfsmr.v1.Breaker.open_time:type_name -> google.protobuf.Timestamp
+	11, // 2: dfsmr.v1.Breaker.extra_delay:type_name -> google.protobuf.Duration
+	0,  // 3: dfsmr.v1.Machine.kind:type_name -> dfsmr.v1.MachineKind
+	1,  // 4: dfsmr.v1.Machine.upgrade_strategy:type_name -> dfsmr.v1.UpgradeStrategy
+	6,  // 5: dfsmr.v1.Machine.nodes:type_name -> dfsmr.v1.Node
+	10, // 6: dfsmr.v1.Machine.define_time:type_name -> google.protobuf.Timestamp
+	7,  // 7: dfsmr.v1.Node.timeout:type_name -> dfsmr.v1.Timeout
+	8,  // 8: dfsmr.v1.Node.retry:type_name -> dfsmr.v1.Retry
+	9,  // 9: dfsmr.v1.Node.transitions:type_name -> dfsmr.v1.Transition
+	11, // 10: dfsmr.v1.Timeout.fixed:type_name -> google.protobuf.Duration
+	11, // 11: dfsmr.v1.Timeout.min:type_name -> google.protobuf.Duration
+	11, // 12: dfsmr.v1.Timeout.max:type_name -> google.protobuf.Duration
+	2,  // 13: dfsmr.v1.Retry.backoff:type_name -> dfsmr.v1.Backoff
+	11, // 14: dfsmr.v1.Retry.initial:type_name -> google.protobuf.Duration
+	11, // 15: dfsmr.v1.Retry.max:type_name -> google.protobuf.Duration
+	11, // 16: dfsmr.v1.Transition.delay:type_name -> google.protobuf.Duration
+	17, // [17:17] is the sub-list for method output_type
+	17, // [17:17] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_dfsmr_v1_machine_proto_init() }
@@ -794,8 +956,8 @@ func file_dfsmr_v1_machine_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_dfsmr_v1_machine_proto_rawDesc), len(file_dfsmr_v1_machine_proto_rawDesc)),
-			NumEnums:      3,
-			NumMessages:   5,
+			NumEnums:      4,
+			NumMessages:   6,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

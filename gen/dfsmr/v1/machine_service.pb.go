@@ -200,7 +200,10 @@ type GetMachineResponse struct {
 	// The requested version (the latest when none was asked).
 	Machine *Machine `protobuf:"bytes,1,opt,name=machine,proto3" json:"machine,omitempty"`
 	// Every version of the machine, ascending.
-	Versions      []uint32 `protobuf:"varint,2,rep,packed,name=versions,proto3" json:"versions,omitempty"`
+	Versions []uint32 `protobuf:"varint,2,rep,packed,name=versions,proto3" json:"versions,omitempty"`
+	// The machine's circuit breaker (shared by all its versions): whether
+	// retries are currently slowed because too many attempts fail.
+	Breaker       *Breaker `protobuf:"bytes,3,opt,name=breaker,proto3" json:"breaker,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -245,6 +248,13 @@ func (x *GetMachineResponse) GetMachine() *Machine {
 func (x *GetMachineResponse) GetVersions() []uint32 {
 	if x != nil {
 		return x.Versions
+	}
+	return nil
+}
+
+func (x *GetMachineResponse) GetBreaker() *Breaker {
+	if x != nil {
+		return x.Breaker
 	}
 	return nil
 }
@@ -375,10 +385,11 @@ const file_dfsmr_v1_machine_service_proto_rawDesc = "" +
 	"\acreated\x18\x02 \x01(\bR\acreated\"=\n" +
 	"\x11GetMachineRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
-	"\aversion\x18\x02 \x01(\rR\aversion\"]\n" +
+	"\aversion\x18\x02 \x01(\rR\aversion\"\x8a\x01\n" +
 	"\x12GetMachineResponse\x12+\n" +
 	"\amachine\x18\x01 \x01(\v2\x11.dfsmr.v1.MachineR\amachine\x12\x1a\n" +
-	"\bversions\x18\x02 \x03(\rR\bversions\"Q\n" +
+	"\bversions\x18\x02 \x03(\rR\bversions\x12+\n" +
+	"\abreaker\x18\x03 \x01(\v2\x11.dfsmr.v1.BreakerR\abreaker\"Q\n" +
 	"\x13ListMachinesRequest\x12\x1b\n" +
 	"\tpage_size\x18\x01 \x01(\x05R\bpageSize\x12\x1d\n" +
 	"\n" +
@@ -413,22 +424,24 @@ var file_dfsmr_v1_machine_service_proto_goTypes = []any{
 	(*ListMachinesRequest)(nil),   // 4: dfsmr.v1.ListMachinesRequest
 	(*ListMachinesResponse)(nil),  // 5: dfsmr.v1.ListMachinesResponse
 	(*Machine)(nil),               // 6: dfsmr.v1.Machine
+	(*Breaker)(nil),               // 7: dfsmr.v1.Breaker
 }
 var file_dfsmr_v1_machine_service_proto_depIdxs = []int32{
 	6, // 0: dfsmr.v1.DefineMachineResponse.machine:type_name -> dfsmr.v1.Machine
 	6, // 1: dfsmr.v1.GetMachineResponse.machine:type_name -> dfsmr.v1.Machine
-	6, // 2: dfsmr.v1.ListMachinesResponse.machines:type_name -> dfsmr.v1.Machine
-	0, // 3: dfsmr.v1.MachineService.DefineMachine:input_type -> dfsmr.v1.DefineMachineRequest
-	2, // 4: dfsmr.v1.MachineService.GetMachine:input_type -> dfsmr.v1.GetMachineRequest
-	4, // 5: dfsmr.v1.MachineService.ListMachines:input_type -> dfsmr.v1.ListMachinesRequest
-	1, // 6: dfsmr.v1.MachineService.DefineMachine:output_type -> dfsmr.v1.DefineMachineResponse
-	3, // 7: dfsmr.v1.MachineService.GetMachine:output_type -> dfsmr.v1.GetMachineResponse
-	5, // 8: dfsmr.v1.MachineService.ListMachines:output_type -> dfsmr.v1.ListMachinesResponse
-	6, // [6:9] is the sub-list for method output_type
-	3, // [3:6] is the sub-list for method input_type
-	3, // [3:3] is the sub-list for extension type_name
-	3, // [3:3] is the sub-list for extension extendee
-	0, // [0:3] is the sub-list for field type_name
+	7, // 2: dfsmr.v1.GetMachineResponse.breaker:type_name -> dfsmr.v1.Breaker
+	6, // 3: dfsmr.v1.ListMachinesResponse.machines:type_name -> dfsmr.v1.Machine
+	0, // 4: dfsmr.v1.MachineService.DefineMachine:input_type -> dfsmr.v1.DefineMachineRequest
+	2, // 5: dfsmr.v1.MachineService.GetMachine:input_type -> dfsmr.v1.GetMachineRequest
+	4, // 6: dfsmr.v1.MachineService.ListMachines:input_type -> dfsmr.v1.ListMachinesRequest
+	1, // 7: dfsmr.v1.MachineService.DefineMachine:output_type -> dfsmr.v1.DefineMachineResponse
+	3, // 8: dfsmr.v1.MachineService.GetMachine:output_type -> dfsmr.v1.GetMachineResponse
+	5, // 9: dfsmr.v1.MachineService.ListMachines:output_type -> dfsmr.v1.ListMachinesResponse
+	7, // [7:10] is the sub-list for method output_type
+	4, // [4:7] is the sub-list for method input_type
+	4, // [4:4] is the sub-list for extension type_name
+	4, // [4:4] is the sub-list for extension extendee
+	0, // [0:4] is the sub-list for field type_name
 }
 
 func init() { file_dfsmr_v1_machine_service_proto_init() }

@@ -36,6 +36,7 @@
 //	history               id NUL seq(8) -> ()
 //	machines              id NUL version(4) -> machine record
 //	durations             machine NUL version(4) node -> durations record
+//	breakers              machine -> breaker record
 //	meta                  "schema" -> format version
 //
 // prio is MaxInt32 - priority as uint32 (highest priority first); due and
@@ -49,6 +50,12 @@
 // whole, dropping the oldest beyond store.MaxDurationSamples (a few hundred
 // bytes, read only for nodes with a learned timeout). Adding the bucket
 // needed no schema change: Open creates it in older files.
+//
+// A breaker record is the circuit breaker of one machine (fsm.Breaker, under
+// 20 bytes). The engine reads it on every Transition and lease timeout and
+// rewrites it only when the outcome changed it, which a machine whose
+// attempts all succeed stops doing once its window is full of successes.
+// Like the durations bucket, it needed no schema change.
 //
 // The changelog sequence is the changes bucket's own sequence, taken inside
 // the write transaction: a rollback gives the number back, so there is no

@@ -40,11 +40,13 @@ var (
 	// bucketDurations: machine sep version node -> durations record, the
 	// recent successful lease durations of a node, oldest first.
 	bucketDurations = []byte("durations")
+	// bucketBreakers: machine -> breaker record, one per machine.
+	bucketBreakers = []byte("breakers")
 
 	allBuckets = [][]byte{
 		bucketMeta, bucketInstances, bucketByMachine, bucketReady,
 		bucketReadyMachine, bucketReadyNode, bucketDue, bucketChanges,
-		bucketHistory, bucketMachines, bucketDurations,
+		bucketHistory, bucketMachines, bucketDurations, bucketBreakers,
 	}
 )
 

@@ -344,6 +344,22 @@ func (r *readTx) DurationSamples(machine string, version uint32, node string) ([
 	return ds, nil
 }
 
+func (r *readTx) Breaker(machine string) (fsm.Breaker, error) {
+	b, err := r.bucket(bucketBreakers)
+	if err != nil {
+		return fsm.Breaker{}, err
+	}
+	v := b.Get([]byte(machine))
+	if v == nil {
+		return fsm.Breaker{}, nil
+	}
+	br, err := store.DecodeBreaker(v)
+	if err != nil {
+		return fsm.Breaker{}, fmt.Errorf("breaker of machine %q: %w", machine, err)
+	}
+	return br, nil
+}
+
 // writeTx implements store.Tx. It records whether its function wrote, so
 // that the writer knows whether a failed function dirtied the shared
 // transaction, and the changes it appended, for the commit hook.
@@ -504,6 +520,24 @@ func (w *writeTx) AddDurationSample(machine string, version uint32, node string,
 	w.wrote = true
 	if err := b.Put(durationsKey(machine, version, node), store.AppendDurations(nil, ds)); err != nil {
 		return fmt.Errorf("add duration sample of %s@%d node %q: %w", machine, version, node, err)
+	}
+	return nil
+}
+
+func (w *writeTx) PutBreaker(machine string, br fsm.Breaker) error {
+	if err := checkName("machine id", machine); err != nil {
+		return err
+	}
+	if !br.Valid() {
+		return fmt.Errorf("store: put breaker of %q: invalid state %+v", machine, br)
+	}
+	b, err := w.bucket(bucketBreakers)
+	if err != nil {
+		return err
+	}
+	w.wrote = true
+	if err := b.Put([]byte(machine), store.AppendBreaker(nil, &br)); err != nil {
+		return fmt.Errorf("put breaker of machine %q: %w", machine, err)
 	}
 	return nil
 }

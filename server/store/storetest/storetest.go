@@ -48,6 +48,7 @@ func Exercise(t *testing.T, open OpenFunc) {
 	t.Run("Close", s.close)
 	t.Run("Reopen", s.reopen)
 	t.Run("DurationSamples", s.durations)
+	t.Run("Breakers", s.breakers)
 	t.Run("Model", s.model)
 }
 

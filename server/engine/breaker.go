@@ -1,0 +1,82 @@
+package engine
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/dfsmr/dfsmr/server/fsm"
+	"github.com/dfsmr/dfsmr/server/store"
+)
+
+// applyAttempt applies ev, which ends an attempt (a worker's Report or a
+// lease's Expire), under the machine's circuit breaker: a retry gets the
+// breaker's extra delay, and the attempt's outcome is recorded in the
+// breaker in the same transaction. When the breaker opens or closes, a
+// BREAKER_OPENED or BREAKER_CLOSED change goes to the changelog.
+//
+// The breaker is read on every such event, and written only when the
+// outcome changed it: once a machine's window is full of successes, a
+// success leaves it as it is.
+func (e *Engine) applyAttempt(tx store.Tx, m *fsm.Machine, in fsm.Instance, ev fsm.Event, now time.Time, actor string, out *fsm.Instance) error {
+	br, err := tx.Breaker(m.ID)
+	if err != nil {
+		return fmt.Errorf("breaker of machine %q: %w", m.ID, err)
+	}
+	switch x := ev.(type) {
+	case fsm.Report:
+		x.ExtraDelay = br.ExtraDelay()
+		ev = x
+	case fsm.Expire:
+		x.ExtraDelay = br.ExtraDelay()
+		ev = x
+	}
+	var next fsm.Instance
+	if err := e.apply(tx, m, in, ev, now, actor, &next); err != nil {
+		return err
+	}
+	if out != nil {
+		*out = next
+	}
+	success, ok := attemptOutcome(in, next)
+	if !ok {
+		return nil
+	}
+	nb, changed := br.Record(success, now)
+	if nb == br {
+		return nil
+	}
+	if err := tx.PutBreaker(m.ID, nb); err != nil {
+		return err
+	}
+	if !changed {
+		return nil
+	}
+	c := fsm.BreakerChange(m.ID, m.Version, nb, br, now)
+	c.Actor = SystemActor
+	if _, err := tx.AppendChange(c); err != nil {
+		return err
+	}
+	if nb.Open {
+		e.log.Warn("circuit breaker opened: retries slowed", "machine", m.ID,
+			"failure_share", nb.FailureShare(), "extra_delay", fsm.BreakerDelay)
+	} else {
+		e.log.Info("circuit breaker closed", "machine", m.ID)
+	}
+	return nil
+}
+
+// attemptOutcome classifies the move from in to out. A failed attempt is
+// retried (the attempt number went up) or used up the retries (dfsmr.failed
+// reached from a live node); a success left the node. Anything else (an
+// idempotent repeat, a delayed self-transition) is no outcome: ok is false.
+func attemptOutcome(in, out fsm.Instance) (success, ok bool) {
+	switch {
+	case out.Rev == in.Rev:
+		return false, false
+	case out.Attempt > in.Attempt, out.Node == fsm.NodeFailed && in.Node != fsm.NodeFailed:
+		return false, true
+	case out.Node != in.Node:
+		return true, true
+	}
+	return false, false
+}

@@ -1,0 +1,157 @@
+package engine_test
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/dfsmr/dfsmr/server/clock"
+	"github.com/dfsmr/dfsmr/server/engine"
+	"github.com/dfsmr/dfsmr/server/fsm"
+	"github.com/dfsmr/dfsmr/server/store"
+)
+
+const flakyYAML = `
+id: flaky
+nodes:
+  work:
+    start: true
+    timeout: 10s
+    retry: {backoff: fixed, initial: 1s, jitter: 0}
+    transitions:
+      ok: done
+      error: work
+  done: {final: true}
+`
+
+// TestBreakerOpensAndCloses drives a burst of failed attempts of one
+// machine: the breaker opens, later retries wait the extra delay (error
+// edges and lease timeouts alike), the flip is in the changelog and in
+// GetMachine; successes then close it and retries are quick again.
+func TestBreakerOpensAndCloses(t *testing.T) {
+	ctx := context.Background()
+	clk := clock.NewFake(time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC))
+	e, st := openLearner(t, filepath.Join(t.TempDir(), "dfsmr.db"), clk)
+	if _, _, err := e.DefineMachine(ctx, "flaky.yaml", []byte(flakyYAML), "test"); err != nil {
+		t.Fatal(err)
+	}
+	const n = fsm.BreakerMinOutcomes + 10
+	for i := range n {
+		if _, _, err := e.StartInstance(ctx, engine.StartArgs{ID: fmt.Sprintf("f-%02d", i), Machine: "flaky"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// attempt leases the next READY instance and reports transition; it
+	// returns the instance after the report.
+	attempt := func(transition string) fsm.Instance {
+		t.Helper()
+		if _, err := e.ProcessDue(ctx); err != nil {
+			t.Fatal(err)
+		}
+		in, ok, err := e.Ready(ctx, engine.ReadyArgs{Worker: "w", Machine: "flaky"})
+		if err != nil || !ok {
+			t.Fatalf("Ready = %v, %v", ok, err)
+		}
+		out, err := e.Transition(ctx, engine.TransitionArgs{ID: in.ID, Token: in.Lease.Token, Transition: transition})
+		if err != nil {
+			t.Fatalf("%s %s: %v", in.ID, transition, err)
+		}
+		return out
+	}
+	breaker := func() fsm.Breaker {
+		t.Helper()
+		info, _, err := e.GetMachine(ctx, "flaky", 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return info.Breaker
+	}
+	breakerChanges := func() []fsm.Change {
+		t.Helper()
+		var out []fsm.Change
+		err := st.View(ctx, func(tx store.ReadTx) error {
+			out = out[:0]
+			all, err := tx.Changes(1, 10000)
+			for _, c := range all {
+				if c.Kind == fsm.ChangeBreakerOpened || c.Kind == fsm.ChangeBreakerClosed {
+					out = append(out, c)
+				}
+			}
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+
+	// The burst: every attempt fails. Until the breaker opens, retries
+	// wait the node's 1s backoff alone.
+	for i := range fsm.BreakerMinOutcomes {
+		out := attempt("error")
+		if want := clk.Now().Add(time.Second); !out.DueAt.Equal(want) {
+			t.Fatalf("failure %d: due %v, want %v (no extra delay yet)", i+1, out.DueAt, want)
+		}
+		if got := breaker().Open; got != (i+1 == fsm.BreakerMinOutcomes) {
+			t.Fatalf("after %d failures breaker open = %v", i+1, got)
+		}
+	}
+	b := breaker()
+	if b.State() != fsm.BreakerOpen || b.FailureShare() != 1 || !b.OpenedAt.Equal(clk.Now()) || b.ExtraDelay() != fsm.BreakerDelay {
+		t.Fatalf("breaker after the burst: %+v", b)
+	}
+	cs := breakerChanges()
+	if len(cs) != 1 || cs[0].Kind != fsm.ChangeBreakerOpened || cs[0].Machine != "flaky" || cs[0].Instance != "" ||
+		cs[0].Actor != engine.SystemActor || cs[0].Reason == "" {
+		t.Fatalf("breaker changes after the burst: %+v", cs)
+	}
+
+	// Open: a failed attempt's retry waits the extra delay too.
+	if out := attempt("error"); !out.DueAt.Equal(clk.Now().Add(time.Second + fsm.BreakerDelay)) {
+		t.Fatalf("retry while open: due %v, want now+1s+%v", out.DueAt, fsm.BreakerDelay)
+	}
+	// So does the retry after a lease timeout.
+	if _, err := e.ProcessDue(ctx); err != nil {
+		t.Fatal(err)
+	}
+	in, ok, err := e.Ready(ctx, engine.ReadyArgs{Worker: "w", Machine: "flaky"})
+	if err != nil || !ok {
+		t.Fatalf("Ready = %v, %v", ok, err)
+	}
+	clk.Set(in.Lease.ExpiresAt)
+	if _, err := e.ProcessDue(ctx); err != nil {
+		t.Fatal(err)
+	}
+	timedOut, _, err := e.GetInstance(ctx, in.ID, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := in.Lease.ExpiresAt.Add(time.Second + fsm.BreakerDelay); timedOut.Status != fsm.StatusWaiting || !timedOut.DueAt.Equal(want) {
+		t.Fatalf("after a timeout while open: %s due %v, want WAITING due %v", timedOut.Status, timedOut.DueAt, want)
+	}
+	if got := breaker().FailureShare(); got != 1 {
+		t.Fatalf("timeout not counted as a failure: share %v", got)
+	}
+
+	// Attempts succeed again: the breaker closes after a streak.
+	for i := range fsm.BreakerCloseStreak {
+		if out := attempt("ok"); out.Node != "done" {
+			t.Fatalf("success %d: %+v", i+1, out)
+		}
+		if got := breaker().Open; got != (i+1 < fsm.BreakerCloseStreak) {
+			t.Fatalf("after %d successes breaker open = %v", i+1, got)
+		}
+	}
+	if b := breaker(); b != (fsm.Breaker{}) {
+		t.Fatalf("closed breaker keeps %+v, want a fresh window", b)
+	}
+	cs = breakerChanges()
+	if len(cs) != 2 || cs[1].Kind != fsm.ChangeBreakerClosed || cs[1].Machine != "flaky" || cs[1].Instance != "" {
+		t.Fatalf("breaker changes after recovery: %+v", cs)
+	}
+	if out := attempt("error"); !out.DueAt.Equal(clk.Now().Add(time.Second)) {
+		t.Fatalf("retry after closing: due %v, want now+1s", out.DueAt)
+	}
+}
