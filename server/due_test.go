@@ -128,17 +128,6 @@ func startDelayed(t *testing.T, env *testEnv, n int, seed uint64) map[string]tim
 	return due
 }
 
-func waitUntil(t *testing.T, d time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("condition not reached in %v", d)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 func quantile(ds []time.Duration, q float64) time.Duration {
 	if len(ds) == 0 {
 		return 0
@@ -197,7 +186,7 @@ func TestDueTimesOnTime(t *testing.T) {
 	t0 := time.Now()
 	due := startDelayed(t, env, n, 42)
 	t.Logf("started %d instances in %v", n, time.Since(t0))
-	waitUntil(t, 15*time.Second, func() bool { return w.count() == n })
+	waitFor(t, func() bool { return w.count() == n })
 	cancel()
 	<-done
 	late, recv := checkWoken(t, w, due, time.Time{})
@@ -232,7 +221,7 @@ func TestDueTimesAcrossRestart(t *testing.T) {
 	restartAt := time.Now()
 	go func() { done <- w.run(ctx, env) }()
 	t.Logf("down from %v to %v after start (%v)", stopAt.Sub(t0), restartAt.Sub(t0), restartAt.Sub(stopAt))
-	waitUntil(t, 15*time.Second, func() bool { return w.count() == n })
+	waitFor(t, func() bool { return w.count() == n })
 	cancel()
 	<-done
 	late, recv := checkWoken(t, w, due, restartAt)

@@ -452,13 +452,13 @@ func TestLongPollWakesOneWaiterPerInstance(t *testing.T) {
 	waitFor(t, func() bool { return env.srv.Engine().Waiting() == 0 })
 }
 
-// waitFor polls a condition that async work makes true; it fails after 10s.
+// waitFor polls a condition that async work makes true; it fails after 30s.
 func waitFor(t *testing.T, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for !cond() {
 		if time.Now().After(deadline) {
-			t.Fatal("condition not reached in 10s")
+			t.Fatal("condition not reached in 30s")
 		}
 		time.Sleep(time.Millisecond)
 	}
