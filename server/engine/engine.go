@@ -155,7 +155,7 @@ func (e *Engine) dueOne(tx store.Tx, id string, now time.Time) (applied bool, la
 	if at.After(now) {
 		return false, store.Due{At: at, ID: id}, nil
 	}
-	err = e.applyDue(tx, id, now)
+	err = e.applyDue(tx, in, now)
 	// The core refuses before it writes anything, so a refusal leaves tx
 	// clean; a racing change made the instance not due any more.
 	if errors.Is(err, fsm.ErrNotDue) || errors.Is(err, fsm.ErrStaleLease) {
@@ -214,11 +214,7 @@ func (e *Engine) nextDue(ctx context.Context) (time.Time, error) {
 	return next.At, err
 }
 
-func (e *Engine) applyDue(tx store.Tx, id string, now time.Time) error {
-	in, err := tx.Instance(id)
-	if err != nil {
-		return fmt.Errorf("due instance %q: %w", id, err)
-	}
+func (e *Engine) applyDue(tx store.Tx, in fsm.Instance, now time.Time) error {
 	m, err := e.machineVersion(tx, in.Machine, in.Version)
 	if err != nil {
 		return err
