@@ -43,25 +43,33 @@ func actor(ctx context.Context) string {
 	return "unknown"
 }
 
-func pageSize(n int32) (int, error) {
+// pageArgs reads a List request's page size (default DefaultPageSize,
+// capped at MaxPageSize) and page token. Page tokens are the last id of the
+// previous page, opaque to clients.
+func pageArgs(size int32, token string) (n int, after string, err error) {
 	switch {
-	case n < 0:
-		return 0, &fsm.InvalidError{Field: "page_size", Reason: "must not be negative"}
-	case n == 0:
-		return DefaultPageSize, nil
-	case n > MaxPageSize:
-		return MaxPageSize, nil
+	case size < 0:
+		return 0, "", &fsm.InvalidError{Field: "page_size", Reason: "must not be negative"}
+	case size == 0:
+		n = DefaultPageSize
+	default:
+		n = min(int(size), MaxPageSize)
 	}
-	return int(n), nil
+	b, err := base64.RawURLEncoding.DecodeString(token)
+	if err != nil {
+		return 0, "", &fsm.InvalidError{Field: "page_token", Reason: "is not a token returned by this server"}
+	}
+	return n, string(b), nil
 }
 
-// Page tokens are the last id of the previous page, opaque to clients.
-func decodePageToken(tok string) (string, error) {
-	b, err := base64.RawURLEncoding.DecodeString(tok)
-	if err != nil {
-		return "", &fsm.InvalidError{Field: "page_token", Reason: "is not a token returned by this server"}
+// page trims a list fetched with limit n+1 to n and returns the token of
+// the next page, empty on the last one.
+func page[T any](list []T, n int, id func(T) string) ([]T, string) {
+	if len(list) <= n {
+		return list, ""
 	}
-	return string(b), nil
+	list = list[:n]
+	return list, encodePageToken(id(list[n-1]))
 }
 
 func encodePageToken(last string) string { return base64.RawURLEncoding.EncodeToString([]byte(last)) }
@@ -101,11 +109,7 @@ func (h *handlers) GetMachine(ctx context.Context, req *pb.GetMachineRequest) (*
 }
 
 func (h *handlers) ListMachines(ctx context.Context, req *pb.ListMachinesRequest) (*pb.ListMachinesResponse, error) {
-	n, err := pageSize(req.GetPageSize())
-	if err != nil {
-		return nil, err
-	}
-	after, err := decodePageToken(req.GetPageToken())
+	n, after, err := pageArgs(req.GetPageSize(), req.GetPageToken())
 	if err != nil {
 		return nil, err
 	}
@@ -114,10 +118,7 @@ func (h *handlers) ListMachines(ctx context.Context, req *pb.ListMachinesRequest
 		return nil, err
 	}
 	resp := &pb.ListMachinesResponse{}
-	if len(list) > n {
-		list = list[:n]
-		resp.NextPageToken = encodePageToken(list[n-1].ID)
-	}
+	list, resp.NextPageToken = page(list, n, func(m engine.MachineInfo) string { return m.ID })
 	for _, m := range list {
 		resp.Machines = append(resp.Machines, machineToProto(m))
 	}
@@ -160,11 +161,7 @@ func (h *handlers) GetInstance(ctx context.Context, req *pb.GetInstanceRequest) 
 }
 
 func (h *handlers) ListInstances(ctx context.Context, req *pb.ListInstancesRequest) (*pb.ListInstancesResponse, error) {
-	n, err := pageSize(req.GetPageSize())
-	if err != nil {
-		return nil, err
-	}
-	after, err := decodePageToken(req.GetPageToken())
+	n, after, err := pageArgs(req.GetPageSize(), req.GetPageToken())
 	if err != nil {
 		return nil, err
 	}
@@ -177,10 +174,7 @@ func (h *handlers) ListInstances(ctx context.Context, req *pb.ListInstancesReque
 		return nil, err
 	}
 	resp := &pb.ListInstancesResponse{}
-	if len(list) > n {
-		list = list[:n]
-		resp.NextPageToken = encodePageToken(list[n-1].ID)
-	}
+	list, resp.NextPageToken = page(list, n, func(in fsm.Instance) string { return in.ID })
 	for i := range list {
 		resp.Instances = append(resp.Instances, instanceToProto(&list[i], nil))
 	}
