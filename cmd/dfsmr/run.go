@@ -172,15 +172,6 @@ func timeoutInterceptor(d time.Duration) grpc.UnaryClientInterceptor {
 	}
 }
 
-// withTimeout bounds a call that the interceptor does not cover (a stream
-// that is expected to end at once).
-func (a *app) withTimeout() (context.Context, context.CancelFunc) {
-	if a.timeout <= 0 {
-		return context.WithCancel(a.ctx)
-	}
-	return context.WithTimeout(a.ctx, a.timeout)
-}
-
 // usageError is a wrong command line: exit code 2.
 type usageError struct{ err error }
 

@@ -65,7 +65,8 @@ func (r *readTx) Machine(id string, version uint32) (store.MachineRecord, error)
 // the key before the first key past every id sep version key.
 func latestMachine(c *bbolt.Cursor, id string) []byte {
 	end := []byte(id + "\x01")
-	k, v := c.Seek(end)
+	k, _ := c.Seek(end)
+	var v []byte
 	if k == nil {
 		k, v = c.Last()
 	} else {
