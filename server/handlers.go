@@ -7,6 +7,7 @@ import (
 	"time"
 
 	pb "github.com/dfsmr/dfsmr/gen/dfsmr/v1"
+	"github.com/dfsmr/dfsmr/server/auth"
 	"github.com/dfsmr/dfsmr/server/changes"
 	"github.com/dfsmr/dfsmr/server/engine"
 	"github.com/dfsmr/dfsmr/server/fsm"
@@ -35,8 +36,12 @@ type handlers struct {
 }
 
 // actor names the caller of an instance or machine RPC in the changelog:
-// its peer address. Work RPCs are recorded under the lease's worker.
+// its principal, or its peer address without authentication. Work RPCs are
+// recorded under the lease's worker.
 func actor(ctx context.Context) string {
+	if p, ok := auth.FromContext(ctx); ok {
+		return p.Name
+	}
 	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
 		return p.Addr.String()
 	}
@@ -197,7 +202,23 @@ func (h *handlers) CancelInstance(ctx context.Context, req *pb.CancelInstanceReq
 	return &pb.CancelInstanceResponse{Instance: instanceToProto(&in, nil)}, nil
 }
 
+// mayWork checks that a worker restricted to some machines may work on
+// instance id.
+func (h *handlers) mayWork(ctx context.Context, id string) error {
+	if p, ok := auth.FromContext(ctx); !ok || !p.Restricted() {
+		return nil
+	}
+	in, _, err := h.eng.GetInstance(ctx, id, false)
+	if err != nil {
+		return err
+	}
+	return auth.CheckMachine(ctx, in.Machine)
+}
+
 func (h *handlers) Ready(ctx context.Context, req *pb.ReadyRequest) (*pb.ReadyResponse, error) {
+	if err := auth.CheckMachine(ctx, req.GetMachine()); err != nil {
+		return nil, err
+	}
 	wait, err := durationArg("wait", req.GetWait())
 	if err != nil {
 		return nil, err
@@ -210,6 +231,9 @@ func (h *handlers) Ready(ctx context.Context, req *pb.ReadyRequest) (*pb.ReadyRe
 }
 
 func (h *handlers) Transition(ctx context.Context, req *pb.TransitionRequest) (*pb.TransitionResponse, error) {
+	if err := h.mayWork(ctx, req.GetId()); err != nil {
+		return nil, err
+	}
 	a := engine.TransitionArgs{
 		ID:         req.GetId(),
 		Token:      req.GetToken(),
@@ -232,6 +256,9 @@ func (h *handlers) Transition(ctx context.Context, req *pb.TransitionRequest) (*
 }
 
 func (h *handlers) Heartbeat(ctx context.Context, req *pb.HeartbeatRequest) (*pb.HeartbeatResponse, error) {
+	if err := h.mayWork(ctx, req.GetId()); err != nil {
+		return nil, err
+	}
 	exp, err := h.eng.Heartbeat(ctx, req.GetId(), req.GetToken(), "")
 	if err != nil {
 		return nil, err
@@ -240,6 +267,9 @@ func (h *handlers) Heartbeat(ctx context.Context, req *pb.HeartbeatRequest) (*pb
 }
 
 func (h *handlers) Relinquish(ctx context.Context, req *pb.RelinquishRequest) (*pb.RelinquishResponse, error) {
+	if err := h.mayWork(ctx, req.GetId()); err != nil {
+		return nil, err
+	}
 	in, err := h.eng.Relinquish(ctx, req.GetId(), req.GetToken(), "")
 	if err != nil {
 		return nil, err

@@ -61,6 +61,45 @@ type Config struct {
 	Logger *slog.Logger
 	// Clock is the time source; default the wall clock.
 	Clock clock.Clock
+
+	// TLSCert is the PEM certificate chain the server presents; with
+	// TLSKey it turns TLS on. Both files are reloaded when they change.
+	// Empty: plaintext.
+	TLSCert string `yaml:"tls_cert"`
+	// TLSKey is the PEM private key of TLSCert.
+	TLSKey string `yaml:"tls_key"`
+	// ClientCA, when set, is a PEM bundle of CA certificates: every client
+	// must present a certificate one of them signed (mutual TLS), whose
+	// name Tokens maps to roles. Needs TLSCert and Tokens.
+	ClientCA string `yaml:"client_ca"`
+	// Tokens is the tokens file (see package auth) that turns
+	// authentication on: every call but health and reflection then needs a
+	// bearer token or a client certificate it lists, with a role allowed
+	// to call the RPC. Reloaded on change and by Server.Reload. Empty: no
+	// authentication.
+	Tokens string `yaml:"tokens"`
+	// Insecure allows listening beyond loopback without TLS and
+	// authentication. Without it such a server refuses to start.
+	Insecure bool `yaml:"insecure"`
+	// NoReflection turns gRPC server reflection off.
+	NoReflection bool `yaml:"no_reflection"`
+	// MaxConcurrentStreams bounds the calls in flight on one connection;
+	// default DefaultMaxConcurrentStreams.
+	MaxConcurrentStreams uint32 `yaml:"max_concurrent_streams"`
+	// MaxRecvMsgBytes bounds a request message; a larger one fails with
+	// RESOURCE_EXHAUSTED. Default DefaultMaxRecvMsgBytes.
+	MaxRecvMsgBytes int `yaml:"max_recv_msg_bytes"`
+	// RateLimit is the calls per second each client (principal, or IP
+	// address without authentication) may make; more fail with
+	// RESOURCE_EXHAUSTED. Default DefaultRateLimit; negative: no limit.
+	RateLimit float64 `yaml:"rate_limit"`
+	// RateBurst is how many calls above RateLimit a client may make at
+	// once; default DefaultRateBurst.
+	RateBurst int `yaml:"rate_burst"`
+	// MaxStreamsPerClient bounds the streams one client keeps open; one
+	// more fails with RESOURCE_EXHAUSTED. Default
+	// DefaultMaxStreamsPerClient; negative: no limit.
+	MaxStreamsPerClient int `yaml:"max_streams_per_client"`
 }
 
 // WithDefaults returns c with every zero field set to its default.
@@ -80,7 +119,7 @@ func (c Config) WithDefaults() Config {
 	if c.Clock == nil {
 		c.Clock = clock.Real{}
 	}
-	return c
+	return c.securityDefaults()
 }
 
 // Validate reports the first invalid field.
@@ -93,7 +132,7 @@ func (c Config) Validate() error {
 			return fmt.Errorf("machines dir %q is not a directory", c.MachinesDir)
 		}
 	}
-	return nil
+	return c.validateSecurity()
 }
 
 // Server is a running dfsmr: store, engine, changelog and gRPC.
@@ -105,6 +144,7 @@ type Server struct {
 	hub    *changes.Hub
 	grpc   *grpc.Server
 	health *health.Server
+	guard  *guard
 	lis    net.Listener
 
 	stopOnce sync.Once
@@ -120,6 +160,11 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger.With("component", "server"), serveErr: make(chan error, 1)}
+	g, err := newGuard(cfg)
+	if err != nil {
+		return nil, err
+	}
+	s.guard = g
 
 	// The store's commit hook feeds the engine and the hub, which need the
 	// store to exist first: route it through a pointer set below.
@@ -150,18 +195,21 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	}
 
 	h := &handlers{eng: s.engine, hub: s.hub}
-	s.grpc = grpc.NewServer(serverOptions(cfg.Logger)...)
+	s.grpc = grpc.NewServer(serverOptions(cfg, g)...)
 	pb.RegisterMachineServiceServer(s.grpc, h)
 	pb.RegisterInstanceServiceServer(s.grpc, h)
 	pb.RegisterWorkServiceServer(s.grpc, h)
 	pb.RegisterChangesServiceServer(s.grpc, h)
 	s.health = health.NewServer()
 	healthpb.RegisterHealthServer(s.grpc, s.health)
-	reflection.Register(s.grpc)
+	if !cfg.NoReflection {
+		reflection.Register(s.grpc)
+	}
 	return s, nil
 }
 
-func serverOptions(log *slog.Logger) []grpc.ServerOption {
+func serverOptions(cfg Config, g *guard) []grpc.ServerOption {
+	log := cfg.Logger
 	rpcLog := log.With("component", "grpc")
 	logger := logging.LoggerFunc(func(ctx context.Context, lvl logging.Level, msg string, fields ...any) {
 		rpcLog.Log(ctx, slog.Level(lvl), msg, fields...)
@@ -174,20 +222,21 @@ func serverOptions(log *slog.Logger) []grpc.ServerOption {
 		rpcLog.Error("panic in handler", "panic", p)
 		return status.Error(codes.Internal, "internal error")
 	})
-	return []grpc.ServerOption{
-		// Recovery is outermost so that a panic anywhere below, including
-		// in logging, becomes INTERNAL instead of killing the server.
-		grpc.ChainUnaryInterceptor(
-			recovery.UnaryServerInterceptor(panicked),
-			logging.UnaryServerInterceptor(logger, logOpts...),
-			unaryErrors(log),
-		),
-		grpc.ChainStreamInterceptor(
-			recovery.StreamServerInterceptor(panicked),
-			logging.StreamServerInterceptor(logger, logOpts...),
-			streamErrors(log),
-		),
+	// Recovery is outermost so that a panic anywhere below, including in
+	// logging, becomes INTERNAL instead of killing the server. The guard
+	// (authentication, then limits) comes after logging, so that refused
+	// calls are logged too.
+	unary := []grpc.UnaryServerInterceptor{
+		recovery.UnaryServerInterceptor(panicked),
+		logging.UnaryServerInterceptor(logger, logOpts...),
 	}
+	unary = append(append(unary, g.unary()...), unaryErrors(log))
+	stream := []grpc.StreamServerInterceptor{
+		recovery.StreamServerInterceptor(panicked),
+		logging.StreamServerInterceptor(logger, logOpts...),
+	}
+	stream = append(append(stream, g.stream()...), streamErrors(log))
+	return append(g.options(cfg), grpc.ChainUnaryInterceptor(unary...), grpc.ChainStreamInterceptor(stream...))
 }
 
 // codeLevel logs successful calls at debug (a busy server makes thousands
@@ -267,6 +316,8 @@ func (s *Server) Start(ctx context.Context, lis net.Listener) error {
 		if lis, err = net.Listen("tcp", s.cfg.Addr); err != nil {
 			return err
 		}
+	} else if err := s.cfg.checkExposure(lis.Addr().String()); err != nil {
+		return err
 	}
 	s.lis = lis
 	if err := s.engine.Start(ctx); err != nil {
@@ -274,7 +325,10 @@ func (s *Server) Start(ctx context.Context, lis net.Listener) error {
 	}
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	go func() { s.serveErr <- s.grpc.Serve(lis) }()
-	s.log.Info("serving", "addr", lis.Addr().String(), "db", s.cfg.DB)
+	s.log.Info("serving", "addr", lis.Addr().String(), "db", s.cfg.DB, "tls", s.guard.creds != nil, "mtls", s.cfg.ClientCA != "", "auth", s.guard.auth != nil)
+	if !loopback(lis.Addr().String()) && (s.guard.creds == nil || s.guard.auth == nil) {
+		s.log.Warn("serving beyond loopback without TLS and authentication (--insecure): anyone who reaches this address controls dfsmr")
+	}
 	return nil
 }
 

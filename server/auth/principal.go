@@ -32,6 +32,9 @@ func (p *Principal) Has(want Role) bool {
 	return slices.ContainsFunc(p.Roles, func(r Role) bool { return r.Grants(want) })
 }
 
+// Restricted reports whether p works only on listed machines.
+func (p *Principal) Restricted() bool { return len(p.Machines) > 0 && !p.Has(RoleAdmin) }
+
 type principalKey struct{}
 
 // NewContext returns ctx carrying p.
@@ -64,7 +67,7 @@ func CheckDevice(ctx context.Context, id string) error {
 // Otherwise the error is a PERMISSION_DENIED status.
 func CheckMachine(ctx context.Context, machine string) error {
 	p, ok := FromContext(ctx)
-	if !ok || p.Has(RoleAdmin) || len(p.Machines) == 0 || slices.Contains(p.Machines, machine) {
+	if !ok || !p.Restricted() || slices.Contains(p.Machines, machine) {
 		return nil
 	}
 	if machine == "" {

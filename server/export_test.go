@@ -1,0 +1,7 @@
+package server
+
+import "google.golang.org/grpc"
+
+// ServiceInfo lists the services and RPCs the gRPC server registered, so
+// that tests can walk the whole API surface.
+func (s *Server) ServiceInfo() map[string]grpc.ServiceInfo { return s.grpc.GetServiceInfo() }

@@ -1,0 +1,121 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/dfsmr/dfsmr/server/auth"
+	"github.com/dfsmr/dfsmr/server/clock"
+	"golang.org/x/time/rate"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+)
+
+// maxTrackedClients is the number of clients whose rate buckets are kept
+// before idle ones are dropped. Dropping a bucket that has refilled loses
+// nothing; see clientRates.sweep.
+const maxTrackedClients = 4096
+
+// clientKey names the client of a call for its limits: the authenticated
+// principal, or the peer's IP address when the server runs without
+// authentication. It is never read from request metadata, which the client
+// controls.
+func clientKey(ctx context.Context) string {
+	if p, ok := auth.FromContext(ctx); ok {
+		return "principal:" + p.Name
+	}
+	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
+		host, _, err := net.SplitHostPort(p.Addr.String())
+		if err != nil {
+			return "addr:" + p.Addr.String()
+		}
+		return "ip:" + host
+	}
+	return "unknown"
+}
+
+// clientRates is a token bucket per client, the Limiter of
+// go-grpc-middleware's ratelimit interceptors.
+type clientRates struct {
+	limit rate.Limit
+	burst int
+	clock clock.Clock
+
+	mu      sync.Mutex
+	buckets map[string]*rate.Limiter
+}
+
+func newClientRates(perSecond float64, burst int, c clock.Clock) *clientRates {
+	return &clientRates{limit: rate.Limit(perSecond), burst: burst, clock: c, buckets: map[string]*rate.Limiter{}}
+}
+
+// Limit takes a token from the caller's bucket; an empty bucket is an
+// error, which the interceptor turns into RESOURCE_EXHAUSTED.
+func (r *clientRates) Limit(ctx context.Context) error {
+	key := clientKey(ctx)
+	now := r.clock.Now()
+	r.mu.Lock()
+	b, ok := r.buckets[key]
+	if !ok {
+		if len(r.buckets) >= maxTrackedClients {
+			r.sweep(now)
+		}
+		b = rate.NewLimiter(r.limit, r.burst)
+		r.buckets[key] = b
+	}
+	allowed := b.AllowN(now, 1)
+	r.mu.Unlock()
+	if !allowed {
+		return fmt.Errorf("client %s is over its rate limit of %g calls/s (burst %d; rate_limit, rate_burst)", key, float64(r.limit), r.burst)
+	}
+	return nil
+}
+
+// sweep drops the buckets that have refilled: a new bucket for the same
+// client starts full too, so nothing is lost.
+func (r *clientRates) sweep(now time.Time) {
+	for k, b := range r.buckets {
+		if b.TokensAt(now) >= float64(r.burst) {
+			delete(r.buckets, k)
+		}
+	}
+}
+
+// clientStreams counts the open streams of each client and refuses more
+// than max.
+type clientStreams struct {
+	max  int
+	mu   sync.Mutex
+	open map[string]int
+}
+
+func newClientStreams(max int) *clientStreams {
+	return &clientStreams{max: max, open: map[string]int{}}
+}
+
+func (c *clientStreams) interceptor() grpc.StreamServerInterceptor {
+	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+		key := clientKey(ss.Context())
+		c.mu.Lock()
+		n := c.open[key]
+		if n >= c.max {
+			c.mu.Unlock()
+			return status.Errorf(codes.ResourceExhausted, "client %s has %d streams open; the limit is %d (max_streams_per_client)", key, n, c.max)
+		}
+		c.open[key] = n + 1
+		c.mu.Unlock()
+		defer func() {
+			c.mu.Lock()
+			if c.open[key]--; c.open[key] == 0 {
+				delete(c.open, key)
+			}
+			c.mu.Unlock()
+		}()
+		return handler(srv, ss)
+	}
+}
