@@ -124,6 +124,7 @@ func loopback(addr string) bool {
 // guard is the server's transport security, authentication and per-client
 // limits.
 type guard struct {
+	codec   *malformed
 	creds   credentials.TransportCredentials // nil: plaintext
 	auth    *auth.Authenticator              // nil: no authentication
 	rates   *clientRates                     // nil: no rate limit
@@ -131,7 +132,7 @@ type guard struct {
 }
 
 func newGuard(cfg Config) (*guard, error) {
-	g := &guard{}
+	g := &guard{codec: newMalformed()}
 	if cfg.TLSCert != "" {
 		tc, err := tlsconf.Server(tlsconf.Files{Cert: cfg.TLSCert, Key: cfg.TLSKey, ClientCA: cfg.ClientCA}, cfg.Logger)
 		if err != nil {
@@ -161,6 +162,7 @@ func (g *guard) options(cfg Config) []grpc.ServerOption {
 		grpc.MaxConcurrentStreams(cfg.MaxConcurrentStreams),
 		grpc.MaxRecvMsgSize(cfg.MaxRecvMsgBytes),
 		grpc.MaxHeaderListSize(maxHeaderListBytes),
+		grpc.ForceServerCodecV2(g.codec),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: keepaliveMinTime, PermitWithoutStream: true}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: keepaliveTime, Timeout: keepaliveTimeout}),
 	}
@@ -174,10 +176,11 @@ func (g *guard) options(cfg Config) []grpc.ServerOption {
 // services (health, reflection).
 var guarded = selector.MatchFunc(func(_ context.Context, c interceptors.CallMeta) bool { return !auth.Open(c.Service) })
 
-// unary returns the unary interceptors, in order: authentication and
-// authorization first, so that the limits count principals.
+// unary returns the unary interceptors, in order: requests that did not
+// decode end first; then authentication and authorization, so that the
+// limits count principals.
 func (g *guard) unary() []grpc.UnaryServerInterceptor {
-	var out []grpc.UnaryServerInterceptor
+	out := []grpc.UnaryServerInterceptor{g.codec.unary()}
 	if g.auth != nil {
 		out = append(out, selector.UnaryServerInterceptor(grpcauth.UnaryServerInterceptor(g.auth.Authorize), guarded))
 	}
@@ -189,7 +192,7 @@ func (g *guard) unary() []grpc.UnaryServerInterceptor {
 
 // stream returns the stream interceptors, in the order of unary.
 func (g *guard) stream() []grpc.StreamServerInterceptor {
-	var out []grpc.StreamServerInterceptor
+	out := []grpc.StreamServerInterceptor{g.codec.stream()}
 	if g.auth != nil {
 		out = append(out, selector.StreamServerInterceptor(grpcauth.StreamServerInterceptor(g.auth.Authorize), guarded))
 	}

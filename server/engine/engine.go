@@ -237,6 +237,9 @@ func (e *Engine) apply(tx store.Tx, m *fsm.Machine, in fsm.Instance, ev fsm.Even
 	if err != nil {
 		return err
 	}
+	if err := checkParamsGrowth(in.Params, next.Params); err != nil {
+		return err
+	}
 	if out != nil {
 		*out = next
 	}

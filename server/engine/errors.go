@@ -30,6 +30,12 @@ const (
 	MaxReasonBytes = 1 << 10
 	// MaxWait bounds a long-polling Ready.
 	MaxWait = 5 * time.Minute
+	// MaxInstanceParams bounds the params an instance accumulates over its
+	// transitions and signals.
+	MaxInstanceParams = 256
+	// MaxInstanceParamsBytes bounds the total size of an instance's param
+	// keys and values.
+	MaxInstanceParamsBytes = 256 << 10
 )
 
 func invalid(field, format string, args ...any) error {
@@ -71,4 +77,26 @@ func checkParams(field string, params map[string]string) error {
 		}
 	}
 	return nil
+}
+
+// checkParamsGrowth refuses an event whose params would take an instance
+// past MaxInstanceParams or MaxInstanceParamsBytes. Only growth is refused,
+// so an instance already past a limit can still move on.
+func checkParamsGrowth(before, after map[string]string) error {
+	nb, na := paramsBytes(before), paramsBytes(after)
+	switch {
+	case len(after) > MaxInstanceParams && len(after) > len(before):
+		return invalid("params", "would give the instance %d params; the limit is %d per instance", len(after), MaxInstanceParams)
+	case na > MaxInstanceParamsBytes && na > nb:
+		return invalid("params", "would give the instance %d bytes of params; the limit is %d per instance", na, MaxInstanceParamsBytes)
+	}
+	return nil
+}
+
+func paramsBytes(p map[string]string) int {
+	n := 0
+	for k, v := range p {
+		n += len(k) + len(v)
+	}
+	return n
 }
