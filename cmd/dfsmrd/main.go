@@ -2,8 +2,9 @@
 // state in one bbolt file, the bundled machines defined at start.
 //
 // Every flag can also be set through the environment (DFSMR_ADDR, DFSMR_DB,
-// DFSMR_MACHINES, DFSMR_LOG_FORMAT, DFSMR_LOG_LEVEL); a flag on the command
-// line wins over the environment.
+// DFSMR_MACHINES, DFSMR_LOG_FORMAT, DFSMR_LOG_LEVEL, DFSMR_TLS_CERT, ...:
+// the flag's name in upper case with DFSMR_ before it); a flag on the
+// command line wins over the environment. SIGHUP re-reads the tokens file.
 package main
 
 import (
@@ -41,6 +42,11 @@ func run(args []string, stderr io.Writer) int {
 	fs.StringVar(&cfg.MachinesDir, "machines", env("DFSMR_MACHINES", ""), "directory of extra *.yaml machine definitions to define at start (env DFSMR_MACHINES)")
 	logFormat := fs.String("log-format", env("DFSMR_LOG_FORMAT", "text"), "log format: text or json (env DFSMR_LOG_FORMAT)")
 	logLevel := fs.String("log-level", env("DFSMR_LOG_LEVEL", "info"), "log level: debug, info, warn or error (env DFSMR_LOG_LEVEL)")
+	securityFlags(fs, &cfg)
+	if err := setFromEnv(fs); err != nil {
+		fmt.Fprintln(stderr, "dfsmrd:", err)
+		return 2
+	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -70,6 +76,7 @@ func run(args []string, stderr io.Writer) int {
 		s.Stop(context.Background())
 		return 1
 	}
+	defer reloadOnHangup(s, log)()
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- s.Wait() }()
 	select {
