@@ -31,6 +31,10 @@ const (
 	defaultAddr    = "127.0.0.1:5003"
 	defaultTimeout = 10 * time.Second
 	envAddr        = "DFSMR_ADDR"
+	envToken       = "DFSMR_TOKEN"
+	envTLSCA       = "DFSMR_TLS_CA"
+	envClientCert  = "DFSMR_CLIENT_CERT"
+	envClientKey   = "DFSMR_CLIENT_KEY"
 )
 
 // Output formats.
@@ -50,6 +54,11 @@ type app struct {
 	addr    string
 	output  string
 	timeout time.Duration
+	token   string
+	tls     bool
+	tlsCA   string
+	tlsCert string
+	tlsKey  string
 
 	c *client.Client
 }
@@ -107,6 +116,11 @@ then one line per field violation); 2 usage error; 3 "ready" found no work.`,
 	pf.StringVar(&a.addr, "addr", addr, "server address (env "+envAddr+")")
 	pf.StringVarP(&a.output, "output", "o", outputTable, "output format: table or json (protojson, one object per line)")
 	pf.DurationVar(&a.timeout, "timeout", defaultTimeout, "deadline of each call (0: none); ready adds its --wait, and streams have none")
+	pf.StringVar(&a.token, "token", os.Getenv(envToken), "bearer token (env "+envToken+"); needs TLS")
+	pf.BoolVar(&a.tls, "tls", false, "use TLS with the system's root CAs (implied by --tls-ca and --tls-cert)")
+	pf.StringVar(&a.tlsCA, "tls-ca", os.Getenv(envTLSCA), "PEM bundle of the CAs of the server's certificate (env "+envTLSCA+")")
+	pf.StringVar(&a.tlsCert, "tls-cert", os.Getenv(envClientCert), "PEM client certificate, for mutual TLS (env "+envClientCert+")")
+	pf.StringVar(&a.tlsKey, "tls-key", os.Getenv(envClientKey), "PEM key of --tls-cert (env "+envClientKey+")")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 
 	root.AddGroup(
@@ -136,6 +150,7 @@ then one line per field violation); 2 usage error; 3 "ready" found no work.`,
 	c := a.changesCommand()
 	c.GroupID = "changes"
 	root.AddCommand(c)
+	root.AddCommand(a.tokenCommand())
 	return root
 }
 
@@ -146,12 +161,35 @@ func (a *app) client() (*client.Client, error) {
 	if a.c != nil {
 		return a.c, nil
 	}
-	c, err := client.Dial(a.addr, grpc.WithChainUnaryInterceptor(timeoutInterceptor(a.timeout)))
+	opts, err := a.credentials()
+	if err != nil {
+		return nil, err
+	}
+	c, err := client.Dial(a.addr, append(opts, grpc.WithChainUnaryInterceptor(timeoutInterceptor(a.timeout)))...)
 	if err != nil {
 		return nil, err
 	}
 	a.c = c
 	return c, nil
+}
+
+// credentials returns the dial options of the TLS and token flags.
+func (a *app) credentials() ([]grpc.DialOption, error) {
+	var opts []grpc.DialOption
+	if a.tls || a.tlsCA != "" || a.tlsCert != "" || a.tlsKey != "" {
+		o, err := client.WithTLS(client.TLSFiles{CA: a.tlsCA, Cert: a.tlsCert, Key: a.tlsKey})
+		if err != nil {
+			return nil, usageError{err}
+		}
+		opts = append(opts, o)
+	}
+	if a.token != "" {
+		if len(opts) == 0 {
+			return nil, usageErrorf("--token needs TLS (--tls, --tls-ca): a token sent in the clear is a token given away")
+		}
+		opts = append(opts, client.WithToken(a.token))
+	}
+	return opts, nil
 }
 
 // timeoutInterceptor gives each unary call without a deadline one of d
