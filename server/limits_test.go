@@ -3,7 +3,9 @@ package server_test
 import (
 	"context"
 	"fmt"
+	"io"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -292,5 +294,49 @@ func TestMemoryBoundedUnderOversizedRequests(t *testing.T) {
 	// server's buffers are garbage once the calls end.
 	if after > before+64<<20 {
 		t.Fatalf("heap grew by %d MiB after the burst", (after-before)>>20)
+	}
+}
+
+func TestHistoryBounded(t *testing.T) {
+	env := mustServer(t, server.Config{NoBundled: true, MaxHistory: 3})
+	ctx := context.Background()
+	define(t, env, orderYAML)
+	if _, err := env.instances.StartInstance(ctx, &pb.StartInstanceRequest{Id: "o", Machine: "order"}); err != nil {
+		t.Fatal(err)
+	}
+	for _, sig := range []string{"hold", "release", "hold", "release"} {
+		if _, err := env.instances.SignalInstance(ctx, &pb.SignalInstanceRequest{Id: "o", Signal: sig}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := env.instances.GetInstance(ctx, &pb.GetInstanceRequest{Id: "o", IncludeHistory: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, c := range got.GetInstance().GetHistory() {
+		names = append(names, c.GetTransition())
+	}
+	if want := []string{"release", "hold", "release"}; !slices.Equal(names, want) {
+		t.Fatalf("history = %v, want the last three %v", names, want)
+	}
+	// The changelog keeps every change.
+	st, err := env.changes.Changes(ctx, &pb.ChangesRequest{FromSeq: 1, Instance: "o", StopAtHead: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for {
+		_, err := st.Recv()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		n++
+	}
+	if n != 5 {
+		t.Fatalf("changelog of o: %d changes, want 5", n)
 	}
 }

@@ -83,8 +83,8 @@ func (c Config) validateSecurity() error {
 		return errors.New("tls: a client CA (--client-ca) needs the server's certificate and key (--tls-cert, --tls-key)")
 	case c.ClientCA != "" && c.Tokens == "":
 		return errors.New("tls: a client CA (--client-ca) needs a tokens file (--tokens) that gives the certificates' names their roles")
-	case c.MaxRecvMsgBytes < 0, c.RateBurst < 0:
-		return errors.New("max_recv_msg_bytes and rate_burst must not be negative")
+	case c.MaxRecvMsgBytes < 0, c.RateBurst < 0, c.MaxHistory < 0:
+		return errors.New("max_recv_msg_bytes, rate_burst and max_history must not be negative")
 	}
 	return c.checkExposure(c.Addr)
 }

@@ -100,6 +100,10 @@ type Config struct {
 	// more fails with RESOURCE_EXHAUSTED. Default
 	// DefaultMaxStreamsPerClient; negative: no limit.
 	MaxStreamsPerClient int `yaml:"max_streams_per_client"`
+	// MaxHistory bounds the changes GetInstance returns for one instance:
+	// the last ones (the changelog keeps them all). Default
+	// engine.DefaultMaxHistory.
+	MaxHistory int `yaml:"max_history"`
 }
 
 // WithDefaults returns c with every zero field set to its default.
@@ -182,7 +186,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	s.store = st
 	s.hub = changes.New(st, changes.Options{Logger: cfg.Logger})
-	s.engine = engine.New(st, engine.Options{Clock: cfg.Clock, Logger: cfg.Logger})
+	s.engine = engine.New(st, engine.Options{Clock: cfg.Clock, Logger: cfg.Logger, MaxHistory: cfg.MaxHistory})
 	hook := func(c []fsm.Change) {
 		s.hub.Publish(c)
 		s.engine.OnCommit(c)

@@ -9,6 +9,7 @@ import (
 	"syscall"
 
 	"github.com/dfsmr/dfsmr/server"
+	"github.com/dfsmr/dfsmr/server/engine"
 )
 
 // securityFlags defines the flags of transport security, authentication
@@ -24,6 +25,7 @@ func securityFlags(fs *flag.FlagSet, cfg *server.Config) {
 	fs.IntVar(&cfg.MaxRecvMsgBytes, "max-recv-msg-bytes", 0, fmt.Sprintf("largest request message (default %d; env DFSMR_MAX_RECV_MSG_BYTES)", server.DefaultMaxRecvMsgBytes))
 	fs.Float64Var(&cfg.RateLimit, "rate-limit", 0, fmt.Sprintf("calls per second per client, negative for none (default %d; env DFSMR_RATE_LIMIT)", server.DefaultRateLimit))
 	fs.IntVar(&cfg.RateBurst, "rate-burst", 0, fmt.Sprintf("calls a client may make at once above --rate-limit (default %d; env DFSMR_RATE_BURST)", server.DefaultRateBurst))
+	fs.IntVar(&cfg.MaxHistory, "max-history", 0, fmt.Sprintf("changes of one instance GetInstance returns, the last ones (default %d; env DFSMR_MAX_HISTORY)", engine.DefaultMaxHistory))
 	fs.IntVar(&cfg.MaxStreamsPerClient, "max-streams-per-client", 0, fmt.Sprintf("open streams per client, negative for no limit (default %d; env DFSMR_MAX_STREAMS_PER_CLIENT)", server.DefaultMaxStreamsPerClient))
 }
 
@@ -40,6 +42,7 @@ var envOf = map[string]string{
 	"rate-limit":             "DFSMR_RATE_LIMIT",
 	"rate-burst":             "DFSMR_RATE_BURST",
 	"max-streams-per-client": "DFSMR_MAX_STREAMS_PER_CLIENT",
+	"max-history":            "DFSMR_MAX_HISTORY",
 }
 
 // setFromEnv sets the flags of envOf from the environment. It runs before

@@ -20,6 +20,9 @@ import (
 // timeouts).
 const SystemActor = "dfsmr"
 
+// DefaultMaxHistory is the default of Options.MaxHistory.
+const DefaultMaxHistory = 1000
+
 // dueBatch bounds how many due instances one transaction of the scheduler
 // handles, so one overdue backlog cannot make a huge transaction.
 const dueBatch = 256
@@ -33,6 +36,10 @@ type Options struct {
 	Rand *rand.Rand
 	// Logger receives the engine's logs; default slog.Default().
 	Logger *slog.Logger
+	// MaxHistory bounds the changes GetInstance returns: the last ones of
+	// an instance that loops or retries for long. Default
+	// DefaultMaxHistory.
+	MaxHistory int
 }
 
 // Engine runs the operations of dfsmr against a store.
@@ -44,6 +51,8 @@ type Engine struct {
 	wait   waiters
 	randMu sync.Mutex
 	rand   *rand.Rand
+
+	maxHistory int
 
 	sched *sched.Scheduler
 }
@@ -60,11 +69,15 @@ func New(st store.Store, opts Options) *Engine {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
+	if opts.MaxHistory <= 0 {
+		opts.MaxHistory = DefaultMaxHistory
+	}
 	e := &Engine{
-		st:    st,
-		clock: opts.Clock,
-		log:   opts.Logger.With("component", "engine"),
-		rand:  opts.Rand,
+		st:         st,
+		clock:      opts.Clock,
+		log:        opts.Logger.With("component", "engine"),
+		rand:       opts.Rand,
+		maxHistory: opts.MaxHistory,
 	}
 	e.sched = sched.New(sched.Options{Clock: opts.Clock, Logger: opts.Logger, Load: e.loadDue, Fire: e.fireDue, Batch: dueBatch})
 	return e

@@ -115,7 +115,8 @@ func startDiff(old fsm.Instance, hist []fsm.Change, a StartArgs) string {
 	return ""
 }
 
-// GetInstance returns an instance and, when history is set, its changes.
+// GetInstance returns an instance and, when history is set, its last
+// Options.MaxHistory changes, oldest first. The changelog keeps them all.
 func (e *Engine) GetInstance(ctx context.Context, id string, history bool) (in fsm.Instance, hist []fsm.Change, err error) {
 	if err := checkText("id", id, true, MaxIDBytes); err != nil {
 		return in, nil, err
@@ -130,6 +131,9 @@ func (e *Engine) GetInstance(ctx context.Context, id string, history bool) (in f
 		}
 		return err
 	})
+	if len(hist) > e.maxHistory {
+		hist = hist[len(hist)-e.maxHistory:]
+	}
 	return in, hist, err
 }
 
