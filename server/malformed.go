@@ -46,7 +46,7 @@ func (c *malformed) Unmarshal(data mem.BufferSlice, v any) error {
 	desc := m.ProtoReflect().Descriptor()
 	msg := fmt.Sprintf("the request is not a valid %s: %v", desc.FullName(), err)
 	st := status.New(codes.InvalidArgument, msg)
-	if field := badUTF8(desc, data.Materialize(), ""); field != "" {
+	if field := badUTF8(desc, data.Materialize(), "", 0); field != "" {
 		if d, derr := st.WithDetails(&errdetails.BadRequest{FieldViolations: []*errdetails.BadRequest_FieldViolation{
 			{Field: field, Description: "is not valid UTF-8"},
 		}}); derr == nil {
@@ -93,10 +93,16 @@ func (s checkedStream) RecvMsg(m any) error {
 	return s.c.take(m)
 }
 
+// maxUTF8Depth bounds how deep badUTF8 looks into nested messages.
+const maxUTF8Depth = 32
+
 // badUTF8 returns the path of the first string field of b (a message of
-// type desc) that is not valid UTF-8, or "" when there is none or b does
-// not parse far enough to tell.
-func badUTF8(desc protoreflect.MessageDescriptor, b []byte, prefix string) string {
+// type desc) that is not valid UTF-8, or "" when there is none, b does
+// not parse far enough to tell, or it is nested deeper than maxUTF8Depth.
+func badUTF8(desc protoreflect.MessageDescriptor, b []byte, prefix string, depth int) string {
+	if depth > maxUTF8Depth {
+		return ""
+	}
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
 		if n < 0 {
@@ -126,7 +132,7 @@ func badUTF8(desc protoreflect.MessageDescriptor, b []byte, prefix string) strin
 				return prefix + string(fd.Name())
 			}
 		case protoreflect.MessageKind:
-			if p := badUTF8(fd.Message(), v, prefix+string(fd.Name())+"."); p != "" {
+			if p := badUTF8(fd.Message(), v, prefix+string(fd.Name())+".", depth+1); p != "" {
 				return p
 			}
 		}
