@@ -9,6 +9,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -402,4 +403,43 @@ func TestExposedAddressNeedsTLSAndAuth(t *testing.T) {
 
 func quietLogger(tb testing.TB) *slog.Logger {
 	return slog.New(slog.NewTextHandler(tlogWriter{tb}, &slog.HandlerOptions{Level: slog.LevelError}))
+}
+
+// lockedBuffer is a log sink the server's goroutines and the test share.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+func TestCallLogNamesThePrincipal(t *testing.T) {
+	var logs lockedBuffer
+	s := mustSecure(t, false, func(c *server.Config) {
+		c.Logger = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	})
+	ctx := context.Background()
+	if _, err := pb.NewMachineServiceClient(s.dial(t, s.token["viewer"], tlstest.Pair{})).ListMachines(ctx, &pb.ListMachinesRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := pb.NewMachineServiceClient(s.dial(t, s.token["viewer"], tlstest.Pair{})).DefineMachine(ctx, &pb.DefineMachineRequest{Source: "id: x"})
+	wantCode(t, err, codes.PermissionDenied)
+	var listed, denied bool
+	for _, line := range strings.Split(logs.String(), "\n") {
+		listed = listed || (strings.Contains(line, "grpc.method=ListMachines") && strings.Contains(line, "principal=viewer"))
+		denied = denied || (strings.Contains(line, "grpc.method=DefineMachine") && strings.Contains(line, "PermissionDenied"))
+	}
+	if !listed || !denied {
+		t.Fatalf("logs lack the allowed call with its principal (%v) or the denied call (%v):\n%s", listed, denied, logs.String())
+	}
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/dfsmr/dfsmr/server/tlsconf"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors"
 	grpcauth "github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/auth"
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/ratelimit"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/selector"
 	"google.golang.org/grpc"
@@ -182,7 +183,7 @@ var guarded = selector.MatchFunc(func(_ context.Context, c interceptors.CallMeta
 func (g *guard) unary() []grpc.UnaryServerInterceptor {
 	out := []grpc.UnaryServerInterceptor{g.codec.unary()}
 	if g.auth != nil {
-		out = append(out, selector.UnaryServerInterceptor(grpcauth.UnaryServerInterceptor(g.auth.Authorize), guarded))
+		out = append(out, selector.UnaryServerInterceptor(grpcauth.UnaryServerInterceptor(g.authorize), guarded))
 	}
 	if g.rates != nil {
 		out = append(out, ratelimit.UnaryServerInterceptor(g.rates))
@@ -194,7 +195,7 @@ func (g *guard) unary() []grpc.UnaryServerInterceptor {
 func (g *guard) stream() []grpc.StreamServerInterceptor {
 	out := []grpc.StreamServerInterceptor{g.codec.stream()}
 	if g.auth != nil {
-		out = append(out, selector.StreamServerInterceptor(grpcauth.StreamServerInterceptor(g.auth.Authorize), guarded))
+		out = append(out, selector.StreamServerInterceptor(grpcauth.StreamServerInterceptor(g.authorize), guarded))
 	}
 	if g.rates != nil {
 		out = append(out, ratelimit.StreamServerInterceptor(g.rates))
@@ -204,6 +205,22 @@ func (g *guard) stream() []grpc.StreamServerInterceptor {
 	}
 	return out
 }
+
+// authorize authorizes a call and adds its principal to the fields the
+// logging interceptor logs when the call ends.
+func (g *guard) authorize(ctx context.Context) (context.Context, error) {
+	ctx, err := g.auth.Authorize(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if p, ok := auth.FromContext(ctx); ok {
+		logging.AddFields(ctx, logging.Fields{logPrincipal, p.Name})
+	}
+	return ctx, nil
+}
+
+// logPrincipal is the log attribute of a call's principal.
+const logPrincipal = "principal"
 
 // Reload re-reads the tokens file (dfsmrd calls it on SIGHUP); the TLS
 // files reload on their own when they change. Without a tokens file it does
