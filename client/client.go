@@ -52,10 +52,10 @@ type Client struct {
 // first call does.
 //
 // Dial puts its defaults before opts, so that a later option of the same
-// kind replaces them: insecure transport credentials (pass
-// grpc.WithTransportCredentials for TLS; a credentials bundle cannot be
-// combined with them), and a reconnect backoff capped at
-// ConnectMaxBackoff.
+// kind replaces them: insecure transport credentials (pass WithTLS or
+// grpc.WithTransportCredentials for TLS, and WithToken to authenticate; a
+// credentials bundle cannot be combined with them), and a reconnect
+// backoff capped at ConnectMaxBackoff.
 func Dial(addr string, opts ...grpc.DialOption) (*Client, error) {
 	bc := backoff.DefaultConfig
 	bc.MaxDelay = ConnectMaxBackoff
