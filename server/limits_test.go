@@ -19,6 +19,7 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protowire"
@@ -339,4 +340,44 @@ func TestHistoryBounded(t *testing.T) {
 	if n != 5 {
 		t.Fatalf("changelog of o: %d changes, want 5", n)
 	}
+}
+
+// TestConcurrentStreamsPerConnectionBounded holds the only stream a
+// connection may have open: another call on it waits for the stream to
+// end, while another connection is served at once.
+func TestConcurrentStreamsPerConnectionBounded(t *testing.T) {
+	env := mustServer(t, server.Config{MaxConcurrentStreams: 1})
+	ctx, cancel := context.WithCancel(context.Background())
+	st, err := env.changes.Changes(ctx, &pb.ChangesRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Header(); err != nil {
+		t.Fatal(err)
+	}
+	// The call cannot start before the deadline, however long it is;
+	// without the bound it would return at once.
+	short, cancelShort := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancelShort()
+	_, err = env.machines.ListMachines(short, &pb.ListMachinesRequest{})
+	wantCode(t, err, codes.DeadlineExceeded)
+
+	other := mustServerConn(t, env)
+	if _, err := pb.NewMachineServiceClient(other).ListMachines(context.Background(), &pb.ListMachinesRequest{}); err != nil {
+		t.Fatalf("another connection: %v", err)
+	}
+	cancel()
+	if _, err := env.machines.ListMachines(context.Background(), &pb.ListMachinesRequest{}); err != nil {
+		t.Fatalf("once the stream ended: %v", err)
+	}
+}
+
+func mustServerConn(t *testing.T, env *testEnv) *grpc.ClientConn {
+	t.Helper()
+	conn, err := grpc.NewClient(env.srv.Addr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return conn
 }
