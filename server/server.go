@@ -41,26 +41,51 @@ const (
 	DefaultDB = "dfsmr.db"
 	// DefaultStopTimeout bounds a graceful stop before it is forced.
 	DefaultStopTimeout = 10 * time.Second
+	// DefaultLogFormat is the log format dfsmrd writes.
+	DefaultLogFormat = "text"
+	// DefaultLogLevel is the least severe level dfsmrd logs.
+	DefaultLogLevel = "info"
 )
 
-// Config configures a Server. Flags and environment fill it in cmd/dfsmrd.
+// Config configures a Server. dfsmrd fills it from, in increasing
+// precedence, these defaults, an optional YAML file (--config), the
+// environment and the command line (see package internal/config): every
+// field tagged `yaml:"name"` is the file key name, the flag --name (with
+// dashes) and the variable DFSMR_NAME. The help tag is the flag's usage
+// text; secret:"true" hides a value from --print-config.
 type Config struct {
-	// Addr is the listen address; default DefaultAddr.
-	Addr string
+	// Addr is the gRPC listen address; default DefaultAddr.
+	Addr string `yaml:"addr" help:"gRPC listen address"`
 	// DB is the path of the bbolt file; default DefaultDB. It is created
 	// when missing.
-	DB string
+	DB string `yaml:"db" help:"bbolt database file, created if missing"`
 	// MachinesDir, when set, is a directory whose *.yaml files are defined
-	// at start, after the bundled machines.
-	MachinesDir string
-	// NoBundled skips defining the bundled machines at start.
-	NoBundled bool
-	// StopTimeout bounds a graceful stop; default DefaultStopTimeout.
-	StopTimeout time.Duration
+	// at start, after the bundled machines. Zero: none.
+	MachinesDir string `yaml:"machines" help:"directory of extra *.yaml machine definitions to define at start"`
+	// NoBundled skips defining the bundled machines at start. Zero: they
+	// are defined.
+	NoBundled bool `yaml:"no_bundled" help:"do not define the bundled machines at start"`
+	// StopTimeout bounds a graceful stop: past it, open calls and streams
+	// are cut; default DefaultStopTimeout.
+	StopTimeout time.Duration `yaml:"stop_timeout" help:"how long a graceful stop waits for calls to finish before forcing"`
+	// LogFormat is "text" or "json"; default DefaultLogFormat. dfsmrd
+	// builds Logger from it and LogLevel.
+	LogFormat string `yaml:"log_format" help:"log format: text or json"`
+	// LogLevel is "debug", "info", "warn" or "error"; default
+	// DefaultLogLevel. At debug every call is logged.
+	LogLevel string `yaml:"log_level" help:"log level: debug, info, warn or error"`
+	// MetricsAddr, when set, is the HTTP address serving Prometheus
+	// metrics at /metrics. An address without a host (":9464") listens on
+	// loopback only; name the host to expose it ("0.0.0.0:9464"). Zero:
+	// no metrics endpoint.
+	MetricsAddr string `yaml:"metrics_addr" help:"HTTP address of the Prometheus /metrics endpoint, empty for none; a bare :port listens on loopback"`
+	// Pprof adds the Go profiler under /debug/pprof/ on MetricsAddr.
+	// Zero: off. It needs MetricsAddr.
+	Pprof bool `yaml:"pprof" help:"serve /debug/pprof/ on the metrics address"`
 	// Logger receives all logs; default slog.Default().
-	Logger *slog.Logger
+	Logger *slog.Logger `yaml:"-"`
 	// Clock is the time source; default the wall clock.
-	Clock clock.Clock
+	Clock clock.Clock `yaml:"-"`
 }
 
 // WithDefaults returns c with every zero field set to its default.
@@ -73,6 +98,12 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.StopTimeout == 0 {
 		c.StopTimeout = DefaultStopTimeout
+	}
+	if c.LogFormat == "" {
+		c.LogFormat = DefaultLogFormat
+	}
+	if c.LogLevel == "" {
+		c.LogLevel = DefaultLogLevel
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -92,6 +123,25 @@ func (c Config) Validate() error {
 		if fi, err := os.Stat(c.MachinesDir); err != nil || !fi.IsDir() {
 			return fmt.Errorf("machines dir %q is not a directory", c.MachinesDir)
 		}
+	}
+	switch c.LogFormat {
+	case "", "text", "json":
+	default:
+		return fmt.Errorf("log format %q: want text or json", c.LogFormat)
+	}
+	var lvl slog.Level
+	if c.LogLevel != "" {
+		if err := lvl.UnmarshalText([]byte(c.LogLevel)); err != nil {
+			return fmt.Errorf("log level %q: want debug, info, warn or error", c.LogLevel)
+		}
+	}
+	if c.MetricsAddr != "" {
+		if _, _, err := net.SplitHostPort(c.MetricsAddr); err != nil {
+			return fmt.Errorf("metrics address %q: %w", c.MetricsAddr, err)
+		}
+	}
+	if c.Pprof && c.MetricsAddr == "" {
+		return errors.New("pprof needs a metrics address")
 	}
 	return nil
 }
