@@ -51,9 +51,9 @@ func (requestIDs) TagRPC(ctx context.Context, _ *stats.RPCTagInfo) context.Conte
 	return logging.InjectFields(ctx, fields)
 }
 
-func (requestIDs) HandleRPC(context.Context, stats.RPCStats)                       {}
+func (requestIDs) HandleRPC(context.Context, stats.RPCStats)                         {}
 func (requestIDs) TagConn(ctx context.Context, _ *stats.ConnTagInfo) context.Context { return ctx }
-func (requestIDs) HandleConn(context.Context, stats.ConnStats)                     {}
+func (requestIDs) HandleConn(context.Context, stats.ConnStats)                       {}
 
 // printable says s is 1 to max bytes of printable ASCII: anything else
 // from a caller does not reach the logs.
