@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"sort"
@@ -22,6 +23,7 @@ import (
 	"github.com/dfsmr/dfsmr/server/clock"
 	"github.com/dfsmr/dfsmr/server/engine"
 	"github.com/dfsmr/dfsmr/server/fsm"
+	"github.com/dfsmr/dfsmr/server/metrics"
 	"github.com/dfsmr/dfsmr/server/store/bolt"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/recovery"
@@ -30,7 +32,6 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
-	"google.golang.org/grpc/status"
 )
 
 // Defaults of Config.
@@ -148,14 +149,23 @@ func (c Config) Validate() error {
 
 // Server is a running dfsmr: store, engine, changelog and gRPC.
 type Server struct {
-	cfg    Config
-	log    *slog.Logger
-	store  *bolt.Store
-	engine *engine.Engine
-	hub    *changes.Hub
-	grpc   *grpc.Server
-	health *health.Server
-	lis    net.Listener
+	cfg     Config
+	log     *slog.Logger
+	store   *bolt.Store
+	engine  *engine.Engine
+	hub     *changes.Hub
+	grpc    *grpc.Server
+	health  *health.Server
+	lis     net.Listener
+	metrics *metrics.Metrics // nil when MetricsAddr is empty
+	http    *http.Server     // the metrics endpoint, once started
+	httpLis net.Listener
+
+	// draining ends, at the start of Stop, the calls that would otherwise
+	// wait for work (long-polling Ready), so a graceful stop does not wait
+	// out their timeouts.
+	draining context.Context
+	drain    context.CancelFunc
 
 	stopOnce sync.Once
 	stopErr  error
@@ -170,12 +180,25 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger.With("component", "server"), serveErr: make(chan error, 1)}
+	s.draining, s.drain = context.WithCancel(context.Background())
+	if cfg.MetricsAddr != "" {
+		s.metrics = metrics.New(metrics.Sources{
+			Scheduled:         func() int { return s.engine.Scheduled() },
+			LongPolls:         func() int { return s.engine.Waiting() },
+			Retries:           func() uint64 { return s.engine.Stats().Retries },
+			ChangelogHead:     func() uint64 { return s.hub.Head() },
+			Subscribers:       func() int { return s.hub.Watchers() },
+			SubscriberMaxLag:  func() int { return s.hub.MaxLag() },
+			SubscribersLagged: func() uint64 { return s.hub.Lagged() },
+		})
+	}
 
 	// The store's commit hook feeds the engine and the hub, which need the
 	// store to exist first: route it through a pointer set below.
 	var onCommit atomic.Pointer[func([]fsm.Change)]
 	st, err := bolt.Open(cfg.DB, bolt.Options{
-		Logger: cfg.Logger,
+		Logger:         cfg.Logger,
+		CommitObserver: s.metrics.ObserveCommit,
 		CommitHook: func(c []fsm.Change) {
 			if f := onCommit.Load(); f != nil {
 				(*f)(c)
@@ -186,11 +209,18 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("open %s: %w", cfg.DB, err)
 	}
 	s.store = st
+	// Before the hook is installed, nothing commits: the counts read
+	// here and the changes the hook sees add up.
+	if err := s.metrics.Load(ctx, st); err != nil {
+		st.Close()
+		return nil, err
+	}
 	s.hub = changes.New(st, changes.Options{Logger: cfg.Logger})
 	s.engine = engine.New(st, engine.Options{Clock: cfg.Clock, Logger: cfg.Logger})
 	hook := func(c []fsm.Change) {
 		s.hub.Publish(c)
 		s.engine.OnCommit(c)
+		s.metrics.OnCommit(c)
 	}
 	onCommit.Store(&hook)
 
@@ -199,8 +229,8 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, err
 	}
 
-	h := &handlers{eng: s.engine, hub: s.hub}
-	s.grpc = grpc.NewServer(serverOptions(cfg.Logger)...)
+	h := &handlers{eng: s.engine, hub: s.hub, draining: s.draining}
+	s.grpc = grpc.NewServer(serverOptions(cfg.Logger, s.metrics)...)
 	pb.RegisterMachineServiceServer(s.grpc, h)
 	pb.RegisterInstanceServiceServer(s.grpc, h)
 	pb.RegisterWorkServiceServer(s.grpc, h)
@@ -208,10 +238,13 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	s.health = health.NewServer()
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	reflection.Register(s.grpc)
+	if m := s.metrics.GRPC(); m != nil {
+		m.InitializeMetrics(s.grpc)
+	}
 	return s, nil
 }
 
-func serverOptions(log *slog.Logger) []grpc.ServerOption {
+func serverOptions(log *slog.Logger, m *metrics.Metrics) []grpc.ServerOption {
 	rpcLog := log.With("component", "grpc")
 	logger := logging.LoggerFunc(func(ctx context.Context, lvl logging.Level, msg string, fields ...any) {
 		rpcLog.Log(ctx, slog.Level(lvl), msg, fields...)
@@ -220,23 +253,31 @@ func serverOptions(log *slog.Logger) []grpc.ServerOption {
 		logging.WithLogOnEvents(logging.FinishCall),
 		logging.WithLevels(codeLevel),
 	}
-	panicked := recovery.WithRecoveryHandlerContext(func(ctx context.Context, p any) error {
-		rpcLog.Error("panic in handler", "panic", p)
-		return status.Error(codes.Internal, "internal error")
-	})
-	return []grpc.ServerOption{
+	recovered := recovery.WithRecoveryHandlerContext(panicked(rpcLog, m.CountPanic))
+	idUnary, idStream := sendRequestID()
+	unary := []grpc.UnaryServerInterceptor{
 		// Recovery is outermost so that a panic anywhere below, including
 		// in logging, becomes INTERNAL instead of killing the server.
-		grpc.ChainUnaryInterceptor(
-			recovery.UnaryServerInterceptor(panicked),
-			logging.UnaryServerInterceptor(logger, logOpts...),
-			unaryErrors(log),
-		),
-		grpc.ChainStreamInterceptor(
-			recovery.StreamServerInterceptor(panicked),
-			logging.StreamServerInterceptor(logger, logOpts...),
-			streamErrors(log),
-		),
+		recovery.UnaryServerInterceptor(recovered),
+		idUnary,
+		logging.UnaryServerInterceptor(logger, logOpts...),
+	}
+	stream := []grpc.StreamServerInterceptor{
+		recovery.StreamServerInterceptor(recovered),
+		idStream,
+		logging.StreamServerInterceptor(logger, logOpts...),
+	}
+	if g := m.GRPC(); g != nil {
+		// Outside the error mapping, so that calls are counted by the
+		// code the client receives.
+		unary = append(unary, g.UnaryServerInterceptor())
+		stream = append(stream, g.StreamServerInterceptor())
+	}
+	return []grpc.ServerOption{
+		// Tags every call with its request id before any interceptor.
+		grpc.StatsHandler(requestIDs{}),
+		grpc.ChainUnaryInterceptor(append(unary, unaryErrors(log))...),
+		grpc.ChainStreamInterceptor(append(stream, streamErrors(log))...),
 	}
 }
 
@@ -322,6 +363,9 @@ func (s *Server) Start(ctx context.Context, lis net.Listener) error {
 	if err := s.engine.Start(ctx); err != nil {
 		return err
 	}
+	if err := s.serveMetrics(); err != nil {
+		return err
+	}
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	go func() { s.serveErr <- s.grpc.Serve(lis) }()
 	s.log.Info("serving", "addr", lis.Addr().String(), "db", s.cfg.DB)
@@ -334,13 +378,55 @@ func (s *Server) Addr() string { return s.lis.Addr().String() }
 // Wait blocks until the gRPC server stops serving.
 func (s *Server) Wait() error { return <-s.serveErr }
 
-// Stop stops gracefully: stop accepting, end streams and finish in-flight
-// calls (forced after StopTimeout or when ctx ends), stop the engine, close
-// the changelog hub and then the store, which commits what is queued. It is
-// idempotent and safe when the server was never started.
+// MetricsAddr is the address of the metrics endpoint (after Start), or
+// "" when it is off.
+func (s *Server) MetricsAddr() string {
+	if s.httpLis == nil {
+		return ""
+	}
+	return s.httpLis.Addr().String()
+}
+
+// Metrics returns the server's metrics, nil when MetricsAddr is empty (the
+// methods of a nil *metrics.Metrics do nothing).
+func (s *Server) Metrics() *metrics.Metrics { return s.metrics }
+
+// serveMetrics listens on MetricsAddr, when set; an address without a host
+// is loopback only.
+func (s *Server) serveMetrics() error {
+	if s.metrics == nil {
+		return nil
+	}
+	addr := s.cfg.MetricsAddr
+	if host, port, _ := net.SplitHostPort(addr); host == "" {
+		addr = net.JoinHostPort("127.0.0.1", port)
+	}
+	lis, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("metrics: %w", err)
+	}
+	s.httpLis = lis
+	s.http = &http.Server{Handler: s.metrics.Handler(s.cfg.Pprof), ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		if err := s.http.Serve(lis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			s.log.Error("metrics endpoint failed", "err", err)
+		}
+	}()
+	s.log.Info("serving metrics", "addr", lis.Addr().String(), "pprof", s.cfg.Pprof)
+	return nil
+}
+
+// Stop stops gracefully: it stops accepting, ends the streams and the
+// long-polling Ready calls with UNAVAILABLE (clients reconnect elsewhere or
+// later), lets in-flight calls finish and their commits become durable,
+// stops the engine, then closes the store, which commits what is queued.
+// Past StopTimeout, or when ctx ends, the calls still open are cut; what
+// was acknowledged is durable either way. Stop is idempotent and safe when
+// the server was never started.
 func (s *Server) Stop(ctx context.Context) error {
 	s.stopOnce.Do(func() {
 		s.health.Shutdown()
+		s.drain()
 		// Streams never end on their own: close the hub first so that
 		// watchers get UNAVAILABLE and GracefulStop can finish.
 		s.hub.Close()
@@ -354,14 +440,22 @@ func (s *Server) Stop(ctx context.Context) error {
 			s.log.Warn("graceful stop timed out; forcing")
 			s.grpc.Stop()
 		case <-ctx.Done():
+			s.log.Warn("stop forced")
 			s.grpc.Stop()
 		}
 		var errs []string
-		if err := s.engine.Stop(ctx); err != nil {
+		// The scheduler ends at once once cancelled; wait for it even when
+		// ctx forced the stop, so that it is not mid-commit at Close.
+		if err := s.engine.Stop(context.WithoutCancel(ctx)); err != nil {
 			errs = append(errs, err.Error())
 		}
 		if err := s.store.Close(); err != nil {
 			errs = append(errs, err.Error())
+		}
+		if s.http != nil {
+			if err := s.http.Close(); err != nil {
+				errs = append(errs, err.Error())
+			}
 		}
 		if len(errs) > 0 {
 			s.stopErr = errors.New(strings.Join(errs, "; "))
