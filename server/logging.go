@@ -87,8 +87,9 @@ func panicked(log *slog.Logger, count func()) func(ctx context.Context, p any) e
 	return func(ctx context.Context, p any) error {
 		id := requestID(ctx)
 		method, _ := grpc.Method(ctx)
-		log.ErrorContext(ctx, "panic in handler", logKeyMethod, method, logKeyRequestID, id,
-			logKeyPanic, p, logKeyStack, string(debug.Stack()))
+		args := append([]any(logging.ExtractFields(ctx)), // request ids
+			logKeyMethod, method, logKeyPanic, p, logKeyStack, string(debug.Stack()))
+		log.ErrorContext(ctx, "panic in handler", args...)
 		if count != nil {
 			count()
 		}
