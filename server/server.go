@@ -235,6 +235,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	pb.RegisterInstanceServiceServer(s.grpc, h)
 	pb.RegisterWorkServiceServer(s.grpc, h)
 	pb.RegisterChangesServiceServer(s.grpc, h)
+	pb.RegisterAdminServiceServer(s.grpc, &admin{store: st})
 	s.health = health.NewServer()
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	reflection.Register(s.grpc)

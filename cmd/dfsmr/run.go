@@ -114,6 +114,7 @@ then one line per field violation); 2 usage error; 3 "ready" found no work.`,
 		&cobra.Group{ID: "instances", Title: "Instances:"},
 		&cobra.Group{ID: "work", Title: "Work (workers):"},
 		&cobra.Group{ID: "changes", Title: "Changelog:"},
+		&cobra.Group{ID: "admin", Title: "Administration:"},
 	)
 	for _, c := range []*cobra.Command{
 		a.defineCommand(), a.machinesCommand(), a.machineCommand(), a.graphCommand(),
@@ -135,6 +136,9 @@ then one line per field violation); 2 usage error; 3 "ready" found no work.`,
 	}
 	c := a.changesCommand()
 	c.GroupID = "changes"
+	root.AddCommand(c)
+	c = a.backupCommand()
+	c.GroupID = "admin"
 	root.AddCommand(c)
 	return root
 }

@@ -176,25 +176,31 @@ func (s *Store) Stats() Stats {
 
 // Snapshot writes a consistent copy of the whole database file to w, as
 // of one read transaction: writers go on meanwhile, and the copy is a
-// valid store file that Open accepts. It returns the bytes written.
-func (s *Store) Snapshot(ctx context.Context, w io.Writer) (n int64, err error) {
+// valid store file that Open accepts. It returns the bytes written and the
+// last changelog sequence number in the copy. The read transaction lasts
+// as long as w takes: give it a fast writer (a local file), since a long
+// one holds back the file's growth.
+func (s *Store) Snapshot(ctx context.Context, w io.Writer) (n int64, head uint64, err error) {
 	if err := ctx.Err(); err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	s.mu.RLock()
 	closed := s.closed
 	s.mu.RUnlock()
 	if closed {
-		return 0, store.ErrClosed
+		return 0, 0, store.ErrClosed
 	}
 	err = s.db.View(func(tx *bbolt.Tx) error {
+		if head, err = (&readTx{tx: tx}).Head(); err != nil {
+			return err
+		}
 		n, err = tx.WriteTo(ctxWriter{ctx, w})
 		return err
 	})
 	if errors.Is(err, bolterrors.ErrDatabaseNotOpen) {
-		return n, store.ErrClosed
+		return n, 0, store.ErrClosed
 	}
-	return n, err
+	return n, head, err
 }
 
 // ctxWriter stops a long copy once its context ends.
