@@ -86,8 +86,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	cfg.Logger = log
 
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+	ctx := context.Background()
 	s, err := server.New(ctx, cfg)
 	if err != nil {
 		log.Error("start failed", "err", err)
@@ -101,13 +103,23 @@ func run(args []string, stdout, stderr io.Writer) int {
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- s.Wait() }()
 	select {
-	case <-ctx.Done():
-		log.Info("stopping: signal received; a second signal forces the stop")
+	case sig := <-sigs:
+		log.Info("stopping: signal received; a second signal forces the stop", "signal", sig.String(), "timeout", cfg.StopTimeout)
 	case err := <-serveErr:
 		log.Error("serve failed", "err", err)
 	}
-	stop() // a second signal now kills the process the default way
-	if err := s.Stop(context.Background()); err != nil {
+	// A second signal cuts the calls still open; the store is closed
+	// cleanly either way.
+	force, forceStop := context.WithCancel(context.Background())
+	defer forceStop()
+	go func() {
+		select {
+		case <-sigs:
+			forceStop()
+		case <-force.Done():
+		}
+	}()
+	if err := s.Stop(force); err != nil {
 		log.Error("stop", "err", err)
 		return 1
 	}
