@@ -2,12 +2,17 @@ package main
 
 import (
 	"bytes"
+	"flag"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/dfsmr/dfsmr/internal/config"
+	"github.com/dfsmr/dfsmr/server"
 )
 
 func writeConfig(t *testing.T, text string) string {
@@ -77,5 +82,27 @@ func TestConfigErrors(t *testing.T) {
 	var stderr bytes.Buffer
 	if code := run([]string{"--log-level", "loud"}, io.Discard, &stderr); code != 2 || !strings.Contains(stderr.String(), "log level") {
 		t.Errorf("run with a bad level: exit %d, stderr %q", code, stderr.String())
+	}
+}
+
+// TestEverySettingDocumented checks that the operator guide (or, for
+// security settings, the security guide) has a table row naming each
+// setting's file key, flag and environment variable.
+func TestEverySettingDocumented(t *testing.T) {
+	var docs string
+	for _, name := range []string{"operations.md", "security.md"} {
+		b, err := os.ReadFile(filepath.Join("..", "..", "docs", name))
+		if err != nil && !(name == "security.md" && os.IsNotExist(err)) {
+			t.Fatal(err)
+		}
+		docs += string(b)
+	}
+	cfg := server.Config{}
+	b := config.Bind(flag.NewFlagSet("x", flag.ContinueOnError), &cfg, envPrefix)
+	for _, s := range b.Settings() {
+		row := fmt.Sprintf("| `%s` | `%s` | `%s` |", s[0], s[1], s[2])
+		if !strings.Contains(docs, row) {
+			t.Errorf("docs/operations.md (or security.md) has no row starting %s", row)
+		}
 	}
 }

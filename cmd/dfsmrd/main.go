@@ -104,7 +104,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	go func() { serveErr <- s.Wait() }()
 	select {
 	case sig := <-sigs:
-		log.Info("stopping: signal received; a second signal forces the stop", "signal", sig.String(), "timeout", cfg.StopTimeout)
+		log.Info("stopping: signal received; a second signal forces the stop", "signal", sig.String(), "timeout", cfg.StopTimeout.String())
 	case err := <-serveErr:
 		log.Error("serve failed", "err", err)
 	}
