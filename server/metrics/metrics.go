@@ -65,6 +65,7 @@ type Metrics struct {
 	breakers map[string]bool
 
 	changes       *prometheus.CounterVec
+	byKind        []prometheus.Counter // changes' children, by fsm.ChangeKind
 	commitOps     prometheus.Histogram
 	commitSeconds prometheus.Histogram
 	panics        prometheus.Counter
@@ -123,8 +124,11 @@ func New(src Sources) *Metrics {
 		gaugeFunc("changelog_subscriber_max_lag", "Changes the slowest subscriber has queued and not yet received.", src.SubscriberMaxLag),
 		counterFunc("changelog_subscribers_lagged_total", "Changes streams ended for falling too far behind (ABORTED with resume_from_seq).", src.SubscribersLagged),
 	)
+	// One child per kind, looked up once: the commit hook indexes them, and
+	// every kind exports 0 from the start, so rates work at once.
+	m.byKind = []prometheus.Counter{nil} // no UNSPECIFIED change is committed
 	for k := fsm.ChangeUnspecified + 1; k.String() != "UNKNOWN"; k++ {
-		m.changes.WithLabelValues(k.String()) // export zeros, so rates work from the start
+		m.byKind = append(m.byKind, m.changes.WithLabelValues(k.String()))
 	}
 	return m
 }
@@ -220,7 +224,11 @@ func (m *Metrics) OnCommit(changes []fsm.Change) {
 	defer m.mu.Unlock()
 	for i := range changes {
 		c := &changes[i]
-		m.changes.WithLabelValues(c.Kind.String()).Inc()
+		if int(c.Kind) < len(m.byKind) && m.byKind[c.Kind] != nil {
+			m.byKind[c.Kind].Inc()
+		} else {
+			m.changes.WithLabelValues(c.Kind.String()).Inc()
+		}
 		switch c.Kind {
 		case fsm.ChangeMachineDefined:
 			if _, ok := m.breakers[c.Machine]; !ok {
