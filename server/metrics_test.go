@@ -3,7 +3,10 @@ package server_test
 import (
 	"fmt"
 	"io"
+	"log/slog"
+	"net"
 	"net/http"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -303,5 +306,28 @@ func TestMetricsCountsSurviveRestart(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusNotFound {
 		t.Errorf("pprof without --pprof: %s, want 404", resp.Status)
+	}
+}
+
+// TestMetricsAddrInUse fails Start with a clear error when the metrics
+// port is taken, and the server still stops cleanly.
+func TestMetricsAddrInUse(t *testing.T) {
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	s, err := server.New(t.Context(), server.Config{
+		Addr: "127.0.0.1:0", DB: filepath.Join(t.TempDir(), "dfsmr.db"), MetricsAddr: taken.Addr().String(),
+		Logger: slog.New(slog.NewTextHandler(tlogWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn})),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(t.Context(), nil); err == nil || !strings.Contains(err.Error(), "metrics") {
+		t.Fatalf("Start with the metrics port taken: %v", err)
+	}
+	if err := s.Stop(t.Context()); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -361,10 +361,12 @@ func (s *Server) Start(ctx context.Context, lis net.Listener) error {
 		}
 	}
 	s.lis = lis
-	if err := s.engine.Start(ctx); err != nil {
+	if err := s.serveMetrics(); err != nil {
+		_ = lis.Close()
 		return err
 	}
-	if err := s.serveMetrics(); err != nil {
+	if err := s.engine.Start(ctx); err != nil {
+		_ = lis.Close()
 		return err
 	}
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
