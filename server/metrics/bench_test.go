@@ -9,6 +9,7 @@ import (
 	"github.com/dfsmr/dfsmr/server/changes"
 	"github.com/dfsmr/dfsmr/server/fsm"
 	"github.com/dfsmr/dfsmr/server/metrics"
+	"github.com/dfsmr/dfsmr/server/store"
 	"github.com/dfsmr/dfsmr/server/store/bolt"
 )
 
@@ -63,4 +64,37 @@ func BenchmarkCommitHook(b *testing.B) {
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*batch), "ns/change")
 		})
 	}
+}
+
+// BenchmarkLoad measures the one scan Load makes at start, per instance,
+// over a store of 50,000 instances.
+func BenchmarkLoad(b *testing.B) {
+	const n = 50_000
+	st, err := bolt.Open(filepath.Join(b.TempDir(), "dfsmr.db"), bolt.Options{NoSync: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer st.Close()
+	for i := 0; i < n; i += 1000 {
+		err := st.Update(b.Context(), func(tx store.Tx) error {
+			for j := i; j < i+1000; j++ {
+				in := fsm.Instance{ID: fmt.Sprintf("i-%06d", j), Machine: "report", Version: 1, Node: "downloadable",
+					Status: fsm.StatusReady, Attempt: 1, Rev: 1, Params: map[string]string{"day": "2026-11-23"}}
+				if err := tx.PutInstance(in); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+	m := metrics.New(metrics.Sources{})
+	for b.Loop() {
+		if err := m.Load(b.Context(), st); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/instance")
 }
