@@ -43,6 +43,8 @@ type Client struct {
 	Work pb.WorkServiceClient
 	// Changes streams the changelog; see also Follow.
 	Changes pb.ChangesServiceClient
+	// Admin holds the operator's maintenance calls; see also Backup.
+	Admin pb.AdminServiceClient
 
 	conn *grpc.ClientConn
 }
@@ -77,6 +79,7 @@ func New(conn *grpc.ClientConn) *Client {
 		Instances: pb.NewInstanceServiceClient(conn),
 		Work:      pb.NewWorkServiceClient(conn),
 		Changes:   pb.NewChangesServiceClient(conn),
+		Admin:     pb.NewAdminServiceClient(conn),
 		conn:      conn,
 	}
 }

@@ -47,6 +47,8 @@ var wantRoles = map[string][]auth.Role{
 
 	"/dfsmr.v1.ChangesService/Changes": {auth.RoleAdmin, auth.RoleOperator, auth.RoleReader},
 
+	"/dfsmr.v1.AdminService/Backup": {auth.RoleAdmin},
+
 	"/dfsmr.v1.DeviceService/Connect":     {auth.RoleAdmin, auth.RoleDevice},
 	"/dfsmr.v1.DeviceService/ListDevices": {auth.RoleAdmin, auth.RoleOperator, auth.RoleReader},
 	"/dfsmr.v1.DeviceService/SubmitOrder": {auth.RoleAdmin, auth.RoleOperator},

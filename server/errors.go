@@ -61,7 +61,7 @@ func toStatus(log *slog.Logger, method string, err error) error {
 		return status.Error(codes.Canceled, err.Error())
 	case errors.Is(err, context.DeadlineExceeded):
 		return status.Error(codes.DeadlineExceeded, err.Error())
-	case errors.Is(err, store.ErrClosed), errors.Is(err, changes.ErrClosed):
+	case errors.Is(err, store.ErrClosed), errors.Is(err, changes.ErrClosed), errors.Is(err, errShuttingDown):
 		return status.Error(codes.Unavailable, "server is shutting down; retry on another connection")
 	}
 	log.Error("internal error", "method", method, "err", err)

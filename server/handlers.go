@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"encoding/base64"
+	"errors"
 	"strconv"
 	"time"
 
@@ -33,6 +34,21 @@ type handlers struct {
 	pb.UnimplementedChangesServiceServer
 	eng *engine.Engine
 	hub *changes.Hub
+	// draining ends when the server starts to stop: calls that wait for
+	// work (and device streams) end then with errShuttingDown.
+	draining context.Context
+}
+
+// errShuttingDown ends a call that was waiting when the server began to
+// stop; the client retries on another connection (UNAVAILABLE).
+var errShuttingDown = errors.New("server is shutting down")
+
+// untilDraining returns ctx, also cancelled when the server starts to stop,
+// and the function that releases it.
+func (h *handlers) untilDraining(ctx context.Context) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(ctx)
+	stop := context.AfterFunc(h.draining, cancel)
+	return ctx, func() { stop(); cancel() }
 }
 
 // actor names the caller of an instance or machine RPC in the changelog:
@@ -223,7 +239,16 @@ func (h *handlers) Ready(ctx context.Context, req *pb.ReadyRequest) (*pb.ReadyRe
 	if err != nil {
 		return nil, err
 	}
+	callCtx := ctx
+	if wait > 0 {
+		var release context.CancelFunc
+		ctx, release = h.untilDraining(ctx)
+		defer release()
+	}
 	in, ok, err := h.eng.Ready(ctx, engine.ReadyArgs{Worker: req.GetWorker(), Machine: req.GetMachine(), Node: req.GetNode(), Wait: wait})
+	if errors.Is(err, context.Canceled) && callCtx.Err() == nil && h.draining.Err() != nil {
+		return nil, errShuttingDown
+	}
 	if err != nil || !ok {
 		return &pb.ReadyResponse{}, err
 	}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"sort"
@@ -22,6 +23,7 @@ import (
 	"github.com/dfsmr/dfsmr/server/clock"
 	"github.com/dfsmr/dfsmr/server/engine"
 	"github.com/dfsmr/dfsmr/server/fsm"
+	"github.com/dfsmr/dfsmr/server/metrics"
 	"github.com/dfsmr/dfsmr/server/store/bolt"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/recovery"
@@ -30,7 +32,6 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
-	"google.golang.org/grpc/status"
 )
 
 // Defaults of Config.
@@ -41,69 +42,94 @@ const (
 	DefaultDB = "dfsmr.db"
 	// DefaultStopTimeout bounds a graceful stop before it is forced.
 	DefaultStopTimeout = 10 * time.Second
+	// DefaultLogFormat is the log format dfsmrd writes.
+	DefaultLogFormat = "text"
+	// DefaultLogLevel is the least severe level dfsmrd logs.
+	DefaultLogLevel = "info"
 )
 
-// Config configures a Server. Flags and environment fill it in cmd/dfsmrd.
+// Config configures a Server. dfsmrd fills it from, in increasing
+// precedence, these defaults, an optional YAML file (--config), the
+// environment and the command line (see package internal/config): every
+// field tagged `yaml:"name"` is the file key name, the flag --name (with
+// dashes) and the variable DFSMR_NAME. The help tag is the flag's usage
+// text; secret:"true" hides a value from --print-config.
 type Config struct {
-	// Addr is the listen address; default DefaultAddr.
-	Addr string
+	// Addr is the gRPC listen address; default DefaultAddr.
+	Addr string `yaml:"addr" help:"gRPC listen address"`
 	// DB is the path of the bbolt file; default DefaultDB. It is created
 	// when missing.
-	DB string
+	DB string `yaml:"db" help:"bbolt database file, created if missing"`
 	// MachinesDir, when set, is a directory whose *.yaml files are defined
-	// at start, after the bundled machines.
-	MachinesDir string
-	// NoBundled skips defining the bundled machines at start.
-	NoBundled bool
-	// StopTimeout bounds a graceful stop; default DefaultStopTimeout.
-	StopTimeout time.Duration
+	// at start, after the bundled machines. Zero: none.
+	MachinesDir string `yaml:"machines" help:"directory of extra *.yaml machine definitions to define at start"`
+	// NoBundled skips defining the bundled machines at start. Zero: they
+	// are defined.
+	NoBundled bool `yaml:"no_bundled" help:"do not define the bundled machines at start"`
+	// StopTimeout bounds a graceful stop: past it, open calls and streams
+	// are cut; default DefaultStopTimeout.
+	StopTimeout time.Duration `yaml:"stop_timeout" help:"how long a graceful stop waits for calls to finish before forcing"`
+	// LogFormat is "text" or "json"; default DefaultLogFormat. dfsmrd
+	// builds Logger from it and LogLevel.
+	LogFormat string `yaml:"log_format" help:"log format: text or json"`
+	// LogLevel is "debug", "info", "warn" or "error"; default
+	// DefaultLogLevel. At debug every call is logged.
+	LogLevel string `yaml:"log_level" help:"log level: debug, info, warn or error"`
+	// MetricsAddr, when set, is the HTTP address serving Prometheus
+	// metrics at /metrics. An address without a host (":9464") listens on
+	// loopback only; name the host to expose it ("0.0.0.0:9464"). Zero:
+	// no metrics endpoint.
+	MetricsAddr string `yaml:"metrics_addr" help:"HTTP address of the Prometheus /metrics endpoint, empty for none; a bare :port listens on loopback"`
+	// Pprof adds the Go profiler under /debug/pprof/ on MetricsAddr.
+	// Zero: off. It needs MetricsAddr.
+	Pprof bool `yaml:"pprof" help:"serve /debug/pprof/ on the metrics address"`
 	// Logger receives all logs; default slog.Default().
-	Logger *slog.Logger
+	Logger *slog.Logger `yaml:"-"`
 	// Clock is the time source; default the wall clock.
-	Clock clock.Clock
+	Clock clock.Clock `yaml:"-"`
 
 	// TLSCert is the PEM certificate chain the server presents; with
 	// TLSKey it turns TLS on. Both files are reloaded when they change.
 	// Empty: plaintext.
-	TLSCert string `yaml:"tls_cert"`
+	TLSCert string `yaml:"tls_cert" help:"PEM certificate chain of the server; turns TLS on, reloaded when the file changes"`
 	// TLSKey is the PEM private key of TLSCert.
-	TLSKey string `yaml:"tls_key"`
+	TLSKey string `yaml:"tls_key" help:"PEM private key of --tls-cert"`
 	// ClientCA, when set, is a PEM bundle of CA certificates: every client
 	// must present a certificate one of them signed (mutual TLS), whose
 	// name Tokens maps to roles. Needs TLSCert and Tokens.
-	ClientCA string `yaml:"client_ca"`
+	ClientCA string `yaml:"client_ca" help:"PEM bundle of the CAs of client certificates; requires mutual TLS"`
 	// Tokens is the tokens file (see package auth) that turns
 	// authentication on: every call but health and reflection then needs a
 	// bearer token or a client certificate it lists, with a role allowed
 	// to call the RPC. Reloaded on change and by Server.Reload. Empty: no
 	// authentication.
-	Tokens string `yaml:"tokens"`
+	Tokens string `yaml:"tokens" help:"tokens file of principals and roles; turns authentication on, reloaded on change and on SIGHUP"`
 	// Insecure allows listening beyond loopback without TLS and
 	// authentication. Without it such a server refuses to start.
-	Insecure bool `yaml:"insecure"`
+	Insecure bool `yaml:"insecure" help:"allow listening beyond loopback without TLS and authentication"`
 	// NoReflection turns gRPC server reflection off.
-	NoReflection bool `yaml:"no_reflection"`
+	NoReflection bool `yaml:"no_reflection" help:"turn gRPC server reflection off"`
 	// MaxConcurrentStreams bounds the calls in flight on one connection;
 	// default DefaultMaxConcurrentStreams.
-	MaxConcurrentStreams uint32 `yaml:"max_concurrent_streams"`
+	MaxConcurrentStreams uint32 `yaml:"max_concurrent_streams" help:"calls in flight per connection"`
 	// MaxRecvMsgBytes bounds a request message; a larger one fails with
 	// RESOURCE_EXHAUSTED. Default DefaultMaxRecvMsgBytes.
-	MaxRecvMsgBytes int `yaml:"max_recv_msg_bytes"`
+	MaxRecvMsgBytes int `yaml:"max_recv_msg_bytes" help:"largest request message in bytes"`
 	// RateLimit is the calls per second each client (principal, or IP
 	// address without authentication) may make; more fail with
 	// RESOURCE_EXHAUSTED. Default DefaultRateLimit; negative: no limit.
-	RateLimit float64 `yaml:"rate_limit"`
+	RateLimit float64 `yaml:"rate_limit" help:"calls per second per client, negative for no limit"`
 	// RateBurst is how many calls above RateLimit a client may make at
 	// once; default DefaultRateBurst.
-	RateBurst int `yaml:"rate_burst"`
+	RateBurst int `yaml:"rate_burst" help:"calls a client may make at once above --rate-limit"`
 	// MaxStreamsPerClient bounds the streams one client keeps open; one
 	// more fails with RESOURCE_EXHAUSTED. Default
 	// DefaultMaxStreamsPerClient; negative: no limit.
-	MaxStreamsPerClient int `yaml:"max_streams_per_client"`
+	MaxStreamsPerClient int `yaml:"max_streams_per_client" help:"open streams per client, negative for no limit"`
 	// MaxHistory bounds the changes GetInstance returns for one instance:
 	// the last ones (the changelog keeps them all). Default
 	// engine.DefaultMaxHistory.
-	MaxHistory int `yaml:"max_history"`
+	MaxHistory int `yaml:"max_history" help:"changes of one instance GetInstance returns, the last ones"`
 }
 
 // WithDefaults returns c with every zero field set to its default.
@@ -116,6 +142,12 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.StopTimeout == 0 {
 		c.StopTimeout = DefaultStopTimeout
+	}
+	if c.LogFormat == "" {
+		c.LogFormat = DefaultLogFormat
+	}
+	if c.LogLevel == "" {
+		c.LogLevel = DefaultLogLevel
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -136,20 +168,48 @@ func (c Config) Validate() error {
 			return fmt.Errorf("machines dir %q is not a directory", c.MachinesDir)
 		}
 	}
+	switch c.LogFormat {
+	case "", "text", "json":
+	default:
+		return fmt.Errorf("log format %q: want text or json", c.LogFormat)
+	}
+	var lvl slog.Level
+	if c.LogLevel != "" {
+		if err := lvl.UnmarshalText([]byte(c.LogLevel)); err != nil {
+			return fmt.Errorf("log level %q: want debug, info, warn or error", c.LogLevel)
+		}
+	}
+	if c.MetricsAddr != "" {
+		if _, _, err := net.SplitHostPort(c.MetricsAddr); err != nil {
+			return fmt.Errorf("metrics address %q: %w", c.MetricsAddr, err)
+		}
+	}
+	if c.Pprof && c.MetricsAddr == "" {
+		return errors.New("pprof needs a metrics address")
+	}
 	return c.validateSecurity()
 }
 
 // Server is a running dfsmr: store, engine, changelog and gRPC.
 type Server struct {
-	cfg    Config
-	log    *slog.Logger
-	store  *bolt.Store
-	engine *engine.Engine
-	hub    *changes.Hub
-	grpc   *grpc.Server
-	health *health.Server
-	guard  *guard
-	lis    net.Listener
+	cfg     Config
+	log     *slog.Logger
+	store   *bolt.Store
+	engine  *engine.Engine
+	hub     *changes.Hub
+	grpc    *grpc.Server
+	health  *health.Server
+	guard   *guard
+	lis     net.Listener
+	metrics *metrics.Metrics // nil when MetricsAddr is empty
+	http    *http.Server     // the metrics endpoint, once started
+	httpLis net.Listener
+
+	// draining ends, at the start of Stop, the calls that would otherwise
+	// wait for work (long-polling Ready), so a graceful stop does not wait
+	// out their timeouts.
+	draining context.Context
+	drain    context.CancelFunc
 
 	stopOnce sync.Once
 	stopErr  error
@@ -169,12 +229,25 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s.guard = g
+	s.draining, s.drain = context.WithCancel(context.Background())
+	if cfg.MetricsAddr != "" {
+		s.metrics = metrics.New(metrics.Sources{
+			Scheduled:         func() int { return s.engine.Scheduled() },
+			LongPolls:         func() int { return s.engine.Waiting() },
+			Retries:           func() uint64 { return s.engine.Stats().Retries },
+			ChangelogHead:     func() uint64 { return s.hub.Head() },
+			Subscribers:       func() int { return s.hub.Watchers() },
+			SubscriberMaxLag:  func() int { return s.hub.MaxLag() },
+			SubscribersLagged: func() uint64 { return s.hub.Lagged() },
+		})
+	}
 
 	// The store's commit hook feeds the engine and the hub, which need the
 	// store to exist first: route it through a pointer set below.
 	var onCommit atomic.Pointer[func([]fsm.Change)]
 	st, err := bolt.Open(cfg.DB, bolt.Options{
-		Logger: cfg.Logger,
+		Logger:         cfg.Logger,
+		CommitObserver: s.metrics.ObserveCommit,
 		CommitHook: func(c []fsm.Change) {
 			if f := onCommit.Load(); f != nil {
 				(*f)(c)
@@ -185,11 +258,18 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("open %s: %w", cfg.DB, err)
 	}
 	s.store = st
+	// Before the hook is installed, nothing commits: the counts read
+	// here and the changes the hook sees add up.
+	if err := s.metrics.Load(ctx, st); err != nil {
+		st.Close()
+		return nil, err
+	}
 	s.hub = changes.New(st, changes.Options{Logger: cfg.Logger})
 	s.engine = engine.New(st, engine.Options{Clock: cfg.Clock, Logger: cfg.Logger, MaxHistory: cfg.MaxHistory})
 	hook := func(c []fsm.Change) {
 		s.hub.Publish(c)
 		s.engine.OnCommit(c)
+		s.metrics.OnCommit(c)
 	}
 	onCommit.Store(&hook)
 
@@ -198,21 +278,25 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, err
 	}
 
-	h := &handlers{eng: s.engine, hub: s.hub}
-	s.grpc = grpc.NewServer(serverOptions(cfg, g)...)
+	h := &handlers{eng: s.engine, hub: s.hub, draining: s.draining}
+	s.grpc = grpc.NewServer(serverOptions(cfg, g, s.metrics)...)
 	pb.RegisterMachineServiceServer(s.grpc, h)
 	pb.RegisterInstanceServiceServer(s.grpc, h)
 	pb.RegisterWorkServiceServer(s.grpc, h)
 	pb.RegisterChangesServiceServer(s.grpc, h)
+	pb.RegisterAdminServiceServer(s.grpc, &admin{store: st})
 	s.health = health.NewServer()
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	if !cfg.NoReflection {
 		reflection.Register(s.grpc)
 	}
+	if m := s.metrics.GRPC(); m != nil {
+		m.InitializeMetrics(s.grpc)
+	}
 	return s, nil
 }
 
-func serverOptions(cfg Config, g *guard) []grpc.ServerOption {
+func serverOptions(cfg Config, g *guard, m *metrics.Metrics) []grpc.ServerOption {
 	log := cfg.Logger
 	rpcLog := log.With("component", "grpc")
 	logger := logging.LoggerFunc(func(ctx context.Context, lvl logging.Level, msg string, fields ...any) {
@@ -222,25 +306,36 @@ func serverOptions(cfg Config, g *guard) []grpc.ServerOption {
 		logging.WithLogOnEvents(logging.FinishCall),
 		logging.WithLevels(codeLevel),
 	}
-	panicked := recovery.WithRecoveryHandlerContext(func(ctx context.Context, p any) error {
-		rpcLog.Error("panic in handler", "panic", p)
-		return status.Error(codes.Internal, "internal error")
-	})
+	recovered := recovery.WithRecoveryHandlerContext(panicked(rpcLog, m.CountPanic))
+	idUnary, idStream := sendRequestID()
 	// Recovery is outermost so that a panic anywhere below, including in
 	// logging, becomes INTERNAL instead of killing the server. The guard
-	// (authentication, then limits) comes after logging, so that refused
-	// calls are logged too.
+	// (decoding, authentication, then limits) comes after logging and
+	// metrics, so that refused calls are logged and counted too.
 	unary := []grpc.UnaryServerInterceptor{
-		recovery.UnaryServerInterceptor(panicked),
+		recovery.UnaryServerInterceptor(recovered),
+		idUnary,
 		logging.UnaryServerInterceptor(logger, logOpts...),
 	}
-	unary = append(append(unary, g.unary()...), unaryErrors(log))
 	stream := []grpc.StreamServerInterceptor{
-		recovery.StreamServerInterceptor(panicked),
+		recovery.StreamServerInterceptor(recovered),
+		idStream,
 		logging.StreamServerInterceptor(logger, logOpts...),
 	}
+	if gm := m.GRPC(); gm != nil {
+		// Outside the error mapping, so that calls are counted by the
+		// code the client receives.
+		unary = append(unary, gm.UnaryServerInterceptor())
+		stream = append(stream, gm.StreamServerInterceptor())
+	}
+	unary = append(append(unary, g.unary()...), unaryErrors(log))
 	stream = append(append(stream, g.stream()...), streamErrors(log))
-	return append(g.options(cfg), grpc.ChainUnaryInterceptor(unary...), grpc.ChainStreamInterceptor(stream...))
+	return append(g.options(cfg),
+		// Tags every call with its request id before any interceptor.
+		grpc.StatsHandler(requestIDs{}),
+		grpc.ChainUnaryInterceptor(unary...),
+		grpc.ChainStreamInterceptor(stream...),
+	)
 }
 
 // codeLevel logs successful calls at debug (a busy server makes thousands
@@ -324,7 +419,12 @@ func (s *Server) Start(ctx context.Context, lis net.Listener) error {
 		return err
 	}
 	s.lis = lis
+	if err := s.serveMetrics(); err != nil {
+		_ = lis.Close()
+		return err
+	}
 	if err := s.engine.Start(ctx); err != nil {
+		_ = lis.Close()
 		return err
 	}
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
@@ -342,13 +442,55 @@ func (s *Server) Addr() string { return s.lis.Addr().String() }
 // Wait blocks until the gRPC server stops serving.
 func (s *Server) Wait() error { return <-s.serveErr }
 
-// Stop stops gracefully: stop accepting, end streams and finish in-flight
-// calls (forced after StopTimeout or when ctx ends), stop the engine, close
-// the changelog hub and then the store, which commits what is queued. It is
-// idempotent and safe when the server was never started.
+// MetricsAddr is the address of the metrics endpoint (after Start), or
+// "" when it is off.
+func (s *Server) MetricsAddr() string {
+	if s.httpLis == nil {
+		return ""
+	}
+	return s.httpLis.Addr().String()
+}
+
+// Metrics returns the server's metrics, nil when MetricsAddr is empty (the
+// methods of a nil *metrics.Metrics do nothing).
+func (s *Server) Metrics() *metrics.Metrics { return s.metrics }
+
+// serveMetrics listens on MetricsAddr, when set; an address without a host
+// is loopback only.
+func (s *Server) serveMetrics() error {
+	if s.metrics == nil {
+		return nil
+	}
+	addr := s.cfg.MetricsAddr
+	if host, port, _ := net.SplitHostPort(addr); host == "" {
+		addr = net.JoinHostPort("127.0.0.1", port)
+	}
+	lis, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("metrics: %w", err)
+	}
+	s.httpLis = lis
+	s.http = &http.Server{Handler: s.metrics.Handler(s.cfg.Pprof), ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		if err := s.http.Serve(lis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			s.log.Error("metrics endpoint failed", "err", err)
+		}
+	}()
+	s.log.Info("serving metrics", "addr", lis.Addr().String(), "pprof", s.cfg.Pprof)
+	return nil
+}
+
+// Stop stops gracefully: it stops accepting, ends the streams and the
+// long-polling Ready calls with UNAVAILABLE (clients reconnect elsewhere or
+// later), lets in-flight calls finish and their commits become durable,
+// stops the engine, then closes the store, which commits what is queued.
+// Past StopTimeout, or when ctx ends, the calls still open are cut; what
+// was acknowledged is durable either way. Stop is idempotent and safe when
+// the server was never started.
 func (s *Server) Stop(ctx context.Context) error {
 	s.stopOnce.Do(func() {
 		s.health.Shutdown()
+		s.drain()
 		// Streams never end on their own: close the hub first so that
 		// watchers get UNAVAILABLE and GracefulStop can finish.
 		s.hub.Close()
@@ -362,14 +504,22 @@ func (s *Server) Stop(ctx context.Context) error {
 			s.log.Warn("graceful stop timed out; forcing")
 			s.grpc.Stop()
 		case <-ctx.Done():
+			s.log.Warn("stop forced")
 			s.grpc.Stop()
 		}
 		var errs []string
-		if err := s.engine.Stop(ctx); err != nil {
+		// The scheduler ends at once once cancelled; wait for it even when
+		// ctx forced the stop, so that it is not mid-commit at Close.
+		if err := s.engine.Stop(context.WithoutCancel(ctx)); err != nil {
 			errs = append(errs, err.Error())
 		}
 		if err := s.store.Close(); err != nil {
 			errs = append(errs, err.Error())
+		}
+		if s.http != nil {
+			if err := s.http.Close(); err != nil {
+				errs = append(errs, err.Error())
+			}
 		}
 		if len(errs) > 0 {
 			s.stopErr = errors.New(strings.Join(errs, "; "))

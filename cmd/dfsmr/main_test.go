@@ -17,6 +17,8 @@ import (
 	"github.com/dfsmr/dfsmr/client"
 	pb "github.com/dfsmr/dfsmr/gen/dfsmr/v1"
 	"github.com/dfsmr/dfsmr/server"
+	"github.com/dfsmr/dfsmr/server/store"
+	"github.com/dfsmr/dfsmr/server/store/bolt"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 )
@@ -487,4 +489,33 @@ func TestAddrFromEnv(t *testing.T) {
 		t.Fatalf("machines with %s set: exit %d: %s", envAddr, code, errb.String())
 	}
 	contains(t, out.String(), "report")
+}
+
+// TestBackup backs up a running server with the CLI and opens the copy as
+// a store holding what was written before.
+func TestBackup(t *testing.T) {
+	c := mustCLI(t)
+	c.ok("start", "report", "--id", "before-backup")
+	path := filepath.Join(c.dir, "copy.db")
+	out := c.ok("backup", path)
+	contains(t, out, path+": ", " bytes, changelog head ", "sha256 ")
+	jsonOut := c.ok("-o", "json", "backup", path) // replaces the previous copy
+	contains(t, jsonOut, `"file":"`+path+`"`, `"sha256":"`)
+
+	st, err := bolt.Open(path, bolt.Options{})
+	if err != nil {
+		t.Fatalf("the backup does not open: %v", err)
+	}
+	defer st.Close()
+	err = st.View(t.Context(), func(tx store.ReadTx) error {
+		_, err := tx.Instance("before-backup")
+		return err
+	})
+	if err != nil {
+		t.Fatalf("instance started before the backup: %v", err)
+	}
+	if leftovers, _ := filepath.Glob(filepath.Join(c.dir, ".copy.db.tmp-*")); len(leftovers) > 0 {
+		t.Fatalf("temporary files left behind: %v", leftovers)
+	}
+	c.fails(exitUsage, []string{"accepts 1 arg"}, "backup")
 }

@@ -128,6 +128,7 @@ then one line per field violation); 2 usage error; 3 "ready" found no work.`,
 		&cobra.Group{ID: "instances", Title: "Instances:"},
 		&cobra.Group{ID: "work", Title: "Work (workers):"},
 		&cobra.Group{ID: "changes", Title: "Changelog:"},
+		&cobra.Group{ID: "admin", Title: "Administration:"},
 	)
 	for _, c := range []*cobra.Command{
 		a.defineCommand(), a.machinesCommand(), a.machineCommand(), a.graphCommand(),
@@ -151,6 +152,9 @@ then one line per field violation); 2 usage error; 3 "ready" found no work.`,
 	c.GroupID = "changes"
 	root.AddCommand(c)
 	root.AddCommand(a.tokenCommand())
+	c = a.backupCommand()
+	c.GroupID = "admin"
+	root.AddCommand(c)
 	return root
 }
 

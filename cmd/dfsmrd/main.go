@@ -1,10 +1,12 @@
 // Command dfsmrd is the dfsmr server: gRPC on 127.0.0.1:5003 by default,
 // state in one bbolt file, the bundled machines defined at start.
 //
-// Every flag can also be set through the environment (DFSMR_ADDR, DFSMR_DB,
-// DFSMR_MACHINES, DFSMR_LOG_FORMAT, DFSMR_LOG_LEVEL, DFSMR_TLS_CERT, ...:
-// the flag's name in upper case with DFSMR_ before it); a flag on the
-// command line wins over the environment. SIGHUP re-reads the tokens file.
+// Every setting of server.Config is a flag (--stop-timeout), an
+// environment variable (DFSMR_STOP_TIMEOUT) and a key of the optional YAML
+// file named by --config or DFSMR_CONFIG (stop_timeout). A flag wins over
+// the environment, which wins over the file, which wins over the default.
+// --print-config prints the effective configuration as YAML and exits.
+// docs/operations.md lists every setting. SIGHUP re-reads the tokens file.
 package main
 
 import (
@@ -19,53 +21,75 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/dfsmr/dfsmr/internal/config"
 	"github.com/dfsmr/dfsmr/server"
 )
 
+// envPrefix starts the name of every environment variable dfsmrd reads.
+const envPrefix = "DFSMR"
+
 func main() {
-	os.Exit(run(os.Args[1:], os.Stderr))
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
-func env(name, def string) string {
-	if v, ok := os.LookupEnv(name); ok {
-		return v
-	}
-	return def
-}
-
-func run(args []string, stderr io.Writer) int {
+// loadConfig fills a server.Config from the defaults, the config file, the
+// environment and args. done is true when args asked for help or the
+// printout, which went to stdout.
+func loadConfig(args []string, lookupEnv func(string) (string, bool), stdout, stderr io.Writer) (cfg server.Config, done bool, err error) {
 	fs := flag.NewFlagSet("dfsmrd", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	var cfg server.Config
-	fs.StringVar(&cfg.Addr, "addr", env("DFSMR_ADDR", server.DefaultAddr), "listen address (env DFSMR_ADDR)")
-	fs.StringVar(&cfg.DB, "db", env("DFSMR_DB", server.DefaultDB), "bbolt database file, created if missing (env DFSMR_DB)")
-	fs.StringVar(&cfg.MachinesDir, "machines", env("DFSMR_MACHINES", ""), "directory of extra *.yaml machine definitions to define at start (env DFSMR_MACHINES)")
-	logFormat := fs.String("log-format", env("DFSMR_LOG_FORMAT", "text"), "log format: text or json (env DFSMR_LOG_FORMAT)")
-	logLevel := fs.String("log-level", env("DFSMR_LOG_LEVEL", "info"), "log level: debug, info, warn or error (env DFSMR_LOG_LEVEL)")
-	securityFlags(fs, &cfg)
-	if err := setFromEnv(fs); err != nil {
-		fmt.Fprintln(stderr, "dfsmrd:", err)
-		return 2
-	}
+	cfg = server.Config{}.WithDefaults()
+	cfg.Logger, cfg.Clock = nil, nil
+	b := config.Bind(fs, &cfg, envPrefix)
+	file, _ := lookupEnv(envPrefix + "_CONFIG")
+	fs.StringVar(&file, "config", file, "YAML file of settings; flags and environment override it (env "+envPrefix+"_CONFIG)")
+	printConfig := fs.Bool("print-config", false, "print the effective configuration as YAML, secrets redacted, and exit")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			return 0
+			return cfg, true, nil
 		}
-		return 2
+		return cfg, false, err
 	}
 	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "dfsmrd: unexpected argument %q\n", fs.Arg(0))
-		return 2
+		return cfg, false, fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
-	log, err := newLogger(stderr, *logFormat, *logLevel)
+	if err := b.Load(file, lookupEnv); err != nil {
+		return cfg, false, err
+	}
+	if err := cfg.Validate(); err != nil {
+		return cfg, false, err
+	}
+	if *printConfig {
+		out, err := b.Redacted()
+		if err != nil {
+			return cfg, false, err
+		}
+		_, err = stdout.Write(out)
+		return cfg, true, err
+	}
+	return cfg, false, nil
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	cfg, done, err := loadConfig(args, os.LookupEnv, stdout, stderr)
+	switch {
+	case err != nil:
+		fmt.Fprintln(stderr, "dfsmrd:", err)
+		return 2
+	case done:
+		return 0
+	}
+	log, err := newLogger(stderr, cfg.LogFormat, cfg.LogLevel)
 	if err != nil {
 		fmt.Fprintln(stderr, "dfsmrd:", err)
 		return 2
 	}
 	cfg.Logger = log
 
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+	ctx := context.Background()
 	s, err := server.New(ctx, cfg)
 	if err != nil {
 		log.Error("start failed", "err", err)
@@ -80,13 +104,23 @@ func run(args []string, stderr io.Writer) int {
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- s.Wait() }()
 	select {
-	case <-ctx.Done():
-		log.Info("stopping: signal received; a second signal forces the stop")
+	case sig := <-sigs:
+		log.Info("stopping: signal received; a second signal forces the stop", "signal", sig.String(), "timeout", cfg.StopTimeout.String())
 	case err := <-serveErr:
 		log.Error("serve failed", "err", err)
 	}
-	stop() // a second signal now kills the process the default way
-	if err := s.Stop(context.Background()); err != nil {
+	// A second signal cuts the calls still open; the store is closed
+	// cleanly either way.
+	force, forceStop := context.WithCancel(context.Background())
+	defer forceStop()
+	go func() {
+		select {
+		case <-sigs:
+			forceStop()
+		case <-force.Done():
+		}
+	}()
+	if err := s.Stop(force); err != nil {
 		log.Error("stop", "err", err)
 		return 1
 	}

@@ -73,6 +73,8 @@ var methods = map[string]Role{
 
 	pb.ChangesService_Changes_FullMethodName: RoleReader,
 
+	pb.AdminService_Backup_FullMethodName: RoleAdmin,
+
 	methodDeviceConnect:     RoleDevice,
 	methodDeviceList:        RoleReader,
 	methodDeviceSubmitOrder: RoleOperator,

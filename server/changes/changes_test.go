@@ -527,9 +527,16 @@ func TestSlowWatcher(t *testing.T) {
 			t.Fatalf("fast Stream: %v", err)
 		}
 		checkSeqs(t, fast.got(), seqRange(1, total))
+		// The slow watcher holds seq 1 in send and 2..8 in its queue.
+		if lag, lagged := h.MaxLag(), h.Lagged(); lag != buffer || lagged != 0 {
+			t.Fatalf("stuck watcher: MaxLag %d, Lagged %d; want %d, 0", lag, lagged, buffer)
+		}
 
 		close(release)
 		err := <-slowDone
+		if lag, lagged := h.MaxLag(), h.Lagged(); lag != 0 || lagged != 1 {
+			t.Fatalf("after the lagging end: MaxLag %d, Lagged %d; want 0, 1", lag, lagged)
+		}
 		lagErr, ok := errors.AsType[*LaggingError](err)
 		// Seq 1 was being sent and 2..8 were queued: 9 was the first
 		// change that did not fit.

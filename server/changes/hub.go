@@ -127,6 +127,8 @@ type Hub struct {
 	// Copies for the stats methods, which must not contend with Publish.
 	headStat     atomic.Uint64
 	watchersStat atomic.Int64
+	// laggedStat counts the streams ended with *LaggingError.
+	laggedStat atomic.Uint64
 }
 
 // watcher is one stream's live queue.
@@ -393,6 +395,26 @@ func (h *Hub) Close() {
 // Watchers returns the number of streams registered with a live queue
 // (StopAtHead streams have none).
 func (h *Hub) Watchers() int { return int(h.watchersStat.Load()) }
+
+// MaxLag returns the most changes any live watcher has queued and not yet
+// sent: how far the slowest subscriber is behind the changelog, in changes
+// it wants. A watcher reaching Options.Buffer is ended with *LaggingError.
+// It takes the hub's lock briefly: call it at a metrics scrape, not in a
+// loop.
+func (h *Hub) MaxLag() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	most := 0
+	for _, w := range h.watchers {
+		w.mu.Lock()
+		most = max(most, len(w.q)+int(w.sending.Load()))
+		w.mu.Unlock()
+	}
+	return most
+}
+
+// Lagged returns how many streams were ended with *LaggingError since New.
+func (h *Hub) Lagged() uint64 { return h.laggedStat.Load() }
 
 // Head returns the last sequence number published (or read from the store
 // by New when nothing has been published yet).

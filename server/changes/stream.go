@@ -125,6 +125,7 @@ func (s *stream) live() error {
 				// cursor can be further on.
 				resume := max(lagFrom, s.next)
 				s.h.log.Info("watcher lagging", logKeyResumeFrom, resume, logKeyFilter, s.f)
+				s.h.laggedStat.Add(1)
 				return &LaggingError{ResumeFrom: resume}
 			}
 			select {

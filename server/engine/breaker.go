@@ -17,10 +17,14 @@ import (
 // The breaker is read on every such event, and written only when the
 // outcome changed it: once a machine's window is full of successes, a
 // success leaves it as it is.
-func (e *Engine) applyAttempt(tx store.Tx, m *fsm.Machine, in fsm.Instance, ev fsm.Event, now time.Time, actor string, out *fsm.Instance) error {
+//
+// retried says the attempt failed and the instance will try its node again
+// (not counting an attempt that used up the retries); the caller counts it
+// in Stats once the transaction is committed.
+func (e *Engine) applyAttempt(tx store.Tx, m *fsm.Machine, in fsm.Instance, ev fsm.Event, now time.Time, actor string, out *fsm.Instance) (retried bool, err error) {
 	br, err := tx.Breaker(m.ID)
 	if err != nil {
-		return fmt.Errorf("breaker of machine %q: %w", m.ID, err)
+		return false, fmt.Errorf("breaker of machine %q: %w", m.ID, err)
 	}
 	switch x := ev.(type) {
 	case fsm.Report:
@@ -32,29 +36,30 @@ func (e *Engine) applyAttempt(tx store.Tx, m *fsm.Machine, in fsm.Instance, ev f
 	}
 	var next fsm.Instance
 	if err := e.apply(tx, m, in, ev, now, actor, &next); err != nil {
-		return err
+		return false, err
 	}
 	if out != nil {
 		*out = next
 	}
 	success, ok := attemptOutcome(in, next)
 	if !ok {
-		return nil
+		return false, nil
 	}
+	retried = !success && next.Node != fsm.NodeFailed
 	nb, changed := br.Record(success, now)
 	if nb == br {
-		return nil
+		return retried, nil
 	}
 	if err := tx.PutBreaker(m.ID, nb); err != nil {
-		return err
+		return false, err
 	}
 	if !changed {
-		return nil
+		return retried, nil
 	}
 	c := fsm.BreakerChange(m.ID, m.Version, nb, br, now)
 	c.Actor = SystemActor
 	if _, err := tx.AppendChange(c); err != nil {
-		return err
+		return false, err
 	}
 	if nb.Open {
 		e.log.Warn("circuit breaker opened: retries slowed", "machine", m.ID,
@@ -62,7 +67,7 @@ func (e *Engine) applyAttempt(tx store.Tx, m *fsm.Machine, in fsm.Instance, ev f
 	} else {
 		e.log.Info("circuit breaker closed", "machine", m.ID)
 	}
-	return nil
+	return retried, nil
 }
 
 // attemptOutcome classifies the move from in to out. A failed attempt is

@@ -155,3 +155,80 @@ func TestBreakerOpensAndCloses(t *testing.T) {
 		t.Fatalf("retry after closing: due %v, want now+1s", out.DueAt)
 	}
 }
+
+// TestStatsCountRetries counts a retry for an error edge back into the node
+// and for a lease timeout, and none for a success, for the attempt that
+// uses up the retries, or for a repeated report.
+func TestStatsCountRetries(t *testing.T) {
+	ctx := context.Background()
+	clk := clock.NewFake(time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC))
+	e, _ := openLearner(t, filepath.Join(t.TempDir(), "dfsmr.db"), clk)
+	const src = `
+id: thrice
+nodes:
+  work:
+    start: true
+    timeout: 10s
+    retry: {max_attempts: 3, backoff: fixed, initial: 1s, jitter: 0}
+    transitions: {ok: done, error: work}
+  done: {final: true}
+`
+	if _, _, err := e.DefineMachine(ctx, "thrice.yaml", []byte(src), "test"); err != nil {
+		t.Fatal(err)
+	}
+	lease := func() fsm.Instance {
+		t.Helper()
+		if _, err := e.ProcessDue(ctx); err != nil {
+			t.Fatal(err)
+		}
+		in, ok, err := e.Ready(ctx, engine.ReadyArgs{Worker: "w", Machine: "thrice"})
+		if err != nil || !ok {
+			t.Fatalf("Ready = %v, %v", ok, err)
+		}
+		return in
+	}
+	report := func(in fsm.Instance, transition, requestID string) fsm.Instance {
+		t.Helper()
+		out, err := e.Transition(ctx, engine.TransitionArgs{ID: in.ID, Token: in.Lease.Token, Transition: transition, RequestID: requestID})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	retries := func(want uint64, after string) {
+		t.Helper()
+		if got := e.Stats().Retries; got != want {
+			t.Fatalf("after %s: %d retries, want %d", after, got, want)
+		}
+	}
+	start := func(id string) {
+		t.Helper()
+		if _, _, err := e.StartInstance(ctx, engine.StartArgs{ID: id, Machine: "thrice"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	start("a")
+	in := lease()
+	report(in, "error", "r1")
+	retries(1, "an error edge")
+	report(in, "error", "r1")
+	retries(1, "the same report repeated")
+	clk.Advance(time.Second)
+	in = lease()
+	clk.Set(in.Lease.ExpiresAt)
+	if _, err := e.ProcessDue(ctx); err != nil {
+		t.Fatal(err)
+	}
+	retries(2, "a lease timeout")
+	clk.Advance(time.Second)
+	in = lease()
+	if out := report(in, "error", ""); out.Node != fsm.NodeFailed {
+		t.Fatalf("third failure went to %s, want %s", out.Node, fsm.NodeFailed)
+	}
+	retries(2, "the failure that used up the retries")
+	start("b")
+	if out := report(lease(), "ok", ""); out.Node != "done" {
+		t.Fatalf("ok went to %s", out.Node)
+	}
+	retries(2, "a success")
+}

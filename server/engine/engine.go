@@ -8,6 +8,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/dfsmr/dfsmr/server/clock"
@@ -55,7 +56,25 @@ type Engine struct {
 	maxHistory int
 
 	sched *sched.Scheduler
+
+	// retries counts committed retries (see Stats).
+	retries atomic.Uint64
 }
+
+// Stats count what the engine committed since New.
+type Stats struct {
+	// Retries counts failed attempts (an error transition back into the
+	// node, or a lease timeout) after which the instance tries its node
+	// again; an attempt that uses up the retries is not one.
+	Retries uint64
+}
+
+// Stats returns the engine's counters.
+func (e *Engine) Stats() Stats { return Stats{Retries: e.retries.Load()} }
+
+// Scheduled returns how many instances the scheduler waits on (WAITING
+// instances and expirable leases), as of its last pass.
+func (e *Engine) Scheduled() int { return e.sched.Len() }
 
 // New returns an engine over st. Call Start to run its scheduler, and route
 // the store's commit hook to OnCommit.
@@ -133,11 +152,12 @@ func (e *Engine) loadDue(ctx context.Context) ([]store.Due, error) {
 // store says are due later.
 func (e *Engine) fireDue(ctx context.Context, ids []string) ([]store.Due, error) {
 	var later []store.Due
+	var retries int // by the last run of the update
 	err := e.st.Update(ctx, func(tx store.Tx) error {
-		later = later[:0]
+		later, retries = later[:0], 0
 		now := e.clock.Now()
 		for _, id := range ids {
-			_, d, err := e.dueOne(tx, id, now)
+			_, d, err := e.dueOne(tx, id, now, &retries)
 			if err != nil {
 				return err
 			}
@@ -147,13 +167,17 @@ func (e *Engine) fireDue(ctx context.Context, ids []string) ([]store.Due, error)
 		}
 		return nil
 	})
+	if err == nil {
+		e.retries.Add(uint64(retries))
+	}
 	return later, err
 }
 
 // dueOne re-reads instance id and applies Wake or Expire if it is due at
 // now. The store is the truth: an instance gone, no longer due or due
-// later (returned in later) is skipped quietly.
-func (e *Engine) dueOne(tx store.Tx, id string, now time.Time) (applied bool, later store.Due, err error) {
+// later (returned in later) is skipped quietly. A lease that expires into a
+// retry adds one to *retries.
+func (e *Engine) dueOne(tx store.Tx, id string, now time.Time, retries *int) (applied bool, later store.Due, err error) {
 	in, err := tx.Instance(id)
 	if errors.Is(err, store.ErrNotFound) {
 		return false, store.Due{}, nil
@@ -168,7 +192,7 @@ func (e *Engine) dueOne(tx store.Tx, id string, now time.Time) (applied bool, la
 	if at.After(now) {
 		return false, store.Due{At: at, ID: id}, nil
 	}
-	err = e.applyDue(tx, in, now)
+	err = e.applyDue(tx, in, now, retries)
 	// The core refuses before it writes anything, so a refusal leaves tx
 	// clean; a racing change made the instance not due any more.
 	if errors.Is(err, fsm.ErrNotDue) || errors.Is(err, fsm.ErrStaleLease) {
@@ -189,16 +213,16 @@ func (e *Engine) ProcessDue(ctx context.Context) (time.Time, error) {
 		if err != nil || next.IsZero() || next.After(e.clock.Now()) {
 			return next, err
 		}
-		var applied int
+		var applied, retries int
 		err = e.st.Update(ctx, func(tx store.Tx) error {
-			applied = 0
+			applied, retries = 0, 0
 			now := e.clock.Now()
 			due, err := tx.Due(now, dueBatch)
 			if err != nil {
 				return err
 			}
 			for _, d := range due {
-				ok, _, err := e.dueOne(tx, d.ID, now)
+				ok, _, err := e.dueOne(tx, d.ID, now, &retries)
 				if err != nil {
 					return err
 				}
@@ -211,6 +235,7 @@ func (e *Engine) ProcessDue(ctx context.Context) (time.Time, error) {
 		if err != nil {
 			return time.Time{}, err
 		}
+		e.retries.Add(uint64(retries))
 		if applied == 0 { // only skipped entries: looking again finds them again
 			return e.nextDue(ctx)
 		}
@@ -227,14 +252,18 @@ func (e *Engine) nextDue(ctx context.Context) (time.Time, error) {
 	return next.At, err
 }
 
-func (e *Engine) applyDue(tx store.Tx, in fsm.Instance, now time.Time) error {
+func (e *Engine) applyDue(tx store.Tx, in fsm.Instance, now time.Time, retries *int) error {
 	m, err := e.machineVersion(tx, in.Machine, in.Version)
 	if err != nil {
 		return err
 	}
 	if in.Status == fsm.StatusLeased {
 		// A lease timeout is a failed attempt: it counts for the breaker.
-		return e.applyAttempt(tx, m, in, fsm.Expire{Token: in.Lease.Token, Jitter: e.jitter()}, now, SystemActor, nil)
+		retried, err := e.applyAttempt(tx, m, in, fsm.Expire{Token: in.Lease.Token, Jitter: e.jitter()}, now, SystemActor, nil)
+		if retried {
+			*retries++
+		}
+		return err
 	}
 	return e.apply(tx, m, in, fsm.Wake{}, now, SystemActor, nil)
 }

@@ -178,14 +178,19 @@ func (e *Engine) Transition(ctx context.Context, a TransitionArgs) (fsm.Instance
 		}
 		ev.Delay, ev.OverrideDelay = *a.Delay, true
 	}
-	return e.updateInstance(ctx, a.ID, func(tx store.Tx, m *fsm.Machine, in fsm.Instance, now time.Time) (out fsm.Instance, err error) {
+	var retried bool // by the last run of the update
+	out, err := e.updateInstance(ctx, a.ID, func(tx store.Tx, m *fsm.Machine, in fsm.Instance, now time.Time) (out fsm.Instance, err error) {
 		ev := ev
 		ev.Jitter = e.jitter()
-		if err := e.applyAttempt(tx, m, in, ev, now, a.Actor, &out); err != nil {
+		if retried, err = e.applyAttempt(tx, m, in, ev, now, a.Actor, &out); err != nil {
 			return out, err
 		}
 		return out, learn(tx, m, in, out, a.Transition, now)
 	})
+	if err == nil && retried {
+		e.retries.Add(1)
+	}
+	return out, err
 }
 
 // Heartbeat extends a live lease by its node's timeout and returns the new

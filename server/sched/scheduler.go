@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/dfsmr/dfsmr/server/clock"
@@ -56,6 +57,10 @@ type Scheduler struct {
 	on      bool     // Update records updates (between Start and Stop)
 	pending []update // in arrival order
 	kick    chan struct{}
+
+	// size is the heap's length as of the goroutine's last change to it,
+	// for Len, which must not touch the heap.
+	size atomic.Int64
 
 	started  bool
 	cancel   context.CancelFunc
@@ -129,6 +134,7 @@ func (s *Scheduler) Start(ctx context.Context) error {
 	for _, d := range all {
 		s.heap.Set(d.ID, d.At)
 	}
+	s.size.Store(int64(s.heap.Len()))
 	s.started = true
 	ctx, s.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	s.done = make(chan struct{})
@@ -156,6 +162,11 @@ func (s *Scheduler) Stop(ctx context.Context) error {
 	}
 }
 
+// Len returns how many instances the scheduler is waiting on (WAITING
+// instances and leases that can expire), as of its last pass: a gauge for
+// metrics, not a synchronisation point.
+func (s *Scheduler) Len() int { return int(s.size.Load()) }
+
 func (s *Scheduler) run(ctx context.Context) {
 	defer close(s.done)
 	timer := s.opts.Clock.NewTimer(time.Hour)
@@ -170,6 +181,7 @@ func (s *Scheduler) run(ctx context.Context) {
 		if !s.fireDue(ctx) {
 			return
 		}
+		s.size.Store(int64(s.heap.Len()))
 		// One timer, on the head of the heap.
 		if head, ok := s.heap.Peek(); !ok {
 			if !armed.IsZero() {

@@ -99,6 +99,9 @@ func TestSchedulerFiresOnTime(t *testing.T) {
 		t.Fatalf("first fire = %v", got)
 	}
 	settle(t, fake, 1)
+	if n := s.Len(); n != 1 {
+		t.Fatalf("Len = %d after the first fire, want 1 (b)", n)
+	}
 	s.Update("a", t0.Add(5*time.Second), true)
 	s.Update("c", t0.Add(7*time.Second), true)
 	s.Update("c", time.Time{}, false) // removed again
@@ -133,6 +136,9 @@ func TestSchedulerFiresOnTime(t *testing.T) {
 		t.Fatalf("retry = %v", got)
 	}
 	settle(t, fake, 0)
+	if n := s.Len(); n != 0 {
+		t.Fatalf("Len = %d with nothing due, want 0", n)
+	}
 	rec.mu.Lock()
 	fired := slices.Clone(rec.fired)
 	rec.mu.Unlock()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"runtime"
 	"runtime/debug"
@@ -37,6 +38,11 @@ type Options struct {
 	// the Update calls of that transaction return. It runs on the writer
 	// goroutine: it must not block and must not call the store. Zero: none.
 	CommitHook store.CommitHook
+	// CommitObserver, when set, is called on the writer goroutine after
+	// every durable commit with the number of Update calls the commit
+	// made durable and how long the commit took (page writes and fsync).
+	// It must not block. Zero: none.
+	CommitObserver func(ops int, took time.Duration)
 	// MaxBatch is the most Update calls that share one transaction.
 	// Zero means DefaultMaxBatch (256); 1 disables group commit.
 	MaxBatch int
@@ -166,6 +172,48 @@ func initBuckets(db *bbolt.DB) error {
 // Stats returns the writer's counters.
 func (s *Store) Stats() Stats {
 	return Stats{Commits: s.commits.Load(), Ops: s.ops.Load()}
+}
+
+// Snapshot writes a consistent copy of the whole database file to w, as
+// of one read transaction: writers go on meanwhile, and the copy is a
+// valid store file that Open accepts. It returns the bytes written and the
+// last changelog sequence number in the copy. The read transaction lasts
+// as long as w takes: give it a fast writer (a local file), since a long
+// one holds back the file's growth.
+func (s *Store) Snapshot(ctx context.Context, w io.Writer) (n int64, head uint64, err error) {
+	if err := ctx.Err(); err != nil {
+		return 0, 0, err
+	}
+	s.mu.RLock()
+	closed := s.closed
+	s.mu.RUnlock()
+	if closed {
+		return 0, 0, store.ErrClosed
+	}
+	err = s.db.View(func(tx *bbolt.Tx) error {
+		if head, err = (&readTx{tx: tx}).Head(); err != nil {
+			return err
+		}
+		n, err = tx.WriteTo(ctxWriter{ctx, w})
+		return err
+	})
+	if errors.Is(err, bolterrors.ErrDatabaseNotOpen) {
+		return n, 0, store.ErrClosed
+	}
+	return n, head, err
+}
+
+// ctxWriter stops a long copy once its context ends.
+type ctxWriter struct {
+	ctx context.Context
+	w   io.Writer
+}
+
+func (c ctxWriter) Write(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.w.Write(p)
 }
 
 // Path returns the file the store is in.
@@ -346,6 +394,7 @@ func (s *Store) commit(batch []*request) {
 			}
 			return
 		}
+		began := time.Now()
 		if err := btx.Commit(); err != nil {
 			s.log.Error("commit", "err", err, "ops", len(live))
 			err = fmt.Errorf("store: commit: %w", err)
@@ -358,6 +407,9 @@ func (s *Store) commit(batch []*request) {
 			return
 		}
 		s.commits.Add(1)
+		if s.opts.CommitObserver != nil {
+			s.opts.CommitObserver(len(live), time.Since(began))
+		}
 		if s.opts.CommitHook != nil {
 			var changes []fsm.Change
 			for _, r := range live {

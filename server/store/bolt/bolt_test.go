@@ -67,7 +67,13 @@ func readyInstance(id string) fsm.Instance {
 }
 
 func TestGroupCommitBatches(t *testing.T) {
-	s := mustOpen(t, filepath.Join(t.TempDir(), "db"), bolt.Options{})
+	var observed, observedOps atomic.Uint64
+	s := mustOpen(t, filepath.Join(t.TempDir(), "db"), bolt.Options{
+		CommitObserver: func(ops int, took time.Duration) {
+			observed.Add(1)
+			observedOps.Add(uint64(ops))
+		},
+	})
 	const workers, ops = 32, 20
 	var wg sync.WaitGroup
 	for w := range workers {
@@ -95,6 +101,9 @@ func TestGroupCommitBatches(t *testing.T) {
 	}
 	if st.Commits >= st.Ops/2 {
 		t.Errorf("%d commits for %d concurrent ops: group commit is not batching", st.Commits, st.Ops)
+	}
+	if observed.Load() != st.Commits || observedOps.Load() != st.Ops {
+		t.Errorf("observer saw %d commits of %d ops, want %d of %d", observed.Load(), observedOps.Load(), st.Commits, st.Ops)
 	}
 }
 

@@ -1,0 +1,354 @@
+// Package metrics exposes dfsmr's Prometheus metrics: the gRPC server's
+// calls, the instances by machine, node and status, leases, timeouts,
+// retries, circuit breakers, the scheduler, the changelog and its
+// subscribers, devices, and the store's commits.
+//
+// Nothing here scans the store per scrape. Instance counts are read once
+// from the store at start (Load) and then kept by the commit hook
+// (OnCommit), which sees every committed change; the rest is read from
+// counters the server's parts keep anyway. Every method is safe on a nil
+// *Metrics, so callers need not check whether metrics are on.
+package metrics
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"net/http"
+	"net/http/pprof"
+	"sync"
+	"time"
+
+	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/dfsmr/dfsmr/server/fsm"
+	"github.com/dfsmr/dfsmr/server/store"
+)
+
+// Namespace prefixes every dfsmr metric (the gRPC ones are grpc_server_*).
+const Namespace = "dfsmr"
+
+// loadPage is how many instances one read of Load fetches.
+const loadPage = 1000
+
+// Sources are the server's gauges and counters that live elsewhere, read at
+// scrape time. A nil func reports 0.
+type Sources struct {
+	// Scheduled is how many instances the scheduler waits on.
+	Scheduled func() int
+	// LongPolls is how many Ready calls are blocked waiting for work.
+	LongPolls func() int
+	// Retries counts committed retries.
+	Retries func() uint64
+	// ChangelogHead is the last committed changelog sequence number.
+	ChangelogHead func() uint64
+	// Subscribers is how many Changes streams tail the changelog.
+	Subscribers func() int
+	// SubscriberMaxLag is the slowest subscriber's backlog, in changes.
+	SubscriberMaxLag func() int
+	// SubscribersLagged counts streams ended for falling behind.
+	SubscribersLagged func() uint64
+}
+
+// Metrics is the registry of one server's metrics.
+type Metrics struct {
+	reg  *prometheus.Registry
+	grpc *grpcprom.ServerMetrics
+
+	mu sync.Mutex
+	// instances counts instances by machine, node and status.
+	instances map[instanceKey]int64
+	// breakers is 1 for each machine whose circuit breaker is open.
+	breakers map[string]bool
+
+	changes       *prometheus.CounterVec
+	byKind        []prometheus.Counter // changes' children, by fsm.ChangeKind
+	commitOps     prometheus.Histogram
+	commitSeconds prometheus.Histogram
+	panics        prometheus.Counter
+	devices       prometheus.Gauge
+}
+
+type instanceKey struct {
+	machine, node string
+	status        fsm.Status
+}
+
+// New builds the registry: gRPC server metrics, Go runtime and process
+// metrics, and dfsmr's own, with src read at every scrape.
+func New(src Sources) *Metrics {
+	m := &Metrics{
+		reg:       prometheus.NewRegistry(),
+		instances: map[instanceKey]int64{},
+		breakers:  map[string]bool{},
+		grpc: grpcprom.NewServerMetrics(grpcprom.WithServerHandlingTimeHistogram(
+			grpcprom.WithHistogramBuckets([]float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 5, 30, 60}),
+		)),
+		changes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: Namespace, Name: "changes_total",
+			Help: "Changelog entries committed, by kind (TIMED_OUT: lease timeouts; FAILED: retries used up).",
+		}, []string{"kind"}),
+		commitOps: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: Namespace, Name: "store_commit_batch_size",
+			Help:    "Operations made durable by one store commit (group commit).",
+			Buckets: prometheus.ExponentialBuckets(1, 2, 10),
+		}),
+		commitSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: Namespace, Name: "store_commit_seconds",
+			Help:    "Duration of one store commit: page writes and fsync.",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
+		}),
+		panics: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: Namespace, Name: "grpc_panics_total",
+			Help: "Handler panics recovered into INTERNAL.",
+		}),
+		devices: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: Namespace, Name: "devices_online",
+			Help: "Devices connected right now.",
+		}),
+	}
+	m.reg.MustRegister(
+		m.grpc,
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		m.changes, m.commitOps, m.commitSeconds, m.panics, m.devices,
+		instanceCollector{m},
+		gaugeFunc("scheduler_queue_depth", "Instances the scheduler waits on: WAITING ones and leases that can expire.", src.Scheduled),
+		gaugeFunc("ready_long_polls", "Ready calls blocked waiting for work.", src.LongPolls),
+		counterFunc("retries_total", "Failed attempts retried in their node (an error edge back into the node, or a lease timeout).", src.Retries),
+		gaugeFunc("changelog_head_seq", "Last committed changelog sequence number.", src.ChangelogHead),
+		gaugeFunc("changelog_subscribers", "Changes streams tailing the changelog.", src.Subscribers),
+		gaugeFunc("changelog_subscriber_max_lag", "Changes the slowest subscriber has queued and not yet received.", src.SubscriberMaxLag),
+		counterFunc("changelog_subscribers_lagged_total", "Changes streams ended for falling too far behind (ABORTED with resume_from_seq).", src.SubscribersLagged),
+	)
+	// One child per kind, looked up once: the commit hook indexes them, and
+	// every kind exports 0 from the start, so rates work at once.
+	m.byKind = []prometheus.Counter{nil} // no UNSPECIFIED change is committed
+	for k := fsm.ChangeUnspecified + 1; k.String() != "UNKNOWN"; k++ {
+		m.byKind = append(m.byKind, m.changes.WithLabelValues(k.String()))
+	}
+	return m
+}
+
+func gaugeFunc[T int | uint64](name, help string, f func() T) prometheus.Collector {
+	return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: Namespace, Name: name, Help: help}, valueOf(f))
+}
+
+func counterFunc[T int | uint64](name, help string, f func() T) prometheus.Collector {
+	return prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: Namespace, Name: name, Help: help}, valueOf(f))
+}
+
+func valueOf[T int | uint64](f func() T) func() float64 {
+	return func() float64 {
+		if f == nil {
+			return 0
+		}
+		return float64(f())
+	}
+}
+
+// GRPC returns the gRPC server metrics, whose interceptors the server
+// installs; nil when m is nil.
+func (m *Metrics) GRPC() *grpcprom.ServerMetrics {
+	if m == nil {
+		return nil
+	}
+	return m.grpc
+}
+
+// Load counts the instances and reads the circuit breakers in st, in one
+// read transaction. Call it once, before st commits anything that OnCommit
+// does not see: it reads every instance, a few microseconds each
+// (BenchmarkLoad), so a few seconds per million.
+func (m *Metrics) Load(ctx context.Context, st store.Store) error {
+	if m == nil {
+		return nil
+	}
+	counts := map[instanceKey]int64{}
+	breakers := map[string]bool{}
+	err := st.View(ctx, func(tx store.ReadTx) error {
+		clear(counts)
+		clear(breakers)
+		for after := ""; ; {
+			page, err := tx.Instances(store.InstanceFilter{}, after, loadPage)
+			if err != nil {
+				return err
+			}
+			for i := range page {
+				counts[instanceKey{page[i].Machine, page[i].Node, page[i].Status}]++
+			}
+			if len(page) < loadPage {
+				break
+			}
+			after = page[len(page)-1].ID
+		}
+		for after := ""; ; {
+			page, err := tx.Machines(after, loadPage)
+			if err != nil {
+				return err
+			}
+			for _, rec := range page {
+				b, err := tx.Breaker(rec.ID)
+				if err != nil {
+					return err
+				}
+				breakers[rec.ID] = b.Open
+			}
+			if len(page) < loadPage {
+				break
+			}
+			after = page[len(page)-1].ID
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("metrics: load counts: %w", err)
+	}
+	m.mu.Lock()
+	m.instances, m.breakers = counts, breakers
+	m.mu.Unlock()
+	return nil
+}
+
+// OnCommit must receive every committed change (see store.CommitHook). It
+// moves each changed instance from its old machine, node and status to its
+// new ones, and counts the change by kind.
+func (m *Metrics) OnCommit(changes []fsm.Change) {
+	if m == nil {
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for i := range changes {
+		c := &changes[i]
+		if int(c.Kind) < len(m.byKind) && m.byKind[c.Kind] != nil {
+			m.byKind[c.Kind].Inc()
+		} else {
+			m.changes.WithLabelValues(c.Kind.String()).Inc()
+		}
+		switch c.Kind {
+		case fsm.ChangeMachineDefined:
+			if _, ok := m.breakers[c.Machine]; !ok {
+				m.breakers[c.Machine] = false
+			}
+		case fsm.ChangeBreakerOpened:
+			m.breakers[c.Machine] = true
+		case fsm.ChangeBreakerClosed:
+			m.breakers[c.Machine] = false
+		}
+		if c.Instance == "" {
+			continue
+		}
+		if c.FromStatus != fsm.StatusUnspecified { // not a start
+			from := instanceKey{c.Machine, c.FromNode, c.FromStatus}
+			if m.instances[from]--; m.instances[from] == 0 {
+				delete(m.instances, from)
+			}
+		}
+		m.instances[instanceKey{c.Machine, c.ToNode, c.ToStatus}]++
+	}
+}
+
+// Instances returns the instance counts by machine, node and status (for
+// tests and tools).
+func (m *Metrics) Instances() map[[3]string]int64 {
+	out := map[[3]string]int64{}
+	if m == nil {
+		return out
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for k, n := range m.instances {
+		out[[3]string{k.machine, k.node, k.status.String()}] = n
+	}
+	return out
+}
+
+// ObserveCommit is the store's commit observer: one commit of ops
+// operations took took.
+func (m *Metrics) ObserveCommit(ops int, took time.Duration) {
+	if m == nil {
+		return
+	}
+	m.commitOps.Observe(float64(ops))
+	m.commitSeconds.Observe(took.Seconds())
+}
+
+// CountPanic counts a handler panic recovered into INTERNAL.
+func (m *Metrics) CountPanic() {
+	if m != nil {
+		m.panics.Inc()
+	}
+}
+
+// SetDevicesOnline sets the dfsmr_devices_online gauge: the device service
+// calls it whenever a device connects or disconnects, with the number now
+// connected.
+func (m *Metrics) SetDevicesOnline(n int) {
+	if m != nil {
+		m.devices.Set(float64(n))
+	}
+}
+
+// Handler serves the metrics at /metrics and, with pprof, the Go profiler
+// under /debug/pprof/.
+func (m *Metrics) Handler(withPprof bool) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg}))
+	if withPprof {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
+	return mux
+}
+
+// instanceCollector exports the instance counts, the leases outstanding
+// and the breakers from m's maps at scrape time: one line per machine,
+// node and status in use, whatever the number of instances.
+type instanceCollector struct{ m *Metrics }
+
+var (
+	instancesDesc = prometheus.NewDesc(Namespace+"_instances",
+		"Instances by machine, node and status.", []string{"machine", "node", "status"}, nil)
+	leasesDesc = prometheus.NewDesc(Namespace+"_leases_outstanding",
+		"Instances leased to a worker right now.", nil, nil)
+	breakerDesc = prometheus.NewDesc(Namespace+"_breaker_open",
+		"1 when the machine's circuit breaker is open (retries slowed), else 0.", []string{"machine"}, nil)
+)
+
+func (c instanceCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- instancesDesc
+	ch <- leasesDesc
+	ch <- breakerDesc
+}
+
+func (c instanceCollector) Collect(ch chan<- prometheus.Metric) {
+	// Copy under the lock, send without it: the commit hook takes the
+	// lock on the store's writer goroutine, which a slow scrape must not
+	// hold up.
+	c.m.mu.Lock()
+	instances := maps.Clone(c.m.instances)
+	breakers := maps.Clone(c.m.breakers)
+	c.m.mu.Unlock()
+	var leased int64
+	for k, n := range instances {
+		ch <- prometheus.MustNewConstMetric(instancesDesc, prometheus.GaugeValue, float64(n), k.machine, k.node, k.status.String())
+		if k.status == fsm.StatusLeased {
+			leased += n
+		}
+	}
+	ch <- prometheus.MustNewConstMetric(leasesDesc, prometheus.GaugeValue, float64(leased))
+	for machine, open := range breakers {
+		v := 0.0
+		if open {
+			v = 1
+		}
+		ch <- prometheus.MustNewConstMetric(breakerDesc, prometheus.GaugeValue, v, machine)
+	}
+}

@@ -1,0 +1,333 @@
+package server_test
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	pb "github.com/dfsmr/dfsmr/gen/dfsmr/v1"
+	"github.com/dfsmr/dfsmr/server"
+	"github.com/dfsmr/dfsmr/server/clock"
+	"github.com/dfsmr/dfsmr/server/fsm"
+)
+
+const meteredYAML = `
+id: metered
+nodes:
+  work:
+    start: true
+    timeout: 10s
+    retry: {backoff: fixed, initial: 1s, jitter: 0}
+    transitions: {ok: done, error: work}
+  done: {final: true}
+`
+
+// scrape is one GET of the metrics endpoint, parsed.
+type scrape map[string]*dto.MetricFamily
+
+func mustScrape(t *testing.T, env *testEnv) scrape {
+	t.Helper()
+	resp, err := http.Get("http://" + env.srv.MetricsAddr() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET /metrics: %s", resp.Status)
+	}
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := p.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fams
+}
+
+// value returns the sample of family name whose labels include labels
+// ("k=v" pairs); histograms give their count. ok is false when absent.
+func (s scrape) value(name string, labels ...string) (float64, bool) {
+	fam := s[name]
+	if fam == nil {
+		return 0, false
+	}
+next:
+	for _, m := range fam.GetMetric() {
+		for _, kv := range labels {
+			k, v, _ := strings.Cut(kv, "=")
+			found := false
+			for _, lp := range m.GetLabel() {
+				if lp.GetName() == k && lp.GetValue() == v {
+					found = true
+				}
+			}
+			if !found {
+				continue next
+			}
+		}
+		switch {
+		case m.Counter != nil:
+			return m.GetCounter().GetValue(), true
+		case m.Gauge != nil:
+			return m.GetGauge().GetValue(), true
+		case m.Histogram != nil:
+			return float64(m.GetHistogram().GetSampleCount()), true
+		}
+	}
+	return 0, false
+}
+
+func (s scrape) must(t *testing.T, name string, labels ...string) float64 {
+	t.Helper()
+	v, ok := s.value(name, labels...)
+	if !ok {
+		t.Fatalf("metric %s%v missing", name, labels)
+	}
+	return v
+}
+
+// awaitMetric scrapes until the metric has value want: for gauges that
+// another goroutine (the scheduler, a blocked call) updates.
+func awaitMetric(t *testing.T, env *testEnv, want float64, name string, labels ...string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		got, _ := mustScrape(t, env).value(name, labels...)
+		if got == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s%v = %v, want %v", name, labels, got, want)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestMetricsUnderLoad scrapes the metrics endpoint over HTTP before and
+// after a short load over real gRPC: starts, leases, successes, errors
+// (retries) and lease timeouts, with a changelog follower and a long poll
+// connected. Every metric the operator guide lists is there and moved as
+// the load says it must.
+func TestMetricsUnderLoad(t *testing.T) {
+	clk := clock.NewFake(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	env := mustServer(t, server.Config{MetricsAddr: "127.0.0.1:0", Pprof: true, Clock: clk})
+	ctx := t.Context()
+	if _, err := env.machines.DefineMachine(ctx, &pb.DefineMachineRequest{Source: meteredYAML}); err != nil {
+		t.Fatal(err)
+	}
+	before := mustScrape(t, env)
+	for _, name := range []string{"dfsmr_leases_outstanding", "dfsmr_retries_total", "dfsmr_breaker_open",
+		"dfsmr_scheduler_queue_depth", "dfsmr_changelog_head_seq", "dfsmr_changelog_subscribers",
+		"dfsmr_changelog_subscriber_max_lag", "dfsmr_changelog_subscribers_lagged_total", "dfsmr_devices_online",
+		"dfsmr_ready_long_polls", "dfsmr_store_commit_batch_size", "dfsmr_store_commit_seconds", "dfsmr_grpc_panics_total",
+		"grpc_server_handled_total", "grpc_server_handling_seconds", "go_goroutines"} {
+		if before[name] == nil {
+			t.Errorf("metric %s missing before the load", name)
+		}
+	}
+
+	// A follower of the changelog and a long poll for work that never comes.
+	follow, err := env.changes.Changes(ctx, &pb.ChangesRequest{Machine: "metered"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := follow.Header(); err != nil { // registered
+		t.Fatal(err)
+	}
+	pollDone := make(chan error, 1)
+	go func() {
+		_, err := env.work.Ready(ctx, &pb.ReadyRequest{Worker: "idle", Machine: "report", Wait: durationpb.New(5 * time.Minute)})
+		pollDone <- err
+	}()
+	env.srv.Metrics().SetDevicesOnline(3)
+
+	const n = 30 // 10 succeed, 10 fail once, 10 stay leased and time out
+	for i := range n {
+		if _, err := env.instances.StartInstance(ctx, &pb.StartInstanceRequest{Id: fmt.Sprintf("m-%02d", i), Machine: "metered"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range n {
+		r, err := env.work.Ready(ctx, &pb.ReadyRequest{Worker: "w", Machine: "metered"})
+		if err != nil || r.GetLease() == nil {
+			t.Fatalf("Ready %d: %v %v", i, r, err)
+		}
+		transition := []string{"ok", "error", ""}[i%3]
+		if transition == "" {
+			continue
+		}
+		if _, err := env.work.Transition(ctx, &pb.TransitionRequest{Id: r.GetInstance().GetId(), Token: r.GetLease().GetToken(), Transition: transition}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	awaitMetric(t, env, 1, "dfsmr_ready_long_polls")
+	awaitMetric(t, env, 20, "dfsmr_scheduler_queue_depth") // 10 retries WAITING, 10 leases
+	middle := mustScrape(t, env)
+	if got := middle.must(t, "dfsmr_leases_outstanding"); got != 10 {
+		t.Errorf("leases outstanding %v, want 10", got)
+	}
+
+	// The leases expire: 10 timeouts; the 10 retries wake.
+	clk.Advance(10 * time.Second)
+	var timeouts, wakes int
+	var lastSeq uint64
+	for timeouts < 10 || wakes < 10 {
+		r, err := follow.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch r.GetChange().GetKind() {
+		case pb.ChangeKind_CHANGE_KIND_TIMED_OUT:
+			timeouts++
+		case pb.ChangeKind_CHANGE_KIND_WOKEN:
+			wakes++
+		}
+		lastSeq = r.GetChange().GetSeq()
+	}
+	awaitMetric(t, env, 10, "dfsmr_scheduler_queue_depth") // the timed-out ones wait out their backoff
+	after := mustScrape(t, env)
+
+	delta := func(name string, labels ...string) float64 {
+		t.Helper()
+		b, _ := before.value(name, labels...)
+		return after.must(t, name, labels...) - b
+	}
+	for _, c := range []struct {
+		name   string
+		labels []string
+		want   float64
+	}{
+		{"grpc_server_handled_total", []string{"grpc_method=StartInstance", "grpc_code=" + codes.OK.String()}, n},
+		{"grpc_server_handled_total", []string{"grpc_method=Transition", "grpc_code=" + codes.OK.String()}, 20},
+		{"grpc_server_handled_total", []string{"grpc_method=Ready", "grpc_code=" + codes.OK.String()}, n},
+		{"grpc_server_started_total", []string{"grpc_method=Changes"}, 1},
+		{"dfsmr_changes_total", []string{"kind=STARTED"}, n},
+		{"dfsmr_changes_total", []string{"kind=TIMED_OUT"}, 10},
+		{"dfsmr_retries_total", nil, 20},
+		{"dfsmr_leases_outstanding", nil, 0},
+		{"dfsmr_instances", []string{"machine=metered", "node=done", "status=FINAL"}, 10},
+		{"dfsmr_instances", []string{"machine=metered", "node=work", "status=READY"}, 10},
+		{"dfsmr_instances", []string{"machine=metered", "node=work", "status=WAITING"}, 10},
+		{"dfsmr_devices_online", nil, 3},
+		{"dfsmr_changelog_subscribers", nil, 1},
+	} {
+		if got := delta(c.name, c.labels...); got != c.want {
+			t.Errorf("%s%v went up by %v, want %v", c.name, c.labels, got, c.want)
+		}
+	}
+	if got := after.must(t, "dfsmr_changelog_head_seq"); got != float64(lastSeq) {
+		t.Errorf("changelog head %v, want %d (the follower's last change)", got, lastSeq)
+	}
+	if commits := delta("dfsmr_store_commit_batch_size"); commits <= 0 || delta("dfsmr_store_commit_seconds") != commits {
+		t.Errorf("commit histograms: %v batch sizes, %v durations observed", commits, delta("dfsmr_store_commit_seconds"))
+	}
+	after.must(t, "dfsmr_changelog_subscriber_max_lag")
+
+	// The breaker gauge says what the API says.
+	m, err := env.machines.GetMachine(ctx, &pb.GetMachineRequest{Id: "metered"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantOpen := 0.0
+	if m.GetBreaker().GetState() == pb.BreakerState_BREAKER_STATE_OPEN {
+		wantOpen = 1
+	}
+	if got := after.must(t, "dfsmr_breaker_open", "machine=metered"); got != wantOpen {
+		t.Errorf("breaker_open %v, API state %s", got, m.GetBreaker().GetState())
+	}
+
+	// The counts kept from the commit hook agree with a listing.
+	list, err := env.instances.ListInstances(ctx, &pb.ListInstancesRequest{Machine: "metered", PageSize: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	listed := map[[3]string]int64{}
+	for _, in := range list.GetInstances() {
+		listed[[3]string{"metered", in.GetNode(), fsm.Status(in.GetStatus()).String()}]++
+	}
+	for k, v := range env.srv.Metrics().Instances() {
+		if k[0] == "metered" && listed[k] != v {
+			t.Errorf("metrics count %v = %d, listing has %d", k, v, listed[k])
+		}
+		delete(listed, k)
+	}
+	if len(listed) > 0 {
+		t.Errorf("listed but not counted: %v", listed)
+	}
+
+	resp, err := http.Get("http://" + env.srv.MetricsAddr() + "/debug/pprof/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), "goroutine") {
+		t.Errorf("pprof index: %s", resp.Status)
+	}
+	env.stop(t)
+	if err := <-pollDone; err == nil {
+		t.Error("the long poll outlived the server")
+	}
+}
+
+// TestMetricsCountsSurviveRestart starts a server on a file with
+// instances in it: the counts come from the store, not from zero.
+func TestMetricsCountsSurviveRestart(t *testing.T) {
+	env := mustServer(t, server.Config{})
+	ctx := t.Context()
+	for i := range 5 {
+		if _, err := env.instances.StartInstance(ctx, &pb.StartInstanceRequest{Id: fmt.Sprint("r-", i), Machine: "report"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if env.srv.MetricsAddr() != "" || env.srv.Metrics() != nil {
+		t.Fatal("metrics on without MetricsAddr")
+	}
+	env.stop(t)
+	again := mustServer(t, server.Config{DB: env.db, MetricsAddr: "127.0.0.1:0"})
+	if got := mustScrape(t, again).must(t, "dfsmr_instances", "machine=report", "node=downloadable", "status=READY"); got != 5 {
+		t.Fatalf("after restart: %v READY report instances, want 5", got)
+	}
+	resp, err := http.Get("http://" + again.srv.MetricsAddr() + "/debug/pprof/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound {
+		t.Errorf("pprof without --pprof: %s, want 404", resp.Status)
+	}
+}
+
+// TestMetricsAddrInUse fails Start with a clear error when the metrics
+// port is taken, and the server still stops cleanly.
+func TestMetricsAddrInUse(t *testing.T) {
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	s, err := server.New(t.Context(), server.Config{
+		Addr: "127.0.0.1:0", DB: filepath.Join(t.TempDir(), "dfsmr.db"), MetricsAddr: taken.Addr().String(),
+		Logger: slog.New(slog.NewTextHandler(tlogWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn})),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(t.Context(), nil); err == nil || !strings.Contains(err.Error(), "metrics") {
+		t.Fatalf("Start with the metrics port taken: %v", err)
+	}
+	if err := s.Stop(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+}
