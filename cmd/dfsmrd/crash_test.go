@@ -88,6 +88,7 @@ func TestKill9KeepsAcknowledgedWrites(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		before := a.transitionCount()
 		ctx, cancel := context.WithCancel(context.Background())
 		var wg sync.WaitGroup
 		for w := range 8 {
@@ -97,7 +98,11 @@ func TestKill9KeepsAcknowledgedWrites(t *testing.T) {
 				load(ctx, c, a, fmt.Sprintf("c%d-w%d", cycle, w))
 			}()
 		}
-		time.Sleep(time.Duration(50+rng.IntN(250)) * time.Millisecond)
+		// Kill at a random moment once this cycle's load has had a
+		// transition acknowledged, so that every cycle crashes a server
+		// with writes in flight however slow the machine is.
+		a.waitTransitions(t, before+1)
+		time.Sleep(time.Duration(rng.IntN(250)) * time.Millisecond)
 		if err := cmd.Process.Kill(); err != nil { // SIGKILL
 			t.Fatal(err)
 		}
@@ -114,6 +119,24 @@ func TestKill9KeepsAcknowledgedWrites(t *testing.T) {
 	}
 	defer c.Close()
 	verify(t, c, a)
+}
+
+func (a *acked) transitionCount() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return len(a.transitions)
+}
+
+// waitTransitions waits until n transitions were acknowledged in all.
+func (a *acked) waitTransitions(t *testing.T, n int) {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for a.transitionCount() < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("the load had %d transitions acknowledged after a minute, want %d", a.transitionCount(), n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 // load starts report instances and moves them on, recording every
