@@ -37,6 +37,8 @@ import (
 const (
 	tagInstanceV1  byte = 0x11
 	tagChangeV1    byte = 0x21
+	tagChangeV2    byte = 0x22 // V1 + Device
+	tagDeviceV1    byte = 0x61
 	tagMachineV1   byte = 0x31
 	tagDurationsV1 byte = 0x41
 	tagBreakerV1   byte = 0x51
@@ -136,7 +138,7 @@ func DecodeInstance(b []byte) (fsm.Instance, error) {
 
 // AppendChange appends the encoding of c to dst.
 func AppendChange(dst []byte, c *fsm.Change) []byte {
-	b := append(dst, tagChangeV1)
+	b := append(dst, tagChangeV2)
 	b = binary.AppendUvarint(b, c.Seq)
 	b = appendTime(b, c.At)
 	b = appendString(b, c.Actor)
@@ -154,14 +156,19 @@ func AppendChange(dst []byte, c *fsm.Change) []byte {
 	b = appendTime(b, c.DueAt)
 	b = appendParams(b, c.Params)
 	b = appendString(b, c.Reason)
+	b = appendString(b, c.Device)
 	return b
 }
 
-// DecodeChange decodes a record written by AppendChange. The result shares
+// DecodeChange decodes a record written by AppendChange, in the current
+// format (V2) or the one before it (V1, without Device). The result shares
 // no memory with b.
 func DecodeChange(b []byte) (fsm.Change, error) {
 	r := reader{b: b}
-	r.tag(tagChangeV1)
+	tag := r.byte()
+	if r.err == nil && tag != tagChangeV1 && tag != tagChangeV2 {
+		r.fail("record tag %#x, want %#x or %#x", tag, tagChangeV1, tagChangeV2)
+	}
 	var c fsm.Change
 	c.Seq = r.uvarint()
 	c.At = r.time()
@@ -181,6 +188,9 @@ func DecodeChange(b []byte) (fsm.Change, error) {
 	c.DueAt = r.time()
 	c.Params = r.params()
 	c.Reason = r.string()
+	if tag == tagChangeV2 {
+		c.Device = r.string()
+	}
 	if err := r.finish("change"); err != nil {
 		return fsm.Change{}, err
 	}

@@ -48,7 +48,7 @@ func sampleChange() fsm.Change {
 		FromNode: "downloadable", ToNode: "uploadable",
 		FromStatus: fsm.StatusLeased, ToStatus: fsm.StatusReady,
 		Token: 9, Attempt: 1, DueAt: now, Params: map[string]string{"size": "12"},
-		Reason: "because",
+		Reason: "because", Device: "printer-1",
 	}
 }
 
@@ -132,6 +132,23 @@ func TestChangeRoundtrip(t *testing.T) {
 		if !reflect.DeepEqual(got, c) {
 			t.Fatalf("roundtrip:\n got %+v\nwant %+v", got, c)
 		}
+	}
+}
+
+// TestChangeV1Decodes: changes written before Device existed still decode.
+func TestChangeV1Decodes(t *testing.T) {
+	c := sampleChange()
+	c.Device = ""
+	b := store.AppendChange(nil, &c)
+	// V1 is V2 without the trailing Device string (here empty: one zero
+	// length byte).
+	v1 := append([]byte{0x21}, b[1:len(b)-1]...)
+	got, err := store.DecodeChange(v1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, c) {
+		t.Fatalf("v1 decode:\n got %+v\nwant %+v", got, c)
 	}
 }
 
