@@ -311,6 +311,70 @@ func DecodeBreaker(b []byte) (fsm.Breaker, error) {
 	return br, nil
 }
 
+// AppendDevice appends the encoding of d to dst.
+func AppendDevice(dst []byte, d *Device) []byte {
+	b := append(dst, tagDeviceV1)
+	b = appendString(b, d.ID)
+	b = appendString(b, d.Pool)
+	b = appendParams(b, d.Capabilities)
+	b = appendString(b, d.Machine)
+	online := byte(0)
+	if d.Online {
+		online = 1
+	}
+	b = append(b, online)
+	b = binary.AppendUvarint(b, d.Conn)
+	b = appendTime(b, d.LastSeen)
+	b = appendString(b, d.Node)
+	b = appendString(b, d.Job)
+	b = binary.BigEndian.AppendUint64(b, math.Float64bits(d.Progress))
+	b = binary.AppendUvarint(b, d.ReportSeq)
+	b = binary.AppendUvarint(b, d.CommandSeq)
+	b = binary.AppendUvarint(b, d.Pending.Seq)
+	b = appendString(b, d.Pending.Name)
+	b = appendString(b, d.Pending.Node)
+	b = appendString(b, d.Pending.Job)
+	return b
+}
+
+// DecodeDevice decodes a record written by AppendDevice. The result shares
+// no memory with b.
+func DecodeDevice(b []byte) (Device, error) {
+	r := reader{b: b}
+	r.tag(tagDeviceV1)
+	var d Device
+	d.ID = r.string()
+	d.Pool = r.string()
+	d.Capabilities = r.params()
+	d.Machine = r.string()
+	switch online := r.byte(); online {
+	case 0, 1:
+		d.Online = online == 1
+	default:
+		r.fail("device online flag %d", online)
+	}
+	d.Conn = r.uvarint()
+	d.LastSeen = r.time()
+	d.Node = r.string()
+	d.Job = r.string()
+	if len(r.b) < 8 {
+		r.fail("truncated")
+	} else {
+		d.Progress = math.Float64frombits(binary.BigEndian.Uint64(r.b))
+		r.b = r.b[8:]
+	}
+	d.ReportSeq = r.uvarint()
+	d.CommandSeq = r.uvarint()
+	d.Pending.Seq = r.uvarint()
+	d.Pending.Name = r.string()
+	d.Pending.Node = r.string()
+	d.Pending.Job = r.string()
+	if err := r.finish("device"); err != nil {
+		return Device{}, err
+	}
+	return d, nil
+}
+
 func appendString(b []byte, s string) []byte {
 	b = binary.AppendUvarint(b, uint64(len(s)))
 	return append(b, s...)

@@ -376,3 +376,27 @@ func FuzzDecodeBreaker(f *testing.F) {
 		}
 	})
 }
+
+func TestDeviceRoundtrip(t *testing.T) {
+	full := store.Device{
+		ID: "printer-1", Pool: "lab", Capabilities: map[string]string{"bed": "250x210", "material": "pla"},
+		Machine: "printer", Online: true, Conn: 7, LastSeen: time.Unix(100, 5).UTC(), Node: "printing",
+		Job: "o-1", Progress: 0.5, ReportSeq: 12, CommandSeq: 3,
+		Pending: store.Command{Seq: 3, Name: "print", Node: "ready", Job: "o-1"},
+	}
+	for _, d := range []store.Device{full, {}} {
+		got, err := store.DecodeDevice(store.AppendDevice(nil, &d))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(got, d) {
+			t.Fatalf("roundtrip:\n got %+v\nwant %+v", got, d)
+		}
+	}
+	b := store.AppendDevice(nil, &full)
+	for i := range b {
+		if _, err := store.DecodeDevice(b[:i]); !errors.Is(err, store.ErrCorrupt) {
+			t.Fatalf("truncated to %d bytes: %v, want ErrCorrupt", i, err)
+		}
+	}
+}
