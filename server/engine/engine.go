@@ -46,6 +46,9 @@ type Engine struct {
 	rand   *rand.Rand
 
 	sched *sched.Scheduler
+
+	// devices are the device sessions waiting for news of their device.
+	devices deviceWatchers
 }
 
 // New returns an engine over st. Call Start to run its scheduler, and route
@@ -79,6 +82,9 @@ func (e *Engine) Start(ctx context.Context) error {
 	if err := e.sweepUpgrades(ctx); err != nil {
 		return err
 	}
+	if err := e.offlineDevices(ctx); err != nil {
+		return err
+	}
 	return e.sched.Start(ctx)
 }
 
@@ -100,6 +106,9 @@ func (e *Engine) OnCommit(changes []fsm.Change) {
 		if c.Instance != "" {
 			// In commit order: the last change of an instance wins.
 			e.sched.Update(c.Instance, c.DueAt, !c.DueAt.IsZero())
+		}
+		if c.Device != "" && c.Actor != DeviceActor(c.Device) {
+			e.devices.wake(c.Device)
 		}
 	}
 }
@@ -237,6 +246,7 @@ func (e *Engine) apply(tx store.Tx, m *fsm.Machine, in fsm.Instance, ev fsm.Even
 	if err != nil {
 		return err
 	}
+	stampDevice(m, next, changes)
 	if out != nil {
 		*out = next
 	}
