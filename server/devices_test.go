@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"testing"
 	"time"
 
@@ -757,4 +758,31 @@ func wantField(t *testing.T, err error, field string) {
 		}
 	}
 	t.Fatalf("%v: no violation of field %s", err, field)
+}
+
+// TestDefineDeviceMachineChecksItsJobs: a device machine's reconcile table
+// is checked against the job machine already defined, with file:line:col.
+func TestDefineDeviceMachineChecksItsJobs(t *testing.T) {
+	env := mustServer(t, server.Config{})
+	src := `id: plotter
+kind: device
+nodes:
+  ready: {start: true, blocking: true, transitions: {print: busy}}
+  busy: {transitions: {finish: ready, stop: gone}}
+  gone: {final: true}
+reconcile:
+  jobs: print_job
+  rules:
+    - {device: ready, job: queued, command: print, transition: start}
+`
+	_, err := env.machines.DefineMachine(context.Background(), &pb.DefineMachineRequest{Source: src, FileName: "plotter.yaml"})
+	st := wantCode(t, err, codes.InvalidArgument)
+	want := `plotter.yaml:10:64: reconcile.rules[0].transition: node "queued" of job machine "print_job" has no transition "start"`
+	if !strings.HasPrefix(st.Message(), want) {
+		t.Fatalf("message %q, want %q", st.Message(), want)
+	}
+	fixed := strings.Replace(src, "transition: start", "transition: dispatch", 1)
+	if _, err := env.machines.DefineMachine(context.Background(), &pb.DefineMachineRequest{Source: fixed, FileName: "plotter.yaml"}); err != nil {
+		t.Fatal(err)
+	}
 }
