@@ -45,6 +45,9 @@ type Client struct {
 	Changes pb.ChangesServiceClient
 	// Admin holds the operator's maintenance calls; see also Backup.
 	Admin pb.AdminServiceClient
+	// Devices takes print orders and lists devices; see also
+	// ConnectDevice.
+	Devices pb.DeviceServiceClient
 
 	conn *grpc.ClientConn
 }
@@ -80,6 +83,7 @@ func New(conn *grpc.ClientConn) *Client {
 		Work:      pb.NewWorkServiceClient(conn),
 		Changes:   pb.NewChangesServiceClient(conn),
 		Admin:     pb.NewAdminServiceClient(conn),
+		Devices:   pb.NewDeviceServiceClient(conn),
 		conn:      conn,
 	}
 }

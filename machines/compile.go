@@ -22,7 +22,20 @@ import (
 // several; Compile reports every problem it can find in one go. Compile never
 // panics, whatever src holds.
 func Compile(file string, src []byte) (*fsm.Machine, error) {
-	c := &compiler{file: file}
+	return CompileWith(file, src, nil)
+}
+
+// Resolver returns the latest compiled version of a machine, for the checks
+// that look across machines; ok is false when no such machine exists.
+type Resolver func(id string) (m *fsm.Machine, ok bool)
+
+// CompileWith is Compile, and when resolve is not nil it also checks what a
+// device machine's reconcile table says about its job machine: the job
+// machine exists and is of kind job, and each rule's job node and
+// transition exist there (a non-signal transition out of that node). Those
+// problems carry the position in file like any other.
+func CompileWith(file string, src []byte, resolve Resolver) (*fsm.Machine, error) {
+	c := &compiler{file: file, resolve: resolve}
 	root := c.load(src)
 	if root == nil {
 		return nil, result(c.errs)
@@ -48,6 +61,10 @@ type compiler struct {
 	// absence is not reported on top.
 	shapeUnknown bool
 	targets      []target
+	// resolve, when set, looks up other machines (see CompileWith).
+	resolve Resolver
+	// kind is the machine's kind, read before its nodes.
+	kind fsm.Kind
 }
 
 type startKey struct {
@@ -149,7 +166,7 @@ func checkName(name string, pattern *regexp.Regexp) string {
 
 // machine compiles the root mapping.
 func (c *compiler) machine(root *yaml.Node) *fsm.Machine {
-	f, ok := c.fields("", root, "id", "kind", "description", "upgrade_strategy", "nodes")
+	f, ok := c.fields("", root, "id", "kind", "description", "upgrade_strategy", "nodes", "reconcile")
 	if !ok {
 		return nil
 	}
@@ -169,8 +186,10 @@ func (c *compiler) machine(root *yaml.Node) *fsm.Machine {
 				m.Kind = fsm.KindWorkflow
 			case "device":
 				m.Kind = fsm.KindDevice
+			case "job":
+				m.Kind = fsm.KindJob
 			default:
-				c.errAt(e.val, "kind", fmt.Sprintf("unknown kind %q; want one of: workflow, device", s))
+				c.errAt(e.val, "kind", fmt.Sprintf("unknown kind %q; want one of: workflow, device, job", s))
 			}
 		}
 	}
@@ -201,7 +220,11 @@ func (c *compiler) machine(root *yaml.Node) *fsm.Machine {
 		c.errAt(root, "nodes", "required: the machine's nodes")
 		return m
 	}
+	c.kind = m.Kind
 	c.nodes(m, e)
+	if e, ok := f["reconcile"]; ok {
+		c.reconcile(m, e)
+	}
 	return m
 }
 
@@ -243,7 +266,7 @@ func (c *compiler) nodes(m *fsm.Machine, nodes entry) {
 // node compiles one node.
 func (c *compiler) node(path string, e entry) *fsm.Node {
 	n := &fsm.Node{Name: e.name, Transitions: map[string]*fsm.Transition{}}
-	f, ok := c.fields(path, e.val, "start", "final", "timeout", "retry", "transitions")
+	f, ok := c.fields(path, e.val, "start", "final", "timeout", "retry", "transitions", "blocking")
 	if !ok {
 		c.shapeUnknown = true
 		return n
@@ -262,6 +285,16 @@ func (c *compiler) node(path string, e entry) *fsm.Node {
 			c.startKeys = append(c.startKeys, startKey{node: e.name, key: fe.key})
 			if n.Final {
 				c.errAt(fe.key, join(path, "start"), "the start node cannot be final")
+			}
+		}
+	}
+	if fe, ok := f["blocking"]; ok {
+		if n.Blocking, _ = c.boolean(join(path, "blocking"), fe.val); n.Blocking {
+			switch {
+			case c.kind != fsm.KindDevice:
+				c.errAt(fe.key, join(path, "blocking"), "only a device machine (kind: device) has blocking nodes")
+			case n.Final:
+				c.errAt(fe.key, join(path, "blocking"), "a final node cannot be blocking: the device never leaves it")
 			}
 		}
 	}
@@ -447,6 +480,9 @@ func (c *compiler) transitions(path string, n *fsm.Node, v *yaml.Node) {
 		} else {
 			c.errAt(e.val, p, "must be a node name or a mapping with to, delay and signal, got "+describe(e.val))
 		}
+		if c.kind == fsm.KindJob && t.To == n.Name {
+			c.errAt(e.key, p, "a job machine's transition cannot lead back to its own node: a retry would make the job WAITING, and a job is HELD by its device")
+		}
 		n.Transitions[e.name] = t
 		n.Order = append(n.Order, e.name)
 	}
@@ -466,8 +502,11 @@ func (c *compiler) transitionBlock(path string, t *fsm.Transition, v *yaml.Node)
 	if e, ok := f["delay"]; ok {
 		p := join(path, "delay")
 		if d, ok := c.duration(p, e.val); ok {
-			if d > fsm.MaxDelay {
+			switch {
+			case d > fsm.MaxDelay:
 				c.errAt(e.val, p, fmt.Sprintf("delay %s is longer than the limit of %s", formatDuration(d), formatDuration(fsm.MaxDelay)))
+			case d > 0 && c.kind == fsm.KindJob:
+				c.errAt(e.val, p, "a job machine's transitions cannot be delayed: its instances are HELD by their device, never WAITING")
 			}
 			t.Delay = d
 		}

@@ -161,6 +161,64 @@ func TestPrinter(t *testing.T) {
 	if !m.Nodes["retired"].Final {
 		t.Error("retired is not final")
 	}
+	for name, n := range m.Nodes {
+		want := name == "ready" || name == "waiting_retrieval" || name == "error"
+		if n.Blocking != want {
+			t.Errorf("node %s blocking = %v, want %v", name, n.Blocking, want)
+		}
+	}
+}
+
+// TestPrinterReconcile checks the bundled reactive loop against the
+// scenarios it encodes, compiled with the cross-machine checks on.
+func TestPrinterReconcile(t *testing.T) {
+	var src []byte
+	for _, s := range Bundled() {
+		if s.File == "printer.yaml" {
+			src = s.Data
+		}
+	}
+	m, err := CompileWith("printer.yaml", src, bundledResolver(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tab := m.Reconcile
+	if tab == nil || tab.Jobs != "print_job" {
+		t.Fatalf("Reconcile = %+v, want a table over print_job", tab)
+	}
+	want := []fsm.Rule{
+		{Device: "ready", Job: "queued", Command: "print", Transition: "dispatch"},
+		{Device: "ready", Job: "printing", Command: "print"},
+		{Device: "ready", Job: "retrieved", Transition: "acknowledged"},
+		{Device: "ready", Job: "recovering", Transition: "reset"},
+		{Device: "printing", Job: "printing"},
+		{Device: "waiting_retrieval", Job: "printing", Transition: "finished", Notice: "print finished; take the part off the bed, then signal retrieved"},
+		{Device: "waiting_retrieval", Job: "awaiting_retrieval"},
+		{Device: "waiting_retrieval", Job: "retrieved", Command: "done"},
+		{Device: "error", Job: "printing", Transition: "failed", Notice: "print failed; clear the printer, then signal recovered"},
+		{Device: "error", Job: "failed"},
+		{Device: "error", Job: "recovering", Command: "recover"},
+	}
+	if !reflect.DeepEqual(tab.Rules, want) {
+		t.Errorf("rules:\n got %+v\nwant %+v", tab.Rules, want)
+	}
+	for _, c := range []string{"print", "done", "recover"} {
+		if !tab.IsCommand(c) {
+			t.Errorf("%s is not a command", c)
+		}
+	}
+	if tab.IsCommand("finish") || tab.IsCommand("fault") {
+		t.Error("a transition the printer takes on its own counts as a command")
+	}
+	if r, ok := tab.Lookup("printing", "queued"); ok {
+		t.Errorf("Lookup(printing, queued) = %+v, want no rule", r)
+	}
+	// Without a resolver the job side is not checked, and the table is the
+	// same.
+	plain := bundledMachine(t, "printer.yaml")
+	if !reflect.DeepEqual(plain.Reconcile, tab) {
+		t.Error("Compile and CompileWith give different tables")
+	}
 }
 
 func TestPrintJob(t *testing.T) {
@@ -177,7 +235,7 @@ func TestPrintJob(t *testing.T) {
 		"canceled":           {},
 	}
 	checkEdges(t, m, want)
-	signals := map[string]bool{"awaiting_retrieval.retrieved": true, "failed.recovered": true}
+	signals := map[string]bool{"queued.cancel": true, "awaiting_retrieval.retrieved": true, "failed.recovered": true}
 	for name, n := range m.Nodes {
 		if !n.Timeout.Never() {
 			t.Errorf("node %s timeout = %+v, want never", name, n.Timeout)

@@ -10,7 +10,7 @@
 // # Schema
 //
 //	id: report                 # required; ^[a-z][a-z0-9_-]{0,63}$
-//	kind: workflow             # workflow (default) | device
+//	kind: workflow             # workflow (default) | device | job
 //	description: free text     # optional, at most 1024 bytes
 //	upgrade_strategy: continue # continue (default) | upgrade | abort
 //	nodes:                     # required mapping, definition order preserved, 1..256 nodes
@@ -28,6 +28,38 @@
 //	      throttled: {to: downloadable, delay: 30s}   # delayed: 0 < delay <= fsm.MaxDelay
 //	      retrieved: {to: done, signal: true}          # signal: external event, no lease needed
 //	  completed: {final: true} # final nodes: no transitions, no timeout, no retry
+//
+// # Devices and their jobs
+//
+// A machine of kind device describes the states of a connected device (the
+// bundled printer); a machine of kind job describes a device's jobs (the
+// bundled print_job). Job instances are HELD: WorkService.Ready never hands
+// them out; their device's rounds and operator signals move them. A device
+// machine marks the nodes in which the device waits for a command, and
+// carries the reactive loop as a table:
+//
+//	nodes:
+//	  ready: {start: true, blocking: true, transitions: {print: printing}}
+//	  ...
+//	reconcile:
+//	  jobs: print_job          # a machine of kind job
+//	  rules:                   # 1..MaxRules; at most one rule per (device, job) pair
+//	    - device: ready        # required: a non-final node of this machine
+//	      job: queued          # required: a non-final node of the job machine
+//	      command: print       # optional: a transition out of the device node,
+//	                           # which must be blocking
+//	      transition: dispatch # optional: a non-signal transition out of the job node
+//	      notice: free text    # optional, needs a transition; at most 1024 bytes
+//
+// A round looks up (the device's node, its current job's node or, with no
+// current job, its queue head's node): it records the transition on the job
+// and sends the command. Rule order does not matter. Only device machines
+// have blocking nodes and a reconcile table; a job machine's transitions
+// have no delay and never lead back to their own node (a job never waits
+// or retries on its own). Compile checks the table against the device
+// machine itself; CompileWith, given a Resolver, also checks the job side
+// (the machine exists, is of kind job, and has the nodes and transitions
+// the rules name), with the same file:line:col errors.
 //
 // Details:
 //

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"math"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/dfsmr/dfsmr/server/fsm"
@@ -86,6 +87,44 @@ func Fingerprint(m *fsm.Machine) string {
 			str(t.To)
 			dur(t.Delay)
 			flag(t.Signal)
+		}
+	}
+	// Device parts come last and only when present, so that the
+	// fingerprints of machines without them are what they always were.
+	var blocking []string
+	for _, name := range names {
+		if n := m.Nodes[name]; n != nil && n.Blocking {
+			blocking = append(blocking, name)
+		}
+	}
+	if len(blocking) > 0 || m.Reconcile != nil {
+		str("device")
+		num(uint64(len(blocking)))
+		for _, name := range blocking {
+			str(name)
+		}
+		if m.Reconcile == nil {
+			flag(false)
+		} else {
+			flag(true)
+			str(m.Reconcile.Jobs)
+			// Rule order does not matter (no two rules share a pair), so
+			// they are hashed sorted like nodes.
+			rules := slices.Clone(m.Reconcile.Rules)
+			slices.SortFunc(rules, func(a, b fsm.Rule) int {
+				if c := strings.Compare(a.Device, b.Device); c != 0 {
+					return c
+				}
+				return strings.Compare(a.Job, b.Job)
+			})
+			num(uint64(len(rules)))
+			for _, r := range rules {
+				str(r.Device)
+				str(r.Job)
+				str(r.Command)
+				str(r.Transition)
+				str(r.Notice)
+			}
 		}
 	}
 	sum := sha256.Sum256(b)

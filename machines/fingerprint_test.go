@@ -97,6 +97,49 @@ func TestFingerprintChanges(t *testing.T) {
 	}
 }
 
+// TestFingerprintDevice: a device machine's blocking nodes and reconcile
+// rules are content; the order of rules is not.
+func TestFingerprintDevice(t *testing.T) {
+	var src string
+	for _, s := range Bundled() {
+		if s.File == "printer.yaml" {
+			src = string(s.Data)
+		}
+	}
+	base := Fingerprint(mustCompile(t, "printer.yaml", src))
+	reordered := strings.Replace(src,
+		"    - {device: ready, job: queued, command: print, transition: dispatch}\n", "", 1) +
+		"    - {device: ready, job: queued, command: print, transition: dispatch}\n"
+	if fp := Fingerprint(mustCompile(t, "reordered", reordered)); fp != base {
+		t.Errorf("moving a rule changed the fingerprint")
+	}
+	seen := map[string]string{base: "original"}
+	for _, tt := range []struct{ name, old, new string }{
+		{"blocking", "    start: true\n    blocking: true\n", "    start: true\n"},
+		{"jobs", "jobs: print_job", "jobs: other_job"},
+		{"rule job", "{device: error, job: failed}", "{device: error, job: failing}"},
+		{"rule command", "{device: ready, job: printing, command: print}", "{device: ready, job: printing}"},
+		{"rule transition", "transition: reset}", "transition: scrap}"},
+		{"notice", "bed, then signal retrieved", "bed, then signal"},
+	} {
+		if !strings.Contains(src, tt.old) {
+			t.Fatalf("%s: printer.yaml does not contain %q", tt.name, tt.old)
+		}
+		changed := strings.Replace(src, tt.old, tt.new, 1)
+		if tt.name == "blocking" {
+			// A command needs a blocking node: drop the rules that send
+			// one from ready.
+			changed = strings.Replace(changed, "command: print, ", "", 1)
+			changed = strings.Replace(changed, "{device: ready, job: printing, command: print}", "{device: ready, job: printing}", 1)
+		}
+		fp := Fingerprint(mustCompile(t, tt.name, changed))
+		if prev, dup := seen[fp]; dup {
+			t.Errorf("%s: same fingerprint as %s", tt.name, prev)
+		}
+		seen[fp] = tt.name
+	}
+}
+
 func TestFingerprintNil(t *testing.T) {
 	// Hand-built machines can be incomplete; Fingerprint must not panic.
 	if Fingerprint(nil) == "" {

@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/dfsmr/dfsmr/server/fsm"
 )
 
 // invalidCases pairs every file in testdata/invalid with the exact text
@@ -23,7 +25,7 @@ alias_cycle.yaml:4:9: aliases expand to more than 10000 YAML nodes`},
 bad_duration.yaml:5:14: nodes.work.timeout: invalid duration "30 seconds": write a Go duration such as 30s, 1m30s or 2h
 bad_duration.yaml:8:32: nodes.work.transitions.later.delay: a duration needs a unit: write 90s, 90m or 90h (only 0 may go without one)`},
 	{"bad_enum.yaml", `
-bad_enum.yaml:2:7: kind: unknown kind "robot"; want one of: workflow, device
+bad_enum.yaml:2:7: kind: unknown kind "robot"; want one of: workflow, device, job
 bad_enum.yaml:3:19: upgrade_strategy: unknown upgrade strategy "migrate"; want one of: continue, upgrade, abort
 bad_enum.yaml:7:22: nodes.work.retry.backoff: unknown backoff "quadratic"; want one of: fixed, linear, exponential`},
 	{"bad_names.yaml", `
@@ -52,12 +54,15 @@ empty_nodes.yaml:2:1: nodes: a machine needs at least one node`},
 	{"final_with_transitions.yaml", `
 final_with_transitions.yaml:8:5: nodes.done.timeout: a final node has no timeout
 final_with_transitions.yaml:9:5: nodes.done.transitions: a final node has no transitions`},
+	{"job_machine.yaml", `
+job_machine.yaml:7:33: nodes.queued.transitions.go.delay: a job machine's transitions cannot be delayed: its instances are HELD by their device, never WAITING
+job_machine.yaml:10:19: nodes.printing.transitions.again: a job machine's transition cannot lead back to its own node: a retry would make the job WAITING, and a job is HELD by its device`},
 	{"limits.yaml", `
 limits.yaml:5:14: nodes.work.timeout: timeout 721h is longer than the limit of 720h
 limits.yaml:11:33: nodes.other.transitions.later.delay: delay 8785h is longer than the limit of 8784h
 limits.yaml:12:3: nodes.aVeryLongNodeNameThatGoesOnAndOnAndOnAndOnAndOnAndOnPastTheLimit_x: name is 66 bytes, longer than the limit of 64`},
 	{"merge_key.yaml", `
-merge_key.yaml:2:1: base: unknown field "base"; want one of: id, kind, description, upgrade_strategy, nodes
+merge_key.yaml:2:1: base: unknown field "base"; want one of: id, kind, description, upgrade_strategy, nodes, reconcile
 merge_key.yaml:5:5: nodes.work: merge keys (<<) are not supported; use an alias (*name) as a whole value instead`},
 	{"missing_required.yaml", `
 missing_required.yaml:1:1: id: required: the machine id
@@ -76,6 +81,27 @@ no_path_to_final.yaml:6:3: nodes.loop: no path to a final node`},
 no_start.yaml:2:1: nodes: no start node: exactly one node needs start: true`},
 	{"not_a_mapping.yaml", `
 not_a_mapping.yaml:1:1: must be a mapping, got a sequence`},
+	{"reconcile_device.yaml", `
+reconcile_device.yaml:10:23: nodes.gone.blocking: a final node cannot be blocking: the device never leaves it
+reconcile_device.yaml:15:7: reconcile.rules[1]: a second rule for device node "ready" and job node "queued" (the first is rule 0)
+reconcile_device.yaml:16:16: reconcile.rules[2].device: unknown node "sleeping" of this machine
+reconcile_device.yaml:17:16: reconcile.rules[3].device: node "gone" is final: a device there is gone
+reconcile_device.yaml:18:47: reconcile.rules[4].command: node "ready" has no transition "explode" (it has [print])
+reconcile_device.yaml:19:50: reconcile.rules[5].command: node "printing" is not blocking: commands only go to a device waiting for one (mark the node blocking: true)
+reconcile_device.yaml:20:39: reconcile.rules[6].notice: a notice is told when the rule's transition is recorded: give the rule a transition
+reconcile_device.yaml:21:7: reconcile.rules[7].device: required: a node of this device machine
+reconcile_device.yaml:22:40: reconcile.rules[8].colour: unknown field "colour"; want one of: device, job, command, transition, notice`},
+	{"reconcile_jobs.yaml", `
+reconcile_jobs.yaml:10:28: reconcile.rules[0].job: unknown node "queueing" of job machine "print_job"
+reconcile_jobs.yaml:11:28: reconcile.rules[1].job: node "done" of job machine "print_job" is final: a finished job is no longer the device's
+reconcile_jobs.yaml:12:53: reconcile.rules[2].transition: node "printing" of job machine "print_job" has no transition "vanish" (it has [finished failed])
+reconcile_jobs.yaml:13:63: reconcile.rules[3].transition: transition "retrieved" of job machine "print_job" is a signal: operators send it, the device's round does not`},
+	{"reconcile_kinds.yaml", `
+reconcile_kinds.yaml:5:5: nodes.work.blocking: only a device machine (kind: device) has blocking nodes
+reconcile_kinds.yaml:8:1: reconcile: only a device machine (kind: device) has a reconcile table`},
+	{"reconcile_not_jobs.yaml", `
+reconcile_not_jobs.yaml:7:9: reconcile.jobs: machine "report" is of kind workflow; the jobs of a device need kind: job
+reconcile_not_jobs.yaml:8:3: reconcile.rules: a reconcile table needs at least one rule`},
 	{"reserved_name.yaml", `
 reserved_name.yaml:7:7: nodes.work.transitions.dfsmr.timeout: reserved: names under dfsmr. belong to the system
 reserved_name.yaml:8:13: nodes.work.transitions.fail: reserved: names under dfsmr. belong to the system
@@ -89,7 +115,7 @@ too_many_aliases.yaml:102:12: too many aliases: more than 32`},
 	{"two_starts.yaml", `
 two_starts.yaml:7:5: nodes.two.start: a second start node: "one" (line 4) is already the start node`},
 	{"unknown_field.yaml", `
-unknown_field.yaml:5:5: nodes.work.timout: unknown field "timout"; want one of: start, final, timeout, retry, transitions`},
+unknown_field.yaml:5:5: nodes.work.timout: unknown field "timout"; want one of: start, final, timeout, retry, transitions, blocking`},
 	{"unreachable.yaml", `
 unreachable.yaml:6:3: nodes.orphan: unreachable: no path from the start node "work"`},
 	{"wrong_type.yaml", `
@@ -99,6 +125,25 @@ wrong_type.yaml:5:40: nodes.work.retry.jitter: must be a finite number, got stri
 wrong_type.yaml:6:18: nodes.work.transitions: must be a mapping, got a sequence
 wrong_type.yaml:7:17: nodes.done.final: must be true or false, got string "yes"
 wrong_type.yaml:8:10: nodes.other: must be a mapping, got a sequence`},
+}
+
+// bundledResolver resolves machine ids to the bundled definitions, so that
+// the reconcile tables of the invalid files are checked against print_job
+// and report.
+func bundledResolver(t *testing.T) Resolver {
+	t.Helper()
+	byID := map[string]*fsm.Machine{}
+	for _, src := range Bundled() {
+		m, err := Compile(src.File, src.Data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		byID[m.ID] = m
+	}
+	return func(id string) (*fsm.Machine, bool) {
+		m, ok := byID[id]
+		return m, ok
+	}
 }
 
 func testdataInvalid() ([]string, error) {
@@ -112,7 +157,7 @@ func TestInvalid(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			m, err := Compile(tt.file, src)
+			m, err := CompileWith(tt.file, src, bundledResolver(t))
 			if err == nil {
 				t.Fatalf("Compile succeeded: %+v", m)
 			}

@@ -445,3 +445,31 @@ func TestCallLogNamesThePrincipal(t *testing.T) {
 		t.Fatalf("logs lack the allowed call with its principal (%v) or the denied call (%v):\n%s", listed, denied, logs.String())
 	}
 }
+
+func TestDeviceConnectsOnlyAsItself(t *testing.T) {
+	s := mustSecure(t, false, nil)
+	ctx := context.Background()
+	c := client.New(s.dial(t, s.token["printer-7"], tlstest.Pair{}))
+	other, err := c.ConnectDevice(ctx, &pb.DeviceRegistration{DeviceId: "printer-8"}, client.DeviceState{Node: "ready"})
+	if err == nil {
+		_, err = other.Recv()
+	}
+	if st := wantCode(t, err, codes.PermissionDenied); !strings.Contains(st.Message(), `"printer-8"`) {
+		t.Fatalf("connect as another device: %v; want the device named", err)
+	}
+	own, err := c.ConnectDevice(ctx, &pb.DeviceRegistration{DeviceId: "printer-7"}, client.DeviceState{Node: "ready"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer own.Close()
+	if _, err := own.Recv(); err != nil {
+		t.Fatalf("connect as itself: %v", err)
+	}
+	list, err := pb.NewDeviceServiceClient(s.dial(t, s.token["viewer"], tlstest.Pair{})).ListDevices(ctx, &pb.ListDevicesRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(list.GetDevices()); n != 1 || list.GetDevices()[0].GetId() != "printer-7" {
+		t.Fatalf("devices after the refused connect: %v; want only printer-7", list.GetDevices())
+	}
+}

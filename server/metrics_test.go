@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/dfsmr/dfsmr/client"
 	pb "github.com/dfsmr/dfsmr/gen/dfsmr/v1"
 	"github.com/dfsmr/dfsmr/server"
 	"github.com/dfsmr/dfsmr/server/clock"
@@ -150,7 +151,18 @@ func TestMetricsUnderLoad(t *testing.T) {
 		_, err := env.work.Ready(ctx, &pb.ReadyRequest{Worker: "idle", Machine: "report", Wait: durationpb.New(5 * time.Minute)})
 		pollDone <- err
 	}()
-	env.srv.Metrics().SetDevicesOnline(3)
+	// Three printers on their Connect streams, each past its first round.
+	c := client.New(env.conn)
+	for i := range 3 {
+		dev, err := c.ConnectDevice(ctx, &pb.DeviceRegistration{DeviceId: fmt.Sprintf("printer-%d", i)}, client.DeviceState{Node: "ready"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer dev.Close()
+		if _, err := dev.Recv(); err != nil {
+			t.Fatal(err)
+		}
+	}
 
 	const n = 30 // 10 succeed, 10 fail once, 10 stay leased and time out
 	for i := range n {

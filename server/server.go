@@ -21,6 +21,7 @@ import (
 	"github.com/dfsmr/dfsmr/machines"
 	"github.com/dfsmr/dfsmr/server/changes"
 	"github.com/dfsmr/dfsmr/server/clock"
+	"github.com/dfsmr/dfsmr/server/device"
 	"github.com/dfsmr/dfsmr/server/engine"
 	"github.com/dfsmr/dfsmr/server/fsm"
 	"github.com/dfsmr/dfsmr/server/metrics"
@@ -211,6 +212,9 @@ type Server struct {
 	draining context.Context
 	drain    context.CancelFunc
 
+	// sessions are the device streams, ended by Stop like the changelog.
+	sessions *device.Sessions
+
 	stopOnce sync.Once
 	stopErr  error
 	serveErr chan error
@@ -223,7 +227,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger.With("component", "server"), serveErr: make(chan error, 1)}
+	s := &Server{cfg: cfg, log: cfg.Logger.With("component", "server"), serveErr: make(chan error, 1), sessions: &device.Sessions{}}
 	g, err := newGuard(cfg)
 	if err != nil {
 		return nil, err
@@ -239,6 +243,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 			Subscribers:       func() int { return s.hub.Watchers() },
 			SubscriberMaxLag:  func() int { return s.hub.MaxLag() },
 			SubscribersLagged: func() uint64 { return s.hub.Lagged() },
+			DevicesOnline:     s.sessions.Len,
 		})
 	}
 
@@ -278,13 +283,14 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, err
 	}
 
-	h := &handlers{eng: s.engine, hub: s.hub, draining: s.draining}
+	h := &handlers{eng: s.engine, hub: s.hub, sessions: s.sessions, draining: s.draining}
 	s.grpc = grpc.NewServer(serverOptions(cfg, g, s.metrics)...)
 	pb.RegisterMachineServiceServer(s.grpc, h)
 	pb.RegisterInstanceServiceServer(s.grpc, h)
 	pb.RegisterWorkServiceServer(s.grpc, h)
 	pb.RegisterChangesServiceServer(s.grpc, h)
 	pb.RegisterAdminServiceServer(s.grpc, &admin{store: st})
+	pb.RegisterDeviceServiceServer(s.grpc, h)
 	s.health = health.NewServer()
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	if !cfg.NoReflection {
@@ -494,6 +500,7 @@ func (s *Server) Stop(ctx context.Context) error {
 		// Streams never end on their own: close the hub first so that
 		// watchers get UNAVAILABLE and GracefulStop can finish.
 		s.hub.Close()
+		s.sessions.Close()
 		done := make(chan struct{})
 		go func() { s.grpc.GracefulStop(); close(done) }()
 		timer := time.NewTimer(s.cfg.StopTimeout)

@@ -129,6 +129,7 @@ then one line per field violation); 2 usage error; 3 "ready" found no work.`,
 		&cobra.Group{ID: "work", Title: "Work (workers):"},
 		&cobra.Group{ID: "changes", Title: "Changelog:"},
 		&cobra.Group{ID: "admin", Title: "Administration:"},
+		&cobra.Group{ID: "devices", Title: "Devices (printers):"},
 	)
 	for _, c := range []*cobra.Command{
 		a.defineCommand(), a.machinesCommand(), a.machineCommand(), a.graphCommand(),
@@ -155,6 +156,14 @@ then one line per field violation); 2 usage error; 3 "ready" found no work.`,
 	c = a.backupCommand()
 	c.GroupID = "admin"
 	root.AddCommand(c)
+	for _, c := range []*cobra.Command{
+		a.devicesCommand(), a.orderCommand(),
+		a.operatorCommand(signalRetrieved, "Mark a print job's part as taken off the bed (signal retrieved)"),
+		a.operatorCommand(signalRecovered, "Mark a failed print job's printer as cleared (signal recovered)"),
+	} {
+		c.GroupID = "devices"
+		root.AddCommand(c)
+	}
 	return root
 }
 

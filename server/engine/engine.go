@@ -59,6 +59,8 @@ type Engine struct {
 
 	// retries counts committed retries (see Stats).
 	retries atomic.Uint64
+	// devices are the device sessions waiting for news of their device.
+	devices deviceWatchers
 }
 
 // Stats count what the engine committed since New.
@@ -111,6 +113,9 @@ func (e *Engine) Start(ctx context.Context) error {
 	if err := e.sweepUpgrades(ctx); err != nil {
 		return err
 	}
+	if err := e.offlineDevices(ctx); err != nil {
+		return err
+	}
 	return e.sched.Start(ctx)
 }
 
@@ -132,6 +137,9 @@ func (e *Engine) OnCommit(changes []fsm.Change) {
 		if c.Instance != "" {
 			// In commit order: the last change of an instance wins.
 			e.sched.Update(c.Instance, c.DueAt, !c.DueAt.IsZero())
+		}
+		if c.Device != "" && c.Actor != DeviceActor(c.Device) {
+			e.devices.wake(c.Device)
 		}
 	}
 }
@@ -282,6 +290,7 @@ func (e *Engine) apply(tx store.Tx, m *fsm.Machine, in fsm.Instance, ev fsm.Even
 	if err := checkParamsGrowth(in.Params, next.Params); err != nil {
 		return err
 	}
+	stampDevice(m, next, changes)
 	if out != nil {
 		*out = next
 	}

@@ -74,6 +74,9 @@ func (e *Engine) StartInstance(ctx context.Context, a StartArgs) (in fsm.Instanc
 		if err != nil {
 			return err
 		}
+		if m.Kind == fsm.KindJob {
+			return invalid("machine", "%q is a job machine: its jobs are created by DeviceService.SubmitOrder, on a device's queue", m.ID)
+		}
 		now := e.clock.Now()
 		due := a.At
 		if a.Delay > 0 {

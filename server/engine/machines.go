@@ -66,7 +66,7 @@ func (e *Engine) DefineMachine(ctx context.Context, file string, src []byte, act
 	if len(src) == 0 {
 		return MachineInfo{}, false, invalid("source", "must not be empty")
 	}
-	m, err := machines.Compile(file, src)
+	m, err := machines.CompileWith(file, src, e.resolver(ctx))
 	if err != nil {
 		return MachineInfo{}, false, err
 	}

@@ -30,7 +30,7 @@ func Start(m *Machine, a StartArgs, now time.Time) (Instance, []Change, error) {
 	case a.DueAt.After(now):
 		in.Status, in.DueAt = StatusWaiting, a.DueAt
 	default:
-		in.Status, in.DueAt = StatusReady, now
+		in.Status, in.DueAt = m.idle(), now
 	}
 	c := newChange(ChangeStarted, Instance{Machine: m.ID, Version: m.Version}, &in, now)
 	c.Params = maps.Clone(a.Params)
@@ -77,6 +77,8 @@ func Apply(m *Machine, in Instance, ev Event, now time.Time) (Instance, []Change
 		changes, err = wake(&out, now)
 	case Upgrade:
 		changes, err = upgrade(m, &out, e, now)
+	case Drive:
+		changes, err = drive(m, &out, e, now)
 	default:
 		err = &InvalidError{Field: "event", Reason: fmt.Sprintf("unknown event %T", ev)}
 	}
@@ -206,7 +208,7 @@ func expire(m *Machine, in *Instance, e Expire, now time.Time) ([]Change, error)
 	in.Lease = Lease{}
 	c := newChange(ChangeTimedOut, from, in, now)
 	c.Transition = TransitionTimeout
-	return retry(node, in, c, e.Jitter, e.ExtraDelay, now), nil
+	return retry(node, m.idle(), in, c, e.Jitter, e.ExtraDelay, now), nil
 }
 
 func wake(in *Instance, now time.Time) ([]Change, error) {
@@ -216,6 +218,26 @@ func wake(in *Instance, now time.Time) ([]Change, error) {
 	from := *in
 	in.Status = StatusReady
 	return []Change{newChange(ChangeWoken, from, in, now)}, nil
+}
+
+func drive(m *Machine, in *Instance, e Drive, now time.Time) ([]Change, error) {
+	if in.Status != StatusHeld {
+		return nil, &IllegalTransitionError{Instance: in.ID, Node: in.Node, Transition: e.Transition,
+			Reason: fmt.Sprintf("only a HELD job of a device is driven by its device; the instance is %s", in.Status)}
+	}
+	t, err := lookup(m, in, e.Transition)
+	if err != nil {
+		return nil, err
+	}
+	if t.Signal {
+		return nil, &IllegalTransitionError{Instance: in.ID, Node: in.Node, Transition: e.Transition,
+			Reason: "it is a signal: send it with SignalInstance"}
+	}
+	changes := move(m, in, t, ChangeTransitioned, nil, 0, false, 0, 0, now)
+	for i := range changes {
+		changes[i].Device = e.Device
+	}
+	return changes, nil
 }
 
 func lookup(m *Machine, in *Instance, name string) (*Transition, error) {
@@ -251,7 +273,7 @@ func move(m *Machine, in *Instance, t *Transition, kind ChangeKind, params map[s
 	c := newChange(kind, from, in, now)
 	c.Transition, c.Params, c.ToNode = t.Name, maps.Clone(params), target.Name
 	if t.To == from.Node && delay == 0 {
-		return retry(target, in, c, jitter, extra, now)
+		return retry(target, m.idle(), in, c, jitter, extra, now)
 	}
 	in.Node = target.Name
 	if t.To != from.Node {
@@ -263,7 +285,7 @@ func move(m *Machine, in *Instance, t *Transition, kind ChangeKind, params map[s
 	case delay > 0:
 		in.Status, in.DueAt = StatusWaiting, now.Add(delay)
 	default:
-		in.Status, in.DueAt = StatusReady, now
+		in.Status, in.DueAt = m.idle(), now
 	}
 	fill(&c, in)
 	return []Change{c}
@@ -274,10 +296,10 @@ func move(m *Machine, in *Instance, t *Transition, kind ChangeKind, params map[s
 // that caused the failure; it is completed and returned first. extra (the
 // machine's circuit breaker delay) is added to the backoff of a retry; it
 // does not hold back the failure into dfsmr.failed.
-func retry(node *Node, in *Instance, c Change, jitter float64, extra time.Duration, now time.Time) []Change {
+func retry(node *Node, idle Status, in *Instance, c Change, jitter float64, extra time.Duration, now time.Time) []Change {
 	in.Attempt++
 	if node.Retry.Exhausted(in.Attempt) {
-		in.Status, in.DueAt = StatusReady, now
+		in.Status, in.DueAt = idle, now
 		fill(&c, in)
 		from := *in
 		end(in, NodeFailed)
@@ -289,7 +311,7 @@ func retry(node *Node, in *Instance, c Change, jitter float64, extra time.Durati
 	if d := node.Retry.Delay(in.Attempt, jitter) + max(extra, 0); d > 0 {
 		in.Status, in.DueAt = StatusWaiting, now.Add(d)
 	} else {
-		in.Status, in.DueAt = StatusReady, now
+		in.Status, in.DueAt = idle, now
 	}
 	fill(&c, in)
 	return []Change{c}

@@ -46,6 +46,22 @@ const (
 	// succeed again and retries follow their node's policy alone.
 	// Instance is empty.
 	ChangeBreakerClosed
+	// ChangeDeviceOnline: a device registered on a Connect stream. Device
+	// is set, Instance is empty; ToNode is its reported node.
+	ChangeDeviceOnline
+	// ChangeDeviceOffline: a device's stream ended; Reason says how.
+	ChangeDeviceOffline
+	// ChangeDeviceMoved: a device reported a new node of its machine.
+	ChangeDeviceMoved
+	// ChangeDeviceCommand: a command was sent to a device: Transition is
+	// the command, Token its seq, Instance its job.
+	ChangeDeviceCommand
+	// ChangeDeviceRejected: a device refused a command: Token is its seq,
+	// Reason the device's words.
+	ChangeDeviceRejected
+	// ChangeDeviceNotice: something for an operator (Reason), about the
+	// job Instance on the device Device.
+	ChangeDeviceNotice
 )
 
 var changeKindNames = [...]string{
@@ -65,6 +81,12 @@ var changeKindNames = [...]string{
 	ChangeAborted:        "ABORTED",
 	ChangeBreakerOpened:  "BREAKER_OPENED",
 	ChangeBreakerClosed:  "BREAKER_CLOSED",
+	ChangeDeviceOnline:   "DEVICE_ONLINE",
+	ChangeDeviceOffline:  "DEVICE_OFFLINE",
+	ChangeDeviceMoved:    "DEVICE_MOVED",
+	ChangeDeviceCommand:  "DEVICE_COMMAND",
+	ChangeDeviceRejected: "DEVICE_REJECTED",
+	ChangeDeviceNotice:   "DEVICE_NOTICE",
 }
 
 func (k ChangeKind) String() string {
@@ -111,4 +133,7 @@ type Change struct {
 	Params map[string]string
 	// Reason is free text (cancel reason, failure cause).
 	Reason string
+	// Device is the device of DEVICE_* changes and of job transitions a
+	// device's round records; empty otherwise.
+	Device string
 }

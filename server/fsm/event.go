@@ -92,6 +92,16 @@ type Expire struct {
 // Wake makes a WAITING instance whose due time has come READY.
 type Wake struct{}
 
+// Drive takes a non-signal transition of a HELD instance (a job of a
+// device) on behalf of its device's reconcile round: such instances hold no
+// lease, their device's reports move them.
+type Drive struct {
+	// Transition is the name of a non-signal transition of the node.
+	Transition string
+	// Device is the device whose round took it (recorded in the change).
+	Device string
+}
+
 func (Acquire) event()    {}
 func (Report) event()     {}
 func (Heartbeat) event()  {}
@@ -100,3 +110,4 @@ func (Signal) event()     {}
 func (Cancel) event()     {}
 func (Expire) event()     {}
 func (Wake) event()       {}
+func (Drive) event()      {}

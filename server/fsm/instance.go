@@ -19,6 +19,9 @@ const (
 	StatusLeased
 	// StatusFinal instances are in a final node and never change again.
 	StatusFinal
+	// StatusHeld instances belong to a machine of kind job: never leased,
+	// moved by their device's rounds (Drive) and by signals.
+	StatusHeld
 )
 
 func (s Status) String() string {
@@ -31,6 +34,8 @@ func (s Status) String() string {
 		return "LEASED"
 	case StatusFinal:
 		return "FINAL"
+	case StatusHeld:
+		return "HELD"
 	}
 	return "UNSPECIFIED"
 }

@@ -37,6 +37,9 @@ const (
 	KindWorkflow
 	// KindDevice machines describe the states of a connected device.
 	KindDevice
+	// KindJob instances are jobs of devices: HELD, never leased, moved by
+	// their device's reconcile rounds (Drive) and by signals.
+	KindJob
 )
 
 func (k Kind) String() string {
@@ -45,6 +48,8 @@ func (k Kind) String() string {
 		return "workflow"
 	case KindDevice:
 		return "device"
+	case KindJob:
+		return "job"
 	}
 	return "unspecified"
 }
@@ -95,6 +100,17 @@ type Machine struct {
 	Nodes map[string]*Node
 	// Order lists the node names in definition order.
 	Order []string
+	// Reconcile is a device machine's reconcile table; nil for other kinds.
+	Reconcile *ReconcileTable
+}
+
+// idle is the status of an instance of m that rests in a non-final node:
+// READY to be leased, or HELD for the jobs of devices.
+func (m *Machine) idle() Status {
+	if m.Kind == KindJob {
+		return StatusHeld
+	}
+	return StatusReady
 }
 
 // Node is one state of a machine.
@@ -111,6 +127,9 @@ type Node struct {
 	Transitions map[string]*Transition
 	// Order lists the transition names in definition order.
 	Order []string
+	// Blocking marks a device machine's nodes in which the device waits for
+	// a command; commands are only sent to a device in such a node.
+	Blocking bool
 }
 
 // Transition is one named, legal move out of a node.

@@ -51,6 +51,8 @@ type Sources struct {
 	SubscriberMaxLag func() int
 	// SubscribersLagged counts streams ended for falling behind.
 	SubscribersLagged func() uint64
+	// DevicesOnline is how many devices have a Connect stream open.
+	DevicesOnline func() int
 }
 
 // Metrics is the registry of one server's metrics.
@@ -69,7 +71,6 @@ type Metrics struct {
 	commitOps     prometheus.Histogram
 	commitSeconds prometheus.Histogram
 	panics        prometheus.Counter
-	devices       prometheus.Gauge
 }
 
 type instanceKey struct {
@@ -105,16 +106,12 @@ func New(src Sources) *Metrics {
 			Namespace: Namespace, Name: "grpc_panics_total",
 			Help: "Handler panics recovered into INTERNAL.",
 		}),
-		devices: prometheus.NewGauge(prometheus.GaugeOpts{
-			Namespace: Namespace, Name: "devices_online",
-			Help: "Devices connected right now.",
-		}),
 	}
 	m.reg.MustRegister(
 		m.grpc,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		m.changes, m.commitOps, m.commitSeconds, m.panics, m.devices,
+		m.changes, m.commitOps, m.commitSeconds, m.panics,
 		instanceCollector{m},
 		gaugeFunc("scheduler_queue_depth", "Instances the scheduler waits on: WAITING ones and leases that can expire.", src.Scheduled),
 		gaugeFunc("ready_long_polls", "Ready calls blocked waiting for work.", src.LongPolls),
@@ -122,6 +119,7 @@ func New(src Sources) *Metrics {
 		gaugeFunc("changelog_head_seq", "Last committed changelog sequence number.", src.ChangelogHead),
 		gaugeFunc("changelog_subscribers", "Changes streams tailing the changelog.", src.Subscribers),
 		gaugeFunc("changelog_subscriber_max_lag", "Changes the slowest subscriber has queued and not yet received.", src.SubscriberMaxLag),
+		gaugeFunc("devices_online", "Devices connected right now (Connect streams).", src.DevicesOnline),
 		counterFunc("changelog_subscribers_lagged_total", "Changes streams ended for falling too far behind (ABORTED with resume_from_seq).", src.SubscribersLagged),
 	)
 	// One child per kind, looked up once: the commit hook indexes them, and
@@ -281,15 +279,6 @@ func (m *Metrics) ObserveCommit(ops int, took time.Duration) {
 func (m *Metrics) CountPanic() {
 	if m != nil {
 		m.panics.Inc()
-	}
-}
-
-// SetDevicesOnline sets the dfsmr_devices_online gauge: the device service
-// calls it whenever a device connects or disconnects, with the number now
-// connected.
-func (m *Metrics) SetDevicesOnline(n int) {
-	if m != nil {
-		m.devices.Set(float64(n))
 	}
 }
 

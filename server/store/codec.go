@@ -37,6 +37,8 @@ import (
 const (
 	tagInstanceV1  byte = 0x11
 	tagChangeV1    byte = 0x21
+	tagChangeV2    byte = 0x22 // V1 + Device
+	tagDeviceV1    byte = 0x61
 	tagMachineV1   byte = 0x31
 	tagDurationsV1 byte = 0x41
 	tagBreakerV1   byte = 0x51
@@ -136,7 +138,7 @@ func DecodeInstance(b []byte) (fsm.Instance, error) {
 
 // AppendChange appends the encoding of c to dst.
 func AppendChange(dst []byte, c *fsm.Change) []byte {
-	b := append(dst, tagChangeV1)
+	b := append(dst, tagChangeV2)
 	b = binary.AppendUvarint(b, c.Seq)
 	b = appendTime(b, c.At)
 	b = appendString(b, c.Actor)
@@ -154,14 +156,19 @@ func AppendChange(dst []byte, c *fsm.Change) []byte {
 	b = appendTime(b, c.DueAt)
 	b = appendParams(b, c.Params)
 	b = appendString(b, c.Reason)
+	b = appendString(b, c.Device)
 	return b
 }
 
-// DecodeChange decodes a record written by AppendChange. The result shares
+// DecodeChange decodes a record written by AppendChange, in the current
+// format (V2) or the one before it (V1, without Device). The result shares
 // no memory with b.
 func DecodeChange(b []byte) (fsm.Change, error) {
 	r := reader{b: b}
-	r.tag(tagChangeV1)
+	tag := r.byte()
+	if r.err == nil && tag != tagChangeV1 && tag != tagChangeV2 {
+		r.fail("record tag %#x, want %#x or %#x", tag, tagChangeV1, tagChangeV2)
+	}
 	var c fsm.Change
 	c.Seq = r.uvarint()
 	c.At = r.time()
@@ -181,6 +188,9 @@ func DecodeChange(b []byte) (fsm.Change, error) {
 	c.DueAt = r.time()
 	c.Params = r.params()
 	c.Reason = r.string()
+	if tag == tagChangeV2 {
+		c.Device = r.string()
+	}
 	if err := r.finish("change"); err != nil {
 		return fsm.Change{}, err
 	}
@@ -299,6 +309,70 @@ func DecodeBreaker(b []byte) (fsm.Breaker, error) {
 		return fsm.Breaker{}, err
 	}
 	return br, nil
+}
+
+// AppendDevice appends the encoding of d to dst.
+func AppendDevice(dst []byte, d *Device) []byte {
+	b := append(dst, tagDeviceV1)
+	b = appendString(b, d.ID)
+	b = appendString(b, d.Pool)
+	b = appendParams(b, d.Capabilities)
+	b = appendString(b, d.Machine)
+	online := byte(0)
+	if d.Online {
+		online = 1
+	}
+	b = append(b, online)
+	b = binary.AppendUvarint(b, d.Conn)
+	b = appendTime(b, d.LastSeen)
+	b = appendString(b, d.Node)
+	b = appendString(b, d.Job)
+	b = binary.BigEndian.AppendUint64(b, math.Float64bits(d.Progress))
+	b = binary.AppendUvarint(b, d.ReportSeq)
+	b = binary.AppendUvarint(b, d.CommandSeq)
+	b = binary.AppendUvarint(b, d.Pending.Seq)
+	b = appendString(b, d.Pending.Name)
+	b = appendString(b, d.Pending.Node)
+	b = appendString(b, d.Pending.Job)
+	return b
+}
+
+// DecodeDevice decodes a record written by AppendDevice. The result shares
+// no memory with b.
+func DecodeDevice(b []byte) (Device, error) {
+	r := reader{b: b}
+	r.tag(tagDeviceV1)
+	var d Device
+	d.ID = r.string()
+	d.Pool = r.string()
+	d.Capabilities = r.params()
+	d.Machine = r.string()
+	switch online := r.byte(); online {
+	case 0, 1:
+		d.Online = online == 1
+	default:
+		r.fail("device online flag %d", online)
+	}
+	d.Conn = r.uvarint()
+	d.LastSeen = r.time()
+	d.Node = r.string()
+	d.Job = r.string()
+	if len(r.b) < 8 {
+		r.fail("truncated")
+	} else {
+		d.Progress = math.Float64frombits(binary.BigEndian.Uint64(r.b))
+		r.b = r.b[8:]
+	}
+	d.ReportSeq = r.uvarint()
+	d.CommandSeq = r.uvarint()
+	d.Pending.Seq = r.uvarint()
+	d.Pending.Name = r.string()
+	d.Pending.Node = r.string()
+	d.Pending.Job = r.string()
+	if err := r.finish("device"); err != nil {
+		return Device{}, err
+	}
+	return d, nil
 }
 
 func appendString(b []byte, s string) []byte {

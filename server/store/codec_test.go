@@ -48,7 +48,7 @@ func sampleChange() fsm.Change {
 		FromNode: "downloadable", ToNode: "uploadable",
 		FromStatus: fsm.StatusLeased, ToStatus: fsm.StatusReady,
 		Token: 9, Attempt: 1, DueAt: now, Params: map[string]string{"size": "12"},
-		Reason: "because",
+		Reason: "because", Device: "printer-1",
 	}
 }
 
@@ -132,6 +132,23 @@ func TestChangeRoundtrip(t *testing.T) {
 		if !reflect.DeepEqual(got, c) {
 			t.Fatalf("roundtrip:\n got %+v\nwant %+v", got, c)
 		}
+	}
+}
+
+// TestChangeV1Decodes: changes written before Device existed still decode.
+func TestChangeV1Decodes(t *testing.T) {
+	c := sampleChange()
+	c.Device = ""
+	b := store.AppendChange(nil, &c)
+	// V1 is V2 without the trailing Device string (here empty: one zero
+	// length byte).
+	v1 := append([]byte{0x21}, b[1:len(b)-1]...)
+	got, err := store.DecodeChange(v1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, c) {
+		t.Fatalf("v1 decode:\n got %+v\nwant %+v", got, c)
 	}
 }
 
@@ -358,4 +375,28 @@ func FuzzDecodeBreaker(f *testing.F) {
 			t.Fatalf("re-decode of %+v: %+v, %v", got, again, err)
 		}
 	})
+}
+
+func TestDeviceRoundtrip(t *testing.T) {
+	full := store.Device{
+		ID: "printer-1", Pool: "lab", Capabilities: map[string]string{"bed": "250x210", "material": "pla"},
+		Machine: "printer", Online: true, Conn: 7, LastSeen: time.Unix(100, 5).UTC(), Node: "printing",
+		Job: "o-1", Progress: 0.5, ReportSeq: 12, CommandSeq: 3,
+		Pending: store.Command{Seq: 3, Name: "print", Node: "ready", Job: "o-1"},
+	}
+	for _, d := range []store.Device{full, {}} {
+		got, err := store.DecodeDevice(store.AppendDevice(nil, &d))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(got, d) {
+			t.Fatalf("roundtrip:\n got %+v\nwant %+v", got, d)
+		}
+	}
+	b := store.AppendDevice(nil, &full)
+	for i := range b {
+		if _, err := store.DecodeDevice(b[:i]); !errors.Is(err, store.ErrCorrupt) {
+			t.Fatalf("truncated to %d bytes: %v, want ErrCorrupt", i, err)
+		}
+	}
 }

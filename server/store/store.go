@@ -131,6 +131,17 @@ type ReadTx interface {
 	// share one): the zero fsm.Breaker (closed, empty window) and no error
 	// when none was stored.
 	Breaker(machine string) (fsm.Breaker, error)
+
+	// Device returns a device (ErrNotFound when it never registered).
+	Device(id string) (Device, error)
+	// Devices returns up to limit devices of pool (empty: every pool) whose
+	// id sorts after after, in id order.
+	Devices(pool, after string, limit int) ([]Device, error)
+	// QueueHead returns the first entry of a device's queue; ok is false
+	// when the queue is empty.
+	QueueHead(device string) (e QueueEntry, ok bool, err error)
+	// QueueLen returns the number of entries in a device's queue.
+	QueueLen(device string) (int, error)
 }
 
 // Tx is a read-write transaction. Reads see the transaction's own writes.
@@ -153,4 +164,12 @@ type Tx interface {
 	// PutBreaker stores the circuit breaker of a machine, replacing the
 	// previous one.
 	PutBreaker(machine string, b fsm.Breaker) error
+	// PutDevice stores a device, replacing the previous record.
+	PutDevice(d Device) error
+	// Enqueue adds a job to a device's queue; the same entry twice is one
+	// entry.
+	Enqueue(device string, e QueueEntry) error
+	// Dequeue removes an entry from a device's queue (ErrNotFound when it
+	// is not there).
+	Dequeue(device string, e QueueEntry) error
 }

@@ -72,6 +72,25 @@ const (
 	// CHANGE_KIND_BREAKER_CLOSED: the machine's circuit breaker closed:
 	// attempts succeed again. instance is empty.
 	ChangeKind_CHANGE_KIND_BREAKER_CLOSED ChangeKind = 15
+	// CHANGE_KIND_DEVICE_ONLINE: a device registered on a Connect stream.
+	// device is set, instance is empty; to_node is its reported node.
+	ChangeKind_CHANGE_KIND_DEVICE_ONLINE ChangeKind = 16
+	// CHANGE_KIND_DEVICE_OFFLINE: a device's stream ended (closed, dropped or
+	// replaced); its job is left as it is. reason says how it ended.
+	ChangeKind_CHANGE_KIND_DEVICE_OFFLINE ChangeKind = 17
+	// CHANGE_KIND_DEVICE_MOVED: a device reported a new node (from_node ->
+	// to_node of its device machine). instance is the job it reports, if any.
+	ChangeKind_CHANGE_KIND_DEVICE_MOVED ChangeKind = 18
+	// CHANGE_KIND_DEVICE_COMMAND: the server sent a command to a device:
+	// transition is the command, token its seq, instance its job.
+	ChangeKind_CHANGE_KIND_DEVICE_COMMAND ChangeKind = 19
+	// CHANGE_KIND_DEVICE_REJECTED: a device refused a command as stale:
+	// token is the command seq, reason the device's words.
+	ChangeKind_CHANGE_KIND_DEVICE_REJECTED ChangeKind = 20
+	// CHANGE_KIND_DEVICE_NOTICE: something for an operator to do or know
+	// (a part to take off the bed, a failed print): reason is the notice,
+	// instance the job, device the printer.
+	ChangeKind_CHANGE_KIND_DEVICE_NOTICE ChangeKind = 21
 )
 
 // Enum value maps for ChangeKind.
@@ -93,6 +112,12 @@ var (
 		13: "CHANGE_KIND_ABORTED",
 		14: "CHANGE_KIND_BREAKER_OPENED",
 		15: "CHANGE_KIND_BREAKER_CLOSED",
+		16: "CHANGE_KIND_DEVICE_ONLINE",
+		17: "CHANGE_KIND_DEVICE_OFFLINE",
+		18: "CHANGE_KIND_DEVICE_MOVED",
+		19: "CHANGE_KIND_DEVICE_COMMAND",
+		20: "CHANGE_KIND_DEVICE_REJECTED",
+		21: "CHANGE_KIND_DEVICE_NOTICE",
 	}
 	ChangeKind_value = map[string]int32{
 		"CHANGE_KIND_UNSPECIFIED":     0,
@@ -111,6 +136,12 @@ var (
 		"CHANGE_KIND_ABORTED":         13,
 		"CHANGE_KIND_BREAKER_OPENED":  14,
 		"CHANGE_KIND_BREAKER_CLOSED":  15,
+		"CHANGE_KIND_DEVICE_ONLINE":   16,
+		"CHANGE_KIND_DEVICE_OFFLINE":  17,
+		"CHANGE_KIND_DEVICE_MOVED":    18,
+		"CHANGE_KIND_DEVICE_COMMAND":  19,
+		"CHANGE_KIND_DEVICE_REJECTED": 20,
+		"CHANGE_KIND_DEVICE_NOTICE":   21,
 	}
 )
 
@@ -191,7 +222,10 @@ type Change struct {
 	Reason string `protobuf:"bytes,17,opt,name=reason,proto3" json:"reason,omitempty"`
 	// Machine version before the change, for UPGRADED and ABORTED; 0
 	// otherwise.
-	FromVersion   uint32 `protobuf:"varint,18,opt,name=from_version,json=fromVersion,proto3" json:"from_version,omitempty"`
+	FromVersion uint32 `protobuf:"varint,18,opt,name=from_version,json=fromVersion,proto3" json:"from_version,omitempty"`
+	// Device id, for DEVICE_* changes and for the job transitions a device's
+	// round records (actor is then "device:<id>"); empty otherwise.
+	Device        string `protobuf:"bytes,19,opt,name=device,proto3" json:"device,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -352,11 +386,18 @@ func (x *Change) GetFromVersion() uint32 {
 	return 0
 }
 
+func (x *Change) GetDevice() string {
+	if x != nil {
+		return x.Device
+	}
+	return ""
+}
+
 var File_dfsmr_v1_change_proto protoreflect.FileDescriptor
 
 const file_dfsmr_v1_change_proto_rawDesc = "" +
 	"\n" +
-	"\x15dfsmr/v1/change.proto\x12\bdfsmr.v1\x1a\x1edfsmr/v1/instance_status.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb5\x05\n" +
+	"\x15dfsmr/v1/change.proto\x12\bdfsmr.v1\x1a\x1edfsmr/v1/instance_status.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xcd\x05\n" +
 	"\x06Change\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12.\n" +
 	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x14\n" +
@@ -379,10 +420,11 @@ const file_dfsmr_v1_change_proto_rawDesc = "" +
 	"\bdue_time\x18\x0f \x01(\v2\x1a.google.protobuf.TimestampR\adueTime\x124\n" +
 	"\x06params\x18\x10 \x03(\v2\x1c.dfsmr.v1.Change.ParamsEntryR\x06params\x12\x16\n" +
 	"\x06reason\x18\x11 \x01(\tR\x06reason\x12!\n" +
-	"\ffrom_version\x18\x12 \x01(\rR\vfromVersion\x1a9\n" +
+	"\ffrom_version\x18\x12 \x01(\rR\vfromVersion\x12\x16\n" +
+	"\x06device\x18\x13 \x01(\tR\x06device\x1a9\n" +
 	"\vParamsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01*\xc3\x03\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01*\x80\x05\n" +
 	"\n" +
 	"ChangeKind\x12\x1b\n" +
 	"\x17CHANGE_KIND_UNSPECIFIED\x10\x00\x12\x17\n" +
@@ -401,7 +443,13 @@ const file_dfsmr_v1_change_proto_rawDesc = "" +
 	"\x14CHANGE_KIND_UPGRADED\x10\f\x12\x17\n" +
 	"\x13CHANGE_KIND_ABORTED\x10\r\x12\x1e\n" +
 	"\x1aCHANGE_KIND_BREAKER_OPENED\x10\x0e\x12\x1e\n" +
-	"\x1aCHANGE_KIND_BREAKER_CLOSED\x10\x0fB-Z+github.com/dfsmr/dfsmr/gen/dfsmr/v1;dfsmrv1b\x06proto3"
+	"\x1aCHANGE_KIND_BREAKER_CLOSED\x10\x0f\x12\x1d\n" +
+	"\x19CHANGE_KIND_DEVICE_ONLINE\x10\x10\x12\x1e\n" +
+	"\x1aCHANGE_KIND_DEVICE_OFFLINE\x10\x11\x12\x1c\n" +
+	"\x18CHANGE_KIND_DEVICE_MOVED\x10\x12\x12\x1e\n" +
+	"\x1aCHANGE_KIND_DEVICE_COMMAND\x10\x13\x12\x1f\n" +
+	"\x1bCHANGE_KIND_DEVICE_REJECTED\x10\x14\x12\x1d\n" +
+	"\x19CHANGE_KIND_DEVICE_NOTICE\x10\x15B-Z+github.com/dfsmr/dfsmr/gen/dfsmr/v1;dfsmrv1b\x06proto3"
 
 var (
 	file_dfsmr_v1_change_proto_rawDescOnce sync.Once

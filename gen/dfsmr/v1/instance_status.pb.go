@@ -39,6 +39,10 @@ const (
 	// INSTANCE_STATUS_FINAL instances are in a final node (their own, or
 	// dfsmr.failed / dfsmr.aborted) and never change again.
 	InstanceStatus_INSTANCE_STATUS_FINAL InstanceStatus = 4
+	// INSTANCE_STATUS_HELD instances belong to a machine of kind job: they
+	// are never leased; their device's reconcile rounds and operator signals
+	// move them.
+	InstanceStatus_INSTANCE_STATUS_HELD InstanceStatus = 5
 )
 
 // Enum value maps for InstanceStatus.
@@ -49,6 +53,7 @@ var (
 		2: "INSTANCE_STATUS_READY",
 		3: "INSTANCE_STATUS_LEASED",
 		4: "INSTANCE_STATUS_FINAL",
+		5: "INSTANCE_STATUS_HELD",
 	}
 	InstanceStatus_value = map[string]int32{
 		"INSTANCE_STATUS_UNSPECIFIED": 0,
@@ -56,6 +61,7 @@ var (
 		"INSTANCE_STATUS_READY":       2,
 		"INSTANCE_STATUS_LEASED":      3,
 		"INSTANCE_STATUS_FINAL":       4,
+		"INSTANCE_STATUS_HELD":        5,
 	}
 )
 
@@ -90,13 +96,14 @@ var File_dfsmr_v1_instance_status_proto protoreflect.FileDescriptor
 
 const file_dfsmr_v1_instance_status_proto_rawDesc = "" +
 	"\n" +
-	"\x1edfsmr/v1/instance_status.proto\x12\bdfsmr.v1*\xa0\x01\n" +
+	"\x1edfsmr/v1/instance_status.proto\x12\bdfsmr.v1*\xba\x01\n" +
 	"\x0eInstanceStatus\x12\x1f\n" +
 	"\x1bINSTANCE_STATUS_UNSPECIFIED\x10\x00\x12\x1b\n" +
 	"\x17INSTANCE_STATUS_WAITING\x10\x01\x12\x19\n" +
 	"\x15INSTANCE_STATUS_READY\x10\x02\x12\x1a\n" +
 	"\x16INSTANCE_STATUS_LEASED\x10\x03\x12\x19\n" +
-	"\x15INSTANCE_STATUS_FINAL\x10\x04B-Z+github.com/dfsmr/dfsmr/gen/dfsmr/v1;dfsmrv1b\x06proto3"
+	"\x15INSTANCE_STATUS_FINAL\x10\x04\x12\x18\n" +
+	"\x14INSTANCE_STATUS_HELD\x10\x05B-Z+github.com/dfsmr/dfsmr/gen/dfsmr/v1;dfsmrv1b\x06proto3"
 
 var (
 	file_dfsmr_v1_instance_status_proto_rawDescOnce sync.Once

@@ -36,6 +36,10 @@ const (
 	// MACHINE_KIND_DEVICE machines describe the states of a connected device
 	// (a printer); the device reports its node itself.
 	MachineKind_MACHINE_KIND_DEVICE MachineKind = 2
+	// MACHINE_KIND_JOB instances are jobs of devices (print_job): they are
+	// HELD, never handed out by WorkService.Ready, and moved by their
+	// device's reconcile rounds and by operator signals.
+	MachineKind_MACHINE_KIND_JOB MachineKind = 3
 )
 
 // Enum value maps for MachineKind.
@@ -44,11 +48,13 @@ var (
 		0: "MACHINE_KIND_UNSPECIFIED",
 		1: "MACHINE_KIND_WORKFLOW",
 		2: "MACHINE_KIND_DEVICE",
+		3: "MACHINE_KIND_JOB",
 	}
 	MachineKind_value = map[string]int32{
 		"MACHINE_KIND_UNSPECIFIED": 0,
 		"MACHINE_KIND_WORKFLOW":    1,
 		"MACHINE_KIND_DEVICE":      2,
+		"MACHINE_KIND_JOB":         3,
 	}
 )
 
@@ -499,7 +505,11 @@ type Node struct {
 	Retry *Retry `protobuf:"bytes,5,opt,name=retry,proto3" json:"retry,omitempty"`
 	// The legal moves out of this node, in definition order. Empty for final
 	// nodes.
-	Transitions   []*Transition `protobuf:"bytes,6,rep,name=transitions,proto3" json:"transitions,omitempty"`
+	Transitions []*Transition `protobuf:"bytes,6,rep,name=transitions,proto3" json:"transitions,omitempty"`
+	// Device machines only: true for a node in which the device waits for a
+	// command (printer: ready, waiting_retrieval, error). The server sends
+	// commands only to a device in a blocking node.
+	Blocking      bool `protobuf:"varint,7,opt,name=blocking,proto3" json:"blocking,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -574,6 +584,13 @@ func (x *Node) GetTransitions() []*Transition {
 		return x.Transitions
 	}
 	return nil
+}
+
+func (x *Node) GetBlocking() bool {
+	if x != nil {
+		return x.Blocking
+	}
+	return false
 }
 
 // Timeout is a node's lease timeout policy. All fields zero means the lease
@@ -847,14 +864,15 @@ const file_dfsmr_v1_machine_proto_rawDesc = "" +
 	"\vfingerprint\x18\t \x01(\tR\vfingerprint\x12;\n" +
 	"\vdefine_time\x18\n" +
 	" \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"defineTime\"\xd2\x01\n" +
+	"defineTime\"\xee\x01\n" +
 	"\x04Node\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05start\x18\x02 \x01(\bR\x05start\x12\x14\n" +
 	"\x05final\x18\x03 \x01(\bR\x05final\x12+\n" +
 	"\atimeout\x18\x04 \x01(\v2\x11.dfsmr.v1.TimeoutR\atimeout\x12%\n" +
 	"\x05retry\x18\x05 \x01(\v2\x0f.dfsmr.v1.RetryR\x05retry\x126\n" +
-	"\vtransitions\x18\x06 \x03(\v2\x14.dfsmr.v1.TransitionR\vtransitions\"\xb4\x01\n" +
+	"\vtransitions\x18\x06 \x03(\v2\x14.dfsmr.v1.TransitionR\vtransitions\x12\x1a\n" +
+	"\bblocking\x18\a \x01(\bR\bblocking\"\xb4\x01\n" +
 	"\aTimeout\x12/\n" +
 	"\x05fixed\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\x05fixed\x12\x1e\n" +
 	"\n" +
@@ -873,11 +891,12 @@ const file_dfsmr_v1_machine_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x0e\n" +
 	"\x02to\x18\x02 \x01(\tR\x02to\x12/\n" +
 	"\x05delay\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x05delay\x12\x16\n" +
-	"\x06signal\x18\x04 \x01(\bR\x06signal*_\n" +
+	"\x06signal\x18\x04 \x01(\bR\x06signal*u\n" +
 	"\vMachineKind\x12\x1c\n" +
 	"\x18MACHINE_KIND_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15MACHINE_KIND_WORKFLOW\x10\x01\x12\x17\n" +
-	"\x13MACHINE_KIND_DEVICE\x10\x02*\x8c\x01\n" +
+	"\x13MACHINE_KIND_DEVICE\x10\x02\x12\x14\n" +
+	"\x10MACHINE_KIND_JOB\x10\x03*\x8c\x01\n" +
 	"\x0fUpgradeStrategy\x12 \n" +
 	"\x1cUPGRADE_STRATEGY_UNSPECIFIED\x10\x00\x12\x1d\n" +
 	"\x19UPGRADE_STRATEGY_CONTINUE\x10\x01\x12\x1c\n" +

@@ -43,10 +43,17 @@ var (
 	// bucketBreakers: machine -> breaker record, one per machine.
 	bucketBreakers = []byte("breakers")
 
+	// bucketDevices: id -> device record.
+	bucketDevices = []byte("devices")
+	// bucketQueues: device sep priority(4) timeKey(at)(8) job -> nil, each
+	// device's queue of jobs in offer order.
+	bucketQueues = []byte("device_queues")
+
 	allBuckets = [][]byte{
 		bucketMeta, bucketInstances, bucketByMachine, bucketReady,
 		bucketReadyMachine, bucketReadyNode, bucketDue, bucketChanges,
 		bucketHistory, bucketMachines, bucketDurations, bucketBreakers,
+		bucketDevices, bucketQueues,
 	}
 )
 

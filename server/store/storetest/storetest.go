@@ -49,6 +49,7 @@ func Exercise(t *testing.T, open OpenFunc) {
 	t.Run("Reopen", s.reopen)
 	t.Run("DurationSamples", s.durations)
 	t.Run("Breakers", s.breakers)
+	t.Run("Devices", s.devices)
 	t.Run("Model", s.model)
 }
 

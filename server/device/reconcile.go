@@ -1,0 +1,365 @@
+package device
+
+import (
+	"errors"
+	"fmt"
+	"maps"
+	"time"
+
+	"github.com/dfsmr/dfsmr/server/fsm"
+	"github.com/dfsmr/dfsmr/server/store"
+)
+
+// Registration is who a device says it is when its stream opens.
+type Registration struct {
+	ID           string
+	Pool         string
+	Capabilities map[string]string
+	// Machine is the device machine; empty: the server's default
+	// ("printer").
+	Machine string
+}
+
+// ErrReplaced ends a device's stream when a newer stream of the same
+// device took over (or the device is no longer online).
+var ErrReplaced = errors.New("device stream replaced by a newer one")
+
+// ErrShutdown ends every device stream when the server stops.
+var ErrShutdown = errors.New("server is shutting down")
+
+// Report is one message of a device: its own view of its state.
+type Report struct {
+	// Seq grows with every report of a stream.
+	Seq uint64
+	// Node is the device's node in its device machine.
+	Node string
+	// Job is the job the device holds; empty when none.
+	Job string
+	// Progress of Job in [0, 1].
+	Progress float64
+	// Rejection, when set, says the device refused a command.
+	Rejection *Rejection
+}
+
+// Rejection is a device's refusal of a command that no longer matched its
+// state.
+type Rejection struct {
+	CommandSeq uint64
+	Reason     string
+}
+
+// Input is everything one round looks at.
+type Input struct {
+	// Machine is the device machine, with its reconcile table.
+	Machine *fsm.Machine
+	// Device is the stored record before the round. A device seen for the
+	// first time has an empty Node.
+	Device store.Device
+	// Report is the device's message; nil for a round the server runs on
+	// its own (a new job, an operator signal), which works from the stored
+	// node.
+	Report *Report
+	// First marks the first report of a new stream: its seq may start
+	// anywhere.
+	First bool
+	// Job is the device's current job (Device.Job) and JobMachine its
+	// machine version; nil when the device has none.
+	Job        *fsm.Instance
+	JobMachine *fsm.Machine
+	// Head is the first job of the device's queue (not final) and
+	// HeadMachine its machine version; nil when the queue is empty.
+	Head        *fsm.Instance
+	HeadMachine *fsm.Machine
+	// Now is the clock value of the round.
+	Now time.Time
+}
+
+// Command is what the round tells the device to do.
+type Command struct {
+	store.Command
+	// Params are the job's params (the model to print).
+	Params map[string]string
+}
+
+// Decision is the outcome of one round, for the engine to write in the
+// round's transaction.
+type Decision struct {
+	// Device is the device's new record.
+	Device store.Device
+	// Jobs are the new states of the jobs the round moved, in order.
+	Jobs []fsm.Instance
+	// Dispatched is set when the queue head became the device's job: the
+	// engine removes it from the queue.
+	Dispatched bool
+	// Command is the command to send; nil when there is none.
+	Command *Command
+	// Changes are the changes to append, in order (Actor and Seq unset).
+	Changes []fsm.Change
+}
+
+// MoveError is a report of a node the device cannot have reached from the
+// node the server knows: not by transitions it takes on its own, nor by
+// the last command sent to it. It unwraps to fsm.ErrIllegalTransition.
+type MoveError struct {
+	Device   string
+	From, To string
+	Reason   string
+}
+
+func (e *MoveError) Error() string {
+	return fmt.Sprintf("device %q cannot move from %q to %q: %s", e.Device, e.From, e.To, e.Reason)
+}
+
+// Unwrap makes errors.Is(err, fsm.ErrIllegalTransition) true.
+func (e *MoveError) Unwrap() error { return fsm.ErrIllegalTransition }
+
+// errInvariant reports a broken precondition of Reconcile: a bug in the
+// caller, never a device's mistake.
+var errInvariant = errors.New("device round invariant broken")
+
+// Reconcile runs one round of the reactive loop. It returns an error and no
+// decision when the report is invalid (fsm.InvalidError) or describes a
+// move the device machine does not allow (*MoveError).
+func Reconcile(in Input) (Decision, error) {
+	m := in.Machine
+	if m == nil || m.Reconcile == nil {
+		return Decision{}, fmt.Errorf("%w: machine without a reconcile table", errInvariant)
+	}
+	r := &round{in: in, tab: m.Reconcile, d: in.Device.Clone()}
+	if in.Report != nil {
+		if err := r.report(*in.Report); err != nil {
+			return Decision{}, err
+		}
+	}
+	if err := r.reconcile(); err != nil {
+		return Decision{}, err
+	}
+	return r.out(), nil
+}
+
+type round struct {
+	in      Input
+	tab     *fsm.ReconcileTable
+	d       store.Device
+	jobs    []fsm.Instance
+	disp    bool
+	cmd     *Command
+	changes []fsm.Change
+	// stop is set when the device holds a job the server did not give it:
+	// nothing is safe to decide.
+	stop bool
+}
+
+func (r *round) out() Decision {
+	return Decision{Device: r.d, Jobs: r.jobs, Dispatched: r.disp, Command: r.cmd, Changes: r.changes}
+}
+
+// change returns a device change stamped with the round's time.
+func (r *round) change(kind fsm.ChangeKind, job string) fsm.Change {
+	return fsm.Change{At: r.in.Now, Kind: kind, Device: r.d.ID, Instance: job,
+		Machine: r.in.Machine.ID, Version: r.in.Machine.Version}
+}
+
+func (r *round) report(rep Report) error {
+	m := r.in.Machine
+	n := m.Node(rep.Node)
+	switch {
+	case rep.Node == "":
+		return &fsm.InvalidError{Field: "report.node", Reason: "required: the device's node"}
+	case n == nil:
+		return &fsm.InvalidError{Field: "report.node", Reason: fmt.Sprintf("machine %q has no node %q (it has %v)", m.ID, rep.Node, m.Order)}
+	case !(rep.Progress >= 0 && rep.Progress <= 1):
+		return &fsm.InvalidError{Field: "report.progress", Reason: fmt.Sprintf("%v is not in [0, 1]", rep.Progress)}
+	case !r.in.First && rep.Seq <= r.d.ReportSeq:
+		return &fsm.InvalidError{Field: "report.seq", Reason: fmt.Sprintf("%d does not grow past the stream's last report %d", rep.Seq, r.d.ReportSeq)}
+	}
+	if rej := rep.Rejection; rej != nil {
+		c := r.change(fsm.ChangeDeviceRejected, r.d.Pending.Job)
+		c.Token, c.Reason = rej.CommandSeq, rej.Reason
+		if rej.CommandSeq == r.d.Pending.Seq {
+			r.d.Pending = store.Command{}
+		} else {
+			c.Instance = ""
+		}
+		r.changes = append(r.changes, c)
+	}
+	from := r.d.Node
+	if from != "" && from != rep.Node {
+		if err := r.checkMove(from, rep.Node); err != nil {
+			return err
+		}
+		// A command is for the node it was decided in: once the device
+		// left that node, it is done with, carried out or not.
+		r.d.Pending = store.Command{}
+	}
+	r.d.Node, r.d.Progress, r.d.ReportSeq, r.d.LastSeen = rep.Node, rep.Progress, rep.Seq, r.in.Now
+	if from != rep.Node {
+		c := r.change(fsm.ChangeDeviceMoved, rep.Job)
+		c.FromNode, c.ToNode = from, rep.Node
+		r.changes = append(r.changes, c)
+	}
+	if rep.Job != "" && rep.Job != r.d.Job {
+		// The device holds a job the server did not give it (or another
+		// one): deciding anything could print twice or lose a part.
+		c := r.change(fsm.ChangeDeviceNotice, rep.Job)
+		c.Reason = fmt.Sprintf("device reports job %q but its job is %q: check the printer", rep.Job, r.d.Job)
+		r.changes = append(r.changes, c)
+		r.stop = true
+	}
+	return nil
+}
+
+// checkMove accepts a move from -> to when the device can take it on its
+// own (transitions that are no command of the table, any number of them:
+// several may have happened while it was offline), or with the pending
+// command once.
+func (r *round) checkMove(from, to string) error {
+	if r.reachable(from, to, false) || r.reachable(from, to, true) {
+		return nil
+	}
+	reason := "no path of transitions the device takes on its own leads there"
+	if r.d.Pending.Name != "" {
+		reason += fmt.Sprintf(", nor one through the pending command %q (seq %d, from %q)", r.d.Pending.Name, r.d.Pending.Seq, r.d.Pending.Node)
+	} else {
+		reason += ", and no command is pending"
+	}
+	return &MoveError{Device: r.d.ID, From: from, To: to, Reason: reason}
+}
+
+func (r *round) reachable(from, to string, withPending bool) bool {
+	type state struct {
+		node string
+		used bool
+	}
+	m := r.in.Machine
+	seen := map[state]bool{{from, false}: true}
+	queue := []state{{from, false}}
+	for len(queue) > 0 {
+		s := queue[0]
+		queue = queue[1:]
+		n := m.Node(s.node)
+		if n == nil {
+			continue
+		}
+		for _, name := range n.Order {
+			t := n.Transitions[name]
+			next := state{t.To, s.used}
+			if r.tab.IsCommand(name) {
+				p := r.d.Pending
+				if !withPending || s.used || p.Name != name || p.Node != s.node {
+					continue
+				}
+				next.used = true
+			}
+			if next.node == to {
+				return true
+			}
+			if !seen[next] {
+				seen[next] = true
+				queue = append(queue, next)
+			}
+		}
+	}
+	return false
+}
+
+func (r *round) reconcile() error {
+	if r.stop {
+		return nil
+	}
+	if r.d.Job != "" {
+		job := r.in.Job
+		if job == nil || job.ID != r.d.Job || r.in.JobMachine == nil {
+			return fmt.Errorf("%w: device %q has job %q but the round has no such job", errInvariant, r.d.ID, r.d.Job)
+		}
+		if job.Status == fsm.StatusFinal {
+			// Ended by someone else (an operator cancelled it).
+			r.d.Job = ""
+		} else {
+			rule, ok := r.tab.Lookup(r.d.Node, job.Node)
+			if !ok {
+				if r.in.Report != nil {
+					c := r.change(fsm.ChangeDeviceNotice, job.ID)
+					c.Reason = fmt.Sprintf("no reconcile rule for device node %q and job node %q: nothing sent", r.d.Node, job.Node)
+					r.changes = append(r.changes, c)
+				}
+				return nil
+			}
+			next, err := r.apply(rule, *job, r.in.JobMachine)
+			if err != nil {
+				return err
+			}
+			if next.Status == fsm.StatusFinal {
+				r.d.Job = ""
+			}
+			if rule.Command != "" {
+				return r.command(rule.Command, next)
+			}
+			if r.d.Job != "" {
+				return nil
+			}
+		}
+	}
+	head := r.in.Head
+	if head == nil {
+		return nil
+	}
+	if r.in.HeadMachine == nil || head.Status == fsm.StatusFinal {
+		return fmt.Errorf("%w: queue head %q of device %q is final or has no machine", errInvariant, head.ID, r.d.ID)
+	}
+	rule, ok := r.tab.Lookup(r.d.Node, head.Node)
+	if !ok || (rule.Command == "" && rule.Transition == "") {
+		return nil // not ready for it: the job waits in the queue
+	}
+	next, err := r.apply(rule, *head, r.in.HeadMachine)
+	if err != nil {
+		return err
+	}
+	r.disp = true
+	if next.Status != fsm.StatusFinal {
+		r.d.Job = next.ID
+	}
+	if rule.Command != "" {
+		return r.command(rule.Command, next)
+	}
+	return nil
+}
+
+// apply records rule's transition on job, with its notice.
+func (r *round) apply(rule fsm.Rule, job fsm.Instance, m *fsm.Machine) (fsm.Instance, error) {
+	if rule.Transition == "" {
+		return job, nil
+	}
+	next, changes, err := fsm.Apply(m, job, fsm.Drive{Transition: rule.Transition, Device: r.d.ID}, r.in.Now)
+	if err != nil {
+		return fsm.Instance{}, fmt.Errorf("device %q: rule (%s, %s): %w", r.d.ID, rule.Device, rule.Job, err)
+	}
+	r.jobs = append(r.jobs, next)
+	r.changes = append(r.changes, changes...)
+	if rule.Notice != "" {
+		c := r.change(fsm.ChangeDeviceNotice, job.ID)
+		c.Reason = rule.Notice
+		r.changes = append(r.changes, c)
+	}
+	return next, nil
+}
+
+func (r *round) command(name string, job fsm.Instance) error {
+	n := r.in.Machine.Node(r.d.Node)
+	if n == nil || !n.Blocking || n.Transitions[name] == nil {
+		return fmt.Errorf("%w: command %q to device %q in node %q", errInvariant, name, r.d.ID, r.d.Node)
+	}
+	if p := r.d.Pending; r.in.Report == nil && p.Name == name && p.Node == r.d.Node && p.Job == job.ID {
+		// The device has not answered the very same command yet: a round
+		// of the server's own would only send a duplicate. Its next report
+		// says whether the command was carried out, refused or lost.
+		return nil
+	}
+	r.d.CommandSeq++
+	r.d.Pending = store.Command{Seq: r.d.CommandSeq, Name: name, Node: r.d.Node, Job: job.ID}
+	r.cmd = &Command{Command: r.d.Pending, Params: maps.Clone(job.Params)}
+	c := r.change(fsm.ChangeDeviceCommand, job.ID)
+	c.Transition, c.Token, c.FromNode = name, r.d.CommandSeq, r.d.Node
+	r.changes = append(r.changes, c)
+	return nil
+}

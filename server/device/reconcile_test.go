@@ -1,0 +1,285 @@
+package device_test
+
+import (
+	"errors"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/dfsmr/dfsmr/machines"
+	"github.com/dfsmr/dfsmr/server/device"
+	"github.com/dfsmr/dfsmr/server/fsm"
+	"github.com/dfsmr/dfsmr/server/store"
+)
+
+var now = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+
+func bundled(t *testing.T) (printer, job *fsm.Machine) {
+	t.Helper()
+	byID := map[string]*fsm.Machine{}
+	for _, src := range machines.Bundled() {
+		m, err := machines.CompileWith(src.File, src.Data, func(id string) (*fsm.Machine, bool) {
+			m, ok := byID[id]
+			return m, ok
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		m.Version = 1
+		byID[m.ID] = m
+	}
+	return byID["printer"], byID["print_job"]
+}
+
+// jobAt returns a print job HELD in node (FINAL in a final node).
+func jobAt(id, node string, jm *fsm.Machine) *fsm.Instance {
+	st := fsm.StatusHeld
+	if jm.Node(node).Final {
+		st = fsm.StatusFinal
+	}
+	return &fsm.Instance{ID: id, Machine: jm.ID, Version: jm.Version, Node: node, Status: st,
+		Params: map[string]string{"model": "benchy"}, Attempt: 1, CreatedAt: now.Add(-time.Hour)}
+}
+
+// step is a job transition a round recorded: "job:transition".
+func steps(d device.Decision) []string {
+	var out []string
+	for _, c := range d.Changes {
+		if c.Kind == fsm.ChangeTransitioned {
+			out = append(out, c.Instance+":"+c.Transition)
+		}
+	}
+	return out
+}
+
+func kinds(d device.Decision, k fsm.ChangeKind) int {
+	n := 0
+	for _, c := range d.Changes {
+		if c.Kind == k {
+			n++
+		}
+	}
+	return n
+}
+
+func TestReconcile(t *testing.T) {
+	pm, jm := bundled(t)
+	type want struct {
+		command    string // "" none; else name:job
+		steps      []string
+		dispatched bool
+		job        string // the device's job after the round
+		notices    int
+	}
+	tests := []struct {
+		name    string
+		stored  string // stored device node; "" new device
+		report  *device.Report
+		job     string // node of the current job "cur"; "" none
+		head    bool   // a queued job "head"
+		pending store.Command
+		want    want
+	}{
+		{name: "ready takes the queue head (scenario 1)", stored: "ready", report: &device.Report{Seq: 2, Node: "ready"}, head: true,
+			want: want{command: "print:head", steps: []string{"head:dispatch"}, dispatched: true, job: "head"}},
+		{name: "new device ready takes the queue head", report: &device.Report{Seq: 1, Node: "ready"}, head: true,
+			want: want{command: "print:head", steps: []string{"head:dispatch"}, dispatched: true, job: "head"}},
+		{name: "ready with an empty queue", stored: "ready", report: &device.Report{Seq: 2, Node: "ready"},
+			want: want{}},
+		{name: "server round: ready takes a new job", stored: "ready", head: true,
+			want: want{command: "print:head", steps: []string{"head:dispatch"}, dispatched: true, job: "head"}},
+		{name: "busy printer: no-op, the queue waits (scenario 2)", stored: "printing", report: &device.Report{Seq: 2, Node: "printing", Job: "cur", Progress: 0.5}, job: "printing", head: true,
+			want: want{job: "cur"}},
+		{name: "server round on a busy printer", stored: "printing", job: "printing", head: true,
+			want: want{job: "cur"}},
+		{name: "finished print: awaiting retrieval + notice (scenario 3)", stored: "printing", report: &device.Report{Seq: 2, Node: "waiting_retrieval", Job: "cur", Progress: 1}, job: "printing", head: true,
+			want: want{steps: []string{"cur:finished"}, job: "cur", notices: 1}},
+		{name: "finished offline, first report after reconnect (scenario 5)", stored: "printing", report: &device.Report{Seq: 1, Node: "waiting_retrieval", Job: "cur", Progress: 1}, job: "printing",
+			want: want{steps: []string{"cur:finished"}, job: "cur", notices: 1}},
+		{name: "waiting for the operator", stored: "waiting_retrieval", report: &device.Report{Seq: 2, Node: "waiting_retrieval", Job: "cur"}, job: "awaiting_retrieval", head: true,
+			want: want{job: "cur"}},
+		{name: "retrieved: done (scenario 3)", stored: "waiting_retrieval", job: "retrieved", head: true,
+			want: want{command: "done:cur", job: "cur"}},
+		{name: "ready after done: job done, next job (scenario 3)", stored: "waiting_retrieval", report: &device.Report{Seq: 2, Node: "ready"}, job: "retrieved", head: true,
+			pending: store.Command{Seq: 3, Name: "done", Node: "waiting_retrieval", Job: "cur"},
+			want:    want{command: "print:head", steps: []string{"cur:acknowledged", "head:dispatch"}, dispatched: true, job: "head"}},
+		{name: "ready after done, empty queue", stored: "waiting_retrieval", report: &device.Report{Seq: 2, Node: "ready"}, job: "retrieved",
+			pending: store.Command{Seq: 3, Name: "done", Node: "waiting_retrieval", Job: "cur"},
+			want:    want{steps: []string{"cur:acknowledged"}}},
+		{name: "print fails: job failed + notice (scenario 6)", stored: "printing", report: &device.Report{Seq: 2, Node: "error", Job: "cur"}, job: "printing",
+			want: want{steps: []string{"cur:failed"}, job: "cur", notices: 1}},
+		{name: "plug pulled: restarts in error (scenario 7)", stored: "printing", report: &device.Report{Seq: 1, Node: "error", Job: "cur"}, job: "printing",
+			want: want{steps: []string{"cur:failed"}, job: "cur", notices: 1}},
+		{name: "error waits for the operator", stored: "error", report: &device.Report{Seq: 2, Node: "error", Job: "cur"}, job: "failed", head: true,
+			want: want{job: "cur"}},
+		{name: "recovering: recover (scenario 6)", stored: "error", job: "recovering",
+			want: want{command: "recover:cur", job: "cur"}},
+		{name: "ready after recover: job scrapped, next job (scenario 6)", stored: "error", report: &device.Report{Seq: 2, Node: "ready"}, job: "recovering", head: true,
+			pending: store.Command{Seq: 3, Name: "recover", Node: "error", Job: "cur"},
+			want:    want{command: "print:head", steps: []string{"cur:reset", "head:dispatch"}, dispatched: true, job: "head"}},
+		{name: "print command lost: sent again", stored: "ready", report: &device.Report{Seq: 1, Node: "ready"}, job: "printing", head: true,
+			pending: store.Command{Seq: 3, Name: "print", Node: "ready", Job: "cur"},
+			want:    want{command: "print:cur", job: "cur"}},
+		{name: "server round does not repeat an unanswered command", stored: "ready", job: "printing", head: true,
+			pending: store.Command{Seq: 3, Name: "print", Node: "ready", Job: "cur"},
+			want:    want{job: "cur"}},
+		{name: "finished offline before the print was acknowledged", stored: "ready", report: &device.Report{Seq: 1, Node: "waiting_retrieval", Job: "cur"}, job: "printing",
+			pending: store.Command{Seq: 3, Name: "print", Node: "ready", Job: "cur"},
+			want:    want{steps: []string{"cur:finished"}, job: "cur", notices: 1}},
+		{name: "device holds a job the server did not give it", stored: "printing", report: &device.Report{Seq: 2, Node: "printing", Job: "stranger"}, job: "printing",
+			want: want{job: "cur", notices: 1}},
+		{name: "no rule: operators are told", stored: "waiting_retrieval", report: &device.Report{Seq: 2, Node: "error", Job: "cur"}, job: "awaiting_retrieval",
+			want: want{job: "cur", notices: 1}},
+		{name: "current job cancelled: the next one", stored: "ready", report: &device.Report{Seq: 2, Node: "ready"}, job: "canceled", head: true,
+			want: want{command: "print:head", steps: []string{"head:dispatch"}, dispatched: true, job: "head"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			in := device.Input{
+				Machine: pm,
+				Device:  store.Device{ID: "p1", Machine: "printer", Node: tt.stored, ReportSeq: 1, CommandSeq: 3, Pending: tt.pending},
+				Report:  tt.report,
+				First:   tt.report != nil && tt.report.Seq == 1,
+				Now:     now,
+			}
+			if tt.job != "" {
+				in.Device.Job = "cur"
+				in.Job, in.JobMachine = jobAt("cur", tt.job, jm), jm
+			}
+			if tt.head {
+				in.Head, in.HeadMachine = jobAt("head", "queued", jm), jm
+			}
+			d, err := device.Reconcile(in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cmd := ""
+			if d.Command != nil {
+				cmd = d.Command.Name + ":" + d.Command.Job
+				if d.Command.Seq != 4 || d.Device.CommandSeq != 4 || d.Device.Pending != d.Command.Command {
+					t.Errorf("command %+v, device seq %d pending %+v; want seq 4 pending", d.Command, d.Device.CommandSeq, d.Device.Pending)
+				}
+				if d.Command.Params["model"] != "benchy" {
+					t.Errorf("command params %v, want the job's", d.Command.Params)
+				}
+				if d.Command.Node != d.Device.Node || !pm.Node(d.Command.Node).Blocking {
+					t.Errorf("command for node %q sent to a device in %q", d.Command.Node, d.Device.Node)
+				}
+				if kinds(d, fsm.ChangeDeviceCommand) != 1 {
+					t.Errorf("changes %+v: want one DEVICE_COMMAND", d.Changes)
+				}
+			} else if d.Device.CommandSeq != 3 {
+				t.Errorf("command seq moved to %d without a command", d.Device.CommandSeq)
+			}
+			got := want{command: cmd, steps: steps(d), dispatched: d.Dispatched, job: d.Device.Job, notices: kinds(d, fsm.ChangeDeviceNotice)}
+			if got.command != tt.want.command || !slices.Equal(got.steps, tt.want.steps) || got.dispatched != tt.want.dispatched ||
+				got.job != tt.want.job || got.notices != tt.want.notices {
+				t.Errorf("got  %+v\nwant %+v", got, tt.want)
+			}
+			if len(d.Jobs) != len(tt.want.steps) {
+				t.Errorf("%d job states for %d steps", len(d.Jobs), len(tt.want.steps))
+			}
+			for _, c := range d.Changes {
+				if c.Kind == fsm.ChangeTransitioned && (c.Device != "p1" || c.ToStatus == fsm.StatusReady) {
+					t.Errorf("job change %+v: want device p1 and never READY", c)
+				}
+			}
+			if tt.report != nil {
+				if d.Device.Node != tt.report.Node || d.Device.ReportSeq != tt.report.Seq || !d.Device.LastSeen.Equal(now) {
+					t.Errorf("device %+v does not record the report %+v", d.Device, *tt.report)
+				}
+				moved := kinds(d, fsm.ChangeDeviceMoved)
+				if (tt.stored != tt.report.Node) != (moved == 1) {
+					t.Errorf("%d DEVICE_MOVED changes for %q -> %q", moved, tt.stored, tt.report.Node)
+				}
+			}
+		})
+	}
+}
+
+func TestReconcileRefuses(t *testing.T) {
+	pm, jm := bundled(t)
+	base := store.Device{ID: "p1", Machine: "printer", Node: "ready", ReportSeq: 5}
+	tests := []struct {
+		name    string
+		dev     store.Device
+		report  device.Report
+		first   bool
+		illegal bool // else invalid
+	}{
+		{name: "ready cannot jump to waiting_retrieval", dev: base, report: device.Report{Seq: 6, Node: "waiting_retrieval", Job: "cur"}, illegal: true},
+		{name: "not even on a new stream", dev: base, report: device.Report{Seq: 1, Node: "waiting_retrieval", Job: "cur"}, first: true, illegal: true},
+		{name: "error cannot leave without recover", dev: store.Device{ID: "p1", Node: "error", ReportSeq: 5}, report: device.Report{Seq: 6, Node: "ready"}, illegal: true},
+		{name: "a pending command from another node does not count", dev: store.Device{ID: "p1", Node: "error", ReportSeq: 5,
+			Pending: store.Command{Seq: 2, Name: "done", Node: "waiting_retrieval"}}, report: device.Report{Seq: 6, Node: "ready"}, illegal: true},
+		{name: "unknown node", dev: base, report: device.Report{Seq: 6, Node: "melting"}},
+		{name: "empty node", dev: base, report: device.Report{Seq: 6}},
+		{name: "progress past 1", dev: base, report: device.Report{Seq: 6, Node: "ready", Progress: 1.5}},
+		{name: "seq does not grow", dev: base, report: device.Report{Seq: 5, Node: "ready"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			in := device.Input{Machine: pm, Device: tt.dev, Report: &tt.report, First: tt.first, Now: now}
+			if tt.report.Job == "cur" {
+				in.Device.Job = "cur"
+				in.Job, in.JobMachine = jobAt("cur", "printing", jm), jm
+			}
+			d, err := device.Reconcile(in)
+			if err == nil {
+				t.Fatalf("Reconcile accepted it: %+v", d)
+			}
+			var me *device.MoveError
+			var ie *fsm.InvalidError
+			switch {
+			case tt.illegal && (!errors.As(err, &me) || !errors.Is(err, fsm.ErrIllegalTransition)):
+				t.Fatalf("error %v (%T), want a MoveError", err, err)
+			case !tt.illegal && !errors.As(err, &ie):
+				t.Fatalf("error %v (%T), want an InvalidError", err, err)
+			}
+			if d.Command != nil || len(d.Changes) > 0 {
+				t.Fatalf("a refused round decided %+v", d)
+			}
+		})
+	}
+	// The move error names both nodes, for the printer's operator.
+	_, err := device.Reconcile(device.Input{Machine: pm, Device: base, Report: &device.Report{Seq: 6, Node: "waiting_retrieval"}, Now: now})
+	if err == nil || err.Error() != `device "p1" cannot move from "ready" to "waiting_retrieval": no path of transitions the device takes on its own leads there, and no command is pending` {
+		t.Fatalf("error %v", err)
+	}
+}
+
+// TestReconcileRejection: a device's refusal of a late command is
+// recorded, clears the command it refuses, and the loop decides again.
+func TestReconcileRejection(t *testing.T) {
+	pm, jm := bundled(t)
+	pending := store.Command{Seq: 7, Name: "print", Node: "ready", Job: "cur"}
+	for _, tt := range []struct {
+		name        string
+		seq         uint64
+		wantPending bool
+	}{
+		{"the pending command", 7, false},
+		{"an older command", 6, true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			d, err := device.Reconcile(device.Input{
+				Machine: pm,
+				Device:  store.Device{ID: "p1", Node: "printing", Job: "cur", ReportSeq: 1, CommandSeq: 7, Pending: pending},
+				Report:  &device.Report{Seq: 2, Node: "printing", Job: "cur", Rejection: &device.Rejection{CommandSeq: tt.seq, Reason: "stale: printing"}},
+				Job:     jobAt("cur", "printing", jm), JobMachine: jm, Now: now,
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if kinds(d, fsm.ChangeDeviceRejected) != 1 || d.Changes[0].Token != tt.seq || d.Changes[0].Reason != "stale: printing" {
+				t.Fatalf("changes %+v: want one DEVICE_REJECTED for seq %d", d.Changes, tt.seq)
+			}
+			if got := d.Device.Pending != (store.Command{}); got != tt.wantPending {
+				t.Fatalf("pending %+v, want pending %v", d.Device.Pending, tt.wantPending)
+			}
+			if d.Command != nil || len(d.Jobs) != 0 {
+				t.Fatalf("a busy printer's round decided %+v", d)
+			}
+		})
+	}
+}
