@@ -81,6 +81,7 @@ func changeToProto(c *fsm.Change) *pb.Change {
 		DueTime:     ts(c.DueAt),
 		Params:      c.Params,
 		Reason:      c.Reason,
+		Device:      c.Device,
 	}
 }
 
@@ -109,7 +110,7 @@ func machineToProto(info engine.MachineInfo) *pb.Machine {
 	}
 	for _, name := range m.Order {
 		n := m.Nodes[name]
-		pn := &pb.Node{Name: n.Name, Start: n.Name == m.Start, Final: n.Final}
+		pn := &pb.Node{Name: n.Name, Start: n.Name == m.Start, Final: n.Final, Blocking: n.Blocking}
 		if !n.Final {
 			pn.Timeout = &pb.Timeout{Fixed: dur(n.Timeout.Fixed), Percentile: n.Timeout.Percentile, Min: dur(n.Timeout.Min), Max: dur(n.Timeout.Max)}
 			pn.Retry = &pb.Retry{MaxAttempts: n.Retry.MaxAttempts, Backoff: pb.Backoff(n.Retry.Backoff), Initial: dur(n.Retry.Initial), Max: dur(n.Retry.Max), Jitter: n.Retry.Jitter}

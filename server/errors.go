@@ -8,6 +8,7 @@ import (
 
 	"github.com/dfsmr/dfsmr/machines"
 	"github.com/dfsmr/dfsmr/server/changes"
+	"github.com/dfsmr/dfsmr/server/device"
 	"github.com/dfsmr/dfsmr/server/engine"
 	"github.com/dfsmr/dfsmr/server/fsm"
 	"github.com/dfsmr/dfsmr/server/store"
@@ -48,6 +49,10 @@ func toStatus(log *slog.Logger, method string, err error) error {
 		return status.Error(codes.FailedPrecondition, err.Error())
 	case errors.Is(err, engine.ErrAlreadyExists):
 		return status.Error(codes.AlreadyExists, err.Error())
+	case errors.Is(err, device.ErrReplaced):
+		return status.Error(codes.Aborted, err.Error())
+	case errors.Is(err, device.ErrShutdown):
+		return status.Error(codes.Unavailable, "server is shutting down; reconnect")
 	case errors.As(err, &lagging):
 		st, _ := status.New(codes.Aborted, err.Error()).WithDetails(&errdetails.ErrorInfo{
 			Reason:   "WATCHER_LAGGING",

@@ -8,6 +8,7 @@ import (
 
 	pb "github.com/dfsmr/dfsmr/gen/dfsmr/v1"
 	"github.com/dfsmr/dfsmr/server/changes"
+	"github.com/dfsmr/dfsmr/server/device"
 	"github.com/dfsmr/dfsmr/server/engine"
 	"github.com/dfsmr/dfsmr/server/fsm"
 	"github.com/dfsmr/dfsmr/server/store"
@@ -30,8 +31,10 @@ type handlers struct {
 	pb.UnimplementedInstanceServiceServer
 	pb.UnimplementedWorkServiceServer
 	pb.UnimplementedChangesServiceServer
-	eng *engine.Engine
-	hub *changes.Hub
+	pb.UnimplementedDeviceServiceServer
+	eng      *engine.Engine
+	hub      *changes.Hub
+	sessions *device.Sessions
 }
 
 // actor names the caller of an instance or machine RPC in the changelog:
@@ -165,7 +168,7 @@ func (h *handlers) ListInstances(ctx context.Context, req *pb.ListInstancesReque
 	if err != nil {
 		return nil, err
 	}
-	if s := req.GetStatus(); s < 0 || s > pb.InstanceStatus_INSTANCE_STATUS_FINAL {
+	if s := req.GetStatus(); s < 0 || s > pb.InstanceStatus_INSTANCE_STATUS_HELD {
 		return nil, &fsm.InvalidError{Field: "status", Reason: "unknown status"}
 	}
 	f := store.InstanceFilter{Machine: req.GetMachine(), Node: req.GetNode(), Status: fsm.Status(req.GetStatus())}

@@ -20,6 +20,7 @@ import (
 	"github.com/dfsmr/dfsmr/machines"
 	"github.com/dfsmr/dfsmr/server/changes"
 	"github.com/dfsmr/dfsmr/server/clock"
+	"github.com/dfsmr/dfsmr/server/device"
 	"github.com/dfsmr/dfsmr/server/engine"
 	"github.com/dfsmr/dfsmr/server/fsm"
 	"github.com/dfsmr/dfsmr/server/store/bolt"
@@ -107,6 +108,9 @@ type Server struct {
 	health *health.Server
 	lis    net.Listener
 
+	// sessions are the device streams, ended by Stop like the changelog.
+	sessions *device.Sessions
+
 	stopOnce sync.Once
 	stopErr  error
 	serveErr chan error
@@ -119,7 +123,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger.With("component", "server"), serveErr: make(chan error, 1)}
+	s := &Server{cfg: cfg, log: cfg.Logger.With("component", "server"), serveErr: make(chan error, 1), sessions: &device.Sessions{}}
 
 	// The store's commit hook feeds the engine and the hub, which need the
 	// store to exist first: route it through a pointer set below.
@@ -149,12 +153,13 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, err
 	}
 
-	h := &handlers{eng: s.engine, hub: s.hub}
+	h := &handlers{eng: s.engine, hub: s.hub, sessions: s.sessions}
 	s.grpc = grpc.NewServer(serverOptions(cfg.Logger)...)
 	pb.RegisterMachineServiceServer(s.grpc, h)
 	pb.RegisterInstanceServiceServer(s.grpc, h)
 	pb.RegisterWorkServiceServer(s.grpc, h)
 	pb.RegisterChangesServiceServer(s.grpc, h)
+	pb.RegisterDeviceServiceServer(s.grpc, h)
 	s.health = health.NewServer()
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	reflection.Register(s.grpc)
@@ -294,6 +299,7 @@ func (s *Server) Stop(ctx context.Context) error {
 		// Streams never end on their own: close the hub first so that
 		// watchers get UNAVAILABLE and GracefulStop can finish.
 		s.hub.Close()
+		s.sessions.Close()
 		done := make(chan struct{})
 		go func() { s.grpc.GracefulStop(); close(done) }()
 		timer := time.NewTimer(s.cfg.StopTimeout)

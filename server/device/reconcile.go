@@ -10,6 +10,23 @@ import (
 	"github.com/dfsmr/dfsmr/server/store"
 )
 
+// Registration is who a device says it is when its stream opens.
+type Registration struct {
+	ID           string
+	Pool         string
+	Capabilities map[string]string
+	// Machine is the device machine; empty: the server's default
+	// ("printer").
+	Machine string
+}
+
+// ErrReplaced ends a device's stream when a newer stream of the same
+// device took over (or the device is no longer online).
+var ErrReplaced = errors.New("device stream replaced by a newer one")
+
+// ErrShutdown ends every device stream when the server stops.
+var ErrShutdown = errors.New("server is shutting down")
+
 // Report is one message of a device: its own view of its state.
 type Report struct {
 	// Seq grows with every report of a stream.

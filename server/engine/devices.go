@@ -37,7 +37,7 @@ const (
 
 // ErrReplaced is returned to a device's stream when a newer stream of the
 // same device took over, or when the device is no longer online.
-var ErrReplaced = errors.New("device stream replaced")
+var ErrReplaced = device.ErrReplaced
 
 // DeviceActor is the changelog actor of a device's rounds.
 func DeviceActor(id string) string { return "device:" + id }
@@ -115,13 +115,7 @@ func stampDevice(m *fsm.Machine, in fsm.Instance, changes []fsm.Change) {
 }
 
 // Registration is who a device says it is when its stream opens.
-type Registration struct {
-	ID           string
-	Pool         string
-	Capabilities map[string]string
-	// Machine is the device machine; empty: DefaultDeviceMachine.
-	Machine string
-}
+type Registration = device.Registration
 
 func checkRegistration(r *Registration) error {
 	if err := checkText("register.device_id", r.ID, true, MaxIDBytes); err != nil {

@@ -717,10 +717,11 @@ func (x *ListDevicesResponse) GetNextPageToken() string {
 // set.
 type SubmitOrderRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Order id: the idempotency key; the jobs are "<order_id>-1" ..
-	// "<order_id>-<quantity>". Empty: the server picks one. The same id with
-	// the same content returns the same jobs; with different content it is
-	// ALREADY_EXISTS.
+	// Order id: the idempotency key; the jobs are "<order_id>-<n>", n from 1
+	// to quantity, zero-padded to the width of quantity so that job ids sort
+	// in job order ("o-01" .. "o-12"). Empty: the server picks one. The same
+	// id with the same content returns the same jobs; with different content
+	// it is ALREADY_EXISTS. At most 248 bytes.
 	OrderId string `protobuf:"bytes,1,opt,name=order_id,json=orderId,proto3" json:"order_id,omitempty"`
 	// Model to print, passed to the printer in the print command's params.
 	// Required; at most 1024 bytes.

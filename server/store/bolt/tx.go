@@ -564,7 +564,7 @@ func checkInstance(in *fsm.Instance) error {
 	if err := checkName("instance node", in.Node); err != nil {
 		return fmt.Errorf("instance %q: %w", in.ID, err)
 	}
-	if in.Status < fsm.StatusWaiting || in.Status > fsm.StatusFinal {
+	if in.Status < fsm.StatusWaiting || in.Status > fsm.StatusHeld {
 		return fmt.Errorf("store: instance %q: invalid status %d", in.ID, in.Status)
 	}
 	return nil

@@ -192,7 +192,7 @@ var (
 		{}, time.Unix(-3600, 0), time.Unix(0, 0), base, base, base.Add(time.Nanosecond),
 		base.Add(time.Second), base.Add(time.Hour), time.Date(2200, 1, 1, 0, 0, 0, 0, time.UTC),
 	}
-	modelStatuses = []fsm.Status{fsm.StatusWaiting, fsm.StatusReady, fsm.StatusReady, fsm.StatusLeased, fsm.StatusFinal}
+	modelStatuses = []fsm.Status{fsm.StatusWaiting, fsm.StatusReady, fsm.StatusReady, fsm.StatusLeased, fsm.StatusHeld, fsm.StatusFinal}
 )
 
 func pick[T any](r *rand.Rand, s []T) T { return s[r.IntN(len(s))] }

@@ -83,7 +83,7 @@ func (s *suite) ready(t *testing.T) {
 	})
 
 	t.Run("LeavesIndex", func(t *testing.T) {
-		for _, to := range []fsm.Status{fsm.StatusWaiting, fsm.StatusLeased, fsm.StatusFinal} {
+		for _, to := range []fsm.Status{fsm.StatusWaiting, fsm.StatusLeased, fsm.StatusHeld, fsm.StatusFinal} {
 			t.Run(to.String(), func(t *testing.T) {
 				st := s.fresh(t)
 				a := inst("a", "m", "n", fsm.StatusReady, 0, base)

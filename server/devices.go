@@ -1,0 +1,91 @@
+package server
+
+import (
+	"context"
+	"math"
+
+	pb "github.com/dfsmr/dfsmr/gen/dfsmr/v1"
+	"github.com/dfsmr/dfsmr/server/device"
+	"github.com/dfsmr/dfsmr/server/engine"
+	"github.com/dfsmr/dfsmr/server/fsm"
+	"google.golang.org/grpc"
+)
+
+// Connect runs one device's reactive loop; the session does the IO, the
+// engine every round.
+func (h *handlers) Connect(stream grpc.BidiStreamingServer[pb.ConnectRequest, pb.ConnectResponse]) error {
+	return h.sessions.Serve(stream.Context(), h.eng, deviceConn{stream})
+}
+
+// deviceConn translates a Connect stream for the session.
+type deviceConn struct {
+	s grpc.BidiStreamingServer[pb.ConnectRequest, pb.ConnectResponse]
+}
+
+func (c deviceConn) Recv() (device.Message, error) {
+	req, err := c.s.Recv()
+	if err != nil {
+		return device.Message{}, err
+	}
+	var m device.Message
+	if r := req.GetRegister(); r != nil {
+		m.Register = &device.Registration{ID: r.GetDeviceId(), Pool: r.GetPool(), Capabilities: r.GetCapabilities(), Machine: r.GetMachine()}
+	}
+	rep := req.GetReport()
+	if rep == nil {
+		return device.Message{}, &fsm.InvalidError{Field: "report", Reason: "required on every message"}
+	}
+	m.Report = device.Report{Seq: rep.GetSeq(), Node: rep.GetNode(), Job: rep.GetJobId(), Progress: rep.GetProgress()}
+	if rej := rep.GetRejection(); rej != nil {
+		m.Report.Rejection = &device.Rejection{CommandSeq: rej.GetCommandSeq(), Reason: rej.GetReason()}
+	}
+	return m, nil
+}
+
+func (c deviceConn) Send(reportSeq uint64, cmd *device.Command) error {
+	resp := &pb.ConnectResponse{ReportSeq: reportSeq}
+	if cmd != nil {
+		resp.Command = &pb.DeviceCommand{Seq: cmd.Seq, Name: cmd.Name, Node: cmd.Node, JobId: cmd.Job, Params: cmd.Params}
+	}
+	return c.s.Send(resp)
+}
+
+func (h *handlers) ListDevices(ctx context.Context, req *pb.ListDevicesRequest) (*pb.ListDevicesResponse, error) {
+	n, after, err := pageArgs(req.GetPageSize(), req.GetPageToken())
+	if err != nil {
+		return nil, err
+	}
+	list, err := h.eng.ListDevices(ctx, req.GetPool(), after, n+1)
+	if err != nil {
+		return nil, err
+	}
+	resp := &pb.ListDevicesResponse{}
+	list, resp.NextPageToken = page(list, n, func(d engine.DeviceInfo) string { return d.ID })
+	for _, d := range list {
+		resp.Devices = append(resp.Devices, &pb.Device{
+			Id: d.ID, Pool: d.Pool, Capabilities: d.Capabilities, Machine: d.Machine,
+			Online: d.Online, LastSeenTime: ts(d.LastSeen), Node: d.Node, JobId: d.Job,
+			Progress: d.Progress, QueueLength: uint32(d.QueueLen), ReportSeq: d.ReportSeq, CommandSeq: d.CommandSeq,
+		})
+	}
+	return resp, nil
+}
+
+func (h *handlers) SubmitOrder(ctx context.Context, req *pb.SubmitOrderRequest) (*pb.SubmitOrderResponse, error) {
+	q := req.GetQuantity()
+	if q > math.MaxInt32 {
+		return nil, &fsm.InvalidError{Field: "quantity", Reason: "is too large"}
+	}
+	id, jobs, err := h.eng.SubmitOrder(ctx, engine.OrderArgs{
+		ID: req.GetOrderId(), Model: req.GetModel(), Quantity: int(q),
+		Printer: req.GetPrinter(), Pool: req.GetPool(), Priority: req.GetPriority(), Actor: actor(ctx),
+	})
+	if err != nil {
+		return nil, err
+	}
+	resp := &pb.SubmitOrderResponse{OrderId: id}
+	for i := range jobs {
+		resp.Jobs = append(resp.Jobs, instanceToProto(&jobs[i], nil))
+	}
+	return resp, nil
+}
