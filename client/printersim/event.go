@@ -30,8 +30,8 @@ const (
 	// EventIgnored: the printer dropped a stale or late command without a
 	// word.
 	EventIgnored
-	// EventConnected: the printer opened a stream and registered (Detail:
-	// its node).
+	// EventConnected: the server answered the registration of a new
+	// stream (Detail: the printer's node).
 	EventConnected
 	// EventDropped: the printer's connection dropped (simulated).
 	EventDropped

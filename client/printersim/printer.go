@@ -92,10 +92,10 @@ func (p Profile) Validate() error {
 // the command still matches its state (same node, same job, a seq newer
 // than any it carried out) and refuses it otherwise.
 //
-// Its firmware keeps its node, job and last command seq across a power
-// loss; an interrupted print cannot be resumed, so a printer that loses
-// power while printing comes back in error. Its report seq restarts from
-// zero with the firmware.
+// The plug is only ever pulled during a print (Profile.PowerLossRate): an
+// interrupted print cannot be resumed, so the printer comes back in error,
+// holding the job (its firmware keeps its node, job and last command seq).
+// Its report seq restarts from zero with the firmware.
 //
 // A Printer is not safe for concurrent use.
 type Printer struct {
@@ -276,18 +276,4 @@ func (p *Printer) print(job, model string, now time.Time) {
 	if powerU < p.prof.PowerLossRate {
 		p.powerAt = now.Add(time.Duration(powerAt * float64(d)))
 	}
-}
-
-// PowerLoss pulls the plug at now, outside a planned one: a printer that
-// was printing comes back in error holding its job; any other keeps its
-// node and job. Its report seq restarts.
-func (p *Printer) PowerLoss(now time.Time) Event {
-	ev := Event{At: now, Printer: p.id, Kind: EventPowerLoss, Job: p.job}
-	if p.node == NodePrinting {
-		p.progress = p.Progress(now)
-		p.node = NodeError
-		p.start, p.end, p.failAt, p.powerAt = time.Time{}, time.Time{}, time.Time{}, time.Time{}
-	}
-	p.seq = 0
-	return ev
 }

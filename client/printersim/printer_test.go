@@ -101,24 +101,6 @@ func TestPowerLoss(t *testing.T) {
 	if r := p.Report(t0.Add(time.Hour), nil); r.GetSeq() != 1 || r.GetNode() != "error" || r.GetJobId() != "j1" {
 		t.Fatalf("first report after the power loss: %v", r)
 	}
-
-	// Outside a print the firmware keeps the printer's node and job.
-	q := newPrinter(printersim.Profile{PrintTime: time.Minute}, 3)
-	mustCarry(t, q, cmd(1, "print", "ready", "j2"), t0, printersim.EventPrinting)
-	q.Advance(t0.Add(time.Hour))
-	if ev := q.PowerLoss(t0.Add(time.Hour)); ev.Kind != printersim.EventPowerLoss || state(q) != "waiting_retrieval/j2" {
-		t.Fatalf("power loss while waiting: %v, %s", ev, state(q))
-	}
-	// A plug pulled mid-print stops it.
-	mustCarry(t, q, cmd(2, "done", "waiting_retrieval", "j2"), t0.Add(time.Hour), printersim.EventCleared)
-	mustCarry(t, q, cmd(3, "print", "ready", "j3"), t0.Add(time.Hour), printersim.EventPrinting)
-	q.PowerLoss(t0.Add(time.Hour + time.Second))
-	if _, ok := q.Next(); ok || state(q) != "error/j3" {
-		t.Fatalf("power loss mid-print: %s, still planning: %v", state(q), ok)
-	}
-	if r := q.Report(t0.Add(2*time.Hour), nil); r.GetSeq() != 1 || r.GetProgress() <= 0 || r.GetProgress() >= 1 {
-		t.Fatalf("report after a mid-print power loss: %v", r)
-	}
 }
 
 func TestRejections(t *testing.T) {
