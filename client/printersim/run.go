@@ -49,9 +49,11 @@ type Link struct {
 	// RestartDelay is how long the printer stays dark after a power loss.
 	// Zero: DefaultRestartDelay.
 	RestartDelay time.Duration
-	// ProgressEvery is the interval of progress reports while printing.
-	// Zero: the printer reports only when its state changes.
-	ProgressEvery time.Duration
+	// ReportEvery is the interval of the printer's status reports (with
+	// its progress while printing) when nothing changes: a heartbeat that
+	// runs a round in every node. Zero: the printer reports only when its
+	// state changes.
+	ReportEvery time.Duration
 	// IgnoreStale makes the printer drop stale or late commands without a
 	// word instead of reporting a CommandRejection.
 	IgnoreStale bool
@@ -84,7 +86,7 @@ func (l Link) Validate() error {
 		return errors.New("link: no Devices client")
 	case !(l.DropRate >= 0 && l.DropRate <= 1):
 		return fmt.Errorf("link: drop rate %v is not in [0, 1]", l.DropRate)
-	case l.ReconnectDelay < 0 || l.RestartDelay < 0 || l.ProgressEvery < 0:
+	case l.ReconnectDelay < 0 || l.RestartDelay < 0 || l.ReportEvery < 0:
 		return errors.New("link: negative delay")
 	}
 	return nil
@@ -205,7 +207,7 @@ func (r *runner) session(ctx context.Context) time.Duration {
 				if ev.Kind == EventPowerLoss {
 					return r.l.RestartDelay
 				}
-			} else if !r.progressDue(now) {
+			} else if !r.reportDue(now) {
 				continue
 			}
 			if err := r.send(stream, nil, nil); err != nil {
@@ -258,11 +260,13 @@ func goodbye(sctx context.Context, stream grpc.BidiStreamingClient[pb.ConnectReq
 }
 
 // arm sets the timer to the printer's next change of its own or its next
-// progress report, or stops it when there is neither.
+// status report, or stops it when there is neither.
 func (r *runner) arm(t clock.Timer) {
 	at, ok := r.p.Next()
-	if ok && r.l.ProgressEvery > 0 {
-		at = minTime(at, r.lastReport.Add(r.l.ProgressEvery))
+	if every := r.l.ReportEvery; every > 0 {
+		if next := r.lastReport.Add(every); !ok || next.Before(at) {
+			at, ok = next, true
+		}
 	}
 	t.Stop()
 	if ok {
@@ -270,15 +274,8 @@ func (r *runner) arm(t clock.Timer) {
 	}
 }
 
-func minTime(a, b time.Time) time.Time {
-	if b.Before(a) {
-		return b
-	}
-	return a
-}
-
-func (r *runner) progressDue(now time.Time) bool {
-	return r.p.Node() == NodePrinting && r.l.ProgressEvery > 0 && !now.Before(r.lastReport.Add(r.l.ProgressEvery))
+func (r *runner) reportDue(now time.Time) bool {
+	return r.l.ReportEvery > 0 && !now.Before(r.lastReport.Add(r.l.ReportEvery))
 }
 
 // answer handles one message of the server: the answer to a report, a

@@ -111,7 +111,7 @@ notable event. Give the printers work with "dfsmr order".`,
 	f.Float64Var(&link.DropRate, "drop-rate", 0, "probability that the connection drops after a message")
 	f.DurationVar(&link.ReconnectDelay, "reconnect-delay", printersim.DefaultReconnectDelay, "wait before reconnecting after a drop")
 	f.DurationVar(&link.RestartDelay, "restart-delay", printersim.DefaultRestartDelay, "how long a printer stays dark after a power loss")
-	f.DurationVar(&link.ProgressEvery, "progress-every", 0, "report progress this often while printing (0: only on changes)")
+	f.DurationVar(&link.ReportEvery, "report-every", 0, "report status (and progress) this often when nothing changes (0: only on changes)")
 	f.BoolVar(&link.IgnoreStale, "ignore-stale", false, "drop stale commands silently instead of rejecting them")
 	f.DurationVar(&operatorDelay, "operator-delay", defaultSimOperatorDelay, "average time an operator takes to act")
 	f.BoolVar(&noOperator, "no-operator", false, "run no operators: signal retrieved and recovered yourself")
