@@ -3,6 +3,7 @@ package printersim_test
 import (
 	"bufio"
 	"context"
+	"flag"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -25,6 +26,8 @@ import (
 // The idle fleet: the benchmark runs printers in a child process (this
 // test binary, told so by these variables), so that the server's process
 // holds only the server when its memory is measured.
+var benchPrinters = flag.Int("bench.printers", 1000, "number of printers in BenchmarkPrinters")
+
 const (
 	envFleetAddr  = "DFSMR_PRINTERSIM_FLEET_ADDR"
 	envFleetCount = "DFSMR_PRINTERSIM_FLEET_COUNT"
@@ -231,7 +234,7 @@ func percentile(sorted []time.Duration, p float64) time.Duration {
 	return sorted[min(len(sorted)-1, int(p*float64(len(sorted))))]
 }
 
-// BenchmarkPrinters runs 1,000 simulated printers, each over its own
+// BenchmarkPrinters runs 1,000 (-bench.printers) simulated printers, each over its own
 // connection, through print cycles of 20 ms prints against one server
 // (real gRPC on loopback, a real bbolt file); an op is one part printed,
 // retrieved and cleared. It reports rounds per second (report -> answer, as
@@ -241,7 +244,7 @@ func percentile(sorted []time.Duration, p float64) time.Duration {
 // in the same run, is one printer cycling alone: its rounds/s is bound by
 // its prints, its latency is that of an idle server.
 func BenchmarkPrinters(b *testing.B) {
-	const n = 1000
+	n := *benchPrinters
 	dir := b.TempDir()
 	s := mustServer(b, "127.0.0.1:0", filepath.Join(dir, "dfsmr.db"), nil)
 
