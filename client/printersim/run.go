@@ -105,14 +105,39 @@ func Run(ctx context.Context, l Link, p *Printer, rng *rand.Rand) error {
 	r := &runner{l: l, p: p, rng: rng}
 	for {
 		outage := r.session(ctx)
-		if ctx.Err() != nil {
+		if ctx.Err() != nil || !r.away(ctx, outage) {
 			return nil
 		}
-		t := l.Clock.NewTimer(outage)
+	}
+}
+
+// away keeps the printer working offline for d (a print goes on, and may
+// finish, fail or lose power, which keeps it dark for RestartDelay more).
+// It returns false if ctx ended first.
+func (r *runner) away(ctx context.Context, d time.Duration) bool {
+	back := r.l.Clock.Now().Add(d)
+	t := r.l.Clock.NewTimer(d)
+	defer t.Stop()
+	for {
+		now := r.l.Clock.Now()
+		if ev, ok := r.p.Advance(now); ok {
+			r.emit(ev)
+			if ev.Kind == EventPowerLoss {
+				back = now.Add(r.l.RestartDelay)
+			}
+		}
+		if !now.Before(back) {
+			return true
+		}
+		at := back
+		if next, ok := r.p.Next(); ok && next.Before(at) {
+			at = next
+		}
+		t.Stop()
+		t.ResetAt(at)
 		select {
 		case <-ctx.Done():
-			t.Stop()
-			return nil
+			return false
 		case <-t.C():
 		}
 	}

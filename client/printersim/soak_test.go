@@ -21,7 +21,7 @@ var (
 	soakDuration = flag.Duration("soak.duration", 3*time.Second, "how long the soak test runs its printers")
 	soakSeed     = flag.Uint64("soak.seed", 0, "seed of the soak test (0: a new one, printed)")
 	soakPrinters = flag.Int("soak.printers", 50, "number of printers in the soak test")
-	soakRestarts = flag.Duration("soak.restart-every", time.Second, "the soak test restarts the server this often")
+	soakRestarts = flag.Duration("soak.restart-every", time.Second, "the soak test restarts the server at most this often")
 )
 
 // soakLog is what the soak test saw happen, from every goroutine.
@@ -82,7 +82,7 @@ func TestSoak(t *testing.T) {
 	}, seed)
 	base := printersim.Link{
 		Devices: pb.NewDeviceServiceClient(c.Conn()), Pool: pool, DropRate: 0.02,
-		ReconnectDelay: 30 * time.Millisecond, RestartDelay: 80 * time.Millisecond, ReportEvery: 40 * time.Millisecond,
+		ReconnectDelay: 30 * time.Millisecond, RestartDelay: 80 * time.Millisecond, ReportEvery: 150 * time.Millisecond,
 		OnEvent: log.event,
 	}
 	// Half the printers reject stale commands, half ignore them.
@@ -103,12 +103,16 @@ func TestSoak(t *testing.T) {
 			t.Error(err)
 		}
 	})
-	orderRng := rand.New(rand.NewPCG(seed, 1<<34))
-	wg.Go(func() { submitOrders(ctx, t, c, orderRng, pool, log) })
+	// Three clerks submit orders, so that queues build up.
+	for k := range uint64(3) {
+		orderRng := rand.New(rand.NewPCG(seed, 1<<34+k))
+		wg.Go(func() { submitOrders(ctx, t, c, fmt.Sprintf("c%d-", k), orderRng, pool, log) })
+	}
 
 	// The chaos: restart the server on the same file now and then. The run
 	// lasts -soak.duration, and longer (a minute at most) until it saw
-	// every kind of event it means to exercise, however slow the machine.
+	// every kind of event it means to exercise and two restarts, however
+	// slow the machine.
 	mustSee := []printersim.EventKind{printersim.EventPrinting, printersim.EventFinished, printersim.EventCleared,
 		printersim.EventRetrieved, printersim.EventFailed, printersim.EventRecovered, printersim.EventRecoverySignaled,
 		printersim.EventPowerLoss, printersim.EventDropped, printersim.EventRejected, printersim.EventIgnored}
@@ -123,34 +127,45 @@ func TestSoak(t *testing.T) {
 		}
 		return out
 	}
+	// A restart waits for -soak.restart-every and for some progress since
+	// the last one (beds cleared or printers recovered), so that a slow
+	// machine gets as much work done between restarts as a fast one.
+	progress := func() int {
+		log.mu.Lock()
+		defer log.mu.Unlock()
+		return log.counts[printersim.EventCleared] + log.counts[printersim.EventRecovered]
+	}
+	const progressPerRestart, minRestarts = 20, 2
 	restarts, slowest := 0, time.Duration(0)
 	start := time.Now()
-	restart := time.NewTicker(*soakRestarts)
-	defer restart.Stop()
-	check := time.NewTicker(50 * time.Millisecond)
+	lastRestart, lastProgress := start, 0
+	check := time.NewTicker(20 * time.Millisecond)
 	defer check.Stop()
-	for done := false; !done; {
-		select {
-		case <-check.C:
-			done = time.Since(start) >= *soakDuration && (len(missing()) == 0 || time.Since(start) > *soakDuration+time.Minute)
-		case <-restart.C:
-			t0 := time.Now()
-			if err := srv.Stop(context.Background()); err != nil {
-				t.Fatalf("stop server: %v", err)
-			}
-			time.Sleep(time.Duration(rng.Int64N(int64(100 * time.Millisecond))))
-			srv = mustServer(t, addr, db, nil)
-			slowest = max(slowest, time.Since(t0))
-			restarts++
+	for range check.C {
+		took := time.Since(start)
+		if took >= *soakDuration && ((restarts >= minRestarts && len(missing()) == 0) || took > *soakDuration+time.Minute) {
+			break
 		}
+		if time.Since(lastRestart) < *soakRestarts || progress()-lastProgress < progressPerRestart {
+			continue
+		}
+		t0 := time.Now()
+		if err := srv.Stop(context.Background()); err != nil {
+			t.Fatalf("stop server: %v", err)
+		}
+		time.Sleep(time.Duration(rng.Int64N(int64(100 * time.Millisecond))))
+		srv = mustServer(t, addr, db, nil)
+		slowest = max(slowest, time.Since(t0))
+		restarts++
+		lastRestart, lastProgress = time.Now(), progress()
 	}
 	stopPrinters()
 	wg.Wait()
 	t.Logf("seed %d, %d printers, ran %v, %d server restarts (slowest %v): %d jobs ordered; events %v",
 		seed, len(fleet.Printers), time.Since(start).Round(time.Millisecond), restarts, slowest.Round(time.Millisecond),
 		len(log.submitted), log.counts)
-	if m := missing(); len(m) > 0 {
-		t.Errorf("the soak saw no %v events: it did not exercise what it checks", m)
+	if m := missing(); len(m) > 0 || restarts < minRestarts {
+		t.Errorf("the soak saw no %v events and %d restarts: it did not exercise what it checks", m, restarts)
 	}
 
 	changes := readChangelog(t, c)
@@ -159,13 +174,14 @@ func TestSoak(t *testing.T) {
 	checkConsistent(t, c, fleet)
 }
 
-// submitOrders submits small orders to the pool until ctx ends. An order
+// submitOrders submits small orders to the pool until ctx ends, their ids
+// starting with prefix. An order
 // that fails because the server is away is submitted again with the same
 // id: SubmitOrder is idempotent.
-func submitOrders(ctx context.Context, t *testing.T, c *client.Client, rng *rand.Rand, pool string, log *soakLog) {
+func submitOrders(ctx context.Context, t *testing.T, c *client.Client, prefix string, rng *rand.Rand, pool string, log *soakLog) {
 	devices := pb.NewDeviceServiceClient(c.Conn())
 	for n := 1; ; n++ {
-		req := &pb.SubmitOrderRequest{OrderId: fmt.Sprintf("o%d", n), Model: fmt.Sprintf("model-%d", rng.IntN(5)),
+		req := &pb.SubmitOrderRequest{OrderId: fmt.Sprintf("%so%d", prefix, n), Model: fmt.Sprintf("model-%d", rng.IntN(5)),
 			Quantity: uint32(1 + rng.IntN(16)), Pool: pool, Priority: int32(rng.IntN(3))}
 		for {
 			resp, err := devices.SubmitOrder(ctx, req)
