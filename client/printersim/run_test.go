@@ -6,6 +6,8 @@ import (
 	"log/slog"
 	"net"
 	"path/filepath"
+	"runtime"
+	"slices"
 	"testing"
 	"time"
 
@@ -141,5 +143,70 @@ func TestFakeClock(t *testing.T) {
 	}
 	if p := fleet.Printers[0]; p.Node() != printersim.NodeReady || p.Job() != "" {
 		t.Fatalf("printer ends in %s with job %q", p.Node(), p.Job())
+	}
+}
+
+// TestFinishesOffline loses the server mid-print: the printer keeps
+// printing, finishes while offline, and on reconnect its first report is
+// reconciled (the job awaits retrieval, the operator retrieves it, the
+// printer is told done).
+func TestFinishesOffline(t *testing.T) {
+	addr, db := freeAddr(t), filepath.Join(t.TempDir(), "dfsmr.db")
+	s := mustServer(t, addr, db, nil)
+	c := mustClient(t, addr)
+	fake := clock.NewFake(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	ch, on := events()
+	fleet := printersim.NewFleet("p", 1, printersim.Profile{PrintTime: time.Hour, PrintJitter: -1}, 1)
+	ctx, stop := context.WithCancel(t.Context())
+	done := make(chan error, 2)
+	go func() {
+		done <- fleet.Run(ctx, printersim.Link{Devices: pb.NewDeviceServiceClient(c.Conn()), Pool: "lab", Clock: fake,
+			ReconnectDelay: time.Minute, OnEvent: on}, nil)
+	}()
+	op := &printersim.Operator{Client: c, FromSeq: 1, Clock: fake, OnEvent: on}
+	go func() { done <- op.Run(ctx) }()
+	await(t, ch, "connection", func(ev printersim.Event) bool { return ev.Kind == printersim.EventConnected })
+	jobs := submit(t, c, &pb.SubmitOrderRequest{OrderId: "o", Model: "benchy", Quantity: 1, Pool: "lab"})
+	await(t, ch, "print", func(ev printersim.Event) bool { return ev.Kind == printersim.EventPrinting })
+
+	if err := s.Stop(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	await(t, ch, "disconnection", func(ev printersim.Event) bool { return ev.Kind == printersim.EventDisconnected })
+	mustServer(t, addr, db, nil)
+	// The printer waits a minute of the fake clock before it tries again;
+	// move the clock once that timer is armed: two hours first, then a
+	// minute after each failed try (the connection may not have noticed
+	// the new server yet).
+	later := func(d time.Duration) {
+		for fake.Timers() == 0 {
+			runtime.Gosched()
+		}
+		fake.Advance(d)
+	}
+	later(2 * time.Hour)
+	var order []printersim.EventKind
+	await(t, ch, "cleared bed", func(ev printersim.Event) bool {
+		if ev.Kind == printersim.EventDisconnected {
+			later(time.Minute)
+			return false
+		}
+		order = append(order, ev.Kind)
+		return ev.Kind == printersim.EventCleared && ev.Job == jobs[0]
+	})
+	if len(order) < 2 || order[0] != printersim.EventFinished || !slices.Contains(order, printersim.EventConnected) ||
+		slices.Index(order, printersim.EventConnected) > slices.Index(order, printersim.EventCleared) {
+		t.Fatalf("events after the restart: %v; want the print finished offline, then a connection, then the bed cleared", order)
+	}
+	// The operator's acknowledgment may come before or after the printer
+	// carried out done.
+	if !slices.Contains(order, printersim.EventRetrieved) {
+		await(t, ch, "retrieval", func(ev printersim.Event) bool { return ev.Kind == printersim.EventRetrieved && ev.Job == jobs[0] })
+	}
+	stop()
+	for range 2 {
+		if err := <-done; err != nil && err != context.Canceled {
+			t.Fatal(err)
+		}
 	}
 }
