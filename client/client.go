@@ -43,6 +43,9 @@ type Client struct {
 	Work pb.WorkServiceClient
 	// Changes streams the changelog; see also Follow.
 	Changes pb.ChangesServiceClient
+	// Devices takes print orders and lists devices; see also
+	// ConnectDevice.
+	Devices pb.DeviceServiceClient
 
 	conn *grpc.ClientConn
 }
@@ -77,6 +80,7 @@ func New(conn *grpc.ClientConn) *Client {
 		Instances: pb.NewInstanceServiceClient(conn),
 		Work:      pb.NewWorkServiceClient(conn),
 		Changes:   pb.NewChangesServiceClient(conn),
+		Devices:   pb.NewDeviceServiceClient(conn),
 		conn:      conn,
 	}
 }

@@ -37,7 +37,7 @@ func parseStatus(s string) (pb.InstanceStatus, error) {
 	}
 	v, ok := pb.InstanceStatus_value["INSTANCE_STATUS_"+strings.ToUpper(s)]
 	if !ok || v == 0 {
-		return 0, usageErrorf("--status must be waiting, ready, leased or final, not %q", s)
+		return 0, usageErrorf("--status must be waiting, ready, leased, final or held, not %q", s)
 	}
 	return pb.InstanceStatus(v), nil
 }
@@ -147,7 +147,7 @@ It fetches every page unless --limit is given.`,
 	f := cmd.Flags()
 	f.StringVar(&req.Machine, "machine", "", "only instances of this machine")
 	f.StringVar(&req.Node, "node", "", "only instances in this node")
-	f.StringVar(&status, "status", "", "only instances with this status: waiting, ready, leased or final")
+	f.StringVar(&status, "status", "", "only instances with this status: waiting, ready, leased, final or held")
 	f.IntVar(&limit, "limit", 0, "list at most this many instances (default: all)")
 	return cmd
 }

@@ -198,6 +198,9 @@ func changeLine(c *pb.Change) string {
 	if c.GetInstance() != "" {
 		fmt.Fprintf(&b, " %s", c.GetInstance())
 	}
+	if c.GetDevice() != "" {
+		fmt.Fprintf(&b, " device=%s", c.GetDevice())
+	}
 	if c.GetToNode() != "" {
 		if c.GetFromNode() != "" && c.GetFromNode() != c.GetToNode() {
 			fmt.Fprintf(&b, " %s -> %s", c.GetFromNode(), c.GetToNode())

@@ -32,8 +32,9 @@ func (a *app) printerSimCommand() *cobra.Command {
 		duration      time.Duration
 	)
 	cmd := &cobra.Command{
-		Use:   "printer-sim",
-		Short: "Run simulated 3D printers (and their operators) against the server",
+		Use:     "printer-sim",
+		GroupID: "devices",
+		Short:   "Run simulated 3D printers (and their operators) against the server",
 		Long: `Printer-sim connects --count simulated 3D printers to the server over
 DeviceService.Connect, registered in --pool, and runs their reactive loop until
 interrupted (or for --duration): they obey print, done and recover when the
@@ -48,7 +49,8 @@ about --operator-delay, signal the jobs of these printers retrieved (the part
 was taken off the bed) or recovered (the failed printer was cleared).
 
 The same --seed gives the same printers, print for print. One line per
-notable event. Give the printers work with "dfsmr order".`,
+notable event. Give the printers work with "dfsmr order", watch them with
+"dfsmr devices" and "dfsmr changes -f".`,
 		Example: "  dfsmr printer-sim --count 5 --pool lab --print-time 20s --fail-rate 0.1 --drop-rate 0.05",
 		Args:    args(cobra.NoArgs),
 		RunE: runE(func(cmd *cobra.Command, _ []string) error {

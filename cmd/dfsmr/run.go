@@ -114,6 +114,7 @@ then one line per field violation); 2 usage error; 3 "ready" found no work.`,
 		&cobra.Group{ID: "instances", Title: "Instances:"},
 		&cobra.Group{ID: "work", Title: "Work (workers):"},
 		&cobra.Group{ID: "changes", Title: "Changelog:"},
+		&cobra.Group{ID: "devices", Title: "Devices (printers):"},
 	)
 	for _, c := range []*cobra.Command{
 		a.defineCommand(), a.machinesCommand(), a.machineCommand(), a.graphCommand(),
@@ -136,6 +137,14 @@ then one line per field violation); 2 usage error; 3 "ready" found no work.`,
 	c := a.changesCommand()
 	c.GroupID = "changes"
 	root.AddCommand(c)
+	for _, c := range []*cobra.Command{
+		a.devicesCommand(), a.orderCommand(),
+		a.operatorCommand(signalRetrieved, "Mark a print job's part as taken off the bed (signal retrieved)"),
+		a.operatorCommand(signalRecovered, "Mark a failed print job's printer as cleared (signal recovered)"),
+	} {
+		c.GroupID = "devices"
+		root.AddCommand(c)
+	}
 	root.AddCommand(a.printerSimCommand())
 	return root
 }

@@ -7,5 +7,11 @@
 // the round's decisions as data: the device's new record, the job
 // transitions to record, the command to send (at most one) and the changes
 // to append. It does no IO; the engine runs it inside one store
-// transaction, and the Connect session only moves messages.
+// transaction.
+//
+// Sessions run the Connect streams, one per device: a session holds the
+// connection and nothing else. Every device message, and every poke (a
+// commit that concerns the device: a job queued on it, an operator signal
+// on its job), runs one round through the engine; when the stream ends the
+// device is offline.
 package device

@@ -246,8 +246,12 @@ func (e *Engine) offline(tx store.Tx, d store.Device, reason string) error {
 	if err := tx.PutDevice(d); err != nil {
 		return err
 	}
-	_, err := tx.AppendChange(fsm.Change{At: now, Actor: DeviceActor(d.ID), Kind: fsm.ChangeDeviceOffline,
-		Device: d.ID, Machine: d.Machine, FromNode: d.Node, ToNode: d.Node, Reason: reason})
+	c := fsm.Change{At: now, Actor: DeviceActor(d.ID), Kind: fsm.ChangeDeviceOffline,
+		Device: d.ID, Machine: d.Machine, FromNode: d.Node, ToNode: d.Node, Reason: reason}
+	if m, err := e.machineVersion(tx, d.Machine, 0); err == nil {
+		c.Version = m.Version
+	}
+	_, err := tx.AppendChange(c)
 	return err
 }
 

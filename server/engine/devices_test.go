@@ -232,3 +232,28 @@ func TestDevicePokes(t *testing.T) {
 		t.Fatalf("round after retrieved: %+v, %v; want done", cmd, err)
 	}
 }
+
+// TestCancelledQueuedJobIsSkipped: a job an operator cancels while it waits
+// in the queue leaves the queue; the printer gets the next one.
+func TestCancelledQueuedJobIsSkipped(t *testing.T) {
+	e := mustEngine(t)
+	ctx := context.Background()
+	conn := mustConnect(t, e, "p1", "", "ready")
+	if err := e.Disconnect(ctx, "p1", conn, "away"); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := e.SubmitOrder(ctx, engine.OrderArgs{ID: "o", Model: "m", Quantity: 2, Printer: "p1"}); err != nil {
+		t.Fatal(err)
+	}
+	if in, err := e.SignalInstance(ctx, "o-1", "cancel", nil, "operator"); err != nil || in.Node != "canceled" {
+		t.Fatalf("cancel: %+v, %v", in, err)
+	}
+	_, cmd, err := e.Connect(ctx, engine.Registration{ID: "p1"}, device.Report{Seq: 1, Node: "ready"})
+	if err != nil || cmd == nil || cmd.Name != "print" || cmd.Job != "o-2" {
+		t.Fatalf("first round: %+v, %v; want print o-2", cmd, err)
+	}
+	devs, _ := e.ListDevices(ctx, "", "", 0)
+	if len(devs) != 1 || devs[0].QueueLen != 0 || devs[0].Job != "o-2" {
+		t.Fatalf("device %+v, want o-2 dispatched and an empty queue", devs)
+	}
+}

@@ -1,0 +1,126 @@
+package main
+
+import (
+	"fmt"
+
+	"github.com/dfsmr/dfsmr/client"
+	pb "github.com/dfsmr/dfsmr/gen/dfsmr/v1"
+	"github.com/spf13/cobra"
+)
+
+// Operator signals of the bundled print_job machine.
+const (
+	signalRetrieved = "retrieved"
+	signalRecovered = "recovered"
+)
+
+func (a *app) devicesCommand() *cobra.Command {
+	req := &pb.ListDevicesRequest{}
+	cmd := &cobra.Command{
+		Use:   "devices",
+		Short: "List the devices (printers), in id order",
+		Long: `Devices lists every device that ever registered: online or not, when it was
+last seen, its node, the job it works on and the number of jobs queued on it.`,
+		Args: args(cobra.NoArgs),
+		RunE: runE(func(*cobra.Command, []string) error {
+			c, err := a.client()
+			if err != nil {
+				return err
+			}
+			var all []*pb.Device
+			for {
+				resp, err := c.Devices.ListDevices(a.ctx, req)
+				if err != nil {
+					return err
+				}
+				all = append(all, resp.GetDevices()...)
+				if resp.GetNextPageToken() == "" {
+					break
+				}
+				req.PageToken = resp.GetNextPageToken()
+			}
+			if a.json() {
+				for _, d := range all {
+					if err := a.printJSON(d); err != nil {
+						return err
+					}
+				}
+				return nil
+			}
+			t := newTable(a.stdout, "ID", "POOL", "ONLINE", "NODE", "JOB", "PROGRESS", "QUEUED", "LAST SEEN")
+			for _, d := range all {
+				online := "no"
+				if d.GetOnline() {
+					online = "yes"
+				}
+				t.row(d.GetId(), orDash(d.GetPool()), online, d.GetNode(), orDash(d.GetJobId()),
+					fmt.Sprintf("%.0f%%", 100*d.GetProgress()), d.GetQueueLength(), ts(d.GetLastSeenTime()))
+			}
+			return t.Flush()
+		}),
+	}
+	cmd.Flags().StringVar(&req.Pool, "pool", "", "only the devices of this pool")
+	return cmd
+}
+
+func (a *app) orderCommand() *cobra.Command {
+	var (
+		req      = &pb.SubmitOrderRequest{}
+		quantity int
+	)
+	cmd := &cobra.Command{
+		Use:   "order --model M --quantity N (--printer P | --pool P)",
+		Short: "Submit a print order: its jobs are queued on a printer or a pool",
+		Long: `Order creates --quantity print jobs of --model, queued on --printer or
+spread over the printers of --pool (each job to the shortest queue), whatever
+the printers' state: a ready printer gets its next job at once. Jobs are
+ordered by --priority (higher first), then age. The same --id again returns
+the same jobs.`,
+		Args: args(cobra.NoArgs),
+		RunE: runE(func(*cobra.Command, []string) error {
+			if (req.Printer == "") == (req.Pool == "") {
+				return usageErrorf("give exactly one of --printer and --pool")
+			}
+			if quantity < 1 {
+				return usageErrorf("--quantity must be at least 1")
+			}
+			req.Quantity = uint32(min(quantity, 1<<31))
+			return unary(a, func(c *client.Client) (*pb.SubmitOrderResponse, error) {
+				return c.Devices.SubmitOrder(a.ctx, req)
+			}, func(resp *pb.SubmitOrderResponse) error {
+				fmt.Fprintf(a.stdout, "order %s\n", resp.GetOrderId())
+				t := newTable(a.stdout, "JOB", "PRINTER", "MODEL", "PRIORITY", "NODE", "STATUS")
+				for _, j := range resp.GetJobs() {
+					t.row(j.GetId(), j.GetParams()["printer"], j.GetParams()["model"], j.GetPriority(), j.GetNode(), statusName(j.GetStatus()))
+				}
+				return t.Flush()
+			})
+		}),
+	}
+	f := cmd.Flags()
+	f.StringVar(&req.OrderId, "id", "", "order id, the idempotency key (default: the server picks one)")
+	f.StringVar(&req.Model, "model", "", "the model to print (required)")
+	f.IntVar(&quantity, "quantity", 1, "number of parts (jobs)")
+	f.StringVar(&req.Printer, "printer", "", "queue every job on this printer")
+	f.StringVar(&req.Pool, "pool", "", "spread the jobs over this pool's printers")
+	f.Int32Var(&req.Priority, "priority", 0, "priority in the printers' queues (higher first)")
+	return cmd
+}
+
+// operatorCommand signals an operator's action on a print job, printer
+// online or not; the printer's next round acts on it.
+func (a *app) operatorCommand(signal, short string) *cobra.Command {
+	return &cobra.Command{
+		Use:   signal + " JOB",
+		Short: short,
+		Args:  args(cobra.ExactArgs(1)),
+		RunE: runE(func(_ *cobra.Command, argv []string) error {
+			req := &pb.SignalInstanceRequest{Id: argv[0], Signal: signal}
+			return unary(a, func(c *client.Client) (*pb.SignalInstanceResponse, error) {
+				return c.Instances.SignalInstance(a.ctx, req)
+			}, func(resp *pb.SignalInstanceResponse) error {
+				return a.printInstanceRow(resp.GetInstance())
+			})
+		}),
+	}
+}
