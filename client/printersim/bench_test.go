@@ -64,7 +64,7 @@ func idleFleet(addr string, n int, in io.Reader, out io.Writer) error {
 	ready := make(chan struct{})
 	fleet := printersim.NewFleet("idle-", n, printersim.Profile{}, 1)
 	links := func(i int) printersim.Link {
-		return printersim.Link{Devices: pb.NewDeviceServiceClient(conns[i].Conn()), Pool: "idle",
+		return printersim.Link{Client: conns[i], Pool: "idle",
 			OnEvent: func(ev printersim.Event) {
 				if ev.Kind == printersim.EventConnected && connected.Add(1) == int64(n) {
 					close(ready)
@@ -166,7 +166,7 @@ func cycles(b *testing.B, addr string, n int, body func(cleared <-chan struct{})
 	allIn := make(chan struct{})
 	fleet := printersim.NewFleet(pool+"-", n, printersim.Profile{PrintTime: 20 * time.Millisecond}, 1)
 	links := func(i int) printersim.Link {
-		return printersim.Link{Devices: pb.NewDeviceServiceClient(conns[i].Conn()), Pool: pool,
+		return printersim.Link{Client: conns[i], Pool: pool,
 			OnEvent: func(ev printersim.Event) {
 				switch ev.Kind {
 				case printersim.EventConnected:
@@ -192,7 +192,7 @@ func cycles(b *testing.B, addr string, n int, body func(cleared <-chan struct{})
 	<-allIn
 	// Keep about two jobs per printer queued.
 	wg.Go(func() {
-		devices := pb.NewDeviceServiceClient(ctl.Conn())
+		devices := ctl.Devices
 		submitted := int64(0)
 		for o := 1; ctx.Err() == nil; o++ {
 			if submitted-clearedN.Load() > int64(2*n) {

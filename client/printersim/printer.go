@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"time"
 
+	"github.com/dfsmr/dfsmr/client"
 	pb "github.com/dfsmr/dfsmr/gen/dfsmr/v1"
 )
 
@@ -95,7 +96,6 @@ func (p Profile) Validate() error {
 // The plug is only ever pulled during a print (Profile.PowerLossRate): an
 // interrupted print cannot be resumed, so the printer comes back in error,
 // holding the job (its firmware keeps its node, job and last command seq).
-// Its report seq restarts from zero with the firmware.
 //
 // A Printer is not safe for concurrent use.
 type Printer struct {
@@ -113,7 +113,6 @@ type Printer struct {
 	progress float64
 
 	lastCmd uint64
-	seq     uint64
 }
 
 // NewPrinter returns a ready printer with the given id and hardware,
@@ -150,11 +149,9 @@ func (p *Printer) Progress(now time.Time) float64 {
 	return min(1, max(0, float64(now.Sub(p.start))/float64(total)))
 }
 
-// Report returns the printer's state at now as the next report, with the
-// rejection of a refused command when rej is not nil.
-func (p *Printer) Report(now time.Time, rej *pb.CommandRejection) *pb.DeviceReport {
-	p.seq++
-	return &pb.DeviceReport{Seq: p.seq, Node: p.node, JobId: p.job, Progress: p.Progress(now), Rejection: rej}
+// State returns what the printer reports at now.
+func (p *Printer) State(now time.Time) client.DeviceState {
+	return client.DeviceState{Node: p.node, Job: p.job, Progress: p.Progress(now)}
 }
 
 // Next returns when the printer will change on its own (the print ends,
@@ -175,8 +172,8 @@ func (p *Printer) Next() (at time.Time, ok bool) {
 // Advance moves the printer to now: a print that came to its end finishes
 // or fails, whichever comes first. It returns what happened, if anything.
 // A pulled plug is an event too (EventPowerLoss): the printer is then in
-// error and its report seq restarts; the caller drops the connection and
-// brings the printer back after a while.
+// error; the caller drops the connection and brings the printer back
+// after a while.
 func (p *Printer) Advance(now time.Time) (Event, bool) {
 	at, ok := p.Next()
 	if !ok || now.Before(at) {
@@ -188,7 +185,6 @@ func (p *Printer) Advance(now time.Time) (Event, bool) {
 	case at.Equal(p.powerAt):
 		ev.Kind = EventPowerLoss
 		p.node = NodeError
-		p.seq = 0
 	case at.Equal(p.failAt):
 		ev.Kind = EventFailed
 		p.node = NodeError

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dfsmr/dfsmr/client"
 	"github.com/dfsmr/dfsmr/client/printersim"
 	pb "github.com/dfsmr/dfsmr/gen/dfsmr/v1"
 )
@@ -33,8 +34,8 @@ func state(p *printersim.Printer) string { return p.Node() + "/" + p.Job() }
 
 func TestPrintCycle(t *testing.T) {
 	p := newPrinter(printersim.Profile{PrintTime: time.Minute, PrintJitter: -1}, 1)
-	if r := p.Report(t0, nil); r.GetSeq() != 1 || r.GetNode() != "ready" || r.GetJobId() != "" || r.GetProgress() != 0 {
-		t.Fatalf("first report %v", r)
+	if st := p.State(t0); st != (client.DeviceState{Node: "ready"}) {
+		t.Fatalf("first state %+v", st)
 	}
 	if _, ok := p.Next(); ok {
 		t.Fatal("a ready printer plans a change of its own")
@@ -50,8 +51,8 @@ func TestPrintCycle(t *testing.T) {
 	if _, ok := p.Advance(end.Add(-time.Nanosecond)); ok {
 		t.Fatal("the print ended early")
 	}
-	if r := p.Report(t0.Add(15*time.Second), nil); r.GetSeq() != 2 || r.GetProgress() != 0.25 || r.GetJobId() != "j1" {
-		t.Fatalf("report at a quarter: %v", r)
+	if st := p.State(t0.Add(15 * time.Second)); st != (client.DeviceState{Node: "printing", Job: "j1", Progress: 0.25}) {
+		t.Fatalf("state at a quarter: %+v", st)
 	}
 	ev, ok := p.Advance(end.Add(time.Second))
 	if !ok || ev.Kind != printersim.EventFinished || !ev.At.Equal(end) || ev.Job != "j1" {
@@ -77,7 +78,7 @@ func TestFailureAndRecovery(t *testing.T) {
 	if state(p) != "error/j1" {
 		t.Fatalf("after the failure: %s", state(p))
 	}
-	if got := p.Report(t0.Add(time.Hour), nil).GetProgress(); got >= 1 || got != p.Progress(at) {
+	if got := p.State(t0.Add(time.Hour)).Progress; got >= 1 || got != p.Progress(at) {
 		t.Fatalf("progress of a failed print = %v; want it frozen below 1", got)
 	}
 	if _, ok := p.Next(); ok {
@@ -91,15 +92,13 @@ func TestFailureAndRecovery(t *testing.T) {
 
 func TestPowerLoss(t *testing.T) {
 	p := newPrinter(printersim.Profile{PrintTime: time.Minute, PowerLossRate: 1}, 3)
-	p.Report(t0, nil)
-	p.Report(t0, nil)
 	mustCarry(t, p, cmd(1, "print", "ready", "j1"), t0, printersim.EventPrinting)
 	ev, ok := p.Advance(t0.Add(time.Hour))
 	if !ok || ev.Kind != printersim.EventPowerLoss || ev.Job != "j1" {
 		t.Fatalf("Advance: %v, %v; want the planned power loss", ev, ok)
 	}
-	if r := p.Report(t0.Add(time.Hour), nil); r.GetSeq() != 1 || r.GetNode() != "error" || r.GetJobId() != "j1" {
-		t.Fatalf("first report after the power loss: %v", r)
+	if st := p.State(t0.Add(time.Hour)); st.Node != "error" || st.Job != "j1" || st.Progress <= 0 || st.Progress >= 1 {
+		t.Fatalf("state after the power loss: %+v", st)
 	}
 }
 
@@ -132,10 +131,6 @@ func TestRejections(t *testing.T) {
 			}
 			if state(p) != "waiting_retrieval/j1" || p.LastCommand() != 5 {
 				t.Fatalf("a refused command changed the printer: %s, last %d", state(p), p.LastCommand())
-			}
-			r := p.Report(t0.Add(time.Hour), rej)
-			if r.GetRejection() != rej {
-				t.Fatalf("report %v does not carry the rejection", r)
 			}
 		})
 	}

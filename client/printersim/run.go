@@ -8,9 +8,9 @@ import (
 	"math/rand/v2"
 	"time"
 
+	"github.com/dfsmr/dfsmr/client"
 	pb "github.com/dfsmr/dfsmr/gen/dfsmr/v1"
 	"github.com/dfsmr/dfsmr/server/clock"
-	"google.golang.org/grpc"
 )
 
 // Link defaults.
@@ -27,11 +27,11 @@ const (
 )
 
 // Link is how a simulated printer talks to the server. Its zero value,
-// given a Devices client, is a reliable link on the wall clock that
+// given a Client, is a reliable link on the wall clock that
 // rejects stale commands.
 type Link struct {
-	// Devices opens the Connect streams. Required.
-	Devices pb.DeviceServiceClient
+	// Client opens the Connect streams (Client.ConnectDevice). Required.
+	Client *client.Client
 	// Pool is the pool the printer registers in. Empty: none.
 	Pool string
 	// Capabilities are registered as they are.
@@ -82,8 +82,8 @@ func (l Link) WithDefaults() Link {
 // Validate reports the first invalid field.
 func (l Link) Validate() error {
 	switch {
-	case l.Devices == nil:
-		return errors.New("link: no Devices client")
+	case l.Client == nil:
+		return errors.New("link: no Client")
 	case !(l.DropRate >= 0 && l.DropRate <= 1):
 		return fmt.Errorf("link: drop rate %v is not in [0, 1]", l.DropRate)
 	case l.ReconnectDelay < 0 || l.RestartDelay < 0 || l.ReportEvery < 0:
@@ -183,16 +183,23 @@ func (r *runner) session(ctx context.Context) time.Duration {
 	sctx, cut := context.WithCancel(context.WithoutCancel(ctx))
 	defer cut()
 	defer context.AfterFunc(ctx, func() { time.AfterFunc(goodbyeWait, cut) })()
-	r.sent = r.sent[:0]
-	stream, err := r.l.Devices.Connect(sctx)
+	r.sent, r.registered = r.sent[:0], false
+	reg := &pb.DeviceRegistration{DeviceId: r.p.ID(), Pool: r.l.Pool, Capabilities: r.l.Capabilities}
+	now := r.l.Clock.Now()
+	d, err := r.l.Client.ConnectDevice(sctx, reg, r.p.State(now))
 	if err != nil {
-		r.emit(Event{At: r.l.Clock.Now(), Printer: r.p.ID(), Kind: EventDisconnected, Detail: err.Error()})
-		return r.l.ReconnectDelay
+		return r.ended(err)
+	}
+	defer d.Drop()
+	r.sent = append(r.sent, sentReport{1, now})
+	r.lastReport = now
+	if r.drop() {
+		return r.ended(errDropped)
 	}
 	recv := make(chan received)
 	go func() {
 		for {
-			resp, err := stream.Recv()
+			resp, err := d.Recv()
 			select {
 			case recv <- received{resp, err}:
 			case <-sctx.Done():
@@ -203,11 +210,6 @@ func (r *runner) session(ctx context.Context) time.Duration {
 			}
 		}
 	}()
-	reg := &pb.DeviceRegistration{DeviceId: r.p.ID(), Pool: r.l.Pool, Capabilities: r.l.Capabilities}
-	r.registered = false
-	if err := r.send(stream, reg, nil); err != nil {
-		return r.ended(cause(err, recv))
-	}
 
 	timer := r.l.Clock.NewTimer(time.Hour)
 	defer timer.Stop()
@@ -215,13 +217,13 @@ func (r *runner) session(ctx context.Context) time.Duration {
 		r.arm(timer)
 		select {
 		case <-ctx.Done():
-			goodbye(sctx, stream, recv)
+			goodbye(sctx, d, recv)
 			return 0
 		case m := <-recv:
 			if m.err != nil {
 				return r.ended(m.err)
 			}
-			if err := r.answer(stream, m.resp); err != nil {
+			if err := r.answer(d, m.resp); err != nil {
 				return r.ended(cause(err, recv))
 			}
 		case <-timer.C():
@@ -235,7 +237,7 @@ func (r *runner) session(ctx context.Context) time.Duration {
 			} else if !r.reportDue(now) {
 				continue
 			}
-			if err := r.send(stream, nil, nil); err != nil {
+			if err := r.send(d, nil); err != nil {
 				return r.ended(cause(err, recv))
 			}
 		}
@@ -268,8 +270,8 @@ func (r *runner) ended(err error) time.Duration {
 
 // goodbye closes the printer's side of the stream and waits for the
 // server to end it, so that the server hears a clean goodbye.
-func goodbye(sctx context.Context, stream grpc.BidiStreamingClient[pb.ConnectRequest, pb.ConnectResponse], recv <-chan received) {
-	if stream.CloseSend() != nil {
+func goodbye(sctx context.Context, d *client.Device, recv <-chan received) {
+	if d.Close() != nil {
 		return
 	}
 	for {
@@ -305,7 +307,7 @@ func (r *runner) reportDue(now time.Time) bool {
 
 // answer handles one message of the server: the answer to a report, a
 // command, or both.
-func (r *runner) answer(stream grpc.BidiStreamingClient[pb.ConnectRequest, pb.ConnectResponse], resp *pb.ConnectResponse) error {
+func (r *runner) answer(d *client.Device, resp *pb.ConnectResponse) error {
 	now := r.l.Clock.Now()
 	if !r.registered {
 		r.registered = true
@@ -333,19 +335,28 @@ func (r *runner) answer(stream grpc.BidiStreamingClient[pb.ConnectRequest, pb.Co
 		return nil
 	}
 	r.emit(ev)
-	return r.send(stream, nil, rej)
+	return r.send(d, rej)
 }
 
-// send sends the printer's report (with its registration on a new stream,
-// and a rejection when it refused a command).
-func (r *runner) send(stream grpc.BidiStreamingClient[pb.ConnectRequest, pb.ConnectResponse], reg *pb.DeviceRegistration, rej *pb.CommandRejection) error {
+// send reports the printer's state, with its refusal of a command when
+// rej is set.
+func (r *runner) send(d *client.Device, rej *pb.CommandRejection) error {
 	now := r.l.Clock.Now()
-	rep := r.p.Report(now, rej)
-	if err := stream.Send(&pb.ConnectRequest{Register: reg, Report: rep}); err != nil {
+	st := r.p.State(now)
+	var (
+		seq uint64
+		err error
+	)
+	if rej != nil {
+		seq, err = d.Reject(st, rej.GetCommandSeq(), rej.GetReason())
+	} else {
+		seq, err = d.Report(st)
+	}
+	if err != nil {
 		return err
 	}
 	r.lastReport = now
-	r.sent = append(r.sent, sentReport{rep.GetSeq(), now})
+	r.sent = append(r.sent, sentReport{seq, now})
 	if r.drop() {
 		return errDropped
 	}

@@ -98,7 +98,7 @@ func await(t *testing.T, ch <-chan printersim.Event, what string, cond func(prin
 
 func submit(t *testing.T, c *client.Client, req *pb.SubmitOrderRequest) []string {
 	t.Helper()
-	resp, err := pb.NewDeviceServiceClient(c.Conn()).SubmitOrder(t.Context(), req)
+	resp, err := c.Devices.SubmitOrder(t.Context(), req)
 	if err != nil {
 		t.Fatalf("SubmitOrder %v: %v", req, err)
 	}
@@ -121,7 +121,7 @@ func TestFakeClock(t *testing.T) {
 	ctx, stop := context.WithCancel(t.Context())
 	done := make(chan error, 2)
 	go func() {
-		done <- fleet.Run(ctx, printersim.Link{Devices: pb.NewDeviceServiceClient(c.Conn()), Pool: "lab", Clock: fake, OnEvent: on}, nil)
+		done <- fleet.Run(ctx, printersim.Link{Client: c, Pool: "lab", Clock: fake, OnEvent: on}, nil)
 	}()
 	op := &printersim.Operator{Client: c, FromSeq: 1, Clock: fake, OnEvent: on}
 	go func() { done <- op.Run(ctx) }()
@@ -160,7 +160,7 @@ func TestFinishesOffline(t *testing.T) {
 	ctx, stop := context.WithCancel(t.Context())
 	done := make(chan error, 2)
 	go func() {
-		done <- fleet.Run(ctx, printersim.Link{Devices: pb.NewDeviceServiceClient(c.Conn()), Pool: "lab", Clock: fake,
+		done <- fleet.Run(ctx, printersim.Link{Client: c, Pool: "lab", Clock: fake,
 			ReconnectDelay: time.Minute, OnEvent: on}, nil)
 	}()
 	op := &printersim.Operator{Client: c, FromSeq: 1, Clock: fake, OnEvent: on}

@@ -81,7 +81,7 @@ func TestSoak(t *testing.T) {
 		PrintTime: 60 * time.Millisecond, PrintJitter: 0.5, FailRate: 0.15, PowerLossRate: 0.08,
 	}, seed)
 	base := printersim.Link{
-		Devices: pb.NewDeviceServiceClient(c.Conn()), Pool: pool, DropRate: 0.02,
+		Client: c, Pool: pool, DropRate: 0.02,
 		ReconnectDelay: 30 * time.Millisecond, RestartDelay: 80 * time.Millisecond, ReportEvery: 150 * time.Millisecond,
 		OnEvent: log.event,
 	}
@@ -179,7 +179,7 @@ func TestSoak(t *testing.T) {
 // that fails because the server is away is submitted again with the same
 // id: SubmitOrder is idempotent.
 func submitOrders(ctx context.Context, t *testing.T, c *client.Client, prefix string, rng *rand.Rand, pool string, log *soakLog) {
-	devices := pb.NewDeviceServiceClient(c.Conn())
+	devices := c.Devices
 	for n := 1; ; n++ {
 		req := &pb.SubmitOrderRequest{OrderId: fmt.Sprintf("%so%d", prefix, n), Model: fmt.Sprintf("model-%d", rng.IntN(5)),
 			Quantity: uint32(1 + rng.IntN(16)), Pool: pool, Priority: int32(rng.IntN(3))}
@@ -389,7 +389,7 @@ func checkConsistent(t *testing.T, c *client.Client, fleet *printersim.Fleet) {
 		}
 	}
 	t.Logf("%d jobs, %d final or queued", len(jobs), final)
-	devs, err := pb.NewDeviceServiceClient(c.Conn()).ListDevices(t.Context(), &pb.ListDevicesRequest{PageSize: 1000})
+	devs, err := c.Devices.ListDevices(t.Context(), &pb.ListDevicesRequest{PageSize: 1000})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/dfsmr/dfsmr/client/printersim"
-	pb "github.com/dfsmr/dfsmr/gen/dfsmr/v1"
 	"github.com/spf13/cobra"
 )
 
@@ -67,7 +66,7 @@ notable event. Give the printers work with "dfsmr order", watch them with
 			if err != nil {
 				return err
 			}
-			link.Devices, link.Pool = pb.NewDeviceServiceClient(c.Conn()), pool
+			link.Client, link.Pool = c, pool
 			if err := link.WithDefaults().Validate(); err != nil {
 				return usageErrorf("%v", err)
 			}

@@ -44,7 +44,7 @@ func TestPrinterSim(t *testing.T) {
 			}
 		}
 		if seen["connected"] == 2 && seen["printing"] == 0 && !strings.Contains(out.String(), "submitted") {
-			if _, err := pb.NewDeviceServiceClient(cl.Conn()).SubmitOrder(t.Context(), &pb.SubmitOrderRequest{
+			if _, err := cl.Devices.SubmitOrder(t.Context(), &pb.SubmitOrderRequest{
 				OrderId: "o", Model: "benchy", Quantity: 4, Pool: "lab"}); err != nil {
 				t.Fatal(err)
 			}
