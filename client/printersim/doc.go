@@ -7,9 +7,10 @@
 // state machine (ready, printing, waiting_retrieval, error) that carries
 // out the server's commands only when they still match its state, and
 // finishes, fails or loses power on its own while printing. Run connects
-// one Printer to a server and runs its loop over a Connect stream: it
-// reports every change, obeys or rejects commands, drops its connection
-// now and then and reconnects, and comes back in error after a power loss.
+// one Printer to a server and runs its loop over a Connect stream
+// (client.Device): it reports every change, obeys or rejects commands,
+// drops its connection now and then and reconnects, and comes back in
+// error after a power loss.
 // Operator follows the changelog and, after a delay, signals the jobs
 // whose part waits on a bed (retrieved) or whose printer failed
 // (recovered), like the humans in the print room.

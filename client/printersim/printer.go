@@ -131,9 +131,6 @@ func (p *Printer) Node() string { return p.node }
 // or failed in it); empty when none.
 func (p *Printer) Job() string { return p.job }
 
-// Model returns the model of the job the printer holds.
-func (p *Printer) Model() string { return p.model }
-
 // LastCommand returns the seq of the last command the printer carried out.
 func (p *Printer) LastCommand() uint64 { return p.lastCmd }
 

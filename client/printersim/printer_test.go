@@ -40,9 +40,11 @@ func TestPrintCycle(t *testing.T) {
 	if _, ok := p.Next(); ok {
 		t.Fatal("a ready printer plans a change of its own")
 	}
-	mustCarry(t, p, cmd(4, "print", "ready", "j1"), t0, printersim.EventPrinting)
-	if state(p) != "printing/j1" || p.Model() != "benchy" || p.LastCommand() != 4 {
-		t.Fatalf("after print: %s model %q last %d", state(p), p.Model(), p.LastCommand())
+	if ev, rej := p.Command(cmd(4, "print", "ready", "j1"), t0); rej != nil || ev.Kind != printersim.EventPrinting || ev.Detail != "benchy" {
+		t.Fatalf("print: %v, %v; want printing benchy", ev, rej)
+	}
+	if state(p) != "printing/j1" || p.LastCommand() != 4 {
+		t.Fatalf("after print: %s last %d", state(p), p.LastCommand())
 	}
 	end, ok := p.Next()
 	if !ok || !end.Equal(t0.Add(time.Minute)) {

@@ -339,8 +339,9 @@ var holds = map[string][]string{
 }
 
 // checkConsistent checks that every job is final, queued and held by no
-// printer, or in a node consistent with its printer's state; and that
-// every job a printer holds is the job the server gave it.
+// printer, or in a node consistent with its printer's state; that every
+// job a printer holds is the job the server gave it; and that no printer
+// carried out a command the server did not send.
 func checkConsistent(t *testing.T, c *client.Client, fleet *printersim.Fleet) {
 	t.Helper()
 	byID := map[string]*printersim.Printer{}
@@ -395,8 +396,14 @@ func checkConsistent(t *testing.T, c *client.Client, fleet *printersim.Fleet) {
 	}
 	for _, d := range devs.GetDevices() {
 		p := byID[d.GetId()]
-		if p != nil && p.Job() != "" && d.GetJobId() != p.Job() {
+		if p == nil {
+			continue
+		}
+		if p.Job() != "" && d.GetJobId() != p.Job() {
 			t.Errorf("printer %s holds job %s but the server gave it %q", p.ID(), p.Job(), d.GetJobId())
+		}
+		if p.LastCommand() > d.GetCommandSeq() {
+			t.Errorf("printer %s carried out command %d; the server sent up to %d", p.ID(), p.LastCommand(), d.GetCommandSeq())
 		}
 	}
 }

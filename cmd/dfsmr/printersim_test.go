@@ -50,7 +50,7 @@ func TestPrinterSim(t *testing.T) {
 			}
 			out.WriteString("submitted\n")
 		}
-		if seen["cleared"] == 4 {
+		if seen["cleared"] == 4 && seen["operator-retrieved"] == 4 {
 			cancel()
 		}
 	}
