@@ -2,6 +2,7 @@ package printersim
 
 import (
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -88,7 +89,10 @@ type Event struct {
 
 // String formats e as one log line.
 func (e Event) String() string {
-	s := fmt.Sprintf("%s %-12s %-18s", e.At.Format("15:04:05.000"), e.Printer, e.Kind)
+	s := fmt.Sprintf("%s %-12s %s", e.At.Format("15:04:05.000"), e.Printer, e.Kind)
+	if e.Job != "" || e.Seq != 0 || e.Detail != "" {
+		s += strings.Repeat(" ", max(0, 18-len(e.Kind.String())))
+	}
 	if e.Job != "" {
 		s += " job=" + e.Job
 	}
