@@ -26,7 +26,7 @@ import (
 // The idle fleet: the benchmark runs printers in a child process (this
 // test binary, told so by these variables), so that the server's process
 // holds only the server when its memory is measured.
-var benchPrinters = flag.Int("bench.printers", 1000, "number of printers in BenchmarkPrinters")
+var fleetSize = flag.Int("fleet.size", 1000, "number of printers in BenchmarkPrinters")
 
 const (
 	envFleetAddr  = "DFSMR_PRINTERSIM_FLEET_ADDR"
@@ -234,17 +234,17 @@ func percentile(sorted []time.Duration, p float64) time.Duration {
 	return sorted[min(len(sorted)-1, int(p*float64(len(sorted))))]
 }
 
-// BenchmarkPrinters runs 1,000 (-bench.printers) simulated printers, each over its own
-// connection, through print cycles of 20 ms prints against one server
-// (real gRPC on loopback, a real bbolt file); an op is one part printed,
-// retrieved and cleared. It reports rounds per second (report -> answer, as
+// BenchmarkPrinters runs 1,000 (-fleet.size) simulated printers, each
+// over its own connection, through print cycles of 20 ms prints against
+// one server (real gRPC on loopback, a real bbolt file); an op is one part
+// printed, retrieved and cleared. It reports rounds per second (report -> answer, as
 // the printers see them), the rounds' p50 and p99 latencies, and the
 // server's memory per connected printer (live heap and goroutine stacks,
 // measured with the printers in a child process). The baseline, measured
 // in the same run, is one printer cycling alone: its rounds/s is bound by
 // its prints, its latency is that of an idle server.
 func BenchmarkPrinters(b *testing.B) {
-	n := *benchPrinters
+	n := *fleetSize
 	dir := b.TempDir()
 	s := mustServer(b, "127.0.0.1:0", filepath.Join(dir, "dfsmr.db"), nil)
 
