@@ -85,8 +85,7 @@ func TestSoak(t *testing.T) {
 		ReconnectDelay: 30 * time.Millisecond, RestartDelay: 80 * time.Millisecond, ReportEvery: 150 * time.Millisecond,
 		OnEvent: log.event,
 	}
-	// Half the printers reject stale commands, half ignore them.
-	links := func(i int) printersim.Link { l := base; l.IgnoreStale = i%2 == 1; return l }
+	links := func(i int) printersim.Link { l := base; l.IgnoreStale = ignoresStale(i); return l }
 
 	ctx, stopPrinters := context.WithCancel(context.Background())
 	defer stopPrinters()
@@ -171,8 +170,13 @@ func TestSoak(t *testing.T) {
 	changes := readChangelog(t, c)
 	checkPrintedOnce(t, log, changes)
 	checkSignalsKept(t, log, changes)
+	checkRejections(t, fleet, changes)
 	checkConsistent(t, c, fleet)
 }
+
+// ignoresStale says which printers of the soak ignore stale commands: half
+// of them; the others reject them.
+func ignoresStale(i int) bool { return i%2 == 1 }
 
 // submitOrders submits small orders to the pool until ctx ends, their ids
 // starting with prefix. An order
@@ -318,6 +322,30 @@ func checkSignalsKept(t *testing.T, log *soakLog, changes []*pb.Change) {
 		if !signaled[[2]string{ev.Job, signal}] {
 			t.Errorf("operator signal %s of job %s was acknowledged but is not in the changelog", signal, ev.Job)
 		}
+	}
+}
+
+// checkRejections checks that the printers that reject stale commands
+// were heard (DEVICE_REJECTED), and that those that ignore them never
+// said a word.
+func checkRejections(t *testing.T, fleet *printersim.Fleet, changes []*pb.Change) {
+	t.Helper()
+	ignores := map[string]bool{}
+	for i, p := range fleet.Printers {
+		ignores[p.ID()] = ignoresStale(i)
+	}
+	heard := 0
+	for _, ch := range changes {
+		if ch.GetKind() != pb.ChangeKind_CHANGE_KIND_DEVICE_REJECTED {
+			continue
+		}
+		heard++
+		if ignores[ch.GetDevice()] {
+			t.Errorf("change %d: %s ignores stale commands but rejected command %d", ch.GetSeq(), ch.GetDevice(), ch.GetToken())
+		}
+	}
+	if heard == 0 {
+		t.Error("the changelog has no DEVICE_REJECTED")
 	}
 }
 
