@@ -164,6 +164,7 @@ then one line per field violation); 2 usage error; 3 "ready" found no work.`,
 		c.GroupID = "devices"
 		root.AddCommand(c)
 	}
+	root.AddCommand(a.printerSimCommand())
 	return root
 }
 

@@ -1,0 +1,131 @@
+package printersim
+
+import (
+	"context"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/dfsmr/dfsmr/client"
+	pb "github.com/dfsmr/dfsmr/gen/dfsmr/v1"
+	"github.com/dfsmr/dfsmr/server/clock"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// The print_job machine's nodes that call for an operator, and the
+// signals that answer them.
+const (
+	JobMachine         = "print_job"
+	JobAwaiting        = "awaiting_retrieval"
+	JobFailed          = "failed"
+	SignalRetrieved    = "retrieved"
+	SignalRecovered    = "recovered"
+	operatorRetryDelay = 100 * time.Millisecond
+	operatorMaxRetry   = 2 * time.Second
+)
+
+// Operator is the humans of the print room: it follows the changelog and,
+// a while after a part is ready on a printer's bed (a job reaches
+// awaiting_retrieval) or a print failed (a job reaches failed), signals
+// the job retrieved or recovered with InstanceService.SignalInstance,
+// whether the printer is online or not. A signal that fails because the
+// server is away is tried again; one the job no longer allows (another
+// operator was quicker) is dropped.
+type Operator struct {
+	// Client is the connection to the server. Required.
+	Client *client.Client
+	// Delay is the average time an operator takes to walk to the printer;
+	// each action waits uniformly in [Delay/2, 3·Delay/2]. Zero: at once.
+	Delay time.Duration
+	// FromSeq is where to start reading the changelog: 1 replays every
+	// retained change (jobs that waited before the operator came), 0
+	// starts from now.
+	FromSeq uint64
+	// Devices, when set, limits the operator to the jobs of these printers.
+	Devices map[string]bool
+	// Clock times the delays. Nil: the wall clock.
+	Clock clock.Clock
+	// Rand draws the delays. Nil: a source seeded with 1.
+	Rand *rand.Rand
+	// OnEvent, when set, receives EventRetrieved and EventRecoverySignaled
+	// for every signal the server acknowledged, from any goroutine.
+	OnEvent func(Event)
+
+	mu sync.Mutex
+	wg sync.WaitGroup
+}
+
+// Run follows the changelog and acts on it until ctx ends; it waits for
+// the actions under way before it returns. It returns ctx's error, or the
+// error that stopped the changelog stream.
+func (o *Operator) Run(ctx context.Context) error {
+	if o.Clock == nil {
+		o.Clock = clock.Real{}
+	}
+	if o.Rand == nil {
+		o.Rand = rand.New(rand.NewPCG(1, 1))
+	}
+	defer o.wg.Wait()
+	return o.Client.Follow(ctx, &pb.ChangesRequest{FromSeq: o.FromSeq, Machine: JobMachine}, func(c *pb.Change) error {
+		signal := ""
+		switch c.GetToNode() {
+		case JobAwaiting:
+			signal = SignalRetrieved
+		case JobFailed:
+			signal = SignalRecovered
+		}
+		if signal == "" || c.GetFromNode() == c.GetToNode() || (o.Devices != nil && !o.Devices[c.GetDevice()]) {
+			return nil
+		}
+		o.wg.Add(1)
+		go func() {
+			defer o.wg.Done()
+			o.act(ctx, c.GetInstance(), c.GetDevice(), signal)
+		}()
+		return nil
+	})
+}
+
+func (o *Operator) wait(ctx context.Context, d time.Duration) bool {
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
+	t := o.Clock.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C():
+		return true
+	}
+}
+
+// act walks to the printer and signals job, trying again while the server
+// is unreachable.
+func (o *Operator) act(ctx context.Context, job, device, signal string) {
+	o.mu.Lock()
+	d := time.Duration(float64(o.Delay) * (0.5 + o.Rand.Float64()))
+	o.mu.Unlock()
+	retry := operatorRetryDelay
+	for o.wait(ctx, d) {
+		_, err := o.Client.Instances.SignalInstance(ctx, &pb.SignalInstanceRequest{Id: job, Signal: signal})
+		switch status.Code(err) {
+		case codes.OK:
+			kind := EventRetrieved
+			if signal == SignalRecovered {
+				kind = EventRecoverySignaled
+			}
+			if o.OnEvent != nil {
+				o.OnEvent(Event{At: o.Clock.Now(), Printer: device, Kind: kind, Job: job})
+			}
+			return
+		case codes.Unavailable, codes.DeadlineExceeded, codes.Aborted:
+			d, retry = retry, min(2*retry, operatorMaxRetry)
+		default:
+			// FAILED_PRECONDITION: the job moved on (a signal whose answer
+			// was lost took effect, or someone else acted), or ctx ended.
+			return
+		}
+	}
+}
