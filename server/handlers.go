@@ -202,11 +202,18 @@ func (h *handlers) Ready(ctx context.Context, req *pb.ReadyRequest) (*pb.ReadyRe
 	if err != nil {
 		return nil, err
 	}
-	in, ok, err := h.eng.Ready(ctx, engine.ReadyArgs{Worker: req.GetWorker(), Machine: req.GetMachine(), Node: req.GetNode(), Wait: wait})
-	if err != nil || !ok {
+	list, err := h.eng.ReadyBatch(ctx, engine.ReadyArgs{
+		Worker: req.GetWorker(), Machine: req.GetMachine(), Node: req.GetNode(), Wait: wait, Max: int(req.GetMaxCount()),
+	})
+	if err != nil || len(list) == 0 {
 		return &pb.ReadyResponse{}, err
 	}
-	return &pb.ReadyResponse{Lease: leaseToProto(&in.Lease), Instance: instanceToProto(&in, nil)}, nil
+	resp := &pb.ReadyResponse{Instances: make([]*pb.Instance, len(list))}
+	for i := range list {
+		resp.Instances[i] = instanceToProto(&list[i], nil)
+	}
+	resp.Instance, resp.Lease = resp.Instances[0], resp.Instances[0].GetLease()
+	return resp, nil
 }
 
 func (h *handlers) Transition(ctx context.Context, req *pb.TransitionRequest) (*pb.TransitionResponse, error) {

@@ -30,6 +30,9 @@ const (
 	MaxReasonBytes = 1 << 10
 	// MaxWait bounds a long-polling Ready.
 	MaxWait = 5 * time.Minute
+	// MaxReadyBatch bounds how many instances one Ready call leases, so one
+	// call cannot make a huge transaction or response.
+	MaxReadyBatch = 256
 )
 
 func invalid(field, format string, args ...any) error {

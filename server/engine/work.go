@@ -18,30 +18,51 @@ type ReadyArgs struct {
 	Node    string
 	// Wait, when positive, blocks until work appears or Wait has passed.
 	Wait time.Duration
+	// Max is the most instances one call leases (ReadyBatch only): zero
+	// means 1, at most MaxReadyBatch.
+	Max int
 }
 
 // Ready leases the next READY instance matching the filter: highest
 // priority, then earliest due time, then smallest id. ok is false when
-// nothing was available before the wait ended.
+// nothing was available before the wait ended. a.Max is ignored.
 func (e *Engine) Ready(ctx context.Context, a ReadyArgs) (in fsm.Instance, ok bool, err error) {
-	if err := checkText("worker", a.Worker, true, MaxIDBytes); err != nil {
+	a.Max = 1
+	list, err := e.ReadyBatch(ctx, a)
+	if err != nil || len(list) == 0 {
 		return in, false, err
+	}
+	return list[0], true, nil
+}
+
+// ReadyBatch leases up to a.Max READY instances matching the filter, in
+// offer order (as Ready), all in one store transaction: one commit, one
+// fsync for the whole batch. With a wait, it returns as soon as at least one
+// instance is leased; it never waits to fill the batch. An empty result
+// means nothing was available before the wait ended.
+func (e *Engine) ReadyBatch(ctx context.Context, a ReadyArgs) ([]fsm.Instance, error) {
+	if err := checkText("worker", a.Worker, true, MaxIDBytes); err != nil {
+		return nil, err
 	}
 	if err := checkText("machine", a.Machine, false, MaxIDBytes); err != nil {
-		return in, false, err
+		return nil, err
 	}
 	if err := checkText("node", a.Node, false, MaxIDBytes); err != nil {
-		return in, false, err
+		return nil, err
 	}
 	if a.Node != "" && a.Machine == "" {
-		return in, false, invalid("node", "filtering by node needs a machine")
+		return nil, invalid("node", "filtering by node needs a machine")
 	}
 	if a.Wait < 0 || a.Wait > MaxWait {
-		return in, false, invalid("wait", "must be between 0 and %s", MaxWait)
+		return nil, invalid("wait", "must be between 0 and %s", MaxWait)
 	}
+	if a.Max < 0 || a.Max > MaxReadyBatch {
+		return nil, invalid("max_count", "must be between 0 and %d", MaxReadyBatch)
+	}
+	n := max(a.Max, 1)
 	f := store.ReadyFilter{Machine: a.Machine, Node: a.Node}
 	if a.Wait == 0 {
-		return e.tryReady(ctx, f, a.Worker)
+		return e.tryReady(ctx, f, a.Worker, n)
 	}
 	// Register before looking, so that an instance made READY between the
 	// look and the wait still wakes this caller.
@@ -50,60 +71,65 @@ func (e *Engine) Ready(ctx context.Context, a ReadyArgs) (in fsm.Instance, ok bo
 	timer := e.clock.NewTimer(a.Wait)
 	defer timer.Stop()
 	for {
-		in, ok, err = e.tryReady(ctx, f, a.Worker)
-		if ok || err != nil {
-			return in, ok, err
+		list, err := e.tryReady(ctx, f, a.Worker, n)
+		if len(list) > 0 || err != nil {
+			return list, err
 		}
 		select {
 		case <-w.ch:
 		case <-timer.C():
-			return in, false, nil
+			return nil, nil
 		case <-ctx.Done():
-			return in, false, ctx.Err()
+			return nil, ctx.Err()
 		}
 	}
 }
 
-func (e *Engine) tryReady(ctx context.Context, f store.ReadyFilter, worker string) (in fsm.Instance, ok bool, err error) {
+// tryReady leases up to n READY instances matching f in one transaction.
+func (e *Engine) tryReady(ctx context.Context, f store.ReadyFilter, worker string, n int) (list []fsm.Instance, err error) {
 	var more *wake
 	err = e.st.Update(ctx, func(tx store.Tx) error {
-		ok, more = false, nil
-		ids, err := tx.Ready(f, 2)
+		// The store may run this function more than once: start clean.
+		list, more = list[:0], nil
+		ids, err := tx.Ready(f, n+1)
 		if err != nil || len(ids) == 0 {
 			return err
 		}
-		cur, err := tx.Instance(ids[0])
-		if err != nil {
-			return fmt.Errorf("ready instance %q: %w", ids[0], err)
-		}
-		m, err := e.machineVersion(tx, cur.Machine, cur.Version)
-		if err != nil {
-			return err
-		}
-		d, err := leaseFor(tx, m, cur.Node)
-		if err != nil {
-			return err
-		}
-		ev := fsm.Acquire{Worker: worker, For: d}
-		if err := e.apply(tx, m, cur, ev, e.clock.Now(), worker, &in); err != nil {
-			return err
-		}
-		ok = true
-		if len(ids) > 1 {
-			next, err := tx.Instance(ids[1])
+		now := e.clock.Now()
+		for i, id := range ids {
+			cur, err := tx.Instance(id)
+			if err != nil {
+				return fmt.Errorf("ready instance %q: %w", id, err)
+			}
+			if i == n {
+				more = &wake{cur.Machine, cur.Node}
+				break
+			}
+			m, err := e.machineVersion(tx, cur.Machine, cur.Version)
 			if err != nil {
 				return err
 			}
-			more = &wake{next.Machine, next.Node}
+			d, err := leaseFor(tx, m, cur.Node)
+			if err != nil {
+				return err
+			}
+			var in fsm.Instance
+			if err := e.apply(tx, m, cur, fsm.Acquire{Worker: worker, For: d}, now, worker, &in); err != nil {
+				return err
+			}
+			list = append(list, in)
 		}
 		return nil
 	})
-	if err == nil && more != nil {
-		// This caller may have been woken for the instance that is still
+	if err != nil {
+		return nil, err
+	}
+	if more != nil {
+		// This caller may have been woken for an instance that is still
 		// READY: make sure another waiter looks at it.
 		e.wait.wakeOne(more.machine, more.node)
 	}
-	return in, ok, err
+	return list, nil
 }
 
 // leaseFor is how long a lease in node lasts (zero: never expires, and for

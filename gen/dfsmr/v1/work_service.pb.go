@@ -39,7 +39,12 @@ type ReadyRequest struct {
 	// How long to wait for work when none is READY now. Default 0: return at
 	// once. At most 5m; negative or longer is INVALID_ARGUMENT. Give the call
 	// a deadline longer than this.
-	Wait          *durationpb.Duration `protobuf:"bytes,4,opt,name=wait,proto3" json:"wait,omitempty"`
+	Wait *durationpb.Duration `protobuf:"bytes,4,opt,name=wait,proto3" json:"wait,omitempty"`
+	// The most instances to lease in this call, each with its own lease and
+	// token, all committed in one transaction. Default 0 means 1; at most
+	// 256; more is INVALID_ARGUMENT. A worker leases no more than it can
+	// start on before the leases expire.
+	MaxCount      uint32 `protobuf:"varint,5,opt,name=max_count,json=maxCount,proto3" json:"max_count,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -102,15 +107,28 @@ func (x *ReadyRequest) GetWait() *durationpb.Duration {
 	return nil
 }
 
-// ReadyResponse carries the leased instance, or nothing.
+func (x *ReadyRequest) GetMaxCount() uint32 {
+	if x != nil {
+		return x.MaxCount
+	}
+	return 0
+}
+
+// ReadyResponse carries the leased instances, or nothing.
 type ReadyResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The new lease (also in instance.lease). Unset when no work was available
-	// before the wait ended.
+	// The first lease of the call (also in instance.lease and in
+	// instances[0].lease). Unset when no work was available before the wait
+	// ended. Kept so that a caller leasing one instance at a time needs only
+	// this field and instance.
 	Lease *Lease `protobuf:"bytes,1,opt,name=lease,proto3" json:"lease,omitempty"`
-	// The leased instance, now LEASED. Unset when no work was available
-	// before the wait ended.
-	Instance      *Instance `protobuf:"bytes,2,opt,name=instance,proto3" json:"instance,omitempty"`
+	// The first leased instance, now LEASED (the same as instances[0]).
+	// Unset when no work was available before the wait ended.
+	Instance *Instance `protobuf:"bytes,2,opt,name=instance,proto3" json:"instance,omitempty"`
+	// Every instance leased by the call, in offer order, each LEASED with its
+	// lease in Instance.lease; at most max_count. Empty when no work was
+	// available before the wait ended.
+	Instances     []*Instance `protobuf:"bytes,3,rep,name=instances,proto3" json:"instances,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -155,6 +173,13 @@ func (x *ReadyResponse) GetLease() *Lease {
 func (x *ReadyResponse) GetInstance() *Instance {
 	if x != nil {
 		return x.Instance
+	}
+	return nil
+}
+
+func (x *ReadyResponse) GetInstances() []*Instance {
+	if x != nil {
+		return x.Instances
 	}
 	return nil
 }
@@ -518,15 +543,17 @@ var File_dfsmr_v1_work_service_proto protoreflect.FileDescriptor
 
 const file_dfsmr_v1_work_service_proto_rawDesc = "" +
 	"\n" +
-	"\x1bdfsmr/v1/work_service.proto\x12\bdfsmr.v1\x1a\x17dfsmr/v1/instance.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x83\x01\n" +
+	"\x1bdfsmr/v1/work_service.proto\x12\bdfsmr.v1\x1a\x17dfsmr/v1/instance.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa0\x01\n" +
 	"\fReadyRequest\x12\x16\n" +
 	"\x06worker\x18\x01 \x01(\tR\x06worker\x12\x18\n" +
 	"\amachine\x18\x02 \x01(\tR\amachine\x12\x12\n" +
 	"\x04node\x18\x03 \x01(\tR\x04node\x12-\n" +
-	"\x04wait\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x04wait\"f\n" +
+	"\x04wait\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x04wait\x12\x1b\n" +
+	"\tmax_count\x18\x05 \x01(\rR\bmaxCount\"\x98\x01\n" +
 	"\rReadyResponse\x12%\n" +
 	"\x05lease\x18\x01 \x01(\v2\x0f.dfsmr.v1.LeaseR\x05lease\x12.\n" +
-	"\binstance\x18\x02 \x01(\v2\x12.dfsmr.v1.InstanceR\binstance\"\xa5\x02\n" +
+	"\binstance\x18\x02 \x01(\v2\x12.dfsmr.v1.InstanceR\binstance\x120\n" +
+	"\tinstances\x18\x03 \x03(\v2\x12.dfsmr.v1.InstanceR\tinstances\"\xa5\x02\n" +
 	"\x11TransitionRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
 	"\x05token\x18\x02 \x01(\x04R\x05token\x12\x1e\n" +
@@ -593,24 +620,25 @@ var file_dfsmr_v1_work_service_proto_depIdxs = []int32{
 	9,  // 0: dfsmr.v1.ReadyRequest.wait:type_name -> google.protobuf.Duration
 	10, // 1: dfsmr.v1.ReadyResponse.lease:type_name -> dfsmr.v1.Lease
 	11, // 2: dfsmr.v1.ReadyResponse.instance:type_name -> dfsmr.v1.Instance
-	8,  // 3: dfsmr.v1.TransitionRequest.params:type_name -> dfsmr.v1.TransitionRequest.ParamsEntry
-	9,  // 4: dfsmr.v1.TransitionRequest.delay:type_name -> google.protobuf.Duration
-	11, // 5: dfsmr.v1.TransitionResponse.instance:type_name -> dfsmr.v1.Instance
-	12, // 6: dfsmr.v1.HeartbeatResponse.expire_time:type_name -> google.protobuf.Timestamp
-	11, // 7: dfsmr.v1.RelinquishResponse.instance:type_name -> dfsmr.v1.Instance
-	0,  // 8: dfsmr.v1.WorkService.Ready:input_type -> dfsmr.v1.ReadyRequest
-	2,  // 9: dfsmr.v1.WorkService.Transition:input_type -> dfsmr.v1.TransitionRequest
-	4,  // 10: dfsmr.v1.WorkService.Heartbeat:input_type -> dfsmr.v1.HeartbeatRequest
-	6,  // 11: dfsmr.v1.WorkService.Relinquish:input_type -> dfsmr.v1.RelinquishRequest
-	1,  // 12: dfsmr.v1.WorkService.Ready:output_type -> dfsmr.v1.ReadyResponse
-	3,  // 13: dfsmr.v1.WorkService.Transition:output_type -> dfsmr.v1.TransitionResponse
-	5,  // 14: dfsmr.v1.WorkService.Heartbeat:output_type -> dfsmr.v1.HeartbeatResponse
-	7,  // 15: dfsmr.v1.WorkService.Relinquish:output_type -> dfsmr.v1.RelinquishResponse
-	12, // [12:16] is the sub-list for method output_type
-	8,  // [8:12] is the sub-list for method input_type
-	8,  // [8:8] is the sub-list for extension type_name
-	8,  // [8:8] is the sub-list for extension extendee
-	0,  // [0:8] is the sub-list for field type_name
+	11, // 3: dfsmr.v1.ReadyResponse.instances:type_name -> dfsmr.v1.Instance
+	8,  // 4: dfsmr.v1.TransitionRequest.params:type_name -> dfsmr.v1.TransitionRequest.ParamsEntry
+	9,  // 5: dfsmr.v1.TransitionRequest.delay:type_name -> google.protobuf.Duration
+	11, // 6: dfsmr.v1.TransitionResponse.instance:type_name -> dfsmr.v1.Instance
+	12, // 7: dfsmr.v1.HeartbeatResponse.expire_time:type_name -> google.protobuf.Timestamp
+	11, // 8: dfsmr.v1.RelinquishResponse.instance:type_name -> dfsmr.v1.Instance
+	0,  // 9: dfsmr.v1.WorkService.Ready:input_type -> dfsmr.v1.ReadyRequest
+	2,  // 10: dfsmr.v1.WorkService.Transition:input_type -> dfsmr.v1.TransitionRequest
+	4,  // 11: dfsmr.v1.WorkService.Heartbeat:input_type -> dfsmr.v1.HeartbeatRequest
+	6,  // 12: dfsmr.v1.WorkService.Relinquish:input_type -> dfsmr.v1.RelinquishRequest
+	1,  // 13: dfsmr.v1.WorkService.Ready:output_type -> dfsmr.v1.ReadyResponse
+	3,  // 14: dfsmr.v1.WorkService.Transition:output_type -> dfsmr.v1.TransitionResponse
+	5,  // 15: dfsmr.v1.WorkService.Heartbeat:output_type -> dfsmr.v1.HeartbeatResponse
+	7,  // 16: dfsmr.v1.WorkService.Relinquish:output_type -> dfsmr.v1.RelinquishResponse
+	13, // [13:17] is the sub-list for method output_type
+	9,  // [9:13] is the sub-list for method input_type
+	9,  // [9:9] is the sub-list for extension type_name
+	9,  // [9:9] is the sub-list for extension extendee
+	0,  // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_dfsmr_v1_work_service_proto_init() }

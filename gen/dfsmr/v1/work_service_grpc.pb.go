@@ -50,6 +50,9 @@ type WorkServiceClient interface {
 	// priority first, then earliest due time, then id. With a wait, it blocks
 	// until such an instance appears or the wait ends (long poll; no busy
 	// polling needed). When nothing is available, the response is empty.
+	// With max_count > 1 it leases up to that many instances in one call and
+	// one durable commit; it returns as soon as at least one is leased and
+	// never waits to fill the batch.
 	Ready(ctx context.Context, in *ReadyRequest, opts ...grpc.CallOption) (*ReadyResponse, error)
 	// Transition reports that the leased work is done and which transition of
 	// the current node happened. The instance moves to the target node:
@@ -141,6 +144,9 @@ type WorkServiceServer interface {
 	// priority first, then earliest due time, then id. With a wait, it blocks
 	// until such an instance appears or the wait ends (long poll; no busy
 	// polling needed). When nothing is available, the response is empty.
+	// With max_count > 1 it leases up to that many instances in one call and
+	// one durable commit; it returns as soon as at least one is leased and
+	// never waits to fill the batch.
 	Ready(context.Context, *ReadyRequest) (*ReadyResponse, error)
 	// Transition reports that the leased work is done and which transition of
 	// the current node happened. The instance moves to the target node:
