@@ -78,6 +78,11 @@ type WorkerOptions struct {
 	// DefaultBatch (32), at most MaxBatch and Concurrency. A worker never
 	// leases more than it has free handler slots for.
 	Batch int
+	// Pollers is how many Ready calls each handler keeps in flight at once;
+	// default 1. More help when a Ready round trip (one durable commit)
+	// is long next to the handlers, so that slots freed meanwhile are not
+	// left idle.
+	Pollers int
 	// Poll is how long one Ready call waits for work (long poll); default
 	// DefaultPoll (30s), at most 5m.
 	Poll time.Duration
@@ -109,6 +114,9 @@ func (o WorkerOptions) WithDefaults() WorkerOptions {
 	if o.Batch == 0 {
 		o.Batch = min(DefaultBatch, o.Concurrency)
 	}
+	if o.Pollers == 0 {
+		o.Pollers = 1
+	}
 	if o.Poll == 0 {
 		o.Poll = DefaultPoll
 	}
@@ -132,6 +140,8 @@ func (o WorkerOptions) Validate() error {
 	switch {
 	case o.Concurrency < 0:
 		return errors.New("worker: Concurrency must not be negative")
+	case o.Pollers < 0:
+		return errors.New("worker: Pollers must not be negative")
 	case o.Batch < 0 || o.Batch > MaxBatch:
 		return fmt.Errorf("worker: Batch must be between 0 and %d", MaxBatch)
 	case o.Poll < 0 || o.Poll > 5*time.Minute:
@@ -247,7 +257,9 @@ func (w *Worker) Start(ctx context.Context) error {
 	// A run whose ctx ends is a forced stop: handlers are cancelled too.
 	context.AfterFunc(ctx, func() { w.stopping.Store(true); workCancel() })
 	for _, r := range w.regs {
-		w.polls.Go(func() { w.poll(pollCtx, workCtx, r) })
+		for range w.opts.Pollers {
+			w.polls.Go(func() { w.poll(pollCtx, workCtx, r) })
+		}
 	}
 	return nil
 }

@@ -51,6 +51,7 @@ const (
 	DefaultInstances = 20000
 	DefaultWorkers   = 64
 	DefaultBatch     = 64
+	DefaultPollers   = 1
 	DefaultBaseline  = 2 * time.Second
 )
 
@@ -100,6 +101,9 @@ type Config struct {
 	// Batch is the most instances one Ready leases in batched mode; default
 	// DefaultBatch.
 	Batch int
+	// Pollers is how many Ready calls per node the worker keeps in flight
+	// in batched mode; default DefaultPollers.
+	Pollers int
 	// Baseline is how long the baseline runs; default DefaultBaseline.
 	Baseline time.Duration
 	// Logger receives the in-process server's and the worker's logs;
@@ -173,6 +177,9 @@ func (c Config) withDefaults() Config {
 	if c.Baseline == 0 {
 		c.Baseline = DefaultBaseline
 	}
+	if c.Pollers == 0 {
+		c.Pollers = DefaultPollers
+	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -190,6 +197,8 @@ func (c Config) Validate() error {
 		return errors.New("workers must not be negative")
 	case c.Batch < 0 || c.Batch > client.MaxBatch:
 		return fmt.Errorf("batch must be between 1 and %d", client.MaxBatch)
+	case c.Pollers < 0:
+		return errors.New("pollers must not be negative")
 	case c.Baseline < 0:
 		return errors.New("baseline must not be negative")
 	}
@@ -389,7 +398,8 @@ func perCall(ctx context.Context, c *client.Client, w, total int) error {
 // handler on each node of Machine until total steps are reported.
 func batched(ctx context.Context, c *client.Client, cfg Config, total int) error {
 	w := client.NewWorker(c, client.WorkerOptions{
-		Name: "bench", Concurrency: cfg.Workers, Batch: min(cfg.Batch, cfg.Workers), Poll: time.Second, Logger: cfg.Logger,
+		Name: "bench", Concurrency: cfg.Workers, Batch: min(cfg.Batch, cfg.Workers), Pollers: cfg.Pollers,
+		Poll: time.Second, Logger: cfg.Logger,
 	})
 	var handled atomic.Int64
 	all := make(chan struct{})

@@ -87,6 +87,7 @@ object on a line of its own; the last line of the output is JSON.`,
 	f.IntVar(&cfg.Instances, "instances", bench.DefaultInstances, "instances to run (3 steps each)")
 	f.IntVar(&cfg.Workers, "workers", bench.DefaultWorkers, "concurrent workers")
 	f.IntVar(&cfg.Batch, "batch", bench.DefaultBatch, "most instances one Ready leases in batched mode")
+	f.IntVar(&cfg.Pollers, "pollers", bench.DefaultPollers, "Ready calls per node in flight at once in batched mode")
 	f.DurationVar(&cfg.Baseline, "baseline", bench.DefaultBaseline, "how long the no-op RPC baseline runs")
 	f.StringVar(&cfg.Dir, "dir", "", "directory of the in-process server's file (default: a temporary one)")
 	f.StringVar(&cpuprofile, "cpuprofile", "", "write a CPU profile of the whole run (server and workers) to this file")
