@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"runtime/debug"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -39,6 +40,10 @@ const (
 	WorkerMinBackoff = 20 * time.Millisecond
 	// WorkerMaxBackoff caps the worker's wait between retries.
 	WorkerMaxBackoff = 2 * time.Second
+	// maxFlushers is how many TransitionBatch calls a worker keeps in
+	// flight at once: more than one, so that a batch fills while another
+	// commits, and the store's group commit can merge them.
+	maxFlushers = 2
 	// maxErrorBytes is the server's limit on a param value.
 	maxErrorBytes = 4 << 10
 )
@@ -95,6 +100,19 @@ type WorkerOptions struct {
 	// ErrorParam is the param that carries a handler's error text; default
 	// DefaultErrorParam ("error").
 	ErrorParam string
+	// UnaryTransitions reports each handler's transition with its own
+	// Transition call. By default the worker reports with TransitionBatch:
+	// whenever no such call is in flight it sends every transition its
+	// handlers finished meanwhile, so that under load many steps share one
+	// call and one commit, and an idle worker still reports at once.
+	UnaryTransitions bool
+	// Continue asks the server, with each TransitionBatch, to lease an
+	// instance straight back to this worker when its transition leaves it
+	// READY in a node this worker handles, in the same commit: a
+	// multi-step item then needs no Ready call after its first step. The
+	// cost is ordering: a continued instance skips ahead of other READY
+	// instances, whatever their priority. Ignored with UnaryTransitions.
+	Continue bool
 	// Logger receives the worker's logs; default slog.Default().
 	Logger *slog.Logger
 }
@@ -201,6 +219,26 @@ type Worker struct {
 	stopOnce   sync.Once
 
 	leased, reported, failed, aborted, relinquished atomic.Uint64
+
+	// reports waiting for a TransitionBatch call; flushers counts the
+	// goroutines sending them (at most maxFlushers).
+	reportMu sync.Mutex
+	reports  []*pendingReport
+	flushers int
+}
+
+// pendingReport is one transition waiting for its TransitionBatch.
+type pendingReport struct {
+	in   *pb.Instance
+	req  *pb.TransitionRequest
+	done chan reportOutcome
+}
+
+// reportOutcome is a transition's outcome: a status error, and the
+// continued lease (nil when the instance was not continued).
+type reportOutcome struct {
+	err  error
+	next *pb.Instance
 }
 
 type registration struct {
@@ -375,8 +413,36 @@ func (w *Worker) poll(pollCtx, workCtx context.Context, r registration) {
 var errLeaseLost = errors.New("lease lost")
 
 // run runs h on in, heartbeating its lease meanwhile, and reports the
-// outcome.
+// outcome; then it goes on with the lease the server continued, if any.
 func (w *Worker) run(workCtx context.Context, h Handler, in *pb.Instance) {
+	for in != nil {
+		next := w.runOne(workCtx, h, in)
+		if next == nil {
+			return
+		}
+		w.leased.Add(1)
+		h = w.handler(next.GetMachine(), next.GetNode())
+		if h == nil || w.stopping.Load() {
+			w.giveBack(next, "no handler, or worker stopping")
+			return
+		}
+		in = next
+	}
+}
+
+// handler returns the handler registered for machine and node, or nil.
+func (w *Worker) handler(machine, node string) Handler {
+	for _, r := range w.regs {
+		if r.machine == machine && r.node == node {
+			return r.h
+		}
+	}
+	return nil
+}
+
+// runOne runs h on in and reports its transition; it returns the lease
+// the server continued, if any.
+func (w *Worker) runOne(workCtx context.Context, h Handler, in *pb.Instance) (next *pb.Instance) {
 	hctx, cancel := context.WithCancelCause(workCtx)
 	defer cancel(nil)
 	hbDone := make(chan struct{})
@@ -393,11 +459,11 @@ func (w *Worker) run(workCtx context.Context, h Handler, in *pb.Instance) {
 	if errors.Is(context.Cause(hctx), errLeaseLost) {
 		w.aborted.Add(1)
 		log.Info("lease lost while the handler ran; someone else has the instance")
-		return
+		return nil
 	}
 	if err != nil && w.stopping.Load() && hctx.Err() != nil {
 		w.giveBack(in, "handler cancelled by stop")
-		return
+		return nil
 	}
 	req := &pb.TransitionRequest{
 		Id:        in.GetId(),
@@ -416,10 +482,14 @@ func (w *Worker) run(workCtx context.Context, h Handler, in *pb.Instance) {
 	}
 	// The report outlives a stop: its lease is still ours.
 	rctx := context.WithoutCancel(workCtx)
-	err = w.retry(rctx, in, func(ctx context.Context) error {
-		_, err := w.c.Work.Transition(ctx, req)
-		return err
-	})
+	if w.opts.UnaryTransitions {
+		err = w.retry(rctx, in, func(ctx context.Context) error {
+			_, err := w.c.Work.Transition(ctx, req)
+			return err
+		})
+	} else {
+		next, err = w.batchTransition(rctx, in, req)
+	}
 	switch status.Code(err) {
 	case codes.OK:
 		w.reported.Add(1)
@@ -430,6 +500,75 @@ func (w *Worker) run(workCtx context.Context, h Handler, in *pb.Instance) {
 		// A handler bug (an unknown transition) or a server failure: the
 		// lease times out and the node's retry policy decides.
 		log.Error("transition failed", "transition", req.Transition, "err", err)
+	}
+	return next
+}
+
+// batchTransition queues req and returns its outcome: the continued
+// lease, if any, and the item's status error. If no
+// TransitionBatch call is in flight, this goroutine sends the queue
+// (including req), and goes on sending what queued meanwhile until the
+// queue is empty; otherwise it waits for the goroutine that is sending.
+func (w *Worker) batchTransition(ctx context.Context, in *pb.Instance, req *pb.TransitionRequest) (*pb.Instance, error) {
+	p := &pendingReport{in: in, req: req, done: make(chan reportOutcome, 1)}
+	w.reportMu.Lock()
+	w.reports = append(w.reports, p)
+	if w.flushers >= maxFlushers {
+		w.reportMu.Unlock()
+		o := <-p.done
+		return o.next, o.err
+	}
+	w.flushers++
+	w.reportMu.Unlock()
+	for {
+		w.reportMu.Lock()
+		n := min(len(w.reports), MaxBatch)
+		if n == 0 {
+			w.flushers--
+			w.reportMu.Unlock()
+			break
+		}
+		batch := slices.Clone(w.reports[:n])
+		w.reports = slices.Delete(w.reports, 0, n)
+		w.reportMu.Unlock()
+		w.sendBatch(ctx, batch)
+	}
+	o := <-p.done
+	return o.next, o.err
+}
+
+// sendBatch sends one TransitionBatch, retried on UNAVAILABLE until the
+// first item's lease expires, and hands every item its outcome.
+func (w *Worker) sendBatch(ctx context.Context, batch []*pendingReport) {
+	req := &pb.TransitionBatchRequest{Transitions: make([]*pb.TransitionRequest, len(batch))}
+	for i, p := range batch {
+		req.Transitions[i] = p.req
+	}
+	if w.opts.Continue {
+		req.Worker = w.opts.Name
+		for _, r := range w.regs {
+			req.ContinueNodes = append(req.ContinueNodes, r.machine+"/"+r.node)
+		}
+	}
+	var resp *pb.TransitionBatchResponse
+	err := w.retry(ctx, batch[0].in, func(ctx context.Context) error {
+		var err error
+		resp, err = w.c.Work.TransitionBatch(ctx, req)
+		return err
+	})
+	if err == nil && len(resp.GetResults()) != len(batch) {
+		err = status.Errorf(codes.Internal, "TransitionBatch returned %d results for %d items", len(resp.GetResults()), len(batch))
+	}
+	for i, p := range batch {
+		switch {
+		case err != nil:
+			p.done <- reportOutcome{err: err}
+		case resp.GetResults()[i].GetCode() != 0:
+			r := resp.GetResults()[i]
+			p.done <- reportOutcome{err: status.Error(codes.Code(r.GetCode()), r.GetMessage())}
+		default:
+			p.done <- reportOutcome{next: resp.GetResults()[i].GetNext()}
+		}
 	}
 }
 

@@ -3,7 +3,9 @@ package client_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -111,6 +113,9 @@ func TestWorkerHeartbeatsLongHandler(t *testing.T) {
 	in := waitInstance(t, c, "j-1", func(in *pb.Instance) bool { return in.GetNode() == "done" })
 	if k := kinds(in); k[pb.ChangeKind_CHANGE_KIND_TIMED_OUT] != 0 || k[pb.ChangeKind_CHANGE_KIND_HEARTBEAT] < 2 {
 		t.Fatalf("history kinds %v: want heartbeats and no timeout", k)
+	}
+	if err := w.Stop(t.Context()); err != nil {
+		t.Fatal(err)
 	}
 	if st := w.Stats(); st.Leased != 1 || st.Reported != 1 || st.Aborted != 0 {
 		t.Fatalf("stats %+v", st)
@@ -232,5 +237,63 @@ nodes:
 	}
 	if st := w.Stats(); st.Reported != 1 || st.Aborted != 0 {
 		t.Fatalf("stats %+v, want the one transition reported", st)
+	}
+}
+
+// TestWorkerContinue: with continuation, a three-step item needs one Ready
+// for its first step only, and every step is reported.
+func TestWorkerContinue(t *testing.T) {
+	const chainYAML = `id: job
+nodes:
+  work:
+    start: true
+    timeout: 1m
+    transitions: {ok: more}
+  more:
+    timeout: 1m
+    transitions: {ok: last}
+  last:
+    timeout: 1m
+    transitions: {ok: done}
+  done: {final: true}
+`
+	c, _, _, _ := jobServer(t, chainYAML)
+	for i := range 9 {
+		if _, err := c.Instances.StartInstance(t.Context(), &pb.StartInstanceRequest{Id: fmt.Sprint("k-", i), Machine: "job"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var readies atomic.Int64
+	c = mustClient(t, c.Conn().Target(), grpc.WithChainUnaryInterceptor(func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+		err := invoker(ctx, method, req, reply, cc, opts...)
+		if r, ok := reply.(*pb.ReadyResponse); ok && err == nil {
+			readies.Add(int64(len(r.GetInstances())))
+		}
+		return err
+	}))
+	w := newWorker(t, c, client.WorkerOptions{Concurrency: 4, Continue: true})
+	for _, node := range []string{"work", "more", "last"} {
+		w.Handle("job", node, func(context.Context, *pb.Instance) (client.Result, error) {
+			return client.Result{Transition: "ok"}, nil
+		})
+	}
+	if err := w.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 10 {
+		id := "j-1"
+		if i > 0 {
+			id = fmt.Sprint("k-", i-1)
+		}
+		waitInstance(t, c, id, func(in *pb.Instance) bool { return in.GetNode() == "done" })
+	}
+	if err := w.Stop(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if st := w.Stats(); st.Reported != 30 || st.Leased != 30 {
+		t.Fatalf("stats %+v, want 30 steps leased and reported", st)
+	}
+	if n := readies.Load(); n != 10 {
+		t.Fatalf("%d instances leased by Ready, want 10 (one per item)", n)
 	}
 }

@@ -3,6 +3,8 @@ package server
 import (
 	"context"
 	"encoding/base64"
+	"fmt"
+	"log/slog"
 	"strconv"
 	"time"
 
@@ -14,6 +16,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 )
 
@@ -32,6 +35,7 @@ type handlers struct {
 	pb.UnimplementedChangesServiceServer
 	eng *engine.Engine
 	hub *changes.Hub
+	log *slog.Logger
 }
 
 // actor names the caller of an instance or machine RPC in the changelog:
@@ -216,7 +220,7 @@ func (h *handlers) Ready(ctx context.Context, req *pb.ReadyRequest) (*pb.ReadyRe
 	return resp, nil
 }
 
-func (h *handlers) Transition(ctx context.Context, req *pb.TransitionRequest) (*pb.TransitionResponse, error) {
+func transitionArgs(req *pb.TransitionRequest) (engine.TransitionArgs, error) {
 	a := engine.TransitionArgs{
 		ID:         req.GetId(),
 		Token:      req.GetToken(),
@@ -227,15 +231,61 @@ func (h *handlers) Transition(ctx context.Context, req *pb.TransitionRequest) (*
 	if req.GetDelay() != nil {
 		d, err := durationArg("delay", req.GetDelay())
 		if err != nil {
-			return nil, err
+			return a, err
 		}
 		a.Delay = &d
+	}
+	return a, nil
+}
+
+func (h *handlers) Transition(ctx context.Context, req *pb.TransitionRequest) (*pb.TransitionResponse, error) {
+	a, err := transitionArgs(req)
+	if err != nil {
+		return nil, err
 	}
 	in, err := h.eng.Transition(ctx, a)
 	if err != nil {
 		return nil, err
 	}
 	return &pb.TransitionResponse{Instance: instanceToProto(&in, nil)}, nil
+}
+
+func (h *handlers) TransitionBatch(ctx context.Context, req *pb.TransitionBatchRequest) (*pb.TransitionBatchResponse, error) {
+	reqs := req.GetTransitions()
+	if len(reqs) == 0 || len(reqs) > engine.MaxTransitionBatch {
+		return nil, &fsm.InvalidError{Field: "transitions", Reason: fmt.Sprintf("must have between 1 and %d items", engine.MaxTransitionBatch)}
+	}
+	batch := make([]engine.TransitionArgs, len(reqs))
+	bad := make([]error, len(reqs))
+	for i, r := range reqs {
+		batch[i], bad[i] = transitionArgs(r)
+		if bad[i] != nil {
+			// Fails in the engine too, without touching the store.
+			batch[i].Token = 0
+		}
+	}
+	results, err := h.eng.TransitionBatch(ctx, batch, engine.Continuation{Worker: req.GetWorker(), Nodes: req.GetContinueNodes()})
+	if err != nil {
+		return nil, err
+	}
+	resp := &pb.TransitionBatchResponse{Results: make([]*pb.TransitionResult, len(results))}
+	for i, r := range results {
+		if bad[i] != nil {
+			r.Err = bad[i]
+		}
+		out := &pb.TransitionResult{}
+		if r.Err != nil {
+			st := status.Convert(toStatus(h.log, pb.WorkService_TransitionBatch_FullMethodName, r.Err))
+			out.Code, out.Message = int32(st.Code()), st.Message()
+		} else {
+			out.Instance = instanceToProto(&r.Instance, nil)
+		}
+		if r.Continued {
+			out.Next = instanceToProto(&r.Next, nil)
+		}
+		resp.Results[i] = out
+	}
+	return resp, nil
 }
 
 func (h *handlers) Heartbeat(ctx context.Context, req *pb.HeartbeatRequest) (*pb.HeartbeatResponse, error) {

@@ -134,3 +134,100 @@ func TestReadyBatchWaitersOneWakeEach(t *testing.T) {
 		}
 	}
 }
+
+// chainYAML has two work nodes in a row, for continuation.
+const chainYAML = `id: chain
+nodes:
+  first:
+    start: true
+    timeout: 1m
+    transitions: {ok: second, later: {to: second, delay: 1h}}
+  second:
+    timeout: 1m
+    transitions: {ok: done}
+  done: {final: true}
+`
+
+func TestTransitionBatch(t *testing.T) {
+	env := mustServer(t, server.Config{NoBundled: true})
+	define(t, env, chainYAML)
+	ctx := context.Background()
+	for i := range 4 {
+		if _, err := env.instances.StartInstance(ctx, &pb.StartInstanceRequest{Id: fmt.Sprint("c-", i), Machine: "chain", Priority: int32(10 - i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r, err := env.work.Ready(ctx, &pb.ReadyRequest{Worker: "w", Machine: "chain", MaxCount: 4})
+	if err != nil || len(r.GetInstances()) != 4 {
+		t.Fatalf("Ready: %v %v", r, err)
+	}
+	tok := func(i int) uint64 { return r.GetInstances()[i].GetLease().GetToken() }
+	commits := env.srv.StoreStats().Commits
+	resp, err := env.work.TransitionBatch(ctx, &pb.TransitionBatchRequest{
+		Worker: "w", ContinueNodes: []string{"chain/second"},
+		Transitions: []*pb.TransitionRequest{
+			{Id: "c-0", Token: tok(0), Transition: "ok"},                  // continued
+			{Id: "c-1", Token: tok(1) + 100, Transition: "ok"},            // stale token
+			{Id: "c-2", Token: tok(2), Transition: "nope"},                // illegal
+			{Id: "c-3", Token: tok(3), Transition: "later"},               // WAITING: not continued
+			{Id: "c-0", Token: tok(0), Transition: "ok"},                  // the first item made it stale
+			{Id: "missing", Token: 1, Transition: "ok"},                   // not found
+			{Id: "c-1", Token: tok(1), Transition: ""},                    // invalid
+			{Id: "c-1", Token: tok(1), Transition: "ok", RequestId: "r1"}, // fine after all that
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := env.srv.StoreStats().Commits - commits; n != 1 {
+		t.Errorf("a batch took %d commits, want 1", n)
+	}
+	want := []codes.Code{codes.OK, codes.Aborted, codes.FailedPrecondition, codes.OK, codes.Aborted, codes.NotFound, codes.InvalidArgument, codes.OK}
+	for i, res := range resp.GetResults() {
+		if got := codes.Code(res.GetCode()); got != want[i] {
+			t.Errorf("item %d: %v %q, want %v", i, got, res.GetMessage(), want[i])
+		}
+		if (res.GetCode() == 0) != (res.GetInstance() != nil) {
+			t.Errorf("item %d: code %d with instance %v", i, res.GetCode(), res.GetInstance())
+		}
+	}
+	if len(resp.GetResults()) != len(want) {
+		t.Fatalf("%d results for %d items", len(resp.GetResults()), len(want))
+	}
+	next := resp.GetResults()[0].GetNext()
+	if next.GetNode() != "second" || next.GetStatus() != pb.InstanceStatus_INSTANCE_STATUS_LEASED || next.GetLease().GetWorker() != "w" || next.GetLease().GetToken() <= tok(0) {
+		t.Fatalf("continued lease: %v", next)
+	}
+	// Continuation applies to every item left READY in a continue node.
+	if got := resp.GetResults()[7].GetNext(); got.GetNode() != "second" {
+		t.Errorf("c-1 not continued: %v", got)
+	}
+	if resp.GetResults()[3].GetNext() != nil || resp.GetResults()[3].GetInstance().GetStatus() != pb.InstanceStatus_INSTANCE_STATUS_WAITING {
+		t.Errorf("a delayed transition was continued: %v", resp.GetResults()[3])
+	}
+	// The continued lease is live: finish c-0 with it.
+	if _, err := env.work.Transition(ctx, &pb.TransitionRequest{Id: "c-0", Token: next.GetLease().GetToken(), Transition: "ok"}); err != nil {
+		t.Fatal(err)
+	}
+	// Nothing is READY: every instance moved on or is leased.
+	if r, err := env.work.Ready(ctx, &pb.ReadyRequest{Worker: "w", Machine: "chain"}); err != nil || r.GetLease() != nil {
+		t.Fatalf("Ready after the batch: %v %v", r, err)
+	}
+
+	_, err = env.work.TransitionBatch(ctx, &pb.TransitionBatchRequest{})
+	wantCode(t, err, codes.InvalidArgument)
+	_, err = env.work.TransitionBatch(ctx, &pb.TransitionBatchRequest{
+		ContinueNodes: []string{"chain/second"}, Transitions: []*pb.TransitionRequest{{Id: "c-2", Token: tok(2), Transition: "ok"}},
+	})
+	wantCode(t, err, codes.InvalidArgument) // continuation needs a worker
+	many := make([]*pb.TransitionRequest, 257)
+	for i := range many {
+		many[i] = &pb.TransitionRequest{Id: "c-2", Token: tok(2), Transition: "ok"}
+	}
+	_, err = env.work.TransitionBatch(ctx, &pb.TransitionBatchRequest{Transitions: many})
+	wantCode(t, err, codes.InvalidArgument)
+	// None of the refused calls applied anything: c-2 is still leased.
+	if got, _ := env.instances.GetInstance(ctx, &pb.GetInstanceRequest{Id: "c-2"}); got.GetInstance().GetNode() != "first" || got.GetInstance().GetStatus() != pb.InstanceStatus_INSTANCE_STATUS_LEASED {
+		t.Fatalf("c-2 = %v", got.GetInstance())
+	}
+}

@@ -149,7 +149,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, err
 	}
 
-	h := &handlers{eng: s.engine, hub: s.hub}
+	h := &handlers{eng: s.engine, hub: s.hub, log: cfg.Logger}
 	s.grpc = grpc.NewServer(serverOptions(cfg.Logger)...)
 	pb.RegisterMachineServiceServer(s.grpc, h)
 	pb.RegisterInstanceServiceServer(s.grpc, h)

@@ -38,13 +38,20 @@ import (
 const (
 	// ModePerCall: each worker loops Ready (one instance) then Transition.
 	ModePerCall = "per-call"
+	// ModeBatchedReady: client.Worker, leasing up to Batch instances per
+	// Ready and reporting each with its own Transition.
+	ModeBatchedReady = "batched-ready"
 	// ModeBatched: client.Worker, leasing up to Batch instances per Ready
-	// and reporting each with its own Transition.
+	// and reporting with TransitionBatch (the Worker's default).
 	ModeBatched = "batched"
+	// ModeContinue: ModeBatched with continuation (WorkerOptions.Continue):
+	// the server leases each instance's next step straight back to the
+	// worker in the commit of its transition.
+	ModeContinue = "continue"
 )
 
 // Modes lists the modes, in the order "all" runs them.
-var Modes = []string{ModePerCall, ModeBatched}
+var Modes = []string{ModePerCall, ModeBatchedReady, ModeBatched, ModeContinue}
 
 // Defaults of Config.
 const (
@@ -91,7 +98,7 @@ type Config struct {
 	// Dir holds the in-process server's file; empty: a temporary directory,
 	// removed at the end.
 	Dir string
-	// Mode is ModePerCall (default) or ModeBatched.
+	// Mode is one of Modes; default ModePerCall.
 	Mode string
 	// Instances is how many instances run; default DefaultInstances.
 	Instances int
@@ -267,7 +274,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	switch cfg.Mode {
 	case ModePerCall:
 		err = perCall(ctx, c, cfg.Workers, total)
-	case ModeBatched:
+	case ModeBatchedReady, ModeBatched, ModeContinue:
 		err = batched(ctx, c, cfg, total)
 	}
 	elapsed := time.Since(begin)
@@ -399,7 +406,7 @@ func perCall(ctx context.Context, c *client.Client, w, total int) error {
 func batched(ctx context.Context, c *client.Client, cfg Config, total int) error {
 	w := client.NewWorker(c, client.WorkerOptions{
 		Name: "bench", Concurrency: cfg.Workers, Batch: min(cfg.Batch, cfg.Workers), Pollers: cfg.Pollers,
-		Poll: time.Second, Logger: cfg.Logger,
+		Poll: time.Second, UnaryTransitions: cfg.Mode == ModeBatchedReady, Continue: cfg.Mode == ModeContinue, Logger: cfg.Logger,
 	})
 	var handled atomic.Int64
 	all := make(chan struct{})
@@ -444,8 +451,8 @@ func completed(ctx context.Context, c *client.Client, prefix string) (int, error
 	return n, nil
 }
 
-// latencies records the duration of every successful Transition call made
-// on the connection.
+// latencies records, for every step accepted by a Transition or
+// TransitionBatch call on the connection, the duration of its call.
 type latencies struct {
 	mu sync.Mutex
 	d  []time.Duration
@@ -454,7 +461,7 @@ type latencies struct {
 }
 
 func (l *latencies) interceptor(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
-	if method != pb.WorkService_Transition_FullMethodName {
+	if method != pb.WorkService_Transition_FullMethodName && method != pb.WorkService_TransitionBatch_FullMethodName {
 		err := invoker(ctx, method, req, reply, cc, opts...)
 		if r, ok := reply.(*pb.ReadyResponse); ok && err == nil && len(r.GetInstances()) > 0 {
 			l.readies.Add(1)
@@ -463,13 +470,26 @@ func (l *latencies) interceptor(ctx context.Context, method string, req, reply a
 	}
 	begin := time.Now()
 	err := invoker(ctx, method, req, reply, cc, opts...)
-	if err == nil {
-		d := time.Since(begin)
-		l.mu.Lock()
-		l.d = append(l.d, d)
-		l.mu.Unlock()
+	if err != nil {
+		return err
 	}
-	return err
+	// Every accepted step counts once, with its call's latency.
+	d := time.Since(begin)
+	n := 1
+	if r, ok := reply.(*pb.TransitionBatchResponse); ok {
+		n = 0
+		for _, res := range r.GetResults() {
+			if res.GetCode() == 0 {
+				n++
+			}
+		}
+	}
+	l.mu.Lock()
+	for range n {
+		l.d = append(l.d, d)
+	}
+	l.mu.Unlock()
+	return nil
 }
 
 func (l *latencies) reset() {

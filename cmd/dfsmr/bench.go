@@ -36,9 +36,13 @@ measures the rate of pairs of no-op unary RPCs (the gRPC health service's
 Check), and prints the ratio of durable steps per second to baseline pairs
 per second: 1 means a durable step costs as much as two empty RPCs.
 
-Modes: per-call (each worker: Ready for one instance, then Transition),
-batched (client.Worker: Ready leases up to --batch instances at once, one
-Transition each), or all. Each mode prints its figures and then one JSON
+Modes: per-call (each worker: Ready for one instance, then Transition);
+batched-ready (client.Worker: Ready leases up to --batch instances at once,
+one Transition each); batched (client.Worker's default: batched Ready, and
+the transitions that handlers finish while a TransitionBatch call is in
+flight go together in the next one); continue (batched, and the server
+leases each instance's next step straight back to the worker in the commit
+of its transition: no Ready call after the first step); or all. Each mode prints its figures and then one JSON
 object on a line of its own; the last line of the output is JSON.`,
 		Example: "  dfsmr bench --instances 20000 --workers 64\n  dfsmr bench --mode all --cpuprofile cpu.out",
 		Args:    args(cobra.NoArgs),
@@ -83,7 +87,7 @@ object on a line of its own; the last line of the output is JSON.`,
 		}),
 	}
 	f := cmd.Flags()
-	f.StringVar(&mode, "mode", bench.ModePerCall, "per-call, batched or all")
+	f.StringVar(&mode, "mode", bench.ModePerCall, "per-call, batched-ready, batched, continue or all")
 	f.IntVar(&cfg.Instances, "instances", bench.DefaultInstances, "instances to run (3 steps each)")
 	f.IntVar(&cfg.Workers, "workers", bench.DefaultWorkers, "concurrent workers")
 	f.IntVar(&cfg.Batch, "batch", bench.DefaultBatch, "most instances one Ready leases in batched mode")

@@ -33,6 +33,9 @@ const (
 	// MaxReadyBatch bounds how many instances one Ready call leases, so one
 	// call cannot make a huge transaction or response.
 	MaxReadyBatch = 256
+	// MaxTransitionBatch bounds how many transitions one TransitionBatch
+	// call reports.
+	MaxTransitionBatch = 256
 )
 
 func invalid(field, format string, args ...any) error {

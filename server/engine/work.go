@@ -2,7 +2,9 @@ package engine
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/dfsmr/dfsmr/server/fsm"
@@ -185,33 +187,152 @@ type TransitionArgs struct {
 
 // Transition reports the transition a worker took on its leased instance.
 func (e *Engine) Transition(ctx context.Context, a TransitionArgs) (fsm.Instance, error) {
-	if err := checkText("transition", a.Transition, true, MaxIDBytes); err != nil {
+	ev, err := transitionEvent(a)
+	if err != nil {
 		return fsm.Instance{}, err
+	}
+	return e.updateInstance(ctx, a.ID, func(tx store.Tx, m *fsm.Machine, in fsm.Instance, now time.Time) (fsm.Instance, error) {
+		return e.transition(tx, m, in, a, ev, now)
+	})
+}
+
+// transitionEvent validates a and returns its event (without jitter).
+func transitionEvent(a TransitionArgs) (fsm.Report, error) {
+	if err := checkText("transition", a.Transition, true, MaxIDBytes); err != nil {
+		return fsm.Report{}, err
 	}
 	if err := checkText("request_id", a.RequestID, false, MaxRequestIDBytes); err != nil {
-		return fsm.Instance{}, err
+		return fsm.Report{}, err
 	}
 	if err := checkParams("params", a.Params); err != nil {
-		return fsm.Instance{}, err
+		return fsm.Report{}, err
 	}
 	if a.Token == 0 {
-		return fsm.Instance{}, invalid("token", "must be the lease's fencing token (non-zero)")
+		return fsm.Report{}, invalid("token", "must be the lease's fencing token (non-zero)")
 	}
 	ev := fsm.Report{Token: a.Token, Transition: a.Transition, Params: a.Params, RequestID: a.RequestID}
 	if a.Delay != nil {
 		if *a.Delay < 0 || *a.Delay > fsm.MaxDelay {
-			return fsm.Instance{}, invalid("delay", "must be between 0 and %s", fsm.MaxDelay)
+			return fsm.Report{}, invalid("delay", "must be between 0 and %s", fsm.MaxDelay)
 		}
 		ev.Delay, ev.OverrideDelay = *a.Delay, true
 	}
-	return e.updateInstance(ctx, a.ID, func(tx store.Tx, m *fsm.Machine, in fsm.Instance, now time.Time) (out fsm.Instance, err error) {
-		ev := ev
-		ev.Jitter = e.jitter()
-		if err := e.applyAttempt(tx, m, in, ev, now, a.Actor, &out); err != nil {
-			return out, err
+	return ev, nil
+}
+
+// transition applies a's event to in within tx.
+func (e *Engine) transition(tx store.Tx, m *fsm.Machine, in fsm.Instance, a TransitionArgs, ev fsm.Report, now time.Time) (out fsm.Instance, err error) {
+	ev.Jitter = e.jitter()
+	if err := e.applyAttempt(tx, m, in, ev, now, a.Actor, &out); err != nil {
+		return out, err
+	}
+	return out, learn(tx, m, in, out, a.Transition, now)
+}
+
+// TransitionResult is the outcome of one item of TransitionBatch: the
+// instance after the transition, or the error Transition would have
+// returned.
+type TransitionResult struct {
+	Instance fsm.Instance
+	Err      error
+	// Next is the instance leased again by continuation; Continued says
+	// whether it was.
+	Next      fsm.Instance
+	Continued bool
+}
+
+// Continuation asks TransitionBatch to lease an instance again, to Worker,
+// when its transition leaves it READY in one of Nodes, each written
+// "machine/node".
+type Continuation struct {
+	Worker string
+	Nodes  []string
+}
+
+// TransitionBatch applies several transitions in one store transaction,
+// in order; each succeeds or fails on its own, as Transition would. With
+// a continuation, an instance left READY in one of its nodes is leased
+// again in the same transaction. The returned error is for the batch as a
+// whole (too many items, a bad continuation, or a store failure, and then
+// nothing was applied).
+func (e *Engine) TransitionBatch(ctx context.Context, batch []TransitionArgs, cont Continuation) ([]TransitionResult, error) {
+	if len(batch) == 0 || len(batch) > MaxTransitionBatch {
+		return nil, invalid("transitions", "must have between 1 and %d items", MaxTransitionBatch)
+	}
+	if len(cont.Nodes) > 0 {
+		if err := checkText("worker", cont.Worker, true, MaxIDBytes); err != nil {
+			return nil, err
 		}
-		return out, learn(tx, m, in, out, a.Transition, now)
+	}
+	res := make([]TransitionResult, len(batch))
+	evs := make([]fsm.Report, len(batch))
+	valid := make([]bool, len(batch))
+	for i, a := range batch {
+		if err := checkText("id", a.ID, true, MaxIDBytes); err != nil {
+			res[i].Err = err
+			continue
+		}
+		evs[i], res[i].Err = transitionEvent(a)
+		valid[i] = res[i].Err == nil
+	}
+	err := e.st.Update(ctx, func(tx store.Tx) error {
+		now := e.clock.Now()
+		for i, a := range batch {
+			if !valid[i] {
+				continue
+			}
+			// The store may run this function more than once: each run
+			// overwrites every valid item's result.
+			res[i] = TransitionResult{}
+			in, err := tx.Instance(a.ID)
+			if err != nil {
+				if errors.Is(err, store.ErrNotFound) {
+					res[i].Err = fmt.Errorf("instance %q: %w", a.ID, err)
+					continue
+				}
+				return fmt.Errorf("instance %q: %w", a.ID, err)
+			}
+			m, err := e.machineVersion(tx, in.Machine, in.Version)
+			if err != nil {
+				return err
+			}
+			res[i].Instance, err = e.transition(tx, m, in, a, evs[i], now)
+			if isRefusal(err) {
+				// The core refuses before anything is written: the
+				// transaction is clean and the other items go on.
+				res[i].Err = err
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			out := res[i].Instance
+			if out.Status != fsm.StatusReady || !slices.Contains(cont.Nodes, out.Machine+"/"+out.Node) {
+				continue
+			}
+			d, err := leaseFor(tx, m, out.Node)
+			if err != nil {
+				return err
+			}
+			if err := e.apply(tx, m, out, fsm.Acquire{Worker: cont.Worker, For: d}, now, cont.Worker, &res[i].Next); err != nil {
+				return err
+			}
+			res[i].Continued = true
+		}
+		return nil
 	})
+	if err != nil {
+		return nil, err
+	}
+	return res, nil
+}
+
+// isRefusal reports whether err is the core refusing an event (the
+// caller's mistake or a lost race), as opposed to a failure of the store.
+func isRefusal(err error) bool {
+	var inv *fsm.InvalidError
+	return errors.Is(err, fsm.ErrStaleLease) || errors.Is(err, fsm.ErrIllegalTransition) ||
+		errors.Is(err, fsm.ErrFinal) || errors.Is(err, fsm.ErrNotReady) || errors.As(err, &inv)
 }
 
 // Heartbeat extends a live lease by its node's timeout and returns the new
