@@ -43,7 +43,7 @@ const (
 	// maxFlushers is how many TransitionBatch calls a worker keeps in
 	// flight at once: more than one, so that a batch fills while another
 	// commits, and the store's group commit can merge them.
-	maxFlushers = 2
+	maxFlushers = 1
 	// maxErrorBytes is the server's limit on a param value.
 	maxErrorBytes = 4 << 10
 )

@@ -162,6 +162,13 @@ func TestTransitionBatch(t *testing.T) {
 		t.Fatalf("Ready: %v %v", r, err)
 	}
 	tok := func(i int) uint64 { return r.GetInstances()[i].GetLease().GetToken() }
+	// A waiter for the second node is not woken by continued items: they
+	// are leased again in the commit that made them READY.
+	wctx, cancelWaiter := context.WithCancel(ctx)
+	defer cancelWaiter()
+	go env.work.Ready(wctx, &pb.ReadyRequest{Worker: "idle", Machine: "chain", Node: "second", Wait: durationpb.New(time.Minute)})
+	waitFor(t, func() bool { return env.srv.Engine().Waiting() == 1 })
+	wakes := env.srv.Engine().ReadyWakeups()
 	commits := env.srv.StoreStats().Commits
 	resp, err := env.work.TransitionBatch(ctx, &pb.TransitionBatchRequest{
 		Worker: "w", ContinueNodes: []string{"chain/second"},
@@ -182,6 +189,10 @@ func TestTransitionBatch(t *testing.T) {
 	if n := env.srv.StoreStats().Commits - commits; n != 1 {
 		t.Errorf("a batch took %d commits, want 1", n)
 	}
+	if n := env.srv.Engine().ReadyWakeups() - wakes; n != 0 {
+		t.Errorf("continued items woke %d waiters", n)
+	}
+	cancelWaiter()
 	want := []codes.Code{codes.OK, codes.Aborted, codes.FailedPrecondition, codes.OK, codes.Aborted, codes.NotFound, codes.InvalidArgument, codes.OK}
 	for i, res := range resp.GetResults() {
 		if got := codes.Code(res.GetCode()); got != want[i] {
