@@ -358,16 +358,7 @@ func (w *Worker) poll(pollCtx, workCtx context.Context, r registration) {
 		case <-pollCtx.Done():
 			return
 		}
-		n := 1
-	more:
-		for n < want {
-			select {
-			case <-w.slots:
-				n++
-			default:
-				break more
-			}
-		}
+		n := w.fill(pollCtx, want)
 		resp, err := w.c.Work.Ready(pollCtx, &pb.ReadyRequest{
 			Worker: w.opts.Name, Machine: r.machine, Node: r.node,
 			MaxCount: uint32(n), Wait: durationpb.New(w.opts.Poll),
@@ -407,6 +398,49 @@ func (w *Worker) poll(pollCtx, workCtx context.Context, r registration) {
 			})
 		}
 	}
+}
+
+// fillWindow bounds how long a poller of a busy worker waits for more
+// free slots before it asks for work: handlers that finish together free
+// their slots a few microseconds apart, and a poller that asked for the
+// first one alone would fall into lockstep with the reports, each Ready
+// leasing a few instances (measured: 2.5 leases per Ready, a few steps per
+// commit, instead of dozens).
+const fillWindow = 2 * time.Millisecond
+
+// fill holds one free slot (it has already been taken) and takes more, up
+// to want: whatever is free now, and, while at least half of the others
+// are busy with handlers that will free theirs, whatever frees up within
+// fillWindow, until it holds half of want.
+func (w *Worker) fill(ctx context.Context, want int) int {
+	n := 1
+	var window <-chan time.Time
+	for n < want {
+		select {
+		case <-w.slots:
+			n++
+			continue
+		default:
+		}
+		busy := w.opts.Concurrency - len(w.slots) - n
+		if 2*n >= want || 2*busy < w.opts.Concurrency {
+			return n
+		}
+		if window == nil {
+			t := time.NewTimer(fillWindow)
+			defer t.Stop()
+			window = t.C
+		}
+		select {
+		case <-w.slots:
+			n++
+		case <-window:
+			return n
+		case <-ctx.Done():
+			return n
+		}
+	}
+	return n
 }
 
 // errLeaseLost cancels a handler whose lease someone else now holds.

@@ -16,15 +16,15 @@ func TestRun(t *testing.T) {
 	for _, mode := range bench.Modes {
 		t.Run(mode, func(t *testing.T) {
 			r, err := bench.Run(t.Context(), bench.Config{
-				Mode: mode, Instances: 150, Workers: 8, Batch: 4, Baseline: 50 * time.Millisecond,
+				Mode: mode, Instances: 60, Workers: 8, Batch: 4, Baseline: 50 * time.Millisecond,
 				Dir: t.TempDir(), Logger: slog.New(slog.DiscardHandler),
 			})
 			if err != nil {
 				t.Fatal(err)
 			}
 			t.Logf("%s", r)
-			if r.Completed != 150 || r.Steps != 450 {
-				t.Fatalf("completed %d instances in %d steps, want 150 in 450", r.Completed, r.Steps)
+			if r.Completed != 60 || r.Steps != 180 {
+				t.Fatalf("completed %d instances in %d steps, want 60 in 180", r.Completed, r.Steps)
 			}
 			if r.ReadyCalls == 0 || r.ReadyCalls > r.Steps {
 				t.Fatalf("%d Ready calls for %d steps", r.ReadyCalls, r.Steps)
