@@ -17,6 +17,10 @@
 //     StopAtHead it replays "everything up to now" instead, and returns once
 //     it has delivered the changes through the head.
 //   - ListAllInstances and ListAllMachines walk every page.
+//   - Worker runs a handler per machine and node: it leases with batched
+//     long polls, runs handlers with bounded concurrency, heartbeats long
+//     ones, reports their transitions (in batches), retries its own calls
+//     on UNAVAILABLE and drains on Stop.
 //
 // Errors are gRPC statuses, returned as they come: use status.Code and
 // status.Convert to inspect them.

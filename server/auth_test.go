@@ -40,10 +40,11 @@ var wantRoles = map[string][]auth.Role{
 	"/dfsmr.v1.InstanceService/SignalInstance": {auth.RoleAdmin, auth.RoleOperator},
 	"/dfsmr.v1.InstanceService/CancelInstance": {auth.RoleAdmin, auth.RoleOperator},
 
-	"/dfsmr.v1.WorkService/Ready":      {auth.RoleAdmin, auth.RoleWorker},
-	"/dfsmr.v1.WorkService/Transition": {auth.RoleAdmin, auth.RoleWorker},
-	"/dfsmr.v1.WorkService/Heartbeat":  {auth.RoleAdmin, auth.RoleWorker},
-	"/dfsmr.v1.WorkService/Relinquish": {auth.RoleAdmin, auth.RoleWorker},
+	"/dfsmr.v1.WorkService/Ready":           {auth.RoleAdmin, auth.RoleWorker},
+	"/dfsmr.v1.WorkService/Transition":      {auth.RoleAdmin, auth.RoleWorker},
+	"/dfsmr.v1.WorkService/Heartbeat":       {auth.RoleAdmin, auth.RoleWorker},
+	"/dfsmr.v1.WorkService/Relinquish":      {auth.RoleAdmin, auth.RoleWorker},
+	"/dfsmr.v1.WorkService/TransitionBatch": {auth.RoleAdmin, auth.RoleWorker},
 
 	"/dfsmr.v1.ChangesService/Changes": {auth.RoleAdmin, auth.RoleOperator, auth.RoleReader},
 
@@ -317,6 +318,16 @@ func TestWorkerRestrictedToItsMachines(t *testing.T) {
 	_, err = restricted.Transition(ctx, &pb.TransitionRequest{Id: "report-1", Token: lease.GetLease().GetToken(), Transition: "ok"})
 	wantCode(t, err, codes.PermissionDenied)
 	_, err = restricted.Relinquish(ctx, &pb.RelinquishRequest{Id: "report-1", Token: lease.GetLease().GetToken()})
+	wantCode(t, err, codes.PermissionDenied)
+
+	batch, err := restricted.TransitionBatch(ctx, &pb.TransitionBatchRequest{Transitions: []*pb.TransitionRequest{
+		{Id: "report-1", Token: lease.GetLease().GetToken(), Transition: "ok"},
+	}})
+	if err != nil || len(batch.GetResults()) != 1 || codes.Code(batch.GetResults()[0].GetCode()) != codes.PermissionDenied {
+		t.Fatalf("restricted batch on report: %v %v; want its item PERMISSION_DENIED", batch, err)
+	}
+	_, err = restricted.TransitionBatch(ctx, &pb.TransitionBatchRequest{Worker: "c", ContinueNodes: []string{"report/uploadable"},
+		Transitions: []*pb.TransitionRequest{{Id: "crawler-1", Token: 1, Transition: "ok"}}})
 	wantCode(t, err, codes.PermissionDenied)
 
 	mine, err := restricted.Ready(ctx, &pb.ReadyRequest{Worker: "c", Machine: "crawler"})

@@ -4,7 +4,10 @@ import (
 	"context"
 	"encoding/base64"
 	"errors"
+	"fmt"
+	"log/slog"
 	"strconv"
+	"strings"
 	"time"
 
 	pb "github.com/dfsmr/dfsmr/gen/dfsmr/v1"
@@ -17,6 +20,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 )
 
@@ -36,6 +40,7 @@ type handlers struct {
 	pb.UnimplementedDeviceServiceServer
 	eng      *engine.Engine
 	hub      *changes.Hub
+	log      *slog.Logger
 	sessions *device.Sessions
 	// draining ends when the server starts to stop: calls that wait for
 	// work (and device streams) end then with errShuttingDown.
@@ -248,20 +253,24 @@ func (h *handlers) Ready(ctx context.Context, req *pb.ReadyRequest) (*pb.ReadyRe
 		ctx, release = h.untilDraining(ctx)
 		defer release()
 	}
-	in, ok, err := h.eng.Ready(ctx, engine.ReadyArgs{Worker: req.GetWorker(), Machine: req.GetMachine(), Node: req.GetNode(), Wait: wait})
+	list, err := h.eng.ReadyBatch(ctx, engine.ReadyArgs{
+		Worker: req.GetWorker(), Machine: req.GetMachine(), Node: req.GetNode(), Wait: wait, Max: int(req.GetMaxCount()),
+	})
 	if errors.Is(err, context.Canceled) && callCtx.Err() == nil && h.draining.Err() != nil {
 		return nil, errShuttingDown
 	}
-	if err != nil || !ok {
+	if err != nil || len(list) == 0 {
 		return &pb.ReadyResponse{}, err
 	}
-	return &pb.ReadyResponse{Lease: leaseToProto(&in.Lease), Instance: instanceToProto(&in, nil)}, nil
+	resp := &pb.ReadyResponse{Instances: make([]*pb.Instance, len(list))}
+	for i := range list {
+		resp.Instances[i] = instanceToProto(&list[i], nil)
+	}
+	resp.Instance, resp.Lease = resp.Instances[0], resp.Instances[0].GetLease()
+	return resp, nil
 }
 
-func (h *handlers) Transition(ctx context.Context, req *pb.TransitionRequest) (*pb.TransitionResponse, error) {
-	if err := h.mayWork(ctx, req.GetId()); err != nil {
-		return nil, err
-	}
+func transitionArgs(req *pb.TransitionRequest) (engine.TransitionArgs, error) {
 	a := engine.TransitionArgs{
 		ID:         req.GetId(),
 		Token:      req.GetToken(),
@@ -272,15 +281,74 @@ func (h *handlers) Transition(ctx context.Context, req *pb.TransitionRequest) (*
 	if req.GetDelay() != nil {
 		d, err := durationArg("delay", req.GetDelay())
 		if err != nil {
-			return nil, err
+			return a, err
 		}
 		a.Delay = &d
+	}
+	return a, nil
+}
+
+func (h *handlers) Transition(ctx context.Context, req *pb.TransitionRequest) (*pb.TransitionResponse, error) {
+	if err := h.mayWork(ctx, req.GetId()); err != nil {
+		return nil, err
+	}
+	a, err := transitionArgs(req)
+	if err != nil {
+		return nil, err
 	}
 	in, err := h.eng.Transition(ctx, a)
 	if err != nil {
 		return nil, err
 	}
 	return &pb.TransitionResponse{Instance: instanceToProto(&in, nil)}, nil
+}
+
+func (h *handlers) TransitionBatch(ctx context.Context, req *pb.TransitionBatchRequest) (*pb.TransitionBatchResponse, error) {
+	reqs := req.GetTransitions()
+	if len(reqs) == 0 || len(reqs) > engine.MaxTransitionBatch {
+		return nil, &fsm.InvalidError{Field: "transitions", Reason: fmt.Sprintf("must have between 1 and %d items", engine.MaxTransitionBatch)}
+	}
+	for _, n := range req.GetContinueNodes() {
+		machine, _, _ := strings.Cut(n, "/")
+		if err := auth.CheckMachine(ctx, machine); err != nil {
+			return nil, err
+		}
+	}
+	batch := make([]engine.TransitionArgs, len(reqs))
+	bad := make([]error, len(reqs))
+	for i, r := range reqs {
+		batch[i], bad[i] = transitionArgs(r)
+		if bad[i] == nil {
+			// A worker restricted to some machines reports only on those.
+			bad[i] = h.mayWork(ctx, r.GetId())
+		}
+		if bad[i] != nil {
+			// Fails in the engine too, without touching the store.
+			batch[i].Token = 0
+		}
+	}
+	results, err := h.eng.TransitionBatch(ctx, batch, engine.Continuation{Worker: req.GetWorker(), Nodes: req.GetContinueNodes()})
+	if err != nil {
+		return nil, err
+	}
+	resp := &pb.TransitionBatchResponse{Results: make([]*pb.TransitionResult, len(results))}
+	for i, r := range results {
+		if bad[i] != nil {
+			r.Err = bad[i]
+		}
+		out := &pb.TransitionResult{}
+		if r.Err != nil {
+			st := status.Convert(toStatus(h.log, pb.WorkService_TransitionBatch_FullMethodName, r.Err))
+			out.Code, out.Message = int32(st.Code()), st.Message()
+		} else {
+			out.Instance = instanceToProto(&r.Instance, nil)
+		}
+		if r.Continued {
+			out.Next = instanceToProto(&r.Next, nil)
+		}
+		resp.Results[i] = out
+	}
+	return resp, nil
 }
 
 func (h *handlers) Heartbeat(ctx context.Context, req *pb.HeartbeatRequest) (*pb.HeartbeatResponse, error) {

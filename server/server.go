@@ -283,7 +283,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, err
 	}
 
-	h := &handlers{eng: s.engine, hub: s.hub, sessions: s.sessions, draining: s.draining}
+	h := &handlers{eng: s.engine, hub: s.hub, log: cfg.Logger, sessions: s.sessions, draining: s.draining}
 	s.grpc = grpc.NewServer(serverOptions(cfg, g, s.metrics)...)
 	pb.RegisterMachineServiceServer(s.grpc, h)
 	pb.RegisterInstanceServiceServer(s.grpc, h)
@@ -411,6 +411,10 @@ func (s *Server) loadMachines(ctx context.Context) error {
 
 // Engine returns the server's engine (for in-process tools and tests).
 func (s *Server) Engine() *engine.Engine { return s.engine }
+
+// StoreStats returns the store's commit counters (for in-process tools,
+// such as the benchmark, and tests).
+func (s *Server) StoreStats() bolt.Stats { return s.store.Stats() }
 
 // Start listens on the configured address (or lis, when not nil), runs the
 // engine and serves gRPC in the background. It returns once the server

@@ -165,6 +165,7 @@ then one line per field violation); 2 usage error; 3 "ready" found no work.`,
 		root.AddCommand(c)
 	}
 	root.AddCommand(a.printerSimCommand())
+	root.AddCommand(a.benchCommand(), a.reportDemoCommand())
 	return root
 }
 

@@ -66,10 +66,11 @@ var methods = map[string]Role{
 	pb.InstanceService_SignalInstance_FullMethodName: RoleOperator,
 	pb.InstanceService_CancelInstance_FullMethodName: RoleOperator,
 
-	pb.WorkService_Ready_FullMethodName:      RoleWorker,
-	pb.WorkService_Transition_FullMethodName: RoleWorker,
-	pb.WorkService_Heartbeat_FullMethodName:  RoleWorker,
-	pb.WorkService_Relinquish_FullMethodName: RoleWorker,
+	pb.WorkService_Ready_FullMethodName:           RoleWorker,
+	pb.WorkService_Transition_FullMethodName:      RoleWorker,
+	pb.WorkService_Heartbeat_FullMethodName:       RoleWorker,
+	pb.WorkService_Relinquish_FullMethodName:      RoleWorker,
+	pb.WorkService_TransitionBatch_FullMethodName: RoleWorker,
 
 	pb.ChangesService_Changes_FullMethodName: RoleReader,
 

@@ -131,7 +131,10 @@ func (e *Engine) Stop(ctx context.Context) error {
 func (e *Engine) OnCommit(changes []fsm.Change) {
 	for i := range changes {
 		c := &changes[i]
-		if c.ToStatus == fsm.StatusReady {
+		// An instance made READY and leased again in the same transaction
+		// (a continued TransitionBatch item) wakes no one: a waiter would
+		// find it gone.
+		if c.ToStatus == fsm.StatusReady && !leasedNext(changes, i) {
 			e.wait.wakeOne(c.Machine, c.ToNode)
 		}
 		if c.Instance != "" {
@@ -142,6 +145,12 @@ func (e *Engine) OnCommit(changes []fsm.Change) {
 			e.devices.wake(c.Device)
 		}
 	}
+}
+
+// leasedNext reports whether the change after changes[i] leases the same
+// instance: a continuation appends the lease right after the transition.
+func leasedNext(changes []fsm.Change, i int) bool {
+	return i+1 < len(changes) && changes[i+1].Instance == changes[i].Instance && changes[i+1].Kind == fsm.ChangeLeased
 }
 
 // loadDue returns the whole due index, for the scheduler's heap.

@@ -36,6 +36,12 @@ const (
 	// MaxInstanceParamsBytes bounds the total size of an instance's param
 	// keys and values.
 	MaxInstanceParamsBytes = 256 << 10
+	// MaxReadyBatch bounds how many instances one Ready call leases, so one
+	// call cannot make a huge transaction or response.
+	MaxReadyBatch = 256
+	// MaxTransitionBatch bounds how many transitions one TransitionBatch
+	// call reports.
+	MaxTransitionBatch = 256
 )
 
 func invalid(field, format string, args ...any) error {

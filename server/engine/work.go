@@ -2,7 +2,9 @@ package engine
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/dfsmr/dfsmr/server/fsm"
@@ -18,30 +20,51 @@ type ReadyArgs struct {
 	Node    string
 	// Wait, when positive, blocks until work appears or Wait has passed.
 	Wait time.Duration
+	// Max is the most instances one call leases (ReadyBatch only): zero
+	// means 1, at most MaxReadyBatch.
+	Max int
 }
 
 // Ready leases the next READY instance matching the filter: highest
 // priority, then earliest due time, then smallest id. ok is false when
-// nothing was available before the wait ended.
+// nothing was available before the wait ended. a.Max is ignored.
 func (e *Engine) Ready(ctx context.Context, a ReadyArgs) (in fsm.Instance, ok bool, err error) {
-	if err := checkText("worker", a.Worker, true, MaxIDBytes); err != nil {
+	a.Max = 1
+	list, err := e.ReadyBatch(ctx, a)
+	if err != nil || len(list) == 0 {
 		return in, false, err
+	}
+	return list[0], true, nil
+}
+
+// ReadyBatch leases up to a.Max READY instances matching the filter, in
+// offer order (as Ready), all in one store transaction: one commit, one
+// fsync for the whole batch. With a wait, it returns as soon as at least one
+// instance is leased; it never waits to fill the batch. An empty result
+// means nothing was available before the wait ended.
+func (e *Engine) ReadyBatch(ctx context.Context, a ReadyArgs) ([]fsm.Instance, error) {
+	if err := checkText("worker", a.Worker, true, MaxIDBytes); err != nil {
+		return nil, err
 	}
 	if err := checkText("machine", a.Machine, false, MaxIDBytes); err != nil {
-		return in, false, err
+		return nil, err
 	}
 	if err := checkText("node", a.Node, false, MaxIDBytes); err != nil {
-		return in, false, err
+		return nil, err
 	}
 	if a.Node != "" && a.Machine == "" {
-		return in, false, invalid("node", "filtering by node needs a machine")
+		return nil, invalid("node", "filtering by node needs a machine")
 	}
 	if a.Wait < 0 || a.Wait > MaxWait {
-		return in, false, invalid("wait", "must be between 0 and %s", MaxWait)
+		return nil, invalid("wait", "must be between 0 and %s", MaxWait)
 	}
+	if a.Max < 0 || a.Max > MaxReadyBatch {
+		return nil, invalid("max_count", "must be between 0 and %d", MaxReadyBatch)
+	}
+	n := max(a.Max, 1)
 	f := store.ReadyFilter{Machine: a.Machine, Node: a.Node}
 	if a.Wait == 0 {
-		return e.tryReady(ctx, f, a.Worker)
+		return e.tryReady(ctx, f, a.Worker, n)
 	}
 	// Register before looking, so that an instance made READY between the
 	// look and the wait still wakes this caller.
@@ -50,60 +73,65 @@ func (e *Engine) Ready(ctx context.Context, a ReadyArgs) (in fsm.Instance, ok bo
 	timer := e.clock.NewTimer(a.Wait)
 	defer timer.Stop()
 	for {
-		in, ok, err = e.tryReady(ctx, f, a.Worker)
-		if ok || err != nil {
-			return in, ok, err
+		list, err := e.tryReady(ctx, f, a.Worker, n)
+		if len(list) > 0 || err != nil {
+			return list, err
 		}
 		select {
 		case <-w.ch:
 		case <-timer.C():
-			return in, false, nil
+			return nil, nil
 		case <-ctx.Done():
-			return in, false, ctx.Err()
+			return nil, ctx.Err()
 		}
 	}
 }
 
-func (e *Engine) tryReady(ctx context.Context, f store.ReadyFilter, worker string) (in fsm.Instance, ok bool, err error) {
+// tryReady leases up to n READY instances matching f in one transaction.
+func (e *Engine) tryReady(ctx context.Context, f store.ReadyFilter, worker string, n int) (list []fsm.Instance, err error) {
 	var more *wake
 	err = e.st.Update(ctx, func(tx store.Tx) error {
-		ok, more = false, nil
-		ids, err := tx.Ready(f, 2)
+		// The store may run this function more than once: start clean.
+		list, more = list[:0], nil
+		ids, err := tx.Ready(f, n+1)
 		if err != nil || len(ids) == 0 {
 			return err
 		}
-		cur, err := tx.Instance(ids[0])
-		if err != nil {
-			return fmt.Errorf("ready instance %q: %w", ids[0], err)
-		}
-		m, err := e.machineVersion(tx, cur.Machine, cur.Version)
-		if err != nil {
-			return err
-		}
-		d, err := leaseFor(tx, m, cur.Node)
-		if err != nil {
-			return err
-		}
-		ev := fsm.Acquire{Worker: worker, For: d}
-		if err := e.apply(tx, m, cur, ev, e.clock.Now(), worker, &in); err != nil {
-			return err
-		}
-		ok = true
-		if len(ids) > 1 {
-			next, err := tx.Instance(ids[1])
+		now := e.clock.Now()
+		for i, id := range ids {
+			cur, err := tx.Instance(id)
+			if err != nil {
+				return fmt.Errorf("ready instance %q: %w", id, err)
+			}
+			if i == n {
+				more = &wake{cur.Machine, cur.Node}
+				break
+			}
+			m, err := e.machineVersion(tx, cur.Machine, cur.Version)
 			if err != nil {
 				return err
 			}
-			more = &wake{next.Machine, next.Node}
+			d, err := leaseFor(tx, m, cur.Node)
+			if err != nil {
+				return err
+			}
+			var in fsm.Instance
+			if err := e.apply(tx, m, cur, fsm.Acquire{Worker: worker, For: d}, now, worker, &in); err != nil {
+				return err
+			}
+			list = append(list, in)
 		}
 		return nil
 	})
-	if err == nil && more != nil {
-		// This caller may have been woken for the instance that is still
+	if err != nil {
+		return nil, err
+	}
+	if more != nil {
+		// This caller may have been woken for an instance that is still
 		// READY: make sure another waiter looks at it.
 		e.wait.wakeOne(more.machine, more.node)
 	}
-	return in, ok, err
+	return list, nil
 }
 
 // leaseFor is how long a lease in node lasts (zero: never expires, and for
@@ -159,38 +187,166 @@ type TransitionArgs struct {
 
 // Transition reports the transition a worker took on its leased instance.
 func (e *Engine) Transition(ctx context.Context, a TransitionArgs) (fsm.Instance, error) {
-	if err := checkText("transition", a.Transition, true, MaxIDBytes); err != nil {
+	ev, err := transitionEvent(a)
+	if err != nil {
 		return fsm.Instance{}, err
-	}
-	if err := checkText("request_id", a.RequestID, false, MaxRequestIDBytes); err != nil {
-		return fsm.Instance{}, err
-	}
-	if err := checkParams("params", a.Params); err != nil {
-		return fsm.Instance{}, err
-	}
-	if a.Token == 0 {
-		return fsm.Instance{}, invalid("token", "must be the lease's fencing token (non-zero)")
-	}
-	ev := fsm.Report{Token: a.Token, Transition: a.Transition, Params: a.Params, RequestID: a.RequestID}
-	if a.Delay != nil {
-		if *a.Delay < 0 || *a.Delay > fsm.MaxDelay {
-			return fsm.Instance{}, invalid("delay", "must be between 0 and %s", fsm.MaxDelay)
-		}
-		ev.Delay, ev.OverrideDelay = *a.Delay, true
 	}
 	var retried bool // by the last run of the update
 	out, err := e.updateInstance(ctx, a.ID, func(tx store.Tx, m *fsm.Machine, in fsm.Instance, now time.Time) (out fsm.Instance, err error) {
-		ev := ev
-		ev.Jitter = e.jitter()
-		if retried, err = e.applyAttempt(tx, m, in, ev, now, a.Actor, &out); err != nil {
-			return out, err
-		}
-		return out, learn(tx, m, in, out, a.Transition, now)
+		out, retried, err = e.transition(tx, m, in, a, ev, now)
+		return out, err
 	})
 	if err == nil && retried {
 		e.retries.Add(1)
 	}
 	return out, err
+}
+
+// transitionEvent validates a and returns its event (without jitter).
+func transitionEvent(a TransitionArgs) (fsm.Report, error) {
+	if err := checkText("transition", a.Transition, true, MaxIDBytes); err != nil {
+		return fsm.Report{}, err
+	}
+	if err := checkText("request_id", a.RequestID, false, MaxRequestIDBytes); err != nil {
+		return fsm.Report{}, err
+	}
+	if err := checkParams("params", a.Params); err != nil {
+		return fsm.Report{}, err
+	}
+	if a.Token == 0 {
+		return fsm.Report{}, invalid("token", "must be the lease's fencing token (non-zero)")
+	}
+	ev := fsm.Report{Token: a.Token, Transition: a.Transition, Params: a.Params, RequestID: a.RequestID}
+	if a.Delay != nil {
+		if *a.Delay < 0 || *a.Delay > fsm.MaxDelay {
+			return fsm.Report{}, invalid("delay", "must be between 0 and %s", fsm.MaxDelay)
+		}
+		ev.Delay, ev.OverrideDelay = *a.Delay, true
+	}
+	return ev, nil
+}
+
+// transition applies a's event to in within tx.
+// retried says the attempt failed and the node will be tried again.
+func (e *Engine) transition(tx store.Tx, m *fsm.Machine, in fsm.Instance, a TransitionArgs, ev fsm.Report, now time.Time) (out fsm.Instance, retried bool, err error) {
+	ev.Jitter = e.jitter()
+	if retried, err = e.applyAttempt(tx, m, in, ev, now, a.Actor, &out); err != nil {
+		return out, false, err
+	}
+	return out, retried, learn(tx, m, in, out, a.Transition, now)
+}
+
+// TransitionResult is the outcome of one item of TransitionBatch: the
+// instance after the transition, or the error Transition would have
+// returned.
+type TransitionResult struct {
+	Instance fsm.Instance
+	Err      error
+	// Next is the instance leased again by continuation; Continued says
+	// whether it was.
+	Next      fsm.Instance
+	Continued bool
+}
+
+// Continuation asks TransitionBatch to lease an instance again, to Worker,
+// when its transition leaves it READY in one of Nodes, each written
+// "machine/node".
+type Continuation struct {
+	Worker string
+	Nodes  []string
+}
+
+// TransitionBatch applies several transitions in one store transaction,
+// in order; each succeeds or fails on its own, as Transition would. With
+// a continuation, an instance left READY in one of its nodes is leased
+// again in the same transaction. The returned error is for the batch as a
+// whole (too many items, a bad continuation, or a store failure, and then
+// nothing was applied).
+func (e *Engine) TransitionBatch(ctx context.Context, batch []TransitionArgs, cont Continuation) ([]TransitionResult, error) {
+	if len(batch) == 0 || len(batch) > MaxTransitionBatch {
+		return nil, invalid("transitions", "must have between 1 and %d items", MaxTransitionBatch)
+	}
+	if len(cont.Nodes) > 0 {
+		if err := checkText("worker", cont.Worker, true, MaxIDBytes); err != nil {
+			return nil, err
+		}
+	}
+	res := make([]TransitionResult, len(batch))
+	evs := make([]fsm.Report, len(batch))
+	valid := make([]bool, len(batch))
+	for i, a := range batch {
+		if err := checkText("id", a.ID, true, MaxIDBytes); err != nil {
+			res[i].Err = err
+			continue
+		}
+		evs[i], res[i].Err = transitionEvent(a)
+		valid[i] = res[i].Err == nil
+	}
+	var retries uint64 // by the last run of the update
+	err := e.st.Update(ctx, func(tx store.Tx) error {
+		now := e.clock.Now()
+		retries = 0
+		for i, a := range batch {
+			if !valid[i] {
+				continue
+			}
+			// The store may run this function more than once: each run
+			// overwrites every valid item's result.
+			res[i] = TransitionResult{}
+			in, err := tx.Instance(a.ID)
+			if err != nil {
+				if errors.Is(err, store.ErrNotFound) {
+					res[i].Err = fmt.Errorf("instance %q: %w", a.ID, err)
+					continue
+				}
+				return fmt.Errorf("instance %q: %w", a.ID, err)
+			}
+			m, err := e.machineVersion(tx, in.Machine, in.Version)
+			if err != nil {
+				return err
+			}
+			var retried bool
+			res[i].Instance, retried, err = e.transition(tx, m, in, a, evs[i], now)
+			if isRefusal(err) {
+				// The core refuses before anything is written: the
+				// transaction is clean and the other items go on.
+				res[i].Err = err
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			if retried {
+				retries++
+			}
+			out := res[i].Instance
+			if out.Status != fsm.StatusReady || !slices.Contains(cont.Nodes, out.Machine+"/"+out.Node) {
+				continue
+			}
+			d, err := leaseFor(tx, m, out.Node)
+			if err != nil {
+				return err
+			}
+			if err := e.apply(tx, m, out, fsm.Acquire{Worker: cont.Worker, For: d}, now, cont.Worker, &res[i].Next); err != nil {
+				return err
+			}
+			res[i].Continued = true
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	e.retries.Add(retries)
+	return res, nil
+}
+
+// isRefusal reports whether err is the core refusing an event (the
+// caller's mistake or a lost race), as opposed to a failure of the store.
+func isRefusal(err error) bool {
+	var inv *fsm.InvalidError
+	return errors.Is(err, fsm.ErrStaleLease) || errors.Is(err, fsm.ErrIllegalTransition) ||
+		errors.Is(err, fsm.ErrFinal) || errors.Is(err, fsm.ErrNotReady) || errors.As(err, &inv)
 }
 
 // Heartbeat extends a live lease by its node's timeout and returns the new

@@ -39,7 +39,12 @@ type ReadyRequest struct {
 	// How long to wait for work when none is READY now. Default 0: return at
 	// once. At most 5m; negative or longer is INVALID_ARGUMENT. Give the call
 	// a deadline longer than this.
-	Wait          *durationpb.Duration `protobuf:"bytes,4,opt,name=wait,proto3" json:"wait,omitempty"`
+	Wait *durationpb.Duration `protobuf:"bytes,4,opt,name=wait,proto3" json:"wait,omitempty"`
+	// The most instances to lease in this call, each with its own lease and
+	// token, all committed in one transaction. Default 0 means 1; at most
+	// 256; more is INVALID_ARGUMENT. A worker leases no more than it can
+	// start on before the leases expire.
+	MaxCount      uint32 `protobuf:"varint,5,opt,name=max_count,json=maxCount,proto3" json:"max_count,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -102,15 +107,28 @@ func (x *ReadyRequest) GetWait() *durationpb.Duration {
 	return nil
 }
 
-// ReadyResponse carries the leased instance, or nothing.
+func (x *ReadyRequest) GetMaxCount() uint32 {
+	if x != nil {
+		return x.MaxCount
+	}
+	return 0
+}
+
+// ReadyResponse carries the leased instances, or nothing.
 type ReadyResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The new lease (also in instance.lease). Unset when no work was available
-	// before the wait ended.
+	// The first lease of the call (also in instance.lease and in
+	// instances[0].lease). Unset when no work was available before the wait
+	// ended. Kept so that a caller leasing one instance at a time needs only
+	// this field and instance.
 	Lease *Lease `protobuf:"bytes,1,opt,name=lease,proto3" json:"lease,omitempty"`
-	// The leased instance, now LEASED. Unset when no work was available
-	// before the wait ended.
-	Instance      *Instance `protobuf:"bytes,2,opt,name=instance,proto3" json:"instance,omitempty"`
+	// The first leased instance, now LEASED (the same as instances[0]).
+	// Unset when no work was available before the wait ended.
+	Instance *Instance `protobuf:"bytes,2,opt,name=instance,proto3" json:"instance,omitempty"`
+	// Every instance leased by the call, in offer order, each LEASED with its
+	// lease in Instance.lease; at most max_count. Empty when no work was
+	// available before the wait ended.
+	Instances     []*Instance `protobuf:"bytes,3,rep,name=instances,proto3" json:"instances,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -155,6 +173,13 @@ func (x *ReadyResponse) GetLease() *Lease {
 func (x *ReadyResponse) GetInstance() *Instance {
 	if x != nil {
 		return x.Instance
+	}
+	return nil
+}
+
+func (x *ReadyResponse) GetInstances() []*Instance {
+	if x != nil {
+		return x.Instances
 	}
 	return nil
 }
@@ -309,6 +334,203 @@ func (x *TransitionResponse) GetInstance() *Instance {
 	return nil
 }
 
+// TransitionBatchRequest reports several transitions.
+type TransitionBatchRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The transitions, applied in order; each is validated as a
+	// TransitionRequest and fails on its own. At least 1, at most 256;
+	// otherwise INVALID_ARGUMENT for the call.
+	Transitions []*TransitionRequest `protobuf:"bytes,1,rep,name=transitions,proto3" json:"transitions,omitempty"`
+	// Worker continuation, as "MACHINE/NODE" entries, e.g.
+	// "report/uploadable": an item whose transition leaves its instance
+	// READY in one of these nodes of its machine (no delay, not final) is
+	// leased again at once, to worker, in the same transaction, and the new
+	// lease comes back in its result's next. This saves a Ready call and a commit per step
+	// for a worker that handles the following nodes itself, at the cost of
+	// ordering: the instance goes to this worker before other READY
+	// instances of higher priority. Empty: no continuation.
+	ContinueNodes []string `protobuf:"bytes,2,rep,name=continue_nodes,json=continueNodes,proto3" json:"continue_nodes,omitempty"`
+	// The worker name recorded on continued leases. Required when
+	// continue_nodes is set (INVALID_ARGUMENT otherwise); at most 256 bytes.
+	Worker        string `protobuf:"bytes,3,opt,name=worker,proto3" json:"worker,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TransitionBatchRequest) Reset() {
+	*x = TransitionBatchRequest{}
+	mi := &file_dfsmr_v1_work_service_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TransitionBatchRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TransitionBatchRequest) ProtoMessage() {}
+
+func (x *TransitionBatchRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_dfsmr_v1_work_service_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TransitionBatchRequest.ProtoReflect.Descriptor instead.
+func (*TransitionBatchRequest) Descriptor() ([]byte, []int) {
+	return file_dfsmr_v1_work_service_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *TransitionBatchRequest) GetTransitions() []*TransitionRequest {
+	if x != nil {
+		return x.Transitions
+	}
+	return nil
+}
+
+func (x *TransitionBatchRequest) GetContinueNodes() []string {
+	if x != nil {
+		return x.ContinueNodes
+	}
+	return nil
+}
+
+func (x *TransitionBatchRequest) GetWorker() string {
+	if x != nil {
+		return x.Worker
+	}
+	return ""
+}
+
+// TransitionBatchResponse has one result per request item, in order.
+type TransitionBatchResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// results[i] is the outcome of transitions[i].
+	Results       []*TransitionResult `protobuf:"bytes,1,rep,name=results,proto3" json:"results,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TransitionBatchResponse) Reset() {
+	*x = TransitionBatchResponse{}
+	mi := &file_dfsmr_v1_work_service_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TransitionBatchResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TransitionBatchResponse) ProtoMessage() {}
+
+func (x *TransitionBatchResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_dfsmr_v1_work_service_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TransitionBatchResponse.ProtoReflect.Descriptor instead.
+func (*TransitionBatchResponse) Descriptor() ([]byte, []int) {
+	return file_dfsmr_v1_work_service_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *TransitionBatchResponse) GetResults() []*TransitionResult {
+	if x != nil {
+		return x.Results
+	}
+	return nil
+}
+
+// TransitionResult is the outcome of one item of a TransitionBatch.
+type TransitionResult struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The status code (google.rpc.Code) that Transition would have
+	// returned for this item: 0 (OK), ABORTED (10) for a stale token,
+	// NOT_FOUND (5), FAILED_PRECONDITION (9), INVALID_ARGUMENT (3).
+	Code int32 `protobuf:"varint,1,opt,name=code,proto3" json:"code,omitempty"`
+	// The error message when code is not 0; empty otherwise.
+	Message string `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
+	// The instance after the transition when code is 0; unset otherwise.
+	Instance *Instance `protobuf:"bytes,3,opt,name=instance,proto3" json:"instance,omitempty"`
+	// The instance leased again by continuation (see
+	// TransitionBatchRequest.continue_nodes), LEASED with its new lease in
+	// Instance.lease; unset when it was not continued.
+	Next          *Instance `protobuf:"bytes,4,opt,name=next,proto3" json:"next,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TransitionResult) Reset() {
+	*x = TransitionResult{}
+	mi := &file_dfsmr_v1_work_service_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TransitionResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TransitionResult) ProtoMessage() {}
+
+func (x *TransitionResult) ProtoReflect() protoreflect.Message {
+	mi := &file_dfsmr_v1_work_service_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TransitionResult.ProtoReflect.Descriptor instead.
+func (*TransitionResult) Descriptor() ([]byte, []int) {
+	return file_dfsmr_v1_work_service_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *TransitionResult) GetCode() int32 {
+	if x != nil {
+		return x.Code
+	}
+	return 0
+}
+
+func (x *TransitionResult) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *TransitionResult) GetInstance() *Instance {
+	if x != nil {
+		return x.Instance
+	}
+	return nil
+}
+
+func (x *TransitionResult) GetNext() *Instance {
+	if x != nil {
+		return x.Next
+	}
+	return nil
+}
+
 // HeartbeatRequest extends a lease.
 type HeartbeatRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -323,7 +545,7 @@ type HeartbeatRequest struct {
 
 func (x *HeartbeatRequest) Reset() {
 	*x = HeartbeatRequest{}
-	mi := &file_dfsmr_v1_work_service_proto_msgTypes[4]
+	mi := &file_dfsmr_v1_work_service_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -335,7 +557,7 @@ func (x *HeartbeatRequest) String() string {
 func (*HeartbeatRequest) ProtoMessage() {}
 
 func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfsmr_v1_work_service_proto_msgTypes[4]
+	mi := &file_dfsmr_v1_work_service_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -348,7 +570,7 @@ func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatRequest.ProtoReflect.Descriptor instead.
 func (*HeartbeatRequest) Descriptor() ([]byte, []int) {
-	return file_dfsmr_v1_work_service_proto_rawDescGZIP(), []int{4}
+	return file_dfsmr_v1_work_service_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *HeartbeatRequest) GetId() string {
@@ -377,7 +599,7 @@ type HeartbeatResponse struct {
 
 func (x *HeartbeatResponse) Reset() {
 	*x = HeartbeatResponse{}
-	mi := &file_dfsmr_v1_work_service_proto_msgTypes[5]
+	mi := &file_dfsmr_v1_work_service_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -389,7 +611,7 @@ func (x *HeartbeatResponse) String() string {
 func (*HeartbeatResponse) ProtoMessage() {}
 
 func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dfsmr_v1_work_service_proto_msgTypes[5]
+	mi := &file_dfsmr_v1_work_service_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -402,7 +624,7 @@ func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatResponse.ProtoReflect.Descriptor instead.
 func (*HeartbeatResponse) Descriptor() ([]byte, []int) {
-	return file_dfsmr_v1_work_service_proto_rawDescGZIP(), []int{5}
+	return file_dfsmr_v1_work_service_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *HeartbeatResponse) GetExpireTime() *timestamppb.Timestamp {
@@ -426,7 +648,7 @@ type RelinquishRequest struct {
 
 func (x *RelinquishRequest) Reset() {
 	*x = RelinquishRequest{}
-	mi := &file_dfsmr_v1_work_service_proto_msgTypes[6]
+	mi := &file_dfsmr_v1_work_service_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -438,7 +660,7 @@ func (x *RelinquishRequest) String() string {
 func (*RelinquishRequest) ProtoMessage() {}
 
 func (x *RelinquishRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_dfsmr_v1_work_service_proto_msgTypes[6]
+	mi := &file_dfsmr_v1_work_service_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -451,7 +673,7 @@ func (x *RelinquishRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RelinquishRequest.ProtoReflect.Descriptor instead.
 func (*RelinquishRequest) Descriptor() ([]byte, []int) {
-	return file_dfsmr_v1_work_service_proto_rawDescGZIP(), []int{6}
+	return file_dfsmr_v1_work_service_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *RelinquishRequest) GetId() string {
@@ -479,7 +701,7 @@ type RelinquishResponse struct {
 
 func (x *RelinquishResponse) Reset() {
 	*x = RelinquishResponse{}
-	mi := &file_dfsmr_v1_work_service_proto_msgTypes[7]
+	mi := &file_dfsmr_v1_work_service_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -491,7 +713,7 @@ func (x *RelinquishResponse) String() string {
 func (*RelinquishResponse) ProtoMessage() {}
 
 func (x *RelinquishResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_dfsmr_v1_work_service_proto_msgTypes[7]
+	mi := &file_dfsmr_v1_work_service_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -504,7 +726,7 @@ func (x *RelinquishResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RelinquishResponse.ProtoReflect.Descriptor instead.
 func (*RelinquishResponse) Descriptor() ([]byte, []int) {
-	return file_dfsmr_v1_work_service_proto_rawDescGZIP(), []int{7}
+	return file_dfsmr_v1_work_service_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *RelinquishResponse) GetInstance() *Instance {
@@ -518,15 +740,17 @@ var File_dfsmr_v1_work_service_proto protoreflect.FileDescriptor
 
 const file_dfsmr_v1_work_service_proto_rawDesc = "" +
 	"\n" +
-	"\x1bdfsmr/v1/work_service.proto\x12\bdfsmr.v1\x1a\x17dfsmr/v1/instance.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x83\x01\n" +
+	"\x1bdfsmr/v1/work_service.proto\x12\bdfsmr.v1\x1a\x17dfsmr/v1/instance.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa0\x01\n" +
 	"\fReadyRequest\x12\x16\n" +
 	"\x06worker\x18\x01 \x01(\tR\x06worker\x12\x18\n" +
 	"\amachine\x18\x02 \x01(\tR\amachine\x12\x12\n" +
 	"\x04node\x18\x03 \x01(\tR\x04node\x12-\n" +
-	"\x04wait\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x04wait\"f\n" +
+	"\x04wait\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x04wait\x12\x1b\n" +
+	"\tmax_count\x18\x05 \x01(\rR\bmaxCount\"\x98\x01\n" +
 	"\rReadyResponse\x12%\n" +
 	"\x05lease\x18\x01 \x01(\v2\x0f.dfsmr.v1.LeaseR\x05lease\x12.\n" +
-	"\binstance\x18\x02 \x01(\v2\x12.dfsmr.v1.InstanceR\binstance\"\xa5\x02\n" +
+	"\binstance\x18\x02 \x01(\v2\x12.dfsmr.v1.InstanceR\binstance\x120\n" +
+	"\tinstances\x18\x03 \x03(\v2\x12.dfsmr.v1.InstanceR\tinstances\"\xa5\x02\n" +
 	"\x11TransitionRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
 	"\x05token\x18\x02 \x01(\x04R\x05token\x12\x1e\n" +
@@ -541,7 +765,18 @@ const file_dfsmr_v1_work_service_proto_rawDesc = "" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"D\n" +
 	"\x12TransitionResponse\x12.\n" +
-	"\binstance\x18\x01 \x01(\v2\x12.dfsmr.v1.InstanceR\binstance\"8\n" +
+	"\binstance\x18\x01 \x01(\v2\x12.dfsmr.v1.InstanceR\binstance\"\x96\x01\n" +
+	"\x16TransitionBatchRequest\x12=\n" +
+	"\vtransitions\x18\x01 \x03(\v2\x1b.dfsmr.v1.TransitionRequestR\vtransitions\x12%\n" +
+	"\x0econtinue_nodes\x18\x02 \x03(\tR\rcontinueNodes\x12\x16\n" +
+	"\x06worker\x18\x03 \x01(\tR\x06worker\"O\n" +
+	"\x17TransitionBatchResponse\x124\n" +
+	"\aresults\x18\x01 \x03(\v2\x1a.dfsmr.v1.TransitionResultR\aresults\"\x98\x01\n" +
+	"\x10TransitionResult\x12\x12\n" +
+	"\x04code\x18\x01 \x01(\x05R\x04code\x12\x18\n" +
+	"\amessage\x18\x02 \x01(\tR\amessage\x12.\n" +
+	"\binstance\x18\x03 \x01(\v2\x12.dfsmr.v1.InstanceR\binstance\x12&\n" +
+	"\x04next\x18\x04 \x01(\v2\x12.dfsmr.v1.InstanceR\x04next\"8\n" +
 	"\x10HeartbeatRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
 	"\x05token\x18\x02 \x01(\x04R\x05token\"P\n" +
@@ -552,11 +787,12 @@ const file_dfsmr_v1_work_service_proto_rawDesc = "" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
 	"\x05token\x18\x02 \x01(\x04R\x05token\"D\n" +
 	"\x12RelinquishResponse\x12.\n" +
-	"\binstance\x18\x01 \x01(\v2\x12.dfsmr.v1.InstanceR\binstance2\x9f\x02\n" +
+	"\binstance\x18\x01 \x01(\v2\x12.dfsmr.v1.InstanceR\binstance2\xf7\x02\n" +
 	"\vWorkService\x128\n" +
 	"\x05Ready\x12\x16.dfsmr.v1.ReadyRequest\x1a\x17.dfsmr.v1.ReadyResponse\x12G\n" +
 	"\n" +
-	"Transition\x12\x1b.dfsmr.v1.TransitionRequest\x1a\x1c.dfsmr.v1.TransitionResponse\x12D\n" +
+	"Transition\x12\x1b.dfsmr.v1.TransitionRequest\x1a\x1c.dfsmr.v1.TransitionResponse\x12V\n" +
+	"\x0fTransitionBatch\x12 .dfsmr.v1.TransitionBatchRequest\x1a!.dfsmr.v1.TransitionBatchResponse\x12D\n" +
 	"\tHeartbeat\x12\x1a.dfsmr.v1.HeartbeatRequest\x1a\x1b.dfsmr.v1.HeartbeatResponse\x12G\n" +
 	"\n" +
 	"Relinquish\x12\x1b.dfsmr.v1.RelinquishRequest\x1a\x1c.dfsmr.v1.RelinquishResponseB-Z+github.com/dfsmr/dfsmr/gen/dfsmr/v1;dfsmrv1b\x06proto3"
@@ -573,44 +809,54 @@ func file_dfsmr_v1_work_service_proto_rawDescGZIP() []byte {
 	return file_dfsmr_v1_work_service_proto_rawDescData
 }
 
-var file_dfsmr_v1_work_service_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
+var file_dfsmr_v1_work_service_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_dfsmr_v1_work_service_proto_goTypes = []any{
-	(*ReadyRequest)(nil),          // 0: dfsmr.v1.ReadyRequest
-	(*ReadyResponse)(nil),         // 1: dfsmr.v1.ReadyResponse
-	(*TransitionRequest)(nil),     // 2: dfsmr.v1.TransitionRequest
-	(*TransitionResponse)(nil),    // 3: dfsmr.v1.TransitionResponse
-	(*HeartbeatRequest)(nil),      // 4: dfsmr.v1.HeartbeatRequest
-	(*HeartbeatResponse)(nil),     // 5: dfsmr.v1.HeartbeatResponse
-	(*RelinquishRequest)(nil),     // 6: dfsmr.v1.RelinquishRequest
-	(*RelinquishResponse)(nil),    // 7: dfsmr.v1.RelinquishResponse
-	nil,                           // 8: dfsmr.v1.TransitionRequest.ParamsEntry
-	(*durationpb.Duration)(nil),   // 9: google.protobuf.Duration
-	(*Lease)(nil),                 // 10: dfsmr.v1.Lease
-	(*Instance)(nil),              // 11: dfsmr.v1.Instance
-	(*timestamppb.Timestamp)(nil), // 12: google.protobuf.Timestamp
+	(*ReadyRequest)(nil),            // 0: dfsmr.v1.ReadyRequest
+	(*ReadyResponse)(nil),           // 1: dfsmr.v1.ReadyResponse
+	(*TransitionRequest)(nil),       // 2: dfsmr.v1.TransitionRequest
+	(*TransitionResponse)(nil),      // 3: dfsmr.v1.TransitionResponse
+	(*TransitionBatchRequest)(nil),  // 4: dfsmr.v1.TransitionBatchRequest
+	(*TransitionBatchResponse)(nil), // 5: dfsmr.v1.TransitionBatchResponse
+	(*TransitionResult)(nil),        // 6: dfsmr.v1.TransitionResult
+	(*HeartbeatRequest)(nil),        // 7: dfsmr.v1.HeartbeatRequest
+	(*HeartbeatResponse)(nil),       // 8: dfsmr.v1.HeartbeatResponse
+	(*RelinquishRequest)(nil),       // 9: dfsmr.v1.RelinquishRequest
+	(*RelinquishResponse)(nil),      // 10: dfsmr.v1.RelinquishResponse
+	nil,                             // 11: dfsmr.v1.TransitionRequest.ParamsEntry
+	(*durationpb.Duration)(nil),     // 12: google.protobuf.Duration
+	(*Lease)(nil),                   // 13: dfsmr.v1.Lease
+	(*Instance)(nil),                // 14: dfsmr.v1.Instance
+	(*timestamppb.Timestamp)(nil),   // 15: google.protobuf.Timestamp
 }
 var file_dfsmr_v1_work_service_proto_depIdxs = []int32{
-	9,  // 0: dfsmr.v1.ReadyRequest.wait:type_name -> google.protobuf.Duration
-	10, // 1: dfsmr.v1.ReadyResponse.lease:type_name -> dfsmr.v1.Lease
-	11, // 2: dfsmr.v1.ReadyResponse.instance:type_name -> dfsmr.v1.Instance
-	8,  // 3: dfsmr.v1.TransitionRequest.params:type_name -> dfsmr.v1.TransitionRequest.ParamsEntry
-	9,  // 4: dfsmr.v1.TransitionRequest.delay:type_name -> google.protobuf.Duration
-	11, // 5: dfsmr.v1.TransitionResponse.instance:type_name -> dfsmr.v1.Instance
-	12, // 6: dfsmr.v1.HeartbeatResponse.expire_time:type_name -> google.protobuf.Timestamp
-	11, // 7: dfsmr.v1.RelinquishResponse.instance:type_name -> dfsmr.v1.Instance
-	0,  // 8: dfsmr.v1.WorkService.Ready:input_type -> dfsmr.v1.ReadyRequest
-	2,  // 9: dfsmr.v1.WorkService.Transition:input_type -> dfsmr.v1.TransitionRequest
-	4,  // 10: dfsmr.v1.WorkService.Heartbeat:input_type -> dfsmr.v1.HeartbeatRequest
-	6,  // 11: dfsmr.v1.WorkService.Relinquish:input_type -> dfsmr.v1.RelinquishRequest
-	1,  // 12: dfsmr.v1.WorkService.Ready:output_type -> dfsmr.v1.ReadyResponse
-	3,  // 13: dfsmr.v1.WorkService.Transition:output_type -> dfsmr.v1.TransitionResponse
-	5,  // 14: dfsmr.v1.WorkService.Heartbeat:output_type -> dfsmr.v1.HeartbeatResponse
-	7,  // 15: dfsmr.v1.WorkService.Relinquish:output_type -> dfsmr.v1.RelinquishResponse
-	12, // [12:16] is the sub-list for method output_type
-	8,  // [8:12] is the sub-list for method input_type
-	8,  // [8:8] is the sub-list for extension type_name
-	8,  // [8:8] is the sub-list for extension extendee
-	0,  // [0:8] is the sub-list for field type_name
+	12, // 0: dfsmr.v1.ReadyRequest.wait:type_name -> google.protobuf.Duration
+	13, // 1: dfsmr.v1.ReadyResponse.lease:type_name -> dfsmr.v1.Lease
+	14, // 2: dfsmr.v1.ReadyResponse.instance:type_name -> dfsmr.v1.Instance
+	14, // 3: dfsmr.v1.ReadyResponse.instances:type_name -> dfsmr.v1.Instance
+	11, // 4: dfsmr.v1.TransitionRequest.params:type_name -> dfsmr.v1.TransitionRequest.ParamsEntry
+	12, // 5: dfsmr.v1.TransitionRequest.delay:type_name -> google.protobuf.Duration
+	14, // 6: dfsmr.v1.TransitionResponse.instance:type_name -> dfsmr.v1.Instance
+	2,  // 7: dfsmr.v1.TransitionBatchRequest.transitions:type_name -> dfsmr.v1.TransitionRequest
+	6,  // 8: dfsmr.v1.TransitionBatchResponse.results:type_name -> dfsmr.v1.TransitionResult
+	14, // 9: dfsmr.v1.TransitionResult.instance:type_name -> dfsmr.v1.Instance
+	14, // 10: dfsmr.v1.TransitionResult.next:type_name -> dfsmr.v1.Instance
+	15, // 11: dfsmr.v1.HeartbeatResponse.expire_time:type_name -> google.protobuf.Timestamp
+	14, // 12: dfsmr.v1.RelinquishResponse.instance:type_name -> dfsmr.v1.Instance
+	0,  // 13: dfsmr.v1.WorkService.Ready:input_type -> dfsmr.v1.ReadyRequest
+	2,  // 14: dfsmr.v1.WorkService.Transition:input_type -> dfsmr.v1.TransitionRequest
+	4,  // 15: dfsmr.v1.WorkService.TransitionBatch:input_type -> dfsmr.v1.TransitionBatchRequest
+	7,  // 16: dfsmr.v1.WorkService.Heartbeat:input_type -> dfsmr.v1.HeartbeatRequest
+	9,  // 17: dfsmr.v1.WorkService.Relinquish:input_type -> dfsmr.v1.RelinquishRequest
+	1,  // 18: dfsmr.v1.WorkService.Ready:output_type -> dfsmr.v1.ReadyResponse
+	3,  // 19: dfsmr.v1.WorkService.Transition:output_type -> dfsmr.v1.TransitionResponse
+	5,  // 20: dfsmr.v1.WorkService.TransitionBatch:output_type -> dfsmr.v1.TransitionBatchResponse
+	8,  // 21: dfsmr.v1.WorkService.Heartbeat:output_type -> dfsmr.v1.HeartbeatResponse
+	10, // 22: dfsmr.v1.WorkService.Relinquish:output_type -> dfsmr.v1.RelinquishResponse
+	18, // [18:23] is the sub-list for method output_type
+	13, // [13:18] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_dfsmr_v1_work_service_proto_init() }
@@ -625,7 +871,7 @@ func file_dfsmr_v1_work_service_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_dfsmr_v1_work_service_proto_rawDesc), len(file_dfsmr_v1_work_service_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   9,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

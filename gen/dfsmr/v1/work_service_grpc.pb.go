@@ -19,10 +19,11 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	WorkService_Ready_FullMethodName      = "/dfsmr.v1.WorkService/Ready"
-	WorkService_Transition_FullMethodName = "/dfsmr.v1.WorkService/Transition"
-	WorkService_Heartbeat_FullMethodName  = "/dfsmr.v1.WorkService/Heartbeat"
-	WorkService_Relinquish_FullMethodName = "/dfsmr.v1.WorkService/Relinquish"
+	WorkService_Ready_FullMethodName           = "/dfsmr.v1.WorkService/Ready"
+	WorkService_Transition_FullMethodName      = "/dfsmr.v1.WorkService/Transition"
+	WorkService_TransitionBatch_FullMethodName = "/dfsmr.v1.WorkService/TransitionBatch"
+	WorkService_Heartbeat_FullMethodName       = "/dfsmr.v1.WorkService/Heartbeat"
+	WorkService_Relinquish_FullMethodName      = "/dfsmr.v1.WorkService/Relinquish"
 )
 
 // WorkServiceClient is the client API for WorkService service.
@@ -50,6 +51,9 @@ type WorkServiceClient interface {
 	// priority first, then earliest due time, then id. With a wait, it blocks
 	// until such an instance appears or the wait ends (long poll; no busy
 	// polling needed). When nothing is available, the response is empty.
+	// With max_count > 1 it leases up to that many instances in one call and
+	// one durable commit; it returns as soon as at least one is leased and
+	// never waits to fill the batch.
 	Ready(ctx context.Context, in *ReadyRequest, opts ...grpc.CallOption) (*ReadyResponse, error)
 	// Transition reports that the leased work is done and which transition of
 	// the current node happened. The instance moves to the target node:
@@ -59,6 +63,20 @@ type WorkServiceClient interface {
 	// goes to dfsmr.failed. ABORTED for a stale token; FAILED_PRECONDITION if
 	// the node has no such non-signal transition.
 	Transition(ctx context.Context, in *TransitionRequest, opts ...grpc.CallOption) (*TransitionResponse, error)
+	// TransitionBatch reports several transitions at once, each exactly as
+	// Transition would, all committed in one transaction: one durable commit
+	// for the whole batch. Each item succeeds or fails on its own (a stale
+	// token fails only its item, with ABORTED in its result); the call
+	// itself fails only for a bad request as a whole (INVALID_ARGUMENT: no
+	// items, or more than 256) or a server failure, and then nothing is
+	// applied. Items are applied in order, so two items for the same
+	// instance see each other (the second's token is then stale).
+	//
+	// A worker running many handlers at once sends, whenever a call is not
+	// already in flight, the transitions its handlers finished meanwhile:
+	// that way, leasing with Ready's max_count and reporting in batches,
+	// a step costs a fraction of an RPC and of a commit.
+	TransitionBatch(ctx context.Context, in *TransitionBatchRequest, opts ...grpc.CallOption) (*TransitionBatchResponse, error)
 	// Heartbeat extends a live lease by the node's timeout from now, so that
 	// long work is not timed out. ABORTED for a stale token.
 	Heartbeat(ctx context.Context, in *HeartbeatRequest, opts ...grpc.CallOption) (*HeartbeatResponse, error)
@@ -90,6 +108,16 @@ func (c *workServiceClient) Transition(ctx context.Context, in *TransitionReques
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(TransitionResponse)
 	err := c.cc.Invoke(ctx, WorkService_Transition_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *workServiceClient) TransitionBatch(ctx context.Context, in *TransitionBatchRequest, opts ...grpc.CallOption) (*TransitionBatchResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(TransitionBatchResponse)
+	err := c.cc.Invoke(ctx, WorkService_TransitionBatch_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -141,6 +169,9 @@ type WorkServiceServer interface {
 	// priority first, then earliest due time, then id. With a wait, it blocks
 	// until such an instance appears or the wait ends (long poll; no busy
 	// polling needed). When nothing is available, the response is empty.
+	// With max_count > 1 it leases up to that many instances in one call and
+	// one durable commit; it returns as soon as at least one is leased and
+	// never waits to fill the batch.
 	Ready(context.Context, *ReadyRequest) (*ReadyResponse, error)
 	// Transition reports that the leased work is done and which transition of
 	// the current node happened. The instance moves to the target node:
@@ -150,6 +181,20 @@ type WorkServiceServer interface {
 	// goes to dfsmr.failed. ABORTED for a stale token; FAILED_PRECONDITION if
 	// the node has no such non-signal transition.
 	Transition(context.Context, *TransitionRequest) (*TransitionResponse, error)
+	// TransitionBatch reports several transitions at once, each exactly as
+	// Transition would, all committed in one transaction: one durable commit
+	// for the whole batch. Each item succeeds or fails on its own (a stale
+	// token fails only its item, with ABORTED in its result); the call
+	// itself fails only for a bad request as a whole (INVALID_ARGUMENT: no
+	// items, or more than 256) or a server failure, and then nothing is
+	// applied. Items are applied in order, so two items for the same
+	// instance see each other (the second's token is then stale).
+	//
+	// A worker running many handlers at once sends, whenever a call is not
+	// already in flight, the transitions its handlers finished meanwhile:
+	// that way, leasing with Ready's max_count and reporting in batches,
+	// a step costs a fraction of an RPC and of a commit.
+	TransitionBatch(context.Context, *TransitionBatchRequest) (*TransitionBatchResponse, error)
 	// Heartbeat extends a live lease by the node's timeout from now, so that
 	// long work is not timed out. ABORTED for a stale token.
 	Heartbeat(context.Context, *HeartbeatRequest) (*HeartbeatResponse, error)
@@ -172,6 +217,9 @@ func (UnimplementedWorkServiceServer) Ready(context.Context, *ReadyRequest) (*Re
 }
 func (UnimplementedWorkServiceServer) Transition(context.Context, *TransitionRequest) (*TransitionResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Transition not implemented")
+}
+func (UnimplementedWorkServiceServer) TransitionBatch(context.Context, *TransitionBatchRequest) (*TransitionBatchResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method TransitionBatch not implemented")
 }
 func (UnimplementedWorkServiceServer) Heartbeat(context.Context, *HeartbeatRequest) (*HeartbeatResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Heartbeat not implemented")
@@ -236,6 +284,24 @@ func _WorkService_Transition_Handler(srv interface{}, ctx context.Context, dec f
 	return interceptor(ctx, in, info, handler)
 }
 
+func _WorkService_TransitionBatch_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(TransitionBatchRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(WorkServiceServer).TransitionBatch(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: WorkService_TransitionBatch_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(WorkServiceServer).TransitionBatch(ctx, req.(*TransitionBatchRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _WorkService_Heartbeat_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(HeartbeatRequest)
 	if err := dec(in); err != nil {
@@ -286,6 +352,10 @@ var WorkService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Transition",
 			Handler:    _WorkService_Transition_Handler,
+		},
+		{
+			MethodName: "TransitionBatch",
+			Handler:    _WorkService_TransitionBatch_Handler,
 		},
 		{
 			MethodName: "Heartbeat",

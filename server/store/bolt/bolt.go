@@ -90,6 +90,10 @@ type Stats struct {
 	Commits uint64
 	// Ops is the number of Update calls that committed successfully.
 	Ops uint64
+	// Syncs is the number of fsyncs (fdatasync) of the file by commits:
+	// bbolt syncs twice per write transaction, once for the data pages and
+	// once for the meta page that makes them live; none with NoSync.
+	Syncs uint64
 }
 
 // Store is a store.Store backed by one bbolt file. It is safe for
@@ -171,7 +175,11 @@ func initBuckets(db *bbolt.DB) error {
 
 // Stats returns the writer's counters.
 func (s *Store) Stats() Stats {
-	return Stats{Commits: s.commits.Load(), Ops: s.ops.Load()}
+	st := Stats{Commits: s.commits.Load(), Ops: s.ops.Load()}
+	if !s.opts.NoSync {
+		st.Syncs = 2 * st.Commits
+	}
+	return st
 }
 
 // Snapshot writes a consistent copy of the whole database file to w, as

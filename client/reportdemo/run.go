@@ -1,0 +1,334 @@
+package reportdemo
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/dfsmr/dfsmr/client"
+	"github.com/dfsmr/dfsmr/client/reportapi"
+	pb "github.com/dfsmr/dfsmr/gen/dfsmr/v1"
+	"github.com/dfsmr/dfsmr/server"
+)
+
+// Defaults of Config.
+const (
+	DefaultItems   = 500
+	DefaultWorkers = 64
+	// DefaultMachine is the bundled report machine.
+	DefaultMachine = "report"
+)
+
+// Params of a report instance.
+const (
+	ParamClient = "client"
+	ParamDay    = "day"
+	ParamStaged = "staged" // path of the transformed report
+	ParamSHA256 = "sha256" // its digest, checked before the upload
+	ParamError  = "error"  // the last error, set by the worker
+)
+
+// Config configures a Run. The zero value runs DefaultItems items with
+// DefaultWorkers workers on an in-process server, against an API that
+// never fails.
+type Config struct {
+	// Addr is a dfsmr server to use; empty starts one in-process on a
+	// fresh bbolt file in Dir.
+	Addr string
+	// Dir holds the staging area, the uploads and the in-process server's
+	// file; empty: a temporary directory, removed at the end.
+	Dir string
+	// Items is how many reports to move; default DefaultItems.
+	Items int
+	// Workers is the worker's concurrency; default DefaultWorkers.
+	Workers int
+	// API configures the reporting API simulator.
+	API reportapi.Options
+	// Machine is the machine to run; default DefaultMachine. Its download
+	// node is "downloadable" and its upload node "uploadable", with
+	// transitions ok, error, throttled and give_up (see
+	// machines/report.yaml).
+	Machine string
+	// MachineSource, when set, is defined before the run (for a variant of
+	// the report machine, e.g. with shorter retry delays in tests).
+	MachineSource string
+	// Serial also runs the serial baseline on the same items, after the
+	// worker run, and reports the ratio of the wall times.
+	Serial bool
+	// Progress receives a live progress bar when ProgressTTY is set (one
+	// line redrawn in place), else a plain line per second. Nil: none.
+	Progress    io.Writer
+	ProgressTTY bool
+	// Logger receives the server's and the worker's logs; nil: discarded.
+	Logger *slog.Logger
+}
+
+// Result is what a Run measured.
+type Result struct {
+	Items     int
+	Workers   int
+	Completed int
+	Failed    int
+	// Wall is the worker run's wall time, from the first start to the
+	// last final change.
+	Wall time.Duration
+	// Retries and Throttles count error and throttled transitions.
+	Retries   int
+	Throttles int
+	// API is what the simulator answered during the worker run.
+	API reportapi.Stats
+	// Upload is what the uploader did during the worker run.
+	Upload UploadStats
+	// Serial* are the serial baseline's, when Config.Serial.
+	SerialWall      time.Duration
+	SerialCompleted int
+	SerialFailed    int
+	SerialAPI       reportapi.Stats
+	// Speedup is SerialWall / Wall (0 without the baseline).
+	Speedup float64
+	// Prefix is the instance id prefix of this run's items: the id of an
+	// item is Prefix + client + "-" + day.
+	Prefix string
+}
+
+// String is the human summary of r.
+func (r Result) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "dfsmr workers  %d items, %d workers: %d completed, %d failed in %v (%d retries, %d throttled; API: %d requests, %d failed, %d throttled)\n",
+		r.Items, r.Workers, r.Completed, r.Failed, r.Wall.Round(time.Millisecond), r.Retries, r.Throttles, r.API.Requests, r.API.Failed, r.API.Throttled)
+	fmt.Fprintf(&b, "uploads        %d written, %d repeated (identical), %d conflicts\n", r.Upload.Uploads, r.Upload.Repeats, r.Upload.Conflicts)
+	if r.SerialWall > 0 {
+		fmt.Fprintf(&b, "serial loop    %d completed, %d failed in %v (API: %d requests, %d failed, %d throttled)\n",
+			r.SerialCompleted, r.SerialFailed, r.SerialWall.Round(time.Millisecond), r.SerialAPI.Requests, r.SerialAPI.Failed, r.SerialAPI.Throttled)
+		fmt.Fprintf(&b, "speedup        %.1fx (serial wall time / dfsmr wall time)\n", r.Speedup)
+	}
+	return b.String()
+}
+
+func (c Config) withDefaults() Config {
+	if c.Items == 0 {
+		c.Items = DefaultItems
+	}
+	if c.Workers == 0 {
+		c.Workers = DefaultWorkers
+	}
+	if c.Machine == "" {
+		c.Machine = DefaultMachine
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return c
+}
+
+// Run moves the items through dfsmr with a client.Worker, then, with
+// Config.Serial, through the serial loop, and returns the figures.
+func Run(ctx context.Context, cfg Config) (Result, error) {
+	cfg = cfg.withDefaults()
+	if cfg.Items < 0 || cfg.Workers < 0 {
+		return Result{}, errors.New("reportdemo: items and workers must not be negative")
+	}
+	dir := cfg.Dir
+	if dir == "" {
+		tmp, err := os.MkdirTemp("", "dfsmr-report")
+		if err != nil {
+			return Result{}, err
+		}
+		defer os.RemoveAll(tmp)
+		dir = tmp
+	}
+	addr := cfg.Addr
+	if addr == "" {
+		srv, err := server.New(ctx, server.Config{Addr: "127.0.0.1:0", DB: filepath.Join(dir, "dfsmr.db"), Logger: cfg.Logger})
+		if err != nil {
+			return Result{}, err
+		}
+		if err := srv.Start(ctx, nil); err != nil {
+			return Result{}, err
+		}
+		defer srv.Stop(context.WithoutCancel(ctx))
+		addr = srv.Addr()
+	}
+	c, err := client.Dial(addr)
+	if err != nil {
+		return Result{}, err
+	}
+	defer c.Close()
+	if cfg.MachineSource != "" {
+		if _, err := c.Machines.DefineMachine(ctx, &pb.DefineMachineRequest{Source: cfg.MachineSource, FileName: cfg.Machine + ".yaml"}); err != nil {
+			return Result{}, fmt.Errorf("define %s: %w", cfg.Machine, err)
+		}
+	}
+	m, err := c.Machines.GetMachine(ctx, &pb.GetMachineRequest{Id: cfg.Machine})
+	if err != nil {
+		return Result{}, fmt.Errorf("machine %s: %w", cfg.Machine, err)
+	}
+
+	items := Items(cfg.Items, reportapi.Clients(), time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	res := Result{Items: cfg.Items, Workers: cfg.Workers, Prefix: fmt.Sprintf("r%d-", time.Now().UnixNano())}
+	if err := runWorkers(ctx, c, cfg, dir, items, &res); err != nil {
+		return res, err
+	}
+	if cfg.Serial {
+		if err := runSerial(ctx, cfg, dir, items, retryPolicy(m.GetMachine()), &res); err != nil {
+			return res, err
+		}
+		res.Speedup = res.SerialWall.Seconds() / res.Wall.Seconds()
+	}
+	return res, nil
+}
+
+// runWorkers starts one instance per item and runs them with a
+// client.Worker until every one is final.
+func runWorkers(ctx context.Context, c *client.Client, cfg Config, dir string, items []Item, res *Result) error {
+	api, err := reportapi.Start(cfg.API)
+	if err != nil {
+		return err
+	}
+	defer api.Close()
+	stage := filepath.Join(dir, "staging")
+	if err := os.MkdirAll(stage, 0o755); err != nil {
+		return err
+	}
+	p := &Pipeline{
+		Download: &Downloader{BaseURL: api.URL(), HTTP: httpClient(cfg.Workers)},
+		Upload:   &Uploader{Dir: filepath.Join(dir, "uploads")},
+		Stage:    stage,
+	}
+	w := client.NewWorker(c, client.WorkerOptions{
+		Name: "report-demo", Concurrency: cfg.Workers, Poll: time.Second, ErrorParam: ParamError, Logger: cfg.Logger,
+	})
+	w.Handle(cfg.Machine, "downloadable", p.HandleDownload)
+	w.Handle(cfg.Machine, "uploadable", p.HandleUpload)
+
+	var counts progressCounts
+	begin := time.Now()
+	for i, it := range items {
+		_, err := c.Instances.StartInstance(ctx, &pb.StartInstanceRequest{
+			Id: res.Prefix + it.Client + "-" + it.Day, Machine: cfg.Machine,
+			Params: map[string]string{ParamClient: it.Client, ParamDay: it.Day},
+		})
+		if err != nil {
+			return fmt.Errorf("start item %d: %w", i, err)
+		}
+	}
+	if err := w.Start(ctx); err != nil {
+		return err
+	}
+	stopBar := showProgress(cfg.Progress, cfg.ProgressTTY, len(items), &counts, begin)
+	err = follow(ctx, c, cfg.Machine, res.Prefix, len(items), &counts)
+	res.Wall = time.Since(begin)
+	stopBar()
+	if serr := w.Stop(ctx); err == nil {
+		err = serr
+	}
+	res.Completed, res.Failed = int(counts.completed.Load()), int(counts.failed.Load())
+	res.Retries, res.Throttles = int(counts.retries.Load()), int(counts.throttles.Load())
+	res.API, res.Upload = api.Stats(), p.Upload.Stats()
+	return err
+}
+
+// httpClient keeps enough idle connections for every worker.
+func httpClient(workers int) *http.Client {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.MaxIdleConnsPerHost = workers
+	return &http.Client{Transport: t, Timeout: 30 * time.Second}
+}
+
+// progressCounts are updated from the changelog.
+type progressCounts struct {
+	completed, failed, retries, throttles atomic.Int64
+}
+
+// follow tails the changelog of machine until n instances with prefix
+// are final, counting outcomes.
+func follow(ctx context.Context, c *client.Client, machine, prefix string, n int, counts *progressCounts) error {
+	errDone := errors.New("all final")
+	final := 0
+	err := c.Follow(ctx, &pb.ChangesRequest{FromSeq: 1, Machine: machine}, func(ch *pb.Change) error {
+		if !strings.HasPrefix(ch.GetInstance(), prefix) {
+			return nil
+		}
+		if ch.GetKind() == pb.ChangeKind_CHANGE_KIND_TRANSITIONED {
+			switch ch.GetTransition() {
+			case "error":
+				counts.retries.Add(1)
+			case "throttled":
+				counts.throttles.Add(1)
+			}
+		}
+		if ch.GetToStatus() == pb.InstanceStatus_INSTANCE_STATUS_FINAL {
+			if ch.GetToNode() == "completed" {
+				counts.completed.Add(1)
+			} else {
+				counts.failed.Add(1)
+			}
+			if final++; final == n {
+				return errDone
+			}
+		}
+		return nil
+	})
+	if errors.Is(err, errDone) {
+		return nil
+	}
+	return err
+}
+
+// showProgress draws the progress of total items until the returned
+// function is called, which draws the final state.
+func showProgress(w io.Writer, tty bool, total int, counts *progressCounts, begin time.Time) (stop func()) {
+	if w == nil {
+		return func() {}
+	}
+	draw := func(final bool) {
+		done, failed := counts.completed.Load(), counts.failed.Load()
+		line := fmt.Sprintf("%d/%d completed, %d failed, %d retries, %d throttled, %.1fs",
+			done, total, failed, counts.retries.Load(), counts.throttles.Load(), time.Since(begin).Seconds())
+		if !tty {
+			fmt.Fprintln(w, line)
+			return
+		}
+		const width = 30
+		filled := int(math.Round(float64(done+failed) / float64(max(total, 1)) * width))
+		bar := strings.Repeat("#", filled) + strings.Repeat(".", width-filled)
+		end := ""
+		if final {
+			end = "\n"
+		}
+		fmt.Fprintf(w, "\r\x1b[K[%s] %s%s", bar, line, end)
+	}
+	period := time.Second
+	if tty {
+		period = 100 * time.Millisecond
+	}
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		t := time.NewTicker(period)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				draw(false)
+			}
+		}
+	})
+	return func() {
+		close(done)
+		wg.Wait()
+		draw(true)
+	}
+}

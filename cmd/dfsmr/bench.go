@@ -1,0 +1,99 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"runtime/pprof"
+	"slices"
+	"strings"
+
+	"github.com/dfsmr/dfsmr/client/bench"
+	"github.com/spf13/cobra"
+)
+
+func (a *app) benchCommand() *cobra.Command {
+	var (
+		cfg        bench.Config
+		mode       string
+		cpuprofile string
+	)
+	cmd := &cobra.Command{
+		Use:   "bench",
+		Short: "Measure durable steps per second against a no-op RPC baseline",
+		Long: `Bench runs --instances instances of a three-step machine ("bench") through
+--workers concurrent workers whose handlers do nothing, so that what is
+measured is dfsmr itself: every step is a lease and a Transition that the
+server acknowledges only once it is fsync'd.
+
+It starts a server in this process on a fresh bbolt file in a temporary
+directory (fsync on), unless --addr is given on the command line (the
+DFSMR_ADDR environment variable does not count): then it targets that
+server, and the store's commit and fsync rates are not reported.
+
+In the same run, over the same connection and with the same concurrency, it
+measures the rate of pairs of no-op unary RPCs (the gRPC health service's
+Check), and prints the ratio of durable steps per second to baseline pairs
+per second: 1 means a durable step costs as much as two empty RPCs.
+
+Modes: per-call (each worker: Ready for one instance, then Transition);
+batched-ready (client.Worker: Ready leases up to --batch instances at once,
+one Transition each); batched (client.Worker's default: batched Ready, and
+the transitions that handlers finish while a TransitionBatch call is in
+flight go together in the next one); continue (batched, and the server
+leases each instance's next step straight back to the worker in the commit
+of its transition: no Ready call after the first step); or all. Each mode prints its figures and then one JSON
+object on a line of its own; the last line of the output is JSON.`,
+		Example: "  dfsmr bench --instances 20000 --workers 64\n  dfsmr bench --mode all --cpuprofile cpu.out",
+		Args:    args(cobra.NoArgs),
+		RunE: runE(func(cmd *cobra.Command, _ []string) error {
+			modes := []string{mode}
+			if mode == "all" {
+				modes = bench.Modes
+			} else if !slices.Contains(bench.Modes, mode) {
+				return usageErrorf("--mode must be one of %s or all, not %q", strings.Join(bench.Modes, ", "), mode)
+			}
+			if cmd.Flag("addr").Changed {
+				cfg.Addr = a.addr
+			}
+			if err := cfg.Validate(); err != nil {
+				return usageError{err}
+			}
+			if cpuprofile != "" {
+				f, err := os.Create(cpuprofile)
+				if err != nil {
+					return err
+				}
+				defer f.Close()
+				if err := pprof.StartCPUProfile(f); err != nil {
+					return err
+				}
+				defer pprof.StopCPUProfile()
+			}
+			for _, m := range modes {
+				cfg.Mode = m
+				r, err := bench.Run(a.ctx, cfg)
+				if err != nil {
+					return fmt.Errorf("bench %s: %w", m, err)
+				}
+				fmt.Fprint(a.stdout, r.String())
+				line, err := json.Marshal(r)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(a.stdout, "%s\n", line)
+			}
+			return nil
+		}),
+	}
+	f := cmd.Flags()
+	f.StringVar(&mode, "mode", bench.ModePerCall, "per-call, batched-ready, batched, continue or all")
+	f.IntVar(&cfg.Instances, "instances", bench.DefaultInstances, "instances to run (3 steps each)")
+	f.IntVar(&cfg.Workers, "workers", bench.DefaultWorkers, "concurrent workers")
+	f.IntVar(&cfg.Batch, "batch", bench.DefaultBatch, "most instances one Ready leases in batched mode")
+	f.IntVar(&cfg.Pollers, "pollers", bench.DefaultPollers, "Ready calls per node in flight at once in batched mode")
+	f.DurationVar(&cfg.Baseline, "baseline", bench.DefaultBaseline, "how long the no-op RPC baseline runs")
+	f.StringVar(&cfg.Dir, "dir", "", "directory of the in-process server's file (default: a temporary one)")
+	f.StringVar(&cpuprofile, "cpuprofile", "", "write a CPU profile of the whole run (server and workers) to this file")
+	return cmd
+}
