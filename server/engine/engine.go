@@ -66,7 +66,7 @@ func New(st store.Store, opts Options) *Engine {
 		log:   opts.Logger.With("component", "engine"),
 		rand:  opts.Rand,
 	}
-	e.sched = sched.New(sched.Options{Clock: opts.Clock, Logger: opts.Logger, Load: e.loadDue, Fire: e.fireDue, Batch: dueBatch})
+	e.sched = sched.New(sched.Options{Clock: opts.Clock, Logger: opts.Logger, Load: e.loadDue, Fire: e.FireDue, Batch: dueBatch})
 	return e
 }
 
@@ -76,10 +76,18 @@ func New(st store.Store, opts Options) *Engine {
 // finishes any upgrade sweep a crash cut short (see sweepMachine). Start
 // returns once the scheduler runs.
 func (e *Engine) Start(ctx context.Context) error {
-	if err := e.sweepUpgrades(ctx); err != nil {
+	if err := e.Resume(ctx); err != nil {
 		return err
 	}
 	return e.sched.Start(ctx)
+}
+
+// Resume does the work a start owes to the state a crash left: it finishes
+// any upgrade sweep cut short (see sweepMachine). Start calls it; a driver
+// that runs the engine without Start (the simulator) calls it after
+// opening the store.
+func (e *Engine) Resume(ctx context.Context) error {
+	return e.sweepUpgrades(ctx)
 }
 
 // Stop ends the scheduler and waits for it. It is idempotent and safe when
@@ -115,10 +123,11 @@ func (e *Engine) loadDue(ctx context.Context) ([]store.Due, error) {
 	return all, err
 }
 
-// fireDue is the scheduler's Fire: in one transaction, it wakes or expires
+// FireDue is the scheduler's Fire: in one transaction, it wakes or expires
 // each of ids that the store says is due now, and returns the ones the
-// store says are due later.
-func (e *Engine) fireDue(ctx context.Context, ids []string) ([]store.Due, error) {
+// store says are due later. A driver that keeps its own heap of due times
+// instead of running the scheduler (the simulator) calls it.
+func (e *Engine) FireDue(ctx context.Context, ids []string) ([]store.Due, error) {
 	var later []store.Due
 	err := e.st.Update(ctx, func(tx store.Tx) error {
 		later = later[:0]
