@@ -51,9 +51,9 @@ type opRec struct {
 	call, ret int64
 	out       *output // nil: ambiguous
 	delivered bool
-	failed    bool         // the server answered with a failure of its own
+	failed    bool // the server answered with a failure of its own
 
-	inst      fsm.Instance // what an answered call returned
+	inst fsm.Instance // what an answered call returned
 }
 
 type message struct {

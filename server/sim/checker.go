@@ -35,14 +35,12 @@ type checker struct {
 	order    []string     // instance ids, in start order
 	clog     []fsm.Change // the checked changelog, from seq 1
 	pending  []fsm.Change // reported by the hook, not yet checked
-	touched  map[string]bool
 	acks     []acked
 	versions uint32 // machine versions defined
 }
 
 func (c *checker) init() {
 	c.inst = map[string]*shadow{}
-	c.touched = map[string]bool{}
 }
 
 func (c *checker) ack(a acked) { c.acks = append(c.acks, a) }
@@ -96,12 +94,30 @@ func (s *sim) absorb() []fsm.Change {
 func (s *sim) check() {
 	var tail []fsm.Change
 	var head uint64
+	var due []store.Due
+	var touched []fsm.Instance
 	s.view(func(tx store.ReadTx) (err error) {
 		if head, err = tx.Head(); err != nil {
 			return err
 		}
-		tail, err = tx.Changes(uint64(len(s.chk.clog))+1, 0)
-		return err
+		if tail, err = tx.Changes(uint64(len(s.chk.clog))+1, 0); err != nil {
+			return err
+		}
+		if due, err = tx.Due(time.Unix(0, 1<<62), 0); err != nil {
+			return err
+		}
+		touched = touched[:0]
+		for _, c := range tail {
+			if c.Instance == "" || (len(touched) > 0 && touched[len(touched)-1].ID == c.Instance) {
+				continue
+			}
+			in, err := tx.Instance(c.Instance)
+			if err != nil {
+				return fmt.Errorf("instance %s of change %d: %w", c.Instance, c.Seq, err)
+			}
+			touched = append(touched, in)
+		}
+		return nil
 	})
 	if head != uint64(len(s.chk.clog)+len(tail)) {
 		s.failf("changelog head %d, but %d changes checked and %d more stored", head, len(s.chk.clog), len(tail))
@@ -120,20 +136,9 @@ func (s *sim) check() {
 		s.chk.clog = append(s.chk.clog, c)
 	}
 	s.chk.pending = nil
-	if len(s.chk.touched) == 0 {
-		return
+	for _, in := range touched {
+		s.checkInstance(in, due)
 	}
-	var due []store.Due
-	s.view(func(tx store.ReadTx) (err error) {
-		due, err = tx.Due(time.Unix(0, 1<<62), 0)
-		return err
-	})
-	for _, id := range s.chk.order {
-		if s.chk.touched[id] {
-			s.checkInstance(id, due)
-		}
-	}
-	clear(s.chk.touched)
 }
 
 func (s *sim) view(fn func(tx store.ReadTx) error) {
@@ -237,29 +242,20 @@ func (s *sim) follow(c fsm.Change) {
 	sh.node, sh.status, sh.token, sh.version = c.ToNode, c.ToStatus, c.Token, c.Version
 	sh.rev++
 	sh.final = c.ToStatus == fsm.StatusFinal
-	s.chk.touched[c.Instance] = true
 }
 
 // checkInstance checks that the stored instance agrees with its shadow,
-// that its history is as long as its rev, that a live lease is its last
-// token, and that the due index holds exactly its due time.
-func (s *sim) checkInstance(id string, due []store.Due) {
-	var in fsm.Instance
-	var hist []fsm.Change
-	s.view(func(tx store.ReadTx) (err error) {
-		if in, err = tx.Instance(id); err != nil {
-			return err
-		}
-		hist, err = tx.History(id)
-		return err
-	})
+// that a live lease is its last token, and that the due index holds
+// exactly its due time, in the scheduler's heap too.
+func (s *sim) checkInstance(in fsm.Instance, due []store.Due) {
+	id := in.ID
 	sh := s.chk.inst[id]
 	switch {
 	case in.Node != sh.node || in.Status != sh.status || in.Token != sh.token || in.Version != sh.version:
 		s.failf("instance %s is %s %s token %d v%d, its changelog says %s %s token %d v%d",
 			id, in.Node, in.Status, in.Token, in.Version, sh.node, sh.status, sh.token, sh.version)
-	case in.Rev != uint64(len(hist)) || in.Rev != sh.rev:
-		s.failf("instance %s at rev %d has %d changes in its history, %d in the changelog", id, in.Rev, len(hist), sh.rev)
+	case in.Rev != sh.rev:
+		s.failf("instance %s is at rev %d, its changelog has %d changes", id, in.Rev, sh.rev)
 	case (in.Status == fsm.StatusLeased) != (in.Lease.Token != 0), in.Status == fsm.StatusLeased && in.Lease.Token != in.Token:
 		s.failf("instance %s is %s with lease token %d and token %d", id, in.Status, in.Lease.Token, in.Token)
 	}
@@ -325,15 +321,15 @@ func (s *sim) fullCheck() {
 			return err
 		})
 		want := byInst[in.ID]
-		if len(hist) != len(want) {
-			s.failf("instance %s: history of %d changes, the changelog has %d", in.ID, len(hist), len(want))
+		if len(hist) != len(want) || in.Rev != uint64(len(hist)) {
+			s.failf("instance %s at rev %d: history of %d changes, the changelog has %d", in.ID, in.Rev, len(hist), len(want))
 		}
 		for i := range hist {
 			if !sameChange(hist[i], want[i]) || hist[i].Seq != want[i].Seq {
 				s.failf("instance %s: history entry %d is %s, the changelog says %s", in.ID, i, changeString(hist[i]), changeString(want[i]))
 			}
 		}
-		s.checkInstance(in.ID, due)
+		s.checkInstance(in, due)
 		delete(dueIDs, in.ID)
 		holders := 0
 		for _, a := range s.actors {

@@ -100,11 +100,11 @@ const (
 	pCrashAfter  = 0.0007 // the server dies after a commit
 	pLose        = 0.03   // a request or a reply is lost
 	pDuplicate   = 0.03   // a request is delivered twice
-	pIssue       = 0.5    // an idle actor makes a call this tick
+	pIssue       = 0.3    // an idle actor makes a call this tick
 	maxDelay     = 3      // ticks a message may take
 	callTimeout  = 6      // ticks after which a client gives up on a call
 	maxLive      = 10     // instances not known final before clients stop starting more
-	checkEvery   = 250    // ticks between full checks
+	checkEvery   = 500    // ticks between full checks
 	nClients     = 2
 	nWorkers     = 3
 )
