@@ -136,6 +136,7 @@ then one line per field violation); 2 usage error; 3 "ready" found no work.`,
 	c := a.changesCommand()
 	c.GroupID = "changes"
 	root.AddCommand(c)
+	root.AddCommand(a.dstCommand())
 	return root
 }
 

@@ -72,20 +72,28 @@ type Result struct {
 }
 
 // ReplayCommand is the command that replays one seed.
-func ReplayCommand(seed uint64, ticks int) string {
-	return fmt.Sprintf("go run ./cmd/dfsmr dst --seed %d --ticks %d", seed, ticks)
+func ReplayCommand(seed uint64, ticks int, bugs Bugs) string {
+	cmd := fmt.Sprintf("go run ./cmd/dfsmr dst --seed %d --ticks %d", seed, ticks)
+	switch {
+	case bugs.SplitChangelog:
+		cmd += " --bug split-changelog"
+	case bugs.StaleTokens:
+		cmd += " --bug stale-tokens"
+	}
+	return cmd
 }
 
 // Error is a failed run: what broke, and how to replay it.
 type Error struct {
 	Seed  uint64
 	Ticks int
+	Bugs  Bugs
 	Tick  int
 	Err   error
 }
 
 func (e *Error) Error() string {
-	return fmt.Sprintf("dst seed %d failed at tick %d: %v\nreplay: %s", e.Seed, e.Tick, e.Err, ReplayCommand(e.Seed, e.Ticks))
+	return fmt.Sprintf("dst seed %d failed at tick %d: %v\nreplay: %s", e.Seed, e.Tick, e.Err, ReplayCommand(e.Seed, e.Ticks, e.Bugs))
 }
 
 func (e *Error) Unwrap() error { return e.Err }
@@ -158,7 +166,7 @@ func Run(cfg Config) (res Result, err error) {
 			if !ok {
 				panic(p)
 			}
-			err = &Error{Seed: cfg.Seed, Ticks: cfg.Ticks, Tick: s.tick, Err: f.err}
+			err = &Error{Seed: cfg.Seed, Ticks: cfg.Ticks, Bugs: cfg.Bugs, Tick: s.tick, Err: f.err}
 		}
 		if s.bolt != nil {
 			_ = s.bolt.Close()
