@@ -256,6 +256,7 @@ func (e *Engine) apply(tx store.Tx, m *fsm.Machine, in fsm.Instance, ev fsm.Even
 }
 
 func (e *Engine) write(tx store.Tx, in fsm.Instance, changes []fsm.Change, actor string) error {
+	checkDescribed(&in, changes)
 	if err := tx.PutInstance(in); err != nil {
 		return err
 	}
@@ -266,6 +267,23 @@ func (e *Engine) write(tx store.Tx, in fsm.Instance, changes []fsm.Change, actor
 		}
 	}
 	return nil
+}
+
+// checkDescribed asserts that the last change written with an instance
+// describes the state written: the changelog is the history of what the
+// store holds, and the scheduler learns due times from the changes alone
+// (see OnCommit). A mismatch is a bug; it panics with *fsm.InvariantError,
+// which fails the one operation in the store's writer.
+func checkDescribed(in *fsm.Instance, changes []fsm.Change) {
+	if len(changes) == 0 {
+		panic(&fsm.InvariantError{Msg: fmt.Sprintf("instance %q written without a change", in.ID)})
+	}
+	c := &changes[len(changes)-1]
+	due, _ := in.DueTime()
+	if c.Instance != in.ID || c.ToNode != in.Node || c.ToStatus != in.Status || c.Token != in.Token || !c.DueAt.Equal(due) {
+		panic(&fsm.InvariantError{Msg: fmt.Sprintf("instance %q written %s %s token %d due %v; its last change says %q %s %s token %d due %v",
+			in.ID, in.Node, in.Status, in.Token, due, c.Instance, c.ToNode, c.ToStatus, c.Token, c.DueAt)})
+	}
 }
 
 func (e *Engine) jitter() float64 {

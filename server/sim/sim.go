@@ -108,7 +108,7 @@ const (
 	pCrashAfter  = 0.0007 // the server dies after a commit
 	pLose        = 0.03   // a request or a reply is lost
 	pDuplicate   = 0.03   // a request is delivered twice
-	pIssue       = 0.3    // an idle actor makes a call this tick
+	pIssue       = 0.25   // an idle actor makes a call this tick
 	maxDelay     = 3      // ticks a message may take
 	callTimeout  = 6      // ticks after which a client gives up on a call
 	maxLive      = 10     // instances not known final before clients stop starting more
@@ -302,8 +302,7 @@ func (s *sim) pickFault() fault {
 }
 
 // engineCall runs f against the engine with the store's faults armed
-// while the faults are on, then checks what it committed, which it
-// returns. It reports whether the call's outcome is ambiguous (an injected
+// while the faults are on, and returns what it committed. It reports whether the call's outcome is ambiguous (an injected
 // failure or a crash); a crash restarts the server before engineCall
 // returns.
 func (s *sim) engineCall(what string, f func() error) (err error, ambiguous bool, committed []fsm.Change) {
@@ -322,13 +321,12 @@ func (s *sim) engineCall(what string, f func() error) (err error, ambiguous bool
 	committed = s.absorb()
 	if s.fs.dead {
 		s.crash("during " + what)
-	} else {
-		s.check()
 	}
 	return err, ambiguous, committed
 }
 
-// step is one tick: faults, time, the scheduler, new calls, the network.
+// step is one tick: faults, time, the scheduler, new calls, the network,
+// and then the check of every invariant against what the tick committed.
 func (s *sim) step() {
 	if s.active && s.rng.Float64() < pCrashTick {
 		s.crash("between calls")
@@ -354,6 +352,7 @@ func (s *sim) step() {
 	}
 	s.deliverRequests()
 	s.deliverResponses()
+	s.check()
 }
 
 // fire does what the engine's scheduler does when its timer fires: pop
