@@ -92,6 +92,7 @@ func (s *sim) absorb() []fsm.Change {
 // change is one the machine allows, and each instance they touched agrees
 // with its history and the due index.
 func (s *sim) check() {
+	s.called = false
 	var tail []fsm.Change
 	var head uint64
 	var due []store.Due

@@ -108,7 +108,7 @@ const (
 	pCrashAfter  = 0.0007 // the server dies after a commit
 	pLose        = 0.03   // a request or a reply is lost
 	pDuplicate   = 0.03   // a request is delivered twice
-	pIssue       = 0.25   // an idle actor makes a call this tick
+	pIssue       = 0.15   // an idle actor makes a call this tick
 	maxDelay     = 3      // ticks a message may take
 	callTimeout  = 6      // ticks after which a client gives up on a call
 	maxLive      = 10     // instances not known final before clients stop starting more
@@ -132,6 +132,7 @@ type sim struct {
 	tick    int
 	now     int64 // porcupine's logical time: one per event
 	active  bool  // faults on
+	called  bool  // the engine was called since the last check
 	trace   hash.Hash
 	ops     []*opRec
 	actors  []*actor
@@ -307,6 +308,7 @@ func (s *sim) pickFault() fault {
 // returns.
 func (s *sim) engineCall(what string, f func() error) (err error, ambiguous bool, committed []fsm.Change) {
 	s.fs.armed, s.fs.last = s.active, faultNone
+	s.called = true
 	err = f()
 	s.fs.armed = false
 	if s.fs.last != faultNone {
@@ -352,7 +354,9 @@ func (s *sim) step() {
 	}
 	s.deliverRequests()
 	s.deliverResponses()
-	s.check()
+	if s.called {
+		s.check()
+	}
 }
 
 // fire does what the engine's scheduler does when its timer fires: pop
