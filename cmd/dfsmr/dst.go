@@ -115,11 +115,21 @@ func (a *app) runDST(first uint64, n, ticks, parallel int, dir string, trace boo
 			}
 		})
 	}
-	for i := range n {
-		next <- first + uint64(i)
+	ran := 0
+feed:
+	for ; ran < n; ran++ {
+		select {
+		case next <- first + uint64(ran):
+		case <-a.ctx.Done(): // interrupted: report the seeds already running and done
+			break feed
+		}
 	}
 	close(next)
 	wg.Wait()
+	if ran < n {
+		fmt.Fprintf(a.stdout, "interrupted after seed %d\n", first+uint64(ran)-1)
+	}
+	n = ran
 	fmt.Fprintf(a.stdout, "%d seeds x %d ticks in %v: %d failed; %d calls attempted, %d acknowledged, %d ambiguous; "+
 		"%d requests delivered, %d messages lost, %d duplicated; %d crashes, %d store faults; %d instances, %d changes, %d operations checked\n",
 		n, ticks, time.Since(start).Round(time.Millisecond), len(failed), total.Calls, total.Acked, total.Ambiguous,
