@@ -102,7 +102,6 @@ func (a *app) runDST(first uint64, n, ticks, parallel int, dir string, trace boo
 					cfg.Trace = a.stdout
 				}
 				res, err := sim.Run(cfg)
-				os.Remove(fmt.Sprintf("%s/dst-%d.db", dir, seed))
 				mu.Lock()
 				if err != nil {
 					failed = append(failed, err)

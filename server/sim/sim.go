@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"os"
 	"path/filepath"
 	"time"
 
@@ -29,7 +30,8 @@ type Config struct {
 	// stop and the run goes on until every instance is final, for at most
 	// DrainTicks ticks (the liveness bound).
 	Ticks int
-	// Dir holds the bbolt file. Required; the caller removes it.
+	// Dir is where the run makes a directory of its own for its bbolt
+	// file, removed at the end. Required.
 	Dir string
 	// ArtifactDir receives the porcupine visualization of a history that
 	// is not linearizable. Zero: Dir.
@@ -156,11 +158,16 @@ func Run(cfg Config) (res Result, err error) {
 		ctx:   context.Background(),
 		rng:   rand.New(rand.NewPCG(cfg.Seed, 0x64736d72)),
 		clk:   clock.NewFake(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)),
-		path:  filepath.Join(cfg.Dir, fmt.Sprintf("dst-%d.db", cfg.Seed)),
 		trace: sha256.New(),
 		res:   Result{Seed: cfg.Seed, Ticks: cfg.Ticks},
 	}
 	s.chk.init()
+	dir, err := os.MkdirTemp(cfg.Dir, fmt.Sprintf("dst-%d-", cfg.Seed))
+	if err != nil {
+		return s.res, err
+	}
+	defer os.RemoveAll(dir)
+	s.path = filepath.Join(dir, "dfsmr.db")
 	defer func() {
 		if p := recover(); p != nil {
 			f, ok := p.(simFailure)

@@ -37,15 +37,14 @@ func TestSimulation(t *testing.T) {
 	for g := range groups {
 		t.Run(fmt.Sprintf("group%d", g), func(t *testing.T) {
 			t.Parallel()
+			dir := t.TempDir()
 			for i := g; i < *flagSeeds; i += groups {
 				seed := *flagSeed + uint64(i)
-				dir := t.TempDir()
 				res, err := Run(Config{Seed: seed, Ticks: *flagTicks, Dir: dir, ArtifactDir: artifacts})
 				if err != nil {
 					keepArtifact(t, res)
 					t.Fatal(err)
 				}
-				os.RemoveAll(dir)
 				mu.Lock()
 				add(&total, res)
 				mu.Unlock()
