@@ -234,7 +234,14 @@ func (s *sim) deliverResponses() {
 		}
 		s.res.Acked++
 		rec.ret, rec.client = s.now, a.client
-		s.tracef("%s gets %s", a.name, rec.out)
+		switch {
+		case c.in.Kind == opDefine:
+			s.tracef("%s gets defined", a.name)
+		case rec.out == nil:
+			s.tracef("%s gets no work", a.name)
+		default:
+			s.tracef("%s gets %s", a.name, rec.out)
+		}
 		s.learn(a, rec)
 	}
 }
@@ -378,6 +385,9 @@ func (s *sim) exec(rec *opRec) {
 	default:
 		rec.out = &output{Code: codeOK, Created: created, Node: res.Node, Status: modelStatus(res.Status), Token: res.Token, Attempt: res.Attempt}
 		rec.inst = res
+	}
+	if in.Kind != opDefine {
+		what = fmt.Sprintf("%s by %s", callString(rec.in), a.name)
 	}
 	s.tracef("server: %s -> %s", what, rec.out)
 }
