@@ -401,10 +401,15 @@ func changeString(c fsm.Change) string {
 		c.ToNode, c.ToStatus, c.Transition, c.Token, c.Attempt)
 }
 
+// kinds lists the kinds of cs, the last 20 at most, for a failure message.
 func kinds(cs []fsm.Change) []string {
-	out := make([]string, len(cs))
-	for i, c := range cs {
-		out[i] = c.Kind.String()
+	var out []string
+	if len(cs) > 20 {
+		out = append(out, fmt.Sprintf("(%d more)", len(cs)-20))
+		cs = cs[len(cs)-20:]
+	}
+	for _, c := range cs {
+		out = append(out, c.Kind.String())
 	}
 	return out
 }
