@@ -166,6 +166,7 @@ then one line per field violation); 2 usage error; 3 "ready" found no work.`,
 	}
 	root.AddCommand(a.printerSimCommand())
 	root.AddCommand(a.benchCommand(), a.reportDemoCommand())
+	root.AddCommand(a.dstCommand())
 	return root
 }
 

@@ -19,7 +19,7 @@ import (
 	pb "github.com/dfsmr/dfsmr/gen/dfsmr/v1"
 )
 
-var cycles = flag.Int("cycles", 3, "kill -9 cycles of TestKill9KeepsAcknowledgedWrites")
+var cycles = flag.Int("cycles", 30, "kill -9 cycles of TestKill9KeepsAcknowledgedWrites")
 
 // childEnv makes the test binary run as dfsmrd: the crash test starts and
 // kills the real server main, not an in-process imitation.
@@ -66,11 +66,14 @@ func startChild(t *testing.T, db string) (*exec.Cmd, string) {
 	return nil, ""
 }
 
-// acked records what the server acknowledged before it was killed.
+// acked records what the load attempted and what the server acknowledged
+// before it was killed.
 type acked struct {
 	mu          sync.Mutex
 	starts      map[string]bool   // instance id
 	transitions map[string]uint64 // instance id -> token of its acknowledged "ok"
+	// Attempted calls, acknowledged or not.
+	triedStarts, triedTransitions int
 }
 
 func TestKill9KeepsAcknowledgedWrites(t *testing.T) {
@@ -144,6 +147,9 @@ func (a *acked) waitTransitions(t *testing.T, n int) {
 func load(ctx context.Context, c *client.Client, a *acked, worker string) {
 	for i := 0; ctx.Err() == nil; i++ {
 		id := fmt.Sprintf("%s-%d", worker, i)
+		a.mu.Lock()
+		a.triedStarts++
+		a.mu.Unlock()
 		if _, err := c.Instances.StartInstance(ctx, &pb.StartInstanceRequest{Id: id, Machine: "report"}); err != nil {
 			return
 		}
@@ -158,6 +164,9 @@ func load(ctx context.Context, c *client.Client, a *acked, worker string) {
 			continue
 		}
 		lid, tok := r.GetInstance().GetId(), r.GetLease().GetToken()
+		a.mu.Lock()
+		a.triedTransitions++
+		a.mu.Unlock()
 		if _, err := c.Work.Transition(ctx, &pb.TransitionRequest{Id: lid, Token: tok, Transition: "ok"}); err != nil {
 			return
 		}
@@ -183,8 +192,10 @@ func verify(t *testing.T, c *client.Client, a *acked) {
 		}
 		present[in.GetId()] = in
 	}
+	lost := 0
 	for id := range a.starts {
 		if present[id] == nil {
+			lost++
 			t.Errorf("acknowledged start of %s lost", id)
 		}
 	}
@@ -199,14 +210,30 @@ func verify(t *testing.T, c *client.Client, a *acked) {
 				found++
 			}
 		}
+		if found == 0 {
+			lost++
+		}
 		if found != 1 {
 			t.Errorf("acknowledged transition of %s (token %d) found %d times", id, tok, found)
 		}
 	}
-	// The changelog is gap-free from 1 and holds every instance's history.
+	// The changelog is gap-free from 1; no instance started twice and no
+	// lease token was consumed twice, acknowledged or not.
 	var seqs []uint64
+	startsOf := map[string]int{}
+	type use struct {
+		id    string
+		token uint64
+	}
+	transitionsOf := map[use]int{}
 	err = c.Follow(ctx, &pb.ChangesRequest{FromSeq: 1, StopAtHead: true}, func(ch *pb.Change) error {
 		seqs = append(seqs, ch.GetSeq())
+		switch ch.GetKind() {
+		case pb.ChangeKind_CHANGE_KIND_STARTED:
+			startsOf[ch.GetInstance()]++
+		case pb.ChangeKind_CHANGE_KIND_TRANSITIONED:
+			transitionsOf[use{ch.GetInstance(), ch.GetToken()}]++
+		}
 		return nil
 	})
 	if err != nil {
@@ -217,6 +244,24 @@ func verify(t *testing.T, c *client.Client, a *acked) {
 			t.Fatalf("changelog gap: position %d holds seq %d", i, s)
 		}
 	}
-	t.Logf("%d acknowledged starts, %d acknowledged transitions, %d instances, changelog 1..%d gap-free",
-		len(a.starts), len(a.transitions), len(list), len(seqs))
+	duplicated := 0
+	for id, n := range startsOf {
+		if n > 1 {
+			duplicated++
+			t.Errorf("instance %s started %d times", id, n)
+		}
+	}
+	for u, n := range transitionsOf {
+		if n > 1 {
+			duplicated++
+			t.Errorf("instance %s transitioned %d times under token %d", u.id, n, u.token)
+		}
+	}
+	if len(startsOf) != len(list) {
+		t.Errorf("the changelog started %d instances, %d are listed", len(startsOf), len(list))
+	}
+	t.Logf("%d cycles: starts %d attempted, %d acknowledged; transitions %d attempted, %d acknowledged; "+
+		"%d instances, %d transitions stored; lost %d, duplicated %d; changelog 1..%d gap-free",
+		*cycles, a.triedStarts, len(a.starts), a.triedTransitions, len(a.transitions),
+		len(list), len(transitionsOf), lost, duplicated, len(seqs))
 }

@@ -100,7 +100,7 @@ func New(st store.Store, opts Options) *Engine {
 		rand:       opts.Rand,
 		maxHistory: opts.MaxHistory,
 	}
-	e.sched = sched.New(sched.Options{Clock: opts.Clock, Logger: opts.Logger, Load: e.loadDue, Fire: e.fireDue, Batch: dueBatch})
+	e.sched = sched.New(sched.Options{Clock: opts.Clock, Logger: opts.Logger, Load: e.loadDue, Fire: e.FireDue, Batch: dueBatch})
 	return e
 }
 
@@ -110,13 +110,21 @@ func New(st store.Store, opts Options) *Engine {
 // finishes any upgrade sweep a crash cut short (see sweepMachine). Start
 // returns once the scheduler runs.
 func (e *Engine) Start(ctx context.Context) error {
-	if err := e.sweepUpgrades(ctx); err != nil {
+	if err := e.Resume(ctx); err != nil {
 		return err
 	}
 	if err := e.offlineDevices(ctx); err != nil {
 		return err
 	}
 	return e.sched.Start(ctx)
+}
+
+// Resume does the work a start owes to the state a crash left: it finishes
+// any upgrade sweep cut short (see sweepMachine). Start calls it; a driver
+// that runs the engine without Start (the simulator) calls it after
+// opening the store.
+func (e *Engine) Resume(ctx context.Context) error {
+	return e.sweepUpgrades(ctx)
 }
 
 // Stop ends the scheduler and waits for it. It is idempotent and safe when
@@ -164,10 +172,11 @@ func (e *Engine) loadDue(ctx context.Context) ([]store.Due, error) {
 	return all, err
 }
 
-// fireDue is the scheduler's Fire: in one transaction, it wakes or expires
+// FireDue is the scheduler's Fire: in one transaction, it wakes or expires
 // each of ids that the store says is due now, and returns the ones the
-// store says are due later.
-func (e *Engine) fireDue(ctx context.Context, ids []string) ([]store.Due, error) {
+// store says are due later. A driver that keeps its own heap of due times
+// instead of running the scheduler (the simulator) calls it.
+func (e *Engine) FireDue(ctx context.Context, ids []string) ([]store.Due, error) {
 	var later []store.Due
 	var retries int // by the last run of the update
 	err := e.st.Update(ctx, func(tx store.Tx) error {
@@ -310,6 +319,7 @@ func (e *Engine) apply(tx store.Tx, m *fsm.Machine, in fsm.Instance, ev fsm.Even
 }
 
 func (e *Engine) write(tx store.Tx, in fsm.Instance, changes []fsm.Change, actor string) error {
+	checkDescribed(&in, changes)
 	if err := tx.PutInstance(in); err != nil {
 		return err
 	}
@@ -320,6 +330,23 @@ func (e *Engine) write(tx store.Tx, in fsm.Instance, changes []fsm.Change, actor
 		}
 	}
 	return nil
+}
+
+// checkDescribed asserts that the last change written with an instance
+// describes the state written: the changelog is the history of what the
+// store holds, and the scheduler learns due times from the changes alone
+// (see OnCommit). A mismatch is a bug; it panics with *fsm.InvariantError,
+// which fails the one operation in the store's writer.
+func checkDescribed(in *fsm.Instance, changes []fsm.Change) {
+	if len(changes) == 0 {
+		panic(&fsm.InvariantError{Msg: fmt.Sprintf("instance %q written without a change", in.ID)})
+	}
+	c := &changes[len(changes)-1]
+	due, _ := in.DueTime()
+	if c.Instance != in.ID || c.ToNode != in.Node || c.ToStatus != in.Status || c.Token != in.Token || !c.DueAt.Equal(due) {
+		panic(&fsm.InvariantError{Msg: fmt.Sprintf("instance %q written %s %s token %d due %v; its last change says %q %s %s token %d due %v",
+			in.ID, in.Node, in.Status, in.Token, due, c.Instance, c.ToNode, c.ToStatus, c.Token, c.DueAt)})
+	}
 }
 
 func (e *Engine) jitter() float64 {

@@ -1,0 +1,148 @@
+package sim
+
+import (
+	"bytes"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"sync"
+	"testing"
+)
+
+var (
+	flagSeeds = flag.Int("sim.seeds", 256, "seeds TestSimulation runs")
+	flagTicks = flag.Int("sim.ticks", 2000, "ticks of each seed with faults on")
+	flagSeed  = flag.Uint64("sim.seed", 1, "first seed TestSimulation runs")
+)
+
+// TestSimulation runs the CI budget of seeds with faults on, each checked
+// for linearizability, split over parallel subtests.
+func TestSimulation(t *testing.T) {
+	const groups = 8
+	artifacts := t.TempDir()
+	var mu sync.Mutex
+	var total Result
+	t.Cleanup(func() {
+		if t.Failed() {
+			return
+		}
+		t.Logf("%d seeds x %d ticks: %d calls (%d acknowledged, %d ambiguous), %d delivered, %d lost, %d duplicated, %d crashes, %d store faults, %d instances, %d changes, %d operations checked",
+			*flagSeeds, *flagTicks, total.Calls, total.Acked, total.Ambiguous, total.Delivered, total.Lost, total.Duplicated,
+			total.Crashes, total.StoreFaults, total.Instances, total.Changes, total.Ops)
+		if *flagSeeds >= 256 && total.Crashes < 200 {
+			t.Errorf("%d simulated crashes; the CI budget needs at least 200", total.Crashes)
+		}
+	})
+	for g := range groups {
+		t.Run(fmt.Sprintf("group%d", g), func(t *testing.T) {
+			t.Parallel()
+			dir := t.TempDir()
+			for i := g; i < *flagSeeds; i += groups {
+				seed := *flagSeed + uint64(i)
+				res, err := Run(Config{Seed: seed, Ticks: *flagTicks, Dir: dir, ArtifactDir: artifacts})
+				if err != nil {
+					keepArtifact(t, res)
+					t.Fatal(err)
+				}
+				mu.Lock()
+				add(&total, res)
+				mu.Unlock()
+			}
+		})
+	}
+}
+
+func add(total *Result, r Result) {
+	total.Calls += r.Calls
+	total.Acked += r.Acked
+	total.Ambiguous += r.Ambiguous
+	total.Delivered += r.Delivered
+	total.Lost += r.Lost
+	total.Duplicated += r.Duplicated
+	total.Crashes += r.Crashes
+	total.StoreFaults += r.StoreFaults
+	total.Instances += r.Instances
+	total.Changes += r.Changes
+	total.Ops += r.Ops
+}
+
+// keepArtifact copies a failing seed's visualization where it survives the
+// test's temporary directories.
+func keepArtifact(t *testing.T, res Result) {
+	if res.Visualization == "" {
+		return
+	}
+	b, err := os.ReadFile(res.Visualization)
+	if err != nil {
+		t.Log(err)
+		return
+	}
+	f, err := os.CreateTemp("", fmt.Sprintf("dst-seed-%d-*.html", res.Seed))
+	if err != nil {
+		t.Log(err)
+		return
+	}
+	f.Write(b)
+	f.Close()
+	t.Logf("linearizability visualization: %s", f.Name())
+}
+
+// TestSameSeedSameTrace runs one seed twice: the traces are the same byte
+// for byte, and so are the hashes.
+func TestSameSeedSameTrace(t *testing.T) {
+	var traces [2]bytes.Buffer
+	var hashes [2]string
+	for i := range 2 {
+		res, err := Run(Config{Seed: 42, Ticks: 1000, Dir: t.TempDir(), Trace: &traces[i]})
+		if err != nil {
+			t.Fatal(err)
+		}
+		hashes[i] = res.Hash
+		t.Logf("run %d: trace hash %s, %d trace bytes, %d crashes", i, res.Hash, traces[i].Len(), res.Crashes)
+	}
+	if hashes[0] != hashes[1] || !bytes.Equal(traces[0].Bytes(), traces[1].Bytes()) {
+		t.Fatalf("seed 42 ran twice gave hashes %s and %s", hashes[0], hashes[1])
+	}
+	other, err := Run(Config{Seed: 43, Ticks: 1000, Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if other.Hash == hashes[0] {
+		t.Fatalf("seeds 42 and 43 gave the same trace hash %s", other.Hash)
+	}
+}
+
+// catches runs the CI budget's seeds in order against a server built with
+// bugs until one fails, and returns that failure.
+func catches(t *testing.T, bugs Bugs) *Error {
+	t.Helper()
+	for i := range 256 {
+		seed := uint64(1000 + i)
+		_, err := Run(Config{Seed: seed, Ticks: *flagTicks, Dir: t.TempDir(), Bugs: bugs})
+		var e *Error
+		if errors.As(err, &e) {
+			t.Logf("caught after %d seeds: %v", i+1, e)
+			return e
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Fatalf("256 seeds x %d ticks did not catch %+v", *flagTicks, bugs)
+	return nil
+}
+
+// TestCatchesSplitChangelog proves that the simulator catches a server
+// that commits changelog entries in a transaction of their own.
+func TestCatchesSplitChangelog(t *testing.T) {
+	t.Parallel()
+	catches(t, Bugs{SplitChangelog: true})
+}
+
+// TestCatchesStaleTokens proves that the simulator catches a server that
+// lets a stale fencing token take effect.
+func TestCatchesStaleTokens(t *testing.T) {
+	t.Parallel()
+	catches(t, Bugs{StaleTokens: true})
+}
