@@ -43,7 +43,7 @@ func FuzzRequests(f *testing.F) {
 			f.Fatal(err)
 		}
 	}
-	h := &handlers{eng: eng}
+	h := &handlers{eng: eng, log: log, draining: context.Background()}
 
 	f.Fuzz(func(t *testing.T, id, machine, name, key, value string, token uint64, priority int32, secs int64, nanos int32,
 		pageToken, worker, node, requestID string, status int32, reason string) {
