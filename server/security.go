@@ -28,11 +28,14 @@ const (
 	DefaultMaxConcurrentStreams = 256
 	// DefaultMaxRecvMsgBytes bounds a request message.
 	DefaultMaxRecvMsgBytes = 4 << 20
-	// DefaultRateLimit is the calls per second each client may make.
-	DefaultRateLimit = 2000
+	// DefaultRateLimit is the calls per second each client may make. It
+	// is a guard against a runaway client, not a quota: without
+	// authentication every worker on one host is one client (its IP), and
+	// a pool of workers on one host makes ten thousand calls a second.
+	DefaultRateLimit = 20000
 	// DefaultRateBurst is how many calls a client may make at once above
 	// its rate.
-	DefaultRateBurst = 4000
+	DefaultRateBurst = 40000
 	// DefaultMaxStreamsPerClient bounds the open streams (Changes, device
 	// Connect) of one client over all its connections.
 	DefaultMaxStreamsPerClient = 64
