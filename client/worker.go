@@ -44,6 +44,9 @@ const (
 	// flight at once: more than one, so that a batch fills while another
 	// commits, and the store's group commit can merge them.
 	maxFlushers = 1
+	// flushWindow bounds how long a report waits for the reports of
+	// handlers still running before its TransitionBatch goes out.
+	flushWindow = time.Millisecond
 	// maxErrorBytes is the server's limit on a param value.
 	maxErrorBytes = 4 << 10
 )
@@ -113,6 +116,11 @@ type WorkerOptions struct {
 	// cost is ordering: a continued instance skips ahead of other READY
 	// instances, whatever their priority. Ignored with UnaryTransitions.
 	Continue bool
+	// Refill, with Continue, asks the server to give a slot whose instance
+	// was not continued (it finished, or waits) the next READY instance of
+	// a node this worker handles, in the same commit, in Ready's order: a
+	// busy worker then makes no Ready calls at all.
+	Refill bool
 	// Logger receives the worker's logs; default slog.Default().
 	Logger *slog.Logger
 }
@@ -225,6 +233,10 @@ type Worker struct {
 	reportMu sync.Mutex
 	reports  []*pendingReport
 	flushers int
+	// handling counts handlers running, or finished and not yet queued
+	// for a TransitionBatch; queuedSig is signalled when one is queued.
+	handling  atomic.Int64
+	queuedSig chan struct{}
 }
 
 // pendingReport is one transition waiting for its TransitionBatch.
@@ -255,6 +267,7 @@ func NewWorker(c *Client, opts WorkerOptions) *Worker {
 	opts = opts.WithDefaults()
 	opts.Batch = min(opts.Batch, opts.Concurrency)
 	w := &Worker{c: c, opts: opts, log: opts.Logger.With("component", "worker", "worker", opts.Name)}
+	w.queuedSig = make(chan struct{}, 1)
 	w.slots = make(chan struct{}, opts.Concurrency)
 	for range opts.Concurrency {
 		w.slots <- struct{}{}
@@ -485,6 +498,13 @@ func (w *Worker) runOne(workCtx context.Context, h Handler, in *pb.Instance) (ne
 		defer close(hbDone)
 		w.heartbeat(hctx, hbStop, cancel, in)
 	}()
+	w.handling.Add(1)
+	queued := false // the report was queued, which ends handling
+	defer func() {
+		if !queued {
+			w.handling.Add(-1)
+		}
+	}()
 	res, err := call(hctx, h, in)
 	close(hbStop)
 	<-hbDone
@@ -522,6 +542,7 @@ func (w *Worker) runOne(workCtx context.Context, h Handler, in *pb.Instance) (ne
 			return err
 		})
 	} else {
+		queued = true
 		next, err = w.batchTransition(rctx, in, req)
 	}
 	switch status.Code(err) {
@@ -547,6 +568,11 @@ func (w *Worker) batchTransition(ctx context.Context, in *pb.Instance, req *pb.T
 	p := &pendingReport{in: in, req: req, done: make(chan reportOutcome, 1)}
 	w.reportMu.Lock()
 	w.reports = append(w.reports, p)
+	w.handling.Add(-1)
+	select {
+	case w.queuedSig <- struct{}{}:
+	default:
+	}
 	if w.flushers >= maxFlushers {
 		w.reportMu.Unlock()
 		o := <-p.done
@@ -555,6 +581,7 @@ func (w *Worker) batchTransition(ctx context.Context, in *pb.Instance, req *pb.T
 	w.flushers++
 	w.reportMu.Unlock()
 	for {
+		w.gather()
 		w.reportMu.Lock()
 		n := min(len(w.reports), MaxBatch)
 		if n == 0 {
@@ -571,6 +598,32 @@ func (w *Worker) batchTransition(ctx context.Context, in *pb.Instance, req *pb.T
 	return o.next, o.err
 }
 
+// gather waits, at most flushWindow, while handlers are still running and
+// the queue of reports is not full: handlers that finish together (the
+// items of one returned batch) then go in one call and one commit instead
+// of trickling into many.
+func (w *Worker) gather() {
+	var deadline <-chan time.Time
+	for {
+		w.reportMu.Lock()
+		full := len(w.reports) >= MaxBatch
+		w.reportMu.Unlock()
+		if full || w.handling.Load() == 0 {
+			return
+		}
+		if deadline == nil {
+			t := time.NewTimer(flushWindow)
+			defer t.Stop()
+			deadline = t.C
+		}
+		select {
+		case <-w.queuedSig:
+		case <-deadline:
+			return
+		}
+	}
+}
+
 // sendBatch sends one TransitionBatch, retried on UNAVAILABLE until the
 // first item's lease expires, and hands every item its outcome.
 func (w *Worker) sendBatch(ctx context.Context, batch []*pendingReport) {
@@ -583,6 +636,7 @@ func (w *Worker) sendBatch(ctx context.Context, batch []*pendingReport) {
 		for _, r := range w.regs {
 			req.ContinueNodes = append(req.ContinueNodes, r.machine+"/"+r.node)
 		}
+		req.Refill = w.opts.Refill
 	}
 	var resp *pb.TransitionBatchResponse
 	err := w.retry(ctx, batch[0].in, func(ctx context.Context) error {

@@ -327,7 +327,7 @@ func (h *handlers) TransitionBatch(ctx context.Context, req *pb.TransitionBatchR
 			batch[i].Token = 0
 		}
 	}
-	results, err := h.eng.TransitionBatch(ctx, batch, engine.Continuation{Worker: req.GetWorker(), Nodes: req.GetContinueNodes()})
+	results, err := h.eng.TransitionBatch(ctx, batch, engine.Continuation{Worker: req.GetWorker(), Nodes: req.GetContinueNodes(), Refill: req.GetRefill()})
 	if err != nil {
 		return nil, err
 	}

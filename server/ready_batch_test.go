@@ -242,3 +242,81 @@ func TestTransitionBatch(t *testing.T) {
 		t.Fatalf("c-2 = %v", got.GetInstance())
 	}
 }
+
+// TestTransitionBatchRefill: an item that is not continued gets, in the
+// same commit, the READY instance Ready would offer first among the
+// continue nodes; a refused item gets nothing.
+func TestTransitionBatchRefill(t *testing.T) {
+	env := mustServer(t, server.Config{NoBundled: true})
+	define(t, env, chainYAML)
+	ctx := context.Background()
+	for _, s := range []struct {
+		id   string
+		prio int32
+	}{{"a", 9}, {"d", 7}, {"b", 5}, {"c", 1}} {
+		if _, err := env.instances.StartInstance(ctx, &pb.StartInstanceRequest{Id: s.id, Machine: "chain", Priority: s.prio}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// a and d move to second and are READY there; a is leased again.
+	r, err := env.work.Ready(ctx, &pb.ReadyRequest{Worker: "w", Machine: "chain", MaxCount: 2})
+	if err != nil || len(r.GetInstances()) != 2 || r.GetInstances()[0].GetId() != "a" || r.GetInstances()[1].GetId() != "d" {
+		t.Fatalf("Ready: %v %v", r, err)
+	}
+	for _, in := range r.GetInstances() {
+		if _, err := env.work.Transition(ctx, &pb.TransitionRequest{Id: in.GetId(), Token: in.GetLease().GetToken(), Transition: "ok"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a, err := env.work.Ready(ctx, &pb.ReadyRequest{Worker: "w", Machine: "chain", Node: "second"})
+	if err != nil || a.GetInstance().GetId() != "a" {
+		t.Fatalf("Ready second: %v %v", a, err)
+	}
+	batch := func(items ...*pb.TransitionRequest) *pb.TransitionBatchResponse {
+		t.Helper()
+		resp, err := env.work.TransitionBatch(ctx, &pb.TransitionBatchRequest{
+			Worker: "w", ContinueNodes: []string{"chain/first", "chain/second"}, Refill: true, Transitions: items,
+		})
+		if err != nil || len(resp.GetResults()) != len(items) {
+			t.Fatalf("TransitionBatch: %v %v", resp, err)
+		}
+		return resp
+	}
+	// a finishes; of b (first, 5), c (first, 1) and d (second, 7), d comes
+	// first. The stale item is refused and refilled with nothing.
+	resp := batch(
+		&pb.TransitionRequest{Id: "a", Token: a.GetLease().GetToken(), Transition: "ok"},
+		&pb.TransitionRequest{Id: "b", Token: 12345, Transition: "ok"},
+	)
+	if res := resp.GetResults()[0]; res.GetInstance().GetStatus() != pb.InstanceStatus_INSTANCE_STATUS_FINAL ||
+		res.GetNext().GetId() != "d" || res.GetNext().GetStatus() != pb.InstanceStatus_INSTANCE_STATUS_LEASED || res.GetNext().GetLease().GetWorker() != "w" {
+		t.Fatalf("refill after a: %v", res)
+	}
+	if res := resp.GetResults()[1]; codes.Code(res.GetCode()) != codes.Aborted || res.GetNext() != nil {
+		t.Fatalf("stale item: %v", res)
+	}
+	d := resp.GetResults()[0].GetNext()
+	// d finishes: b (priority 5) before c (priority 1).
+	resp = batch(&pb.TransitionRequest{Id: "d", Token: d.GetLease().GetToken(), Transition: "ok"})
+	b := resp.GetResults()[0].GetNext()
+	if b.GetId() != "b" || b.GetNode() != "first" {
+		t.Fatalf("refill after d: %v", resp.GetResults()[0])
+	}
+	// b is continued into second (continuation wins over refill); c stays
+	// READY for anyone.
+	resp = batch(&pb.TransitionRequest{Id: "b", Token: b.GetLease().GetToken(), Transition: "ok"})
+	if next := resp.GetResults()[0].GetNext(); next.GetId() != "b" || next.GetNode() != "second" {
+		t.Fatalf("b not continued: %v", resp.GetResults()[0])
+	}
+	if got, _ := env.instances.GetInstance(ctx, &pb.GetInstanceRequest{Id: "c"}); got.GetInstance().GetStatus() != pb.InstanceStatus_INSTANCE_STATUS_READY {
+		t.Fatalf("c = %v", got.GetInstance())
+	}
+
+	for _, req := range []*pb.TransitionBatchRequest{
+		{Refill: true, Transitions: []*pb.TransitionRequest{{Id: "c", Token: 1, Transition: "ok"}}},
+		{Worker: "w", ContinueNodes: []string{"chain"}, Transitions: []*pb.TransitionRequest{{Id: "c", Token: 1, Transition: "ok"}}},
+	} {
+		_, err := env.work.TransitionBatch(ctx, req)
+		wantCode(t, err, codes.InvalidArgument)
+	}
+}

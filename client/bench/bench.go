@@ -48,10 +48,14 @@ const (
 	// the server leases each instance's next step straight back to the
 	// worker in the commit of its transition.
 	ModeContinue = "continue"
+	// ModeRefill: ModeContinue with refill (WorkerOptions.Refill): a slot
+	// whose instance finished gets the next READY instance in the same
+	// commit, so that the workers make no Ready call once they are full.
+	ModeRefill = "refill"
 )
 
 // Modes lists the modes, in the order "all" runs them.
-var Modes = []string{ModePerCall, ModeBatchedReady, ModeBatched, ModeContinue}
+var Modes = []string{ModePerCall, ModeBatchedReady, ModeBatched, ModeContinue, ModeRefill}
 
 // Defaults of Config.
 const (
@@ -274,7 +278,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	switch cfg.Mode {
 	case ModePerCall:
 		err = perCall(ctx, c, cfg.Workers, total)
-	case ModeBatchedReady, ModeBatched, ModeContinue:
+	case ModeBatchedReady, ModeBatched, ModeContinue, ModeRefill:
 		err = batched(ctx, c, cfg, total)
 	}
 	elapsed := time.Since(begin)
@@ -406,7 +410,7 @@ func perCall(ctx context.Context, c *client.Client, w, total int) error {
 func batched(ctx context.Context, c *client.Client, cfg Config, total int) error {
 	w := client.NewWorker(c, client.WorkerOptions{
 		Name: "bench", Concurrency: cfg.Workers, Batch: min(cfg.Batch, cfg.Workers), Pollers: cfg.Pollers,
-		Poll: time.Second, UnaryTransitions: cfg.Mode == ModeBatchedReady, Continue: cfg.Mode == ModeContinue, Logger: cfg.Logger,
+		Poll: time.Second, UnaryTransitions: cfg.Mode == ModeBatchedReady, Continue: cfg.Mode == ModeContinue || cfg.Mode == ModeRefill, Refill: cfg.Mode == ModeRefill, Logger: cfg.Logger,
 	})
 	var handled atomic.Int64
 	all := make(chan struct{})

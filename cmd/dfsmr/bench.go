@@ -42,7 +42,9 @@ one Transition each); batched (client.Worker's default: batched Ready, and
 the transitions that handlers finish while a TransitionBatch call is in
 flight go together in the next one); continue (batched, and the server
 leases each instance's next step straight back to the worker in the commit
-of its transition: no Ready call after the first step); or all. Each mode prints its figures and then one JSON
+of its transition: no Ready call after the first step); refill (continue,
+and a slot whose instance finished gets the next READY instance in the same
+commit: no Ready calls once the workers are full); or all. Each mode prints its figures and then one JSON
 object on a line of its own; the last line of the output is JSON.`,
 		Example: "  dfsmr bench --instances 20000 --workers 64\n  dfsmr bench --mode all --cpuprofile cpu.out",
 		Args:    args(cobra.NoArgs),

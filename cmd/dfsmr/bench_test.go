@@ -30,7 +30,7 @@ func TestBenchInProcess(t *testing.T) {
 		t.Fatalf("exit %d: %s", code, errb.String())
 	}
 	m := lastJSON(t, out.String())
-	if m["mode"] != "continue" || m["completed"] != 60.0 || m["commits_per_s"].(float64) <= 0 {
+	if m["mode"] != "refill" || m["completed"] != 60.0 || m["commits_per_s"].(float64) <= 0 {
 		t.Fatalf("summary %v", m)
 	}
 	contains(t, out.String(), "mode              per-call", "durable steps/s", "fsyncs/s")

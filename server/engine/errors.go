@@ -42,6 +42,8 @@ const (
 	// MaxTransitionBatch bounds how many transitions one TransitionBatch
 	// call reports.
 	MaxTransitionBatch = 256
+	// MaxContinueNodes bounds the nodes one TransitionBatch continues in.
+	MaxContinueNodes = 64
 )
 
 func invalid(field, format string, args ...any) error {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/dfsmr/dfsmr/server/fsm"
@@ -254,6 +255,9 @@ type TransitionResult struct {
 type Continuation struct {
 	Worker string
 	Nodes  []string
+	// Refill leases, for each successful item that is not continued, the
+	// next READY instance in one of Nodes instead (in offer order).
+	Refill bool
 }
 
 // TransitionBatch applies several transitions in one store transaction,
@@ -270,6 +274,17 @@ func (e *Engine) TransitionBatch(ctx context.Context, batch []TransitionArgs, co
 		if err := checkText("worker", cont.Worker, true, MaxIDBytes); err != nil {
 			return nil, err
 		}
+	}
+	if len(cont.Nodes) > MaxContinueNodes {
+		return nil, invalid("continue_nodes", "must have at most %d items", MaxContinueNodes)
+	}
+	for _, mn := range cont.Nodes {
+		if machine, node, ok := strings.Cut(mn, "/"); !ok || machine == "" || node == "" || len(mn) > 2*MaxIDBytes {
+			return nil, invalid("continue_nodes", "%q must be machine/node", mn)
+		}
+	}
+	if cont.Refill && len(cont.Nodes) == 0 {
+		return nil, invalid("refill", "needs continue_nodes")
 	}
 	res := make([]TransitionResult, len(batch))
 	evs := make([]fsm.Report, len(batch))
@@ -321,6 +336,11 @@ func (e *Engine) TransitionBatch(ctx context.Context, batch []TransitionArgs, co
 			}
 			out := res[i].Instance
 			if out.Status != fsm.StatusReady || !slices.Contains(cont.Nodes, out.Machine+"/"+out.Node) {
+				if cont.Refill {
+					if res[i].Continued, err = e.refill(tx, cont, now, &res[i].Next); err != nil {
+						return err
+					}
+				}
 				continue
 			}
 			d, err := leaseFor(tx, m, out.Node)
@@ -339,6 +359,53 @@ func (e *Engine) TransitionBatch(ctx context.Context, batch []TransitionArgs, co
 	}
 	e.retries.Add(retries)
 	return res, nil
+}
+
+// refill leases to cont.Worker, within tx, the READY instance that Ready
+// would offer first among cont.Nodes (highest priority, then earliest due
+// time, then id), into out. ok is false when none is READY.
+func (e *Engine) refill(tx store.Tx, cont Continuation, now time.Time, out *fsm.Instance) (ok bool, err error) {
+	var best fsm.Instance
+	for _, mn := range cont.Nodes {
+		machine, node, _ := strings.Cut(mn, "/")
+		ids, err := tx.Ready(store.ReadyFilter{Machine: machine, Node: node}, 1)
+		if err != nil {
+			return false, err
+		}
+		if len(ids) == 0 {
+			continue
+		}
+		cur, err := tx.Instance(ids[0])
+		if err != nil {
+			return false, fmt.Errorf("ready instance %q: %w", ids[0], err)
+		}
+		if !ok || offeredBefore(cur, best) {
+			best, ok = cur, true
+		}
+	}
+	if !ok {
+		return false, nil
+	}
+	m, err := e.machineVersion(tx, best.Machine, best.Version)
+	if err != nil {
+		return false, err
+	}
+	d, err := leaseFor(tx, m, best.Node)
+	if err != nil {
+		return false, err
+	}
+	return true, e.apply(tx, m, best, fsm.Acquire{Worker: cont.Worker, For: d}, now, cont.Worker, out)
+}
+
+// offeredBefore reports whether Ready offers a before b.
+func offeredBefore(a, b fsm.Instance) bool {
+	if a.Priority != b.Priority {
+		return a.Priority > b.Priority
+	}
+	if !a.DueAt.Equal(b.DueAt) {
+		return a.DueAt.Before(b.DueAt)
+	}
+	return a.ID < b.ID
 }
 
 // isRefusal reports whether err is the core refusing an event (the

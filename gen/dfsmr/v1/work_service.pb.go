@@ -348,11 +348,19 @@ type TransitionBatchRequest struct {
 	// lease comes back in its result's next. This saves a Ready call and a commit per step
 	// for a worker that handles the following nodes itself, at the cost of
 	// ordering: the instance goes to this worker before other READY
-	// instances of higher priority. Empty: no continuation.
+	// instances of higher priority. Empty: no continuation. At most 64
+	// entries, each MACHINE/NODE (INVALID_ARGUMENT otherwise).
 	ContinueNodes []string `protobuf:"bytes,2,rep,name=continue_nodes,json=continueNodes,proto3" json:"continue_nodes,omitempty"`
 	// The worker name recorded on continued leases. Required when
 	// continue_nodes is set (INVALID_ARGUMENT otherwise); at most 256 bytes.
-	Worker        string `protobuf:"bytes,3,opt,name=worker,proto3" json:"worker,omitempty"`
+	Worker string `protobuf:"bytes,3,opt,name=worker,proto3" json:"worker,omitempty"`
+	// With continue_nodes: an item whose instance is not continued (it went
+	// FINAL, WAITING, or to a node the worker does not handle) is refilled
+	// instead, in the same commit, with the next READY instance in one of
+	// continue_nodes, in offer order (as Ready), so that the worker's slot
+	// stays busy without a Ready call. The refill comes back as the item's
+	// next. Only successful items are refilled. Default false.
+	Refill        bool `protobuf:"varint,4,opt,name=refill,proto3" json:"refill,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -406,6 +414,13 @@ func (x *TransitionBatchRequest) GetWorker() string {
 		return x.Worker
 	}
 	return ""
+}
+
+func (x *TransitionBatchRequest) GetRefill() bool {
+	if x != nil {
+		return x.Refill
+	}
+	return false
 }
 
 // TransitionBatchResponse has one result per request item, in order.
@@ -466,8 +481,9 @@ type TransitionResult struct {
 	// The instance after the transition when code is 0; unset otherwise.
 	Instance *Instance `protobuf:"bytes,3,opt,name=instance,proto3" json:"instance,omitempty"`
 	// The instance leased again by continuation (see
-	// TransitionBatchRequest.continue_nodes), LEASED with its new lease in
-	// Instance.lease; unset when it was not continued.
+	// TransitionBatchRequest.continue_nodes), or the instance leased in its
+	// place by refill (TransitionBatchRequest.refill), LEASED with its new
+	// lease in Instance.lease; unset when neither happened.
 	Next          *Instance `protobuf:"bytes,4,opt,name=next,proto3" json:"next,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -765,11 +781,12 @@ const file_dfsmr_v1_work_service_proto_rawDesc = "" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"D\n" +
 	"\x12TransitionResponse\x12.\n" +
-	"\binstance\x18\x01 \x01(\v2\x12.dfsmr.v1.InstanceR\binstance\"\x96\x01\n" +
+	"\binstance\x18\x01 \x01(\v2\x12.dfsmr.v1.InstanceR\binstance\"\xae\x01\n" +
 	"\x16TransitionBatchRequest\x12=\n" +
 	"\vtransitions\x18\x01 \x03(\v2\x1b.dfsmr.v1.TransitionRequestR\vtransitions\x12%\n" +
 	"\x0econtinue_nodes\x18\x02 \x03(\tR\rcontinueNodes\x12\x16\n" +
-	"\x06worker\x18\x03 \x01(\tR\x06worker\"O\n" +
+	"\x06worker\x18\x03 \x01(\tR\x06worker\x12\x16\n" +
+	"\x06refill\x18\x04 \x01(\bR\x06refill\"O\n" +
 	"\x17TransitionBatchResponse\x124\n" +
 	"\aresults\x18\x01 \x03(\v2\x1a.dfsmr.v1.TransitionResultR\aresults\"\x98\x01\n" +
 	"\x10TransitionResult\x12\x12\n" +
