@@ -257,9 +257,9 @@ func listServices(conn *grpc.ClientConn) error {
 	if err != nil {
 		return err
 	}
-	if err := stream.Send(&reflectionpb.ServerReflectionRequest{MessageRequest: &reflectionpb.ServerReflectionRequest_ListServices{}}); err != nil {
-		return err
-	}
+	// A stream the server already ended fails Send with io.EOF; Recv
+	// returns its status either way.
+	_ = stream.Send(&reflectionpb.ServerReflectionRequest{MessageRequest: &reflectionpb.ServerReflectionRequest_ListServices{}})
 	_, err = stream.Recv()
 	stream.CloseSend()
 	return err
