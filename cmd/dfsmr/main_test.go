@@ -450,7 +450,9 @@ func TestChangesFollow(t *testing.T) {
 		t.Fatal(err)
 	}
 	var first *pb.Change
+	started := 0
 	for i := 0; first == nil; i++ {
+		started++
 		if _, err := cl.Instances.StartInstance(t.Context(), &pb.StartInstanceRequest{Id: fmt.Sprintf("f%d", i), Machine: "report"}); err != nil {
 			t.Fatal(err)
 		}
@@ -459,12 +461,24 @@ func TestChangesFollow(t *testing.T) {
 			first = decode(t, l, &pb.Change{})
 		case code := <-done:
 			t.Fatalf("changes -f ended with %d: %s", code, errb.String())
+		case <-time.After(100 * time.Millisecond):
+			// Started before the stream registered: start another.
 		}
 	}
 	if first.GetKind() != pb.ChangeKind_CHANGE_KIND_STARTED || first.GetMachine() != "report" {
 		t.Fatalf("first followed change = %v", first)
 	}
 	prev := first.GetSeq()
+	// Instances started after the first one shown follow it, in order.
+	var k int
+	fmt.Sscanf(first.GetInstance(), "f%d", &k)
+	for j := k + 1; j < started; j++ {
+		ch := decode(t, <-out.line, &pb.Change{})
+		if ch.GetSeq() != prev+1 || ch.GetInstance() != fmt.Sprintf("f%d", j) {
+			t.Fatalf("followed %v after seq %d", ch, prev)
+		}
+		prev = ch.GetSeq()
+	}
 	for i := range 5 {
 		if _, err := cl.Instances.StartInstance(t.Context(), &pb.StartInstanceRequest{Id: fmt.Sprintf("g%d", i), Machine: "report"}); err != nil {
 			t.Fatal(err)
