@@ -27,9 +27,10 @@ func TestSimulation(t *testing.T) {
 		if t.Failed() {
 			return
 		}
-		t.Logf("%d seeds x %d ticks: %d calls (%d acknowledged, %d ambiguous), %d delivered, %d lost, %d duplicated, %d crashes, %d store faults, %d instances, %d changes, %d operations checked",
+		t.Logf("%d seeds x %d ticks: %d calls (%d acknowledged, %d ambiguous), %d delivered, %d lost, %d duplicated, %d crashes, %d store faults, %d instances, %d changes, %d operations checked; devices: %d calls, %d commands (%d refused as stale), %d prints, %d power losses, %d operator signals acknowledged",
 			*flagSeeds, *flagTicks, total.Calls, total.Acked, total.Ambiguous, total.Delivered, total.Lost, total.Duplicated,
-			total.Crashes, total.StoreFaults, total.Instances, total.Changes, total.Ops)
+			total.Crashes, total.StoreFaults, total.Instances, total.Changes, total.Ops,
+			total.DeviceCalls, total.Commands, total.Rejected, total.Prints, total.PowerLosses, total.Signals)
 		if *flagSeeds >= 256 && total.Crashes < 200 {
 			t.Errorf("%d simulated crashes; the CI budget needs at least 200", total.Crashes)
 		}
@@ -65,6 +66,12 @@ func add(total *Result, r Result) {
 	total.Instances += r.Instances
 	total.Changes += r.Changes
 	total.Ops += r.Ops
+	total.DeviceCalls += r.DeviceCalls
+	total.Commands += r.Commands
+	total.Rejected += r.Rejected
+	total.Prints += r.Prints
+	total.PowerLosses += r.PowerLosses
+	total.Signals += r.Signals
 }
 
 // keepArtifact copies a failing seed's visualization where it survives the
