@@ -34,15 +34,15 @@ const (
 
 // Nodes and commands of the bundled printer and print_job machines.
 const (
-	nodeReady     = "ready"
-	nodePrinting  = "printing"
-	nodeWaiting   = "waiting_retrieval"
-	nodeError     = "error"
-	jobQueued     = "queued"
-	jobAwaiting   = "awaiting_retrieval"
-	jobFailed     = "failed"
-	printerID     = "printer"
-	printJobID    = "print_job"
+	nodeReady    = "ready"
+	nodePrinting = "printing"
+	nodeWaiting  = "waiting_retrieval"
+	nodeError    = "error"
+	jobQueued    = "queued"
+	jobAwaiting  = "awaiting_retrieval"
+	jobFailed    = "failed"
+	printerID    = "printer"
+	printJobID   = "print_job"
 )
 
 // What becomes of a print.

@@ -86,6 +86,8 @@ func ReplayCommand(seed uint64, ticks int, bugs Bugs) string {
 		cmd += " --bug split-changelog"
 	case bugs.StaleTokens:
 		cmd += " --bug stale-tokens"
+	case bugs.ForgetDeviceJob:
+		cmd += " --bug forget-device-job"
 	}
 	return cmd
 }

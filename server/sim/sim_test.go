@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"strings"
 	"sync"
 	"testing"
 )
@@ -108,6 +109,11 @@ func TestSameSeedSameTrace(t *testing.T) {
 		hashes[i] = res.Hash
 		t.Logf("run %d: trace hash %s, %d trace bytes, %d crashes", i, res.Hash, traces[i].Len(), res.Crashes)
 	}
+	for _, ev := range []string{"connects in", "carries out print", "operator signals", "customer orders"} {
+		if !bytes.Contains(traces[0].Bytes(), []byte(ev)) {
+			t.Errorf("the trace of seed 42 has no %q: device rounds did not run", ev)
+		}
+	}
 	if hashes[0] != hashes[1] || !bytes.Equal(traces[0].Bytes(), traces[1].Bytes()) {
 		t.Fatalf("seed 42 ran twice gave hashes %s and %s", hashes[0], hashes[1])
 	}
@@ -152,4 +158,14 @@ func TestCatchesSplitChangelog(t *testing.T) {
 func TestCatchesStaleTokens(t *testing.T) {
 	t.Parallel()
 	catches(t, Bugs{StaleTokens: true})
+}
+
+// TestCatchesForgetDeviceJob proves that the simulator catches a server
+// that loses track of the job a printer holds.
+func TestCatchesForgetDeviceJob(t *testing.T) {
+	t.Parallel()
+	e := catches(t, Bugs{ForgetDeviceJob: true})
+	if !strings.Contains(e.Err.Error(), "printer") {
+		t.Fatalf("caught by a check of something else than devices: %v", e)
+	}
 }
