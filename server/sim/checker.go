@@ -321,12 +321,17 @@ func (s *sim) fullCheck() {
 	for _, d := range due {
 		dueIDs[d.ID] = true
 	}
-	for _, in := range list {
-		var hist []fsm.Change
-		s.view(func(tx store.ReadTx) (err error) {
-			hist, err = tx.History(in.ID)
-			return err
-		})
+	hists := make([][]fsm.Change, len(list))
+	s.view(func(tx store.ReadTx) (err error) {
+		for i, in := range list {
+			if hists[i], err = tx.History(in.ID); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	for i, in := range list {
+		hist := hists[i]
 		want := byInst[in.ID]
 		if len(hist) != len(want) || in.Rev != uint64(len(instanceChanges(hist))) {
 			s.failf("instance %s at rev %d: history of %d changes, the changelog has %d", in.ID, in.Rev, len(hist), len(want))

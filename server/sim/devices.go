@@ -20,16 +20,17 @@ import (
 
 // Probabilities of the device side, per tick.
 const (
-	pDeviceAct  = 0.1  // a printer sends something this tick
-	pOrder      = 0.03 // a new order
-	pOperator   = 0.1  // the operator looks for a job to signal
-	pLateCmd    = 0.05 // a command arrives after the printer's next call
-	pPrintFail  = 0.2  // a print fails
-	pPowerLoss  = 0.1  // the plug is pulled during a print
-	maxPrint    = 20   // ticks a print may last
-	maxLiveJobs = 6    // jobs not final before orders stop
-	nPrinters   = 3
-	devicePool  = "farm"
+	pDeviceAct   = 0.05 // a printer sends something this tick
+	pDeviceDrain = 0.5  // the same once the faults stop
+	pOrder       = 0.03 // a new order
+	pOperator    = 0.1  // the operator looks for a job to signal
+	pLateCmd     = 0.05 // a command arrives after the printer's next call
+	pPrintFail   = 0.2  // a print fails
+	pPowerLoss   = 0.1  // the plug is pulled during a print
+	maxPrint     = 12   // ticks a print may last
+	maxLiveJobs  = 6    // jobs not final before orders stop
+	nPrinters    = 3
+	devicePool   = "farm"
 )
 
 // Nodes and commands of the bundled printer and print_job machines.
@@ -184,15 +185,11 @@ func (s *sim) devices() {
 		}
 	}
 	for _, p := range s.printers {
-		if s.active && s.rng.Float64() >= pDeviceAct {
+		if act := s.rng.Float64(); s.active && act >= pDeviceAct || act >= pDeviceDrain {
 			continue
 		}
-		if p.late != nil {
-			cmd := p.late
-			p.late = nil
-			s.tracef("%s gets a late command", p.id)
-			s.obey(p, cmd)
-		}
+		late := p.late
+		p.late = nil
 		switch r := s.rng.Float64(); {
 		case p.conn == 0:
 			s.connect(p)
@@ -203,6 +200,11 @@ func (s *sim) devices() {
 		default:
 			rep := s.report(p)
 			s.deviceRound(p, "report", func() (*device.Command, error) { return s.eng.Report(s.ctx, p.id, p.conn, rep) })
+		}
+		if late != nil {
+			// Overtaken by the answer to the printer's next call.
+			s.tracef("%s gets a late command", p.id)
+			s.obey(p, late)
 		}
 	}
 	if !s.active || s.rng.Float64() < pOperator {
