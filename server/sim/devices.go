@@ -20,7 +20,7 @@ import (
 
 // Probabilities of the device side, per tick.
 const (
-	pDeviceAct   = 0.05 // a printer sends something this tick
+	pDeviceAct   = 0.04 // a printer sends something this tick
 	pDeviceDrain = 0.5  // the same once the faults stop
 	pOrder       = 0.03 // a new order
 	pOperator    = 0.1  // the operator looks for a job to signal
@@ -187,6 +187,9 @@ func (s *sim) devices() {
 	for _, p := range s.printers {
 		if act := s.rng.Float64(); s.active && act >= pDeviceAct || act >= pDeviceDrain {
 			continue
+		}
+		if !s.active && p.conn != 0 && s.liveJobs() == 0 {
+			continue // the work is done: nothing left to report
 		}
 		late := p.late
 		p.late = nil
