@@ -39,7 +39,8 @@ code is 1 when any seed fails.
 
 --bug builds a deliberate defect into the server, to watch the simulation
 catch it: split-changelog (changelog entries committed in a transaction of
-their own) or stale-tokens (a stale fencing token takes effect).`,
+their own), stale-tokens (a stale fencing token takes effect) or
+forget-device-job (a printer's record loses the job it holds).`,
 		Example: "  dfsmr dst --seed 7 --ticks 2000\n  dfsmr dst --seeds 10000\n  dfsmr dst --seed 7 --trace | less",
 		Args:    args(cobra.NoArgs),
 		RunE: runE(func(*cobra.Command, []string) error {
@@ -50,8 +51,10 @@ their own) or stale-tokens (a stale fencing token takes effect).`,
 				bugs.SplitChangelog = true
 			case "stale-tokens":
 				bugs.StaleTokens = true
+			case "forget-device-job":
+				bugs.ForgetDeviceJob = true
 			default:
-				return usageErrorf("--bug must be split-changelog or stale-tokens, not %q", bug)
+				return usageErrorf("--bug must be split-changelog, stale-tokens or forget-device-job, not %q", bug)
 			}
 			switch {
 			case seeds < 1:
@@ -81,7 +84,7 @@ their own) or stale-tokens (a stale fencing token takes effect).`,
 	f.BoolVar(&trace, "trace", false, "print the trace of the seed")
 	f.StringVar(&dir, "dir", "", "directory for the bbolt files and visualizations (default: a temporary one, removed after)")
 	f.IntVar(&parallel, "parallel", runtime.NumCPU(), "seeds run at once")
-	f.StringVar(&bug, "bug", "", "build a defect into the server: split-changelog or stale-tokens")
+	f.StringVar(&bug, "bug", "", "build a defect into the server: split-changelog, stale-tokens or forget-device-job")
 	return cmd
 }
 

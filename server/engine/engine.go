@@ -113,18 +113,19 @@ func (e *Engine) Start(ctx context.Context) error {
 	if err := e.Resume(ctx); err != nil {
 		return err
 	}
-	if err := e.offlineDevices(ctx); err != nil {
-		return err
-	}
 	return e.sched.Start(ctx)
 }
 
 // Resume does the work a start owes to the state a crash left: it finishes
-// any upgrade sweep cut short (see sweepMachine). Start calls it; a driver
-// that runs the engine without Start (the simulator) calls it after
+// any upgrade sweep cut short (see sweepMachine), and marks offline the
+// devices whose streams died with the previous process. Start calls it; a
+// driver that runs the engine without Start (the simulator) calls it after
 // opening the store.
 func (e *Engine) Resume(ctx context.Context) error {
-	return e.sweepUpgrades(ctx)
+	if err := e.sweepUpgrades(ctx); err != nil {
+		return err
+	}
+	return e.offlineDevices(ctx)
 }
 
 // Stop ends the scheduler and waits for it. It is idempotent and safe when

@@ -138,7 +138,9 @@ func (s *sim) check() {
 	}
 	s.chk.pending = nil
 	for _, in := range touched {
-		s.checkInstance(in, due)
+		if in.Machine == machineID {
+			s.checkInstance(in, due)
+		}
 	}
 }
 
@@ -152,12 +154,16 @@ func (s *sim) view(fn func(tx store.ReadTx) error) {
 // and moves the shadow on.
 func (s *sim) follow(c fsm.Change) {
 	if c.Instance == "" {
-		if c.Kind == fsm.ChangeMachineDefined {
+		if c.Kind == fsm.ChangeMachineDefined && c.Machine == machineID {
 			if c.Version != s.chk.versions+1 {
 				s.failf("machine version %d defined after version %d", c.Version, s.chk.versions)
 			}
 			s.chk.versions = c.Version
 		}
+		return
+	}
+	if c.Machine == printJobID || isDeviceChange(c) {
+		s.followJob(c)
 		return
 	}
 	sh := s.chk.inst[c.Instance]
@@ -308,27 +314,35 @@ func (s *sim) fullCheck() {
 			byInst[c.Instance] = append(byInst[c.Instance], c)
 		}
 	}
-	if len(list) != len(s.chk.order) {
-		s.failf("the store holds %d instances, the changelog started %d", len(list), len(s.chk.order))
+	if len(list) != len(s.chk.order)+len(s.jobOrder) {
+		s.failf("the store holds %d instances, the changelog started %d", len(list), len(s.chk.order)+len(s.jobOrder))
 	}
 	dueIDs := map[string]bool{}
 	for _, d := range due {
 		dueIDs[d.ID] = true
 	}
-	for _, in := range list {
-		var hist []fsm.Change
-		s.view(func(tx store.ReadTx) (err error) {
-			hist, err = tx.History(in.ID)
-			return err
-		})
+	hists := make([][]fsm.Change, len(list))
+	s.view(func(tx store.ReadTx) (err error) {
+		for i, in := range list {
+			if hists[i], err = tx.History(in.ID); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	for i, in := range list {
+		hist := hists[i]
 		want := byInst[in.ID]
-		if len(hist) != len(want) || in.Rev != uint64(len(hist)) {
+		if len(hist) != len(want) || in.Rev != uint64(len(instanceChanges(hist))) {
 			s.failf("instance %s at rev %d: history of %d changes, the changelog has %d", in.ID, in.Rev, len(hist), len(want))
 		}
 		for i := range hist {
 			if !sameChange(hist[i], want[i]) || hist[i].Seq != want[i].Seq {
 				s.failf("instance %s: history entry %d is %s, the changelog says %s", in.ID, i, changeString(hist[i]), changeString(want[i]))
 			}
+		}
+		if in.Machine != machineID {
+			continue
 		}
 		s.checkInstance(in, due)
 		delete(dueIDs, in.ID)
@@ -348,8 +362,20 @@ func (s *sim) fullCheck() {
 		s.failf("due entries for unknown instances: %v", dueIDs)
 	}
 	for _, a := range s.chk.acks {
-		s.checkAcked(a, byInst[a.id])
+		s.checkAcked(a, instanceChanges(byInst[a.id]))
 	}
+}
+
+// instanceChanges leaves out of a history the changes of devices that name
+// the instance (a job): they do not count in its rev.
+func instanceChanges(hist []fsm.Change) []fsm.Change {
+	var out []fsm.Change
+	for _, c := range hist {
+		if !isDeviceChange(c) {
+			out = append(out, c)
+		}
+	}
+	return out
 }
 
 func (s *sim) checkAcked(a acked, hist []fsm.Change) {

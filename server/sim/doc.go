@@ -13,6 +13,18 @@
 // a sequential model of the API (see model.go), partitioned per instance,
 // with every call whose reply was lost left open-ended.
 //
+// Simulated printers run device rounds on the bundled printer machine
+// (see devices.go): they connect, report, carry out commands or refuse
+// them as stale, finish or fail prints, lose power mid-print (and come
+// back in error holding the job), disconnect and reconnect, and lose their
+// streams when the server crashes. Orders queue print jobs on a printer or
+// a pool, and an operator signals retrieved and recovered. These calls go
+// straight to the engine and stay out of the linearizability model; after
+// every tick the checker follows each job against the print_job machine and
+// checks the printers' records against the jobs and the printers
+// themselves: no job printing on two printers, no printer holding two
+// jobs, every job in progress named by its own printer's record.
+//
 // The same seed gives the same run: the same trace, byte for byte, and the
 // same final hash. Run one with `dfsmr dst --seed S --ticks T`.
 //

@@ -41,6 +41,9 @@ type Bugs struct {
 	// live lease's token before the engine sees it, so a stale token takes
 	// effect.
 	StaleTokens bool
+	// ForgetDeviceJob writes a device's record without its job: the
+	// server forgets which job a printer holds once it dispatched it.
+	ForgetDeviceJob bool
 }
 
 // faultStore wraps the real store. While armed it asks pick what to do to
@@ -95,6 +98,10 @@ func (f *faultStore) update(ctx context.Context, fn func(store.Tx) error) error 
 		f.dead = true
 		return errCrashed
 	}
+	if f.bugs.ForgetDeviceJob {
+		inner := fn
+		fn = func(tx store.Tx) error { return inner(forgetTx{tx}) }
+	}
 	if err := f.inner.Update(ctx, fn); err != nil {
 		return err
 	}
@@ -127,4 +134,13 @@ type splitTx struct {
 func (t *splitTx) AppendChange(c fsm.Change) (uint64, error) {
 	*t.changes = append(*t.changes, c)
 	return 0, nil
+}
+
+// forgetTx is the ForgetDeviceJob bug: it drops the job from every device
+// record it writes.
+type forgetTx struct{ store.Tx }
+
+func (t forgetTx) PutDevice(d store.Device) error {
+	d.Job = ""
+	return t.Tx.PutDevice(d)
 }

@@ -68,6 +68,11 @@ type Result struct {
 	DrainTicks int
 	// Ops is the length of the history checked for linearizability.
 	Ops int
+	// DeviceCalls counts the calls of printers, the operator and
+	// customers; Commands the commands the server sent, Rejected those a
+	// printer refused as stale, Prints the prints started, PowerLosses the
+	// plugs pulled mid-print, Signals the operator's acknowledged signals.
+	DeviceCalls, Commands, Rejected, Prints, PowerLosses, Signals int
 	// Visualization is the HTML file written for a history that is not
 	// linearizable.
 	Visualization string
@@ -81,6 +86,8 @@ func ReplayCommand(seed uint64, ticks int, bugs Bugs) string {
 		cmd += " --bug split-changelog"
 	case bugs.StaleTokens:
 		cmd += " --bug stale-tokens"
+	case bugs.ForgetDeviceJob:
+		cmd += " --bug forget-device-job"
 	}
 	return cmd
 }
@@ -148,6 +155,12 @@ type sim struct {
 	// commit hook delivered them.
 	committed []fsm.Change
 	chk       checker
+
+	printers     []*printer
+	jobs         map[string]*jobShadow
+	jobOrder     []string // job ids, in start order
+	nextOrder    int
+	deviceCalled bool // the device side called the engine since the last check
 }
 
 // Run runs one simulation. A broken invariant, a run that does not finish
@@ -160,6 +173,7 @@ func Run(cfg Config) (res Result, err error) {
 		clk:   clock.NewFake(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)),
 		trace: sha256.New(),
 		res:   Result{Seed: cfg.Seed, Ticks: cfg.Ticks},
+		jobs:  map[string]*jobShadow{},
 	}
 	s.chk.init()
 	dir, err := os.MkdirTemp(cfg.Dir, fmt.Sprintf("dst-%d-", cfg.Seed))
@@ -213,6 +227,7 @@ func (s *sim) run() {
 	if _, _, err := s.eng.DefineMachine(s.ctx, machineID+".yaml", machineSource(0), "sim"); err != nil {
 		s.failf("define: %v", err)
 	}
+	s.definePrinters()
 	s.absorb()
 	s.check()
 
@@ -228,10 +243,10 @@ func (s *sim) run() {
 	start := s.tick
 	for ; ; s.tick++ {
 		if s.tick-start > DrainTicks {
-			s.failf("liveness: %d instances not final %d ticks after the faults stopped", s.unfinished(), DrainTicks)
+			s.failf("liveness: %d instances and %d jobs not final %d ticks after the faults stopped", s.unfinished(), s.liveJobs(), DrainTicks)
 		}
 		s.step()
-		if s.unfinished() == 0 && len(s.reqs) == 0 && len(s.resps) == 0 && s.idle() {
+		if s.unfinished() == 0 && s.liveJobs() == 0 && len(s.reqs) == 0 && len(s.resps) == 0 && s.idle() {
 			break
 		}
 	}
@@ -291,6 +306,10 @@ func (s *sim) crash(why string) {
 	}
 	s.bolt = nil
 	s.resps = nil
+	for _, p := range s.printers {
+		// The streams die with the server, and the commands on them.
+		p.conn, p.late = 0, nil
+	}
 	s.open()
 	s.fullCheck()
 }
@@ -359,10 +378,14 @@ func (s *sim) step() {
 			s.issue(a)
 		}
 	}
+	s.devices()
 	s.deliverRequests()
 	s.deliverResponses()
 	if s.called {
 		s.check()
+	}
+	if s.deviceCalled {
+		s.checkDevices()
 	}
 }
 

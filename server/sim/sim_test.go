@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"strings"
 	"sync"
 	"testing"
 )
@@ -27,9 +28,10 @@ func TestSimulation(t *testing.T) {
 		if t.Failed() {
 			return
 		}
-		t.Logf("%d seeds x %d ticks: %d calls (%d acknowledged, %d ambiguous), %d delivered, %d lost, %d duplicated, %d crashes, %d store faults, %d instances, %d changes, %d operations checked",
+		t.Logf("%d seeds x %d ticks: %d calls (%d acknowledged, %d ambiguous), %d delivered, %d lost, %d duplicated, %d crashes, %d store faults, %d instances, %d changes, %d operations checked; devices: %d calls, %d commands (%d refused as stale), %d prints, %d power losses, %d operator signals acknowledged",
 			*flagSeeds, *flagTicks, total.Calls, total.Acked, total.Ambiguous, total.Delivered, total.Lost, total.Duplicated,
-			total.Crashes, total.StoreFaults, total.Instances, total.Changes, total.Ops)
+			total.Crashes, total.StoreFaults, total.Instances, total.Changes, total.Ops,
+			total.DeviceCalls, total.Commands, total.Rejected, total.Prints, total.PowerLosses, total.Signals)
 		if *flagSeeds >= 256 && total.Crashes < 200 {
 			t.Errorf("%d simulated crashes; the CI budget needs at least 200", total.Crashes)
 		}
@@ -65,6 +67,12 @@ func add(total *Result, r Result) {
 	total.Instances += r.Instances
 	total.Changes += r.Changes
 	total.Ops += r.Ops
+	total.DeviceCalls += r.DeviceCalls
+	total.Commands += r.Commands
+	total.Rejected += r.Rejected
+	total.Prints += r.Prints
+	total.PowerLosses += r.PowerLosses
+	total.Signals += r.Signals
 }
 
 // keepArtifact copies a failing seed's visualization where it survives the
@@ -100,6 +108,11 @@ func TestSameSeedSameTrace(t *testing.T) {
 		}
 		hashes[i] = res.Hash
 		t.Logf("run %d: trace hash %s, %d trace bytes, %d crashes", i, res.Hash, traces[i].Len(), res.Crashes)
+	}
+	for _, ev := range []string{"connects in", "carries out print", "operator signals", "customer orders"} {
+		if !bytes.Contains(traces[0].Bytes(), []byte(ev)) {
+			t.Errorf("the trace of seed 42 has no %q: device rounds did not run", ev)
+		}
 	}
 	if hashes[0] != hashes[1] || !bytes.Equal(traces[0].Bytes(), traces[1].Bytes()) {
 		t.Fatalf("seed 42 ran twice gave hashes %s and %s", hashes[0], hashes[1])
@@ -145,4 +158,14 @@ func TestCatchesSplitChangelog(t *testing.T) {
 func TestCatchesStaleTokens(t *testing.T) {
 	t.Parallel()
 	catches(t, Bugs{StaleTokens: true})
+}
+
+// TestCatchesForgetDeviceJob proves that the simulator catches a server
+// that loses track of the job a printer holds.
+func TestCatchesForgetDeviceJob(t *testing.T) {
+	t.Parallel()
+	e := catches(t, Bugs{ForgetDeviceJob: true})
+	if !strings.Contains(e.Err.Error(), "printer") {
+		t.Fatalf("caught by a check of something else than devices: %v", e)
+	}
 }
