@@ -112,7 +112,7 @@ func (a *app) runDST(first uint64, n, ticks, parallel int, dir string, trace boo
 				} else if n == 1 {
 					fmt.Fprintf(a.stdout, "seed %d: ok, trace hash %s\n", seed, res.Hash)
 				}
-				addResult(&total, res)
+				total.Add(res)
 				mu.Unlock()
 			}
 		})
@@ -133,25 +133,13 @@ feed:
 	}
 	n = ran
 	fmt.Fprintf(a.stdout, "%d seeds x %d ticks in %v: %d failed; %d calls attempted, %d acknowledged, %d ambiguous; "+
-		"%d requests delivered, %d messages lost, %d duplicated; %d crashes, %d store faults; %d instances, %d changes, %d operations checked\n",
+		"%d requests delivered, %d messages lost, %d duplicated; %d crashes, %d store faults; %d instances, %d changes, %d operations checked; "+
+		"%d device calls, %d commands (%d refused as stale), %d prints, %d power losses, %d operator signals\n",
 		n, ticks, time.Since(start).Round(time.Millisecond), len(failed), total.Calls, total.Acked, total.Ambiguous,
-		total.Delivered, total.Lost, total.Duplicated, total.Crashes, total.StoreFaults, total.Instances, total.Changes, total.Ops)
+		total.Delivered, total.Lost, total.Duplicated, total.Crashes, total.StoreFaults, total.Instances, total.Changes, total.Ops,
+		total.DeviceCalls, total.Commands, total.Rejected, total.Prints, total.PowerLosses, total.Signals)
 	if len(failed) > 0 {
 		return &codeError{code: exitFailed, msg: fmt.Sprintf("%d of %d seeds failed", len(failed), n)}
 	}
 	return nil
-}
-
-func addResult(total *sim.Result, r sim.Result) {
-	total.Calls += r.Calls
-	total.Acked += r.Acked
-	total.Ambiguous += r.Ambiguous
-	total.Delivered += r.Delivered
-	total.Lost += r.Lost
-	total.Duplicated += r.Duplicated
-	total.Crashes += r.Crashes
-	total.StoreFaults += r.StoreFaults
-	total.Instances += r.Instances
-	total.Changes += r.Changes
-	total.Ops += r.Ops
 }

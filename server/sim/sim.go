@@ -78,6 +78,27 @@ type Result struct {
 	Visualization string
 }
 
+// Add adds the counts of o to r (a total over seeds).
+func (r *Result) Add(o Result) {
+	r.Calls += o.Calls
+	r.Acked += o.Acked
+	r.Ambiguous += o.Ambiguous
+	r.Delivered += o.Delivered
+	r.Lost += o.Lost
+	r.Duplicated += o.Duplicated
+	r.Crashes += o.Crashes
+	r.StoreFaults += o.StoreFaults
+	r.Instances += o.Instances
+	r.Changes += o.Changes
+	r.Ops += o.Ops
+	r.DeviceCalls += o.DeviceCalls
+	r.Commands += o.Commands
+	r.Rejected += o.Rejected
+	r.Prints += o.Prints
+	r.PowerLosses += o.PowerLosses
+	r.Signals += o.Signals
+}
+
 // ReplayCommand is the command that replays one seed.
 func ReplayCommand(seed uint64, ticks int, bugs Bugs) string {
 	cmd := fmt.Sprintf("go run ./cmd/dfsmr dst --seed %d --ticks %d", seed, ticks)

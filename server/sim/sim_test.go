@@ -48,31 +48,11 @@ func TestSimulation(t *testing.T) {
 					t.Fatal(err)
 				}
 				mu.Lock()
-				add(&total, res)
+				total.Add(res)
 				mu.Unlock()
 			}
 		})
 	}
-}
-
-func add(total *Result, r Result) {
-	total.Calls += r.Calls
-	total.Acked += r.Acked
-	total.Ambiguous += r.Ambiguous
-	total.Delivered += r.Delivered
-	total.Lost += r.Lost
-	total.Duplicated += r.Duplicated
-	total.Crashes += r.Crashes
-	total.StoreFaults += r.StoreFaults
-	total.Instances += r.Instances
-	total.Changes += r.Changes
-	total.Ops += r.Ops
-	total.DeviceCalls += r.DeviceCalls
-	total.Commands += r.Commands
-	total.Rejected += r.Rejected
-	total.Prints += r.Prints
-	total.PowerLosses += r.PowerLosses
-	total.Signals += r.Signals
 }
 
 // keepArtifact copies a failing seed's visualization where it survives the
