@@ -112,12 +112,8 @@ func (e *Engine) tryReady(ctx context.Context, f store.ReadyFilter, worker strin
 			if err != nil {
 				return err
 			}
-			d, err := leaseFor(tx, m, cur.Node)
-			if err != nil {
-				return err
-			}
 			var in fsm.Instance
-			if err := e.apply(tx, m, cur, fsm.Acquire{Worker: worker, For: d}, now, worker, &in); err != nil {
+			if err := e.lease(tx, m, cur, worker, now, &in); err != nil {
 				return err
 			}
 			list = append(list, in)
@@ -133,6 +129,16 @@ func (e *Engine) tryReady(ctx context.Context, f store.ReadyFilter, worker strin
 		e.wait.wakeOne(more.machine, more.node)
 	}
 	return list, nil
+}
+
+// lease leases the READY instance in to worker within tx, for its node's
+// lease duration, into out.
+func (e *Engine) lease(tx store.Tx, m *fsm.Machine, in fsm.Instance, worker string, now time.Time, out *fsm.Instance) error {
+	d, err := leaseFor(tx, m, in.Node)
+	if err != nil {
+		return err
+	}
+	return e.apply(tx, m, in, fsm.Acquire{Worker: worker, For: d}, now, worker, out)
 }
 
 // leaseFor is how long a lease in node lasts (zero: never expires, and for
@@ -343,11 +349,7 @@ func (e *Engine) TransitionBatch(ctx context.Context, batch []TransitionArgs, co
 				}
 				continue
 			}
-			d, err := leaseFor(tx, m, out.Node)
-			if err != nil {
-				return err
-			}
-			if err := e.apply(tx, m, out, fsm.Acquire{Worker: cont.Worker, For: d}, now, cont.Worker, &res[i].Next); err != nil {
+			if err := e.lease(tx, m, out, cont.Worker, now, &res[i].Next); err != nil {
 				return err
 			}
 			res[i].Continued = true
@@ -390,11 +392,7 @@ func (e *Engine) refill(tx store.Tx, cont Continuation, now time.Time, out *fsm.
 	if err != nil {
 		return false, err
 	}
-	d, err := leaseFor(tx, m, best.Node)
-	if err != nil {
-		return false, err
-	}
-	return true, e.apply(tx, m, best, fsm.Acquire{Worker: cont.Worker, For: d}, now, cont.Worker, out)
+	return true, e.lease(tx, m, best, cont.Worker, now, out)
 }
 
 // offeredBefore reports whether Ready offers a before b.
