@@ -225,25 +225,14 @@ func (u *Uploader) Upload(key string, data []byte) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return err
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".upload-*")
+	tmp, err := writeSynced(filepath.Dir(path), ".upload-*", data)
 	if err != nil {
 		return err
 	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
+	defer os.Remove(tmp)
 	// Link, unlike rename, never replaces: of two concurrent uploads of a
 	// key, one wins and the other compares.
-	if err := os.Link(tmp.Name(), path); err != nil {
+	if err := os.Link(tmp, path); err != nil {
 		if errors.Is(err, os.ErrExist) {
 			_, err := u.same(key, path, data)
 			return err
@@ -280,21 +269,37 @@ func digest(b []byte) string {
 // writeAtomic writes data to path through a synced temporary file and a
 // rename, so that a reader never sees half a file, even after a crash.
 func writeAtomic(path string, data []byte) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".stage-*")
+	tmp, err := writeSynced(filepath.Dir(path), ".stage-*", data)
 	if err != nil {
 		return err
 	}
-	defer os.Remove(tmp.Name())
+	defer os.Remove(tmp)
+	return os.Rename(tmp, path)
+}
+
+// writeSynced writes data to a new temporary file in dir (named after
+// pattern, as os.CreateTemp), synced and closed, and returns its name; the
+// caller removes it.
+func writeSynced(dir, pattern string, data []byte) (name string, err error) {
+	tmp, err := os.CreateTemp(dir, pattern)
+	if err != nil {
+		return "", err
+	}
+	defer func() {
+		if err != nil {
+			os.Remove(tmp.Name())
+		}
+	}()
 	if _, err := tmp.Write(data); err != nil {
 		tmp.Close()
-		return err
+		return "", err
 	}
 	if err := tmp.Sync(); err != nil {
 		tmp.Close()
-		return err
+		return "", err
 	}
 	if err := tmp.Close(); err != nil {
-		return err
+		return "", err
 	}
-	return os.Rename(tmp.Name(), path)
+	return tmp.Name(), nil
 }
