@@ -328,7 +328,7 @@ func (c *compiler) timeout(path string, n *yaml.Node) fsm.Timeout {
 	if v := deref(n); v == nil || v.Kind != yaml.MappingNode {
 		d, ok := c.duration(path, n)
 		if ok && d > MaxTimeout {
-			c.errAt(n, path, fmt.Sprintf("timeout %s is longer than the limit of %s", formatDuration(d), formatDuration(MaxTimeout)))
+			c.errAt(n, path, fmt.Sprintf("timeout %s is longer than the limit of %s", FormatDuration(d), FormatDuration(MaxTimeout)))
 		}
 		return fsm.Timeout{Fixed: d}
 	}
@@ -361,9 +361,9 @@ func (c *compiler) timeout(path string, n *yaml.Node) fsm.Timeout {
 		if t.Max, maxOK = c.duration(join(path, "max"), e.val); maxOK {
 			switch {
 			case t.Max > MaxTimeout:
-				c.errAt(e.val, join(path, "max"), fmt.Sprintf("timeout %s is longer than the limit of %s", formatDuration(t.Max), formatDuration(MaxTimeout)))
+				c.errAt(e.val, join(path, "max"), fmt.Sprintf("timeout %s is longer than the limit of %s", FormatDuration(t.Max), FormatDuration(MaxTimeout)))
 			case minOK && t.Max < t.Min:
-				c.errAt(e.val, join(path, "max"), fmt.Sprintf("max %s is less than min %s", formatDuration(t.Max), formatDuration(t.Min)))
+				c.errAt(e.val, join(path, "max"), fmt.Sprintf("max %s is less than min %s", FormatDuration(t.Max), FormatDuration(t.Min)))
 			}
 		}
 	}
@@ -416,7 +416,7 @@ func (c *compiler) retry(path string, n *yaml.Node) fsm.Retry {
 				c.errAt(initial.val, p, "must be positive")
 				initialOK = false
 			case d > fsm.MaxDelay:
-				c.errAt(initial.val, p, fmt.Sprintf("initial %s is longer than the limit of %s", formatDuration(d), formatDuration(fsm.MaxDelay)))
+				c.errAt(initial.val, p, fmt.Sprintf("initial %s is longer than the limit of %s", FormatDuration(d), FormatDuration(fsm.MaxDelay)))
 				initialOK = false
 			default:
 				r.Initial = d
@@ -429,7 +429,7 @@ func (c *compiler) retry(path string, n *yaml.Node) fsm.Retry {
 		var d time.Duration
 		if d, maxOK = c.duration(p, maxE.val); maxOK {
 			if d > fsm.MaxDelay {
-				c.errAt(maxE.val, p, fmt.Sprintf("max %s is longer than the limit of %s", formatDuration(d), formatDuration(fsm.MaxDelay)))
+				c.errAt(maxE.val, p, fmt.Sprintf("max %s is longer than the limit of %s", FormatDuration(d), FormatDuration(fsm.MaxDelay)))
 				maxOK = false
 			} else {
 				r.Max = d
@@ -439,9 +439,9 @@ func (c *compiler) retry(path string, n *yaml.Node) fsm.Retry {
 	if initialOK && maxOK && r.Max < r.Initial {
 		switch {
 		case hasMax:
-			c.errAt(maxE.val, join(path, "max"), fmt.Sprintf("max %s is less than initial %s", formatDuration(r.Max), formatDuration(r.Initial)))
+			c.errAt(maxE.val, join(path, "max"), fmt.Sprintf("max %s is less than initial %s", FormatDuration(r.Max), FormatDuration(r.Initial)))
 		default:
-			c.errAt(initial.val, join(path, "initial"), fmt.Sprintf("initial %s is more than the default max %s; set max too", formatDuration(r.Initial), formatDuration(r.Max)))
+			c.errAt(initial.val, join(path, "initial"), fmt.Sprintf("initial %s is more than the default max %s; set max too", FormatDuration(r.Initial), FormatDuration(r.Max)))
 		}
 	}
 	if e, ok := f["jitter"]; ok {
@@ -504,7 +504,7 @@ func (c *compiler) transitionBlock(path string, t *fsm.Transition, v *yaml.Node)
 		if d, ok := c.duration(p, e.val); ok {
 			switch {
 			case d > fsm.MaxDelay:
-				c.errAt(e.val, p, fmt.Sprintf("delay %s is longer than the limit of %s", formatDuration(d), formatDuration(fsm.MaxDelay)))
+				c.errAt(e.val, p, fmt.Sprintf("delay %s is longer than the limit of %s", FormatDuration(d), FormatDuration(fsm.MaxDelay)))
 			case d > 0 && c.kind == fsm.KindJob:
 				c.errAt(e.val, p, "a job machine's transitions cannot be delayed: its instances are HELD by their device, never WAITING")
 			}

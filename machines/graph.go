@@ -141,7 +141,7 @@ func transitionOrder(n *fsm.Node) []string {
 func edgeLabel(t *fsm.Transition, markSignal bool) string {
 	var notes []string
 	if t.Delay > 0 {
-		notes = append(notes, formatDuration(t.Delay))
+		notes = append(notes, FormatDuration(t.Delay))
 	}
 	if markSignal && t.Signal {
 		notes = append(notes, "signal")

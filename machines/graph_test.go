@@ -125,8 +125,8 @@ func TestFormatDuration(t *testing.T) {
 		MaxTimeout:                           "720h",
 		5*time.Minute + 500*time.Millisecond: "5m0.5s",
 	} {
-		if got := formatDuration(d); got != want {
-			t.Errorf("formatDuration(%v) = %q, want %q", d, got, want)
+		if got := FormatDuration(d); got != want {
+			t.Errorf("FormatDuration(%v) = %q, want %q", d, got, want)
 		}
 	}
 }

@@ -285,9 +285,9 @@ func (c *compiler) duration(path string, n *yaml.Node) (time.Duration, bool) {
 	return 0, false
 }
 
-// formatDuration prints a duration without the trailing zero units Go adds
+// FormatDuration prints a duration without the trailing zero units Go adds
 // ("1m" rather than "1m0s"), for messages and graph labels.
-func formatDuration(d time.Duration) string {
+func FormatDuration(d time.Duration) string {
 	s := d.String()
 	if strings.HasSuffix(s, "m0s") {
 		s = strings.TrimSuffix(s, "0s")

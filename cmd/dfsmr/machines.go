@@ -171,7 +171,7 @@ func breakerText(b *pb.Breaker) string {
 	}
 	s := fmt.Sprintf("%s, %.0f%% of %d attempts failed", breakerName(b.GetState()), 100*b.GetFailureShare(), b.GetWindow())
 	if d := b.GetExtraDelay().AsDuration(); d > 0 {
-		s += ", retries +" + short(d)
+		s += ", retries +" + machines.FormatDuration(d)
 	}
 	if b.GetOpenTime() != nil {
 		s += " since " + ts(b.GetOpenTime())
@@ -195,12 +195,12 @@ func timeoutText(n *pb.Node) string {
 	if p := to.GetPercentile(); p > 0 {
 		max := "no max"
 		if to.GetMax().AsDuration() > 0 {
-			max = short(to.GetMax().AsDuration())
+			max = machines.FormatDuration(to.GetMax().AsDuration())
 		}
-		return fmt.Sprintf("p%g of recent, %s..%s", p, short(to.GetMin().AsDuration()), max)
+		return fmt.Sprintf("p%g of recent, %s..%s", p, machines.FormatDuration(to.GetMin().AsDuration()), max)
 	}
 	if d := to.GetFixed().AsDuration(); d > 0 {
-		return short(d)
+		return machines.FormatDuration(d)
 	}
 	return "never (at most once)"
 }
@@ -222,9 +222,9 @@ func retryText(n *pb.Node) string {
 	if r.GetBackoff() == pb.Backoff_BACKOFF_UNSPECIFIED {
 		b = "fixed"
 	}
-	s := fmt.Sprintf("%s, %s %s", attempts, b, short(r.GetInitial().AsDuration()))
+	s := fmt.Sprintf("%s, %s %s", attempts, b, machines.FormatDuration(r.GetInitial().AsDuration()))
 	if r.GetMax().AsDuration() > 0 {
-		s += ".." + short(r.GetMax().AsDuration())
+		s += ".." + machines.FormatDuration(r.GetMax().AsDuration())
 	}
 	if r.GetJitter() > 0 {
 		s += fmt.Sprintf(", jitter %g", r.GetJitter())

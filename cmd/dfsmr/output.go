@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"github.com/dfsmr/dfsmr/machines"
 	"io"
 	"maps"
 	"slices"
@@ -95,20 +96,7 @@ func dur(d *durationpb.Duration) string {
 	if d.AsDuration() == 0 {
 		return "-"
 	}
-	return short(d.AsDuration())
-}
-
-// short formats a duration without zero trailing units: "1h", "5m",
-// "1m30s", where time.Duration.String says "1h0m0s", "5m0s".
-func short(d time.Duration) string {
-	s := d.String()
-	if strings.HasSuffix(s, "m0s") {
-		s = strings.TrimSuffix(s, "0s")
-	}
-	if strings.HasSuffix(s, "h0m") {
-		s = strings.TrimSuffix(s, "0m")
-	}
-	return s
+	return machines.FormatDuration(d.AsDuration())
 }
 
 // enumName turns INSTANCE_STATUS_READY into "ready".
