@@ -225,7 +225,12 @@ type Change struct {
 	FromVersion uint32 `protobuf:"varint,18,opt,name=from_version,json=fromVersion,proto3" json:"from_version,omitempty"`
 	// Device id, for DEVICE_* changes and for the job transitions a device's
 	// round records (actor is then "device:<id>"); empty otherwise.
-	Device        string `protobuf:"bytes,19,opt,name=device,proto3" json:"device,omitempty"`
+	Device string `protobuf:"bytes,19,opt,name=device,proto3" json:"device,omitempty"`
+	// The worker name the request gave, for the changes of work calls
+	// (LEASED, TRANSITIONED, HEARTBEAT, RELINQUISHED): a label the client
+	// chose. With authentication on, actor is the authenticated principal and
+	// worker only what it calls itself; empty for other changes.
+	Worker        string `protobuf:"bytes,20,opt,name=worker,proto3" json:"worker,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -393,11 +398,18 @@ func (x *Change) GetDevice() string {
 	return ""
 }
 
+func (x *Change) GetWorker() string {
+	if x != nil {
+		return x.Worker
+	}
+	return ""
+}
+
 var File_dfsmr_v1_change_proto protoreflect.FileDescriptor
 
 const file_dfsmr_v1_change_proto_rawDesc = "" +
 	"\n" +
-	"\x15dfsmr/v1/change.proto\x12\bdfsmr.v1\x1a\x1edfsmr/v1/instance_status.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xcd\x05\n" +
+	"\x15dfsmr/v1/change.proto\x12\bdfsmr.v1\x1a\x1edfsmr/v1/instance_status.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe5\x05\n" +
 	"\x06Change\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12.\n" +
 	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x14\n" +
@@ -421,7 +433,8 @@ const file_dfsmr_v1_change_proto_rawDesc = "" +
 	"\x06params\x18\x10 \x03(\v2\x1c.dfsmr.v1.Change.ParamsEntryR\x06params\x12\x16\n" +
 	"\x06reason\x18\x11 \x01(\tR\x06reason\x12!\n" +
 	"\ffrom_version\x18\x12 \x01(\rR\vfromVersion\x12\x16\n" +
-	"\x06device\x18\x13 \x01(\tR\x06device\x1a9\n" +
+	"\x06device\x18\x13 \x01(\tR\x06device\x12\x16\n" +
+	"\x06worker\x18\x14 \x01(\tR\x06worker\x1a9\n" +
 	"\vParamsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01*\x80\x05\n" +
