@@ -1,9 +1,11 @@
 package server_test
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"path/filepath"
@@ -18,10 +20,13 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/dfsmr/dfsmr/client"
+	"github.com/dfsmr/dfsmr/client/printersim"
 	pb "github.com/dfsmr/dfsmr/gen/dfsmr/v1"
 	"github.com/dfsmr/dfsmr/server"
 	"github.com/dfsmr/dfsmr/server/clock"
 	"github.com/dfsmr/dfsmr/server/fsm"
+	"github.com/dfsmr/dfsmr/server/metrics"
+	"github.com/dfsmr/dfsmr/server/store/bolt"
 )
 
 const meteredYAML = `
@@ -341,5 +346,88 @@ func TestMetricsAddrInUse(t *testing.T) {
 	}
 	if err := s.Stop(t.Context()); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestMetricsInstancesPrinterFarm runs a printer farm (simulated printers
+// on Connect streams, an order of jobs, an operator who takes the parts
+// off) against a real server, then compares every dfsmr_instances series
+// with a fresh count of the store. Device changes name the job they are
+// about but move no instance: they must not be counted as instances.
+func TestMetricsInstancesPrinterFarm(t *testing.T) {
+	env := mustServer(t, server.Config{MetricsAddr: "127.0.0.1:0"})
+	c := client.New(env.conn)
+	const printers, jobs = 3, 9
+	ch := make(chan printersim.Event, 4096)
+	on := func(ev printersim.Event) { ch <- ev }
+	fleet := printersim.NewFleet("p", printers, printersim.Profile{PrintTime: 20 * time.Millisecond, PrintJitter: -1}, 1)
+	ctx, stop := context.WithCancel(t.Context())
+	done := make(chan error, 2)
+	go func() { done <- fleet.Run(ctx, printersim.Link{Client: c, Pool: "farm", OnEvent: on}, nil) }()
+	op := &printersim.Operator{Client: c, FromSeq: 1, OnEvent: on}
+	go func() { done <- op.Run(ctx) }()
+
+	if _, err := c.Devices.SubmitOrder(t.Context(), &pb.SubmitOrderRequest{OrderId: "o", Model: "benchy", Quantity: jobs, Pool: "farm"}); err != nil {
+		t.Fatal(err)
+	}
+	// Every job printed, retrieved by the operator, and cleared off its bed.
+	var cleared, retrieved int
+	timeout := time.After(time.Minute)
+	for cleared < jobs || retrieved < jobs {
+		select {
+		case ev := <-ch:
+			switch ev.Kind {
+			case printersim.EventCleared:
+				cleared++
+			case printersim.EventRetrieved:
+				retrieved++
+			}
+		case <-timeout:
+			t.Fatalf("after a minute %d of %d jobs cleared, %d retrieved", cleared, jobs, retrieved)
+		}
+	}
+	stop()
+	for range 2 {
+		if err := <-done; err != nil && err != context.Canceled {
+			t.Fatal(err)
+		}
+	}
+
+	scraped := map[[3]string]int64{}
+	for _, m := range mustScrape(t, env)["dfsmr_instances"].GetMetric() {
+		var k [3]string
+		for _, lp := range m.GetLabel() {
+			switch lp.GetName() {
+			case "machine":
+				k[0] = lp.GetValue()
+			case "node":
+				k[1] = lp.GetValue()
+			case "status":
+				k[2] = lp.GetValue()
+			}
+		}
+		scraped[k] = int64(m.GetGauge().GetValue())
+	}
+	kept := env.srv.Metrics().Instances()
+	env.stop(t)
+
+	st, err := bolt.Open(env.db, bolt.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	fresh := metrics.New(metrics.Sources{})
+	if err := fresh.Load(t.Context(), st); err != nil {
+		t.Fatal(err)
+	}
+	want := fresh.Instances()
+	if got := want[[3]string{"print_job", "done", "FINAL"}]; got != jobs {
+		t.Errorf("the store has %d print jobs done, want %d (all: %v)", got, jobs, want)
+	}
+	if !maps.Equal(scraped, want) {
+		t.Errorf("dfsmr_instances series %v, fresh count of the store %v", scraped, want)
+	}
+	if !maps.Equal(kept, want) {
+		t.Errorf("counts kept from commits %v, fresh count of the store %v", kept, want)
 	}
 }

@@ -237,7 +237,11 @@ func (m *Metrics) OnCommit(changes []fsm.Change) {
 		case fsm.ChangeBreakerClosed:
 			m.breakers[c.Machine] = false
 		}
-		if c.Instance == "" {
+		// Only a change with a status after it moves an instance. Device
+		// changes (commands, notices) name the job they are about but leave
+		// it where it is: counting them would add an UNSPECIFIED instance
+		// per command, without bound on a printer farm.
+		if c.Instance == "" || c.ToStatus == fsm.StatusUnspecified {
 			continue
 		}
 		if c.FromStatus != fsm.StatusUnspecified { // not a start
