@@ -166,7 +166,7 @@ func checkName(name string, pattern *regexp.Regexp) string {
 
 // machine compiles the root mapping.
 func (c *compiler) machine(root *yaml.Node) *fsm.Machine {
-	f, ok := c.fields("", root, "id", "kind", "description", "upgrade_strategy", "nodes", "reconcile")
+	f, ok := c.fields("", root, machineKeys...)
 	if !ok {
 		return nil
 	}
@@ -181,15 +181,10 @@ func (c *compiler) machine(root *yaml.Node) *fsm.Machine {
 	}
 	if e, ok := f["kind"]; ok {
 		if s, ok := c.str("kind", e.val); ok {
-			switch s {
-			case "workflow":
-				m.Kind = fsm.KindWorkflow
-			case "device":
-				m.Kind = fsm.KindDevice
-			case "job":
-				m.Kind = fsm.KindJob
-			default:
-				c.errAt(e.val, "kind", fmt.Sprintf("unknown kind %q; want one of: workflow, device, job", s))
+			if k, ok := kinds.lookup(s); ok {
+				m.Kind = k
+			} else {
+				c.errAt(e.val, "kind", fmt.Sprintf("unknown kind %q; want one of: %s", s, kinds.list()))
 			}
 		}
 	}
@@ -203,15 +198,10 @@ func (c *compiler) machine(root *yaml.Node) *fsm.Machine {
 	}
 	if e, ok := f["upgrade_strategy"]; ok {
 		if s, ok := c.str("upgrade_strategy", e.val); ok {
-			switch s {
-			case "continue":
-				m.UpgradeStrategy = fsm.UpgradeContinue
-			case "upgrade":
-				m.UpgradeStrategy = fsm.UpgradeUpgrade
-			case "abort":
-				m.UpgradeStrategy = fsm.UpgradeAbort
-			default:
-				c.errAt(e.val, "upgrade_strategy", fmt.Sprintf("unknown upgrade strategy %q; want one of: continue, upgrade, abort", s))
+			if u, ok := upgradeStrategies.lookup(s); ok {
+				m.UpgradeStrategy = u
+			} else {
+				c.errAt(e.val, "upgrade_strategy", fmt.Sprintf("unknown upgrade strategy %q; want one of: %s", s, upgradeStrategies.list()))
 			}
 		}
 	}
@@ -224,6 +214,10 @@ func (c *compiler) machine(root *yaml.Node) *fsm.Machine {
 	c.nodes(m, e)
 	if e, ok := f["reconcile"]; ok {
 		c.reconcile(m, e)
+	}
+	m.Breaker = fsm.DefaultBreakerPolicy()
+	if e, ok := f["breaker"]; ok {
+		m.Breaker = c.breaker("breaker", e.val)
 	}
 	return m
 }
@@ -266,7 +260,7 @@ func (c *compiler) nodes(m *fsm.Machine, nodes entry) {
 // node compiles one node.
 func (c *compiler) node(path string, e entry) *fsm.Node {
 	n := &fsm.Node{Name: e.name, Transitions: map[string]*fsm.Transition{}}
-	f, ok := c.fields(path, e.val, "start", "final", "timeout", "retry", "transitions", "blocking")
+	f, ok := c.fields(path, e.val, nodeKeys...)
 	if !ok {
 		c.shapeUnknown = true
 		return n
@@ -332,12 +326,12 @@ func (c *compiler) timeout(path string, n *yaml.Node) fsm.Timeout {
 		}
 		return fsm.Timeout{Fixed: d}
 	}
-	f, ok := c.fields(path, n, "percentile", "min", "max")
+	f, ok := c.fields(path, n, timeoutKeys...)
 	if !ok {
 		return fsm.Timeout{}
 	}
 	var t fsm.Timeout
-	for _, name := range []string{"percentile", "min", "max"} {
+	for _, name := range timeoutKeys {
 		if _, ok := f[name]; !ok {
 			c.errAt(n, join(path, name), "required in a percentile timeout")
 		}
@@ -373,7 +367,7 @@ func (c *compiler) timeout(path string, n *yaml.Node) fsm.Timeout {
 // retry compiles a retry block; omitted fields keep DefaultRetry's values.
 func (c *compiler) retry(path string, n *yaml.Node) fsm.Retry {
 	r := DefaultRetry()
-	f, ok := c.fields(path, n, "max_attempts", "backoff", "initial", "max", "jitter")
+	f, ok := c.fields(path, n, retryKeys...)
 	if !ok {
 		return r
 	}
@@ -393,15 +387,10 @@ func (c *compiler) retry(path string, n *yaml.Node) fsm.Retry {
 	if e, ok := f["backoff"]; ok {
 		p := join(path, "backoff")
 		if s, ok := c.str(p, e.val); ok {
-			switch s {
-			case "fixed":
-				r.Backoff = fsm.BackoffFixed
-			case "linear":
-				r.Backoff = fsm.BackoffLinear
-			case "exponential":
-				r.Backoff = fsm.BackoffExponential
-			default:
-				c.errAt(e.val, p, fmt.Sprintf("unknown backoff %q; want one of: fixed, linear, exponential", s))
+			if b, ok := backoffs.lookup(s); ok {
+				r.Backoff = b
+			} else {
+				c.errAt(e.val, p, fmt.Sprintf("unknown backoff %q; want one of: %s", s, backoffs.list()))
 			}
 		}
 	}
@@ -490,7 +479,7 @@ func (c *compiler) transitions(path string, n *fsm.Node, v *yaml.Node) {
 
 // transitionBlock compiles {to: node, delay: 30s, signal: true}.
 func (c *compiler) transitionBlock(path string, t *fsm.Transition, v *yaml.Node) {
-	f, ok := c.fields(path, v, "to", "delay", "signal")
+	f, ok := c.fields(path, v, transitionKeys...)
 	if !ok {
 		return
 	}

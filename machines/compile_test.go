@@ -571,3 +571,28 @@ func checkSound(t *testing.T, m *fsm.Machine) {
 		t.Fatal("no final node")
 	}
 }
+
+// TestCompileBreaker compiles breaker blocks: omitted fields keep the
+// defaults, off turns it off, no block is the default policy.
+func TestCompileBreaker(t *testing.T) {
+	const base = "id: b\nnodes: {a: {start: true, transitions: {ok: z}}, z: {final: true}}\n"
+	def := fsm.DefaultBreakerPolicy()
+	custom := def
+	custom.Window, custom.MinOutcomes, custom.OpenShare, custom.CloseShare, custom.CloseStreak, custom.Delay = 10, 5, 0.9, 0.1, 2, time.Second
+	partial := def
+	partial.Delay = 0
+	for _, tt := range []struct {
+		block string
+		want  fsm.BreakerPolicy
+	}{
+		{"", def},
+		{"breaker: off\n", fsm.BreakerPolicy{Off: true}},
+		{"breaker: {}\n", def},
+		{"breaker: {delay: 0}\n", partial},
+		{"breaker:\n  window: 10\n  min_outcomes: 5\n  open_share: 0.9\n  close_share: 0.1\n  close_streak: 2\n  delay: 1s\n", custom},
+	} {
+		if got := mustCompile(t, "breaker", base+tt.block).Breaker; got != tt.want {
+			t.Errorf("%q: breaker %+v, want %+v", tt.block, got, tt.want)
+		}
+	}
+}

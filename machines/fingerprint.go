@@ -127,6 +127,21 @@ func Fingerprint(m *fsm.Machine) string {
 			}
 		}
 	}
+	// Likewise a breaker policy other than the default: a machine without
+	// a breaker block, or with one that spells out the defaults, keeps
+	// the fingerprint it always had.
+	if p := m.Breaker; !p.IsDefault() {
+		str("breaker")
+		flag(p.Off)
+		if !p.Off {
+			num(uint64(p.Window))
+			num(uint64(p.MinOutcomes))
+			float(p.OpenShare)
+			float(p.CloseShare)
+			num(uint64(p.CloseStreak))
+			dur(p.Delay)
+		}
+	}
 	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:])
 }

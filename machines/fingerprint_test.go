@@ -146,3 +146,26 @@ func TestFingerprintNil(t *testing.T) {
 		t.Error("Fingerprint(nil) is empty")
 	}
 }
+
+// TestFingerprintBreaker: every breaker setting is content; a block that
+// spells out the defaults is the same machine as none.
+func TestFingerprintBreaker(t *testing.T) {
+	const base = "id: b\nnodes: {a: {start: true, transitions: {ok: z}}, z: {final: true}}\n"
+	plain := Fingerprint(mustCompile(t, "plain", base))
+	defaults := Fingerprint(mustCompile(t, "defaults", base+
+		"breaker: {window: 50, min_outcomes: 20, open_share: 0.5, close_share: 0.25, close_streak: 5, delay: 30s}\n"))
+	if defaults != plain {
+		t.Error("a breaker block of the defaults changed the fingerprint")
+	}
+	seen := map[string]string{plain: "no breaker block"}
+	for _, block := range []string{
+		"off", "{window: 40}", "{min_outcomes: 10}", "{open_share: 0.8}", "{close_share: 0.1}",
+		"{close_streak: 2}", "{delay: 1s}", "{delay: 0}",
+	} {
+		fp := Fingerprint(mustCompile(t, block, base+"breaker: "+block+"\n"))
+		if prev, dup := seen[fp]; dup {
+			t.Errorf("breaker: %s has the fingerprint of %s", block, prev)
+		}
+		seen[fp] = block
+	}
+}

@@ -21,6 +21,18 @@ var invalidCases = []struct {
 alias_bomb.yaml:6:36: aliases expand to more than 10000 YAML nodes`},
 	{"alias_cycle.yaml", `
 alias_cycle.yaml:4:9: aliases expand to more than 10000 YAML nodes`},
+	{"bad_breaker.yaml", `
+bad_breaker.yaml:2:19: breaker.window: window 65 must be between 1 and 64
+bad_breaker.yaml:2:37: breaker.min_outcomes: min_outcomes 0 must be between 1 and 64
+bad_breaker.yaml:2:52: breaker.open_share: open_share 0 must be above 0 and at most 1
+bad_breaker.yaml:2:68: breaker.close_share: close_share 2 must be between 0 and 1
+bad_breaker.yaml:2:95: breaker.delay: delay 9000h is longer than the limit of 8784h
+bad_breaker.yaml:2:102: breaker.slow: unknown field "slow"; want one of: window, min_outcomes, open_share, close_share, close_streak, delay`},
+	{"bad_breaker_bounds.yaml", `
+bad_breaker_bounds.yaml:3:11: breaker.window: window 10 is less than the default min_outcomes 20; set min_outcomes too
+bad_breaker_bounds.yaml:4:15: breaker.open_share: open_share 0.2 is less than the default close_share 0.25; set close_share too`},
+	{"bad_breaker_scalar.yaml", `
+bad_breaker_scalar.yaml:2:10: breaker: must be off or a mapping with window, min_outcomes, open_share, close_share, close_streak, delay, got boolean false`},
 	{"bad_duration.yaml", `
 bad_duration.yaml:5:14: nodes.work.timeout: invalid duration "30 seconds": write a Go duration such as 30s, 1m30s or 2h
 bad_duration.yaml:8:32: nodes.work.transitions.later.delay: a duration needs a unit: write 90s, 90m or 90h (only 0 may go without one)`},
@@ -62,7 +74,7 @@ limits.yaml:5:14: nodes.work.timeout: timeout 721h is longer than the limit of 7
 limits.yaml:11:33: nodes.other.transitions.later.delay: delay 8785h is longer than the limit of 8784h
 limits.yaml:12:3: nodes.aVeryLongNodeNameThatGoesOnAndOnAndOnAndOnAndOnAndOnPastTheLimit_x: name is 66 bytes, longer than the limit of 64`},
 	{"merge_key.yaml", `
-merge_key.yaml:2:1: base: unknown field "base"; want one of: id, kind, description, upgrade_strategy, nodes, reconcile
+merge_key.yaml:2:1: base: unknown field "base"; want one of: id, kind, description, upgrade_strategy, nodes, reconcile, breaker
 merge_key.yaml:5:5: nodes.work: merge keys (<<) are not supported; use an alias (*name) as a whole value instead`},
 	{"missing_required.yaml", `
 missing_required.yaml:1:1: id: required: the machine id

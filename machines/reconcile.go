@@ -26,7 +26,7 @@ func (c *compiler) reconcile(m *fsm.Machine, e entry) {
 		c.errAt(e.key, "reconcile", "only a device machine (kind: device) has a reconcile table")
 		return
 	}
-	f, ok := c.fields("reconcile", e.val, "jobs", "rules")
+	f, ok := c.fields("reconcile", e.val, reconcileKeys...)
 	if !ok {
 		return
 	}
@@ -88,7 +88,7 @@ func (c *compiler) reconcile(m *fsm.Machine, e entry) {
 
 // rule compiles one rule; ok is false when it is too broken to keep.
 func (c *compiler) rule(path string, m, jobs *fsm.Machine, n *yaml.Node) (fsm.Rule, bool) {
-	f, ok := c.fields(path, n, "device", "job", "command", "transition", "notice")
+	f, ok := c.fields(path, n, ruleKeys...)
 	if !ok {
 		return fsm.Rule{}, false
 	}

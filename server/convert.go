@@ -85,13 +85,14 @@ func changeToProto(c *fsm.Change) *pb.Change {
 	}
 }
 
-func breakerToProto(b fsm.Breaker) *pb.Breaker {
+// breakerToProto describes b under policy p, the latest version's.
+func breakerToProto(b fsm.Breaker, p fsm.BreakerPolicy) *pb.Breaker {
 	return &pb.Breaker{
 		State:        pb.BreakerState(b.State()),
 		FailureShare: b.FailureShare(),
 		Window:       uint32(b.Count),
 		OpenTime:     ts(b.OpenedAt),
-		ExtraDelay:   dur(b.ExtraDelay()),
+		ExtraDelay:   dur(b.ExtraDelay(p)),
 	}
 }
 

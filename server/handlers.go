@@ -134,7 +134,7 @@ func (h *handlers) GetMachine(ctx context.Context, req *pb.GetMachineRequest) (*
 	if err != nil {
 		return nil, err
 	}
-	return &pb.GetMachineResponse{Machine: machineToProto(info), Versions: versions, Breaker: breakerToProto(info.Breaker)}, nil
+	return &pb.GetMachineResponse{Machine: machineToProto(info), Versions: versions, Breaker: breakerToProto(info.Breaker, info.Machine.Breaker)}, nil
 }
 
 func (h *handlers) ListMachines(ctx context.Context, req *pb.ListMachinesRequest) (*pb.ListMachinesResponse, error) {

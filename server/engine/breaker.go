@@ -9,8 +9,8 @@ import (
 )
 
 // applyAttempt applies ev, which ends an attempt (a worker's Report or a
-// lease's Expire), under the machine's circuit breaker: a retry gets the
-// breaker's extra delay, and the attempt's outcome is recorded in the
+// lease's Expire), under the machine's circuit breaker, with the policy of
+// m (the instance's version): a retry gets the breaker's extra delay, and the attempt's outcome is recorded in the
 // breaker in the same transaction. When the breaker opens or closes, a
 // BREAKER_OPENED or BREAKER_CLOSED change goes to the changelog.
 //
@@ -28,10 +28,10 @@ func (e *Engine) applyAttempt(tx store.Tx, m *fsm.Machine, in fsm.Instance, ev f
 	}
 	switch x := ev.(type) {
 	case fsm.Report:
-		x.ExtraDelay = br.ExtraDelay()
+		x.ExtraDelay = br.ExtraDelay(m.Breaker)
 		ev = x
 	case fsm.Expire:
-		x.ExtraDelay = br.ExtraDelay()
+		x.ExtraDelay = br.ExtraDelay(m.Breaker)
 		ev = x
 	}
 	var next fsm.Instance
@@ -46,7 +46,7 @@ func (e *Engine) applyAttempt(tx store.Tx, m *fsm.Machine, in fsm.Instance, ev f
 		return false, nil
 	}
 	retried = !success && next.Node != fsm.NodeFailed
-	nb, changed := br.Record(success, now)
+	nb, changed := br.Record(m.Breaker, success, now)
 	if nb == br {
 		return retried, nil
 	}
@@ -56,14 +56,14 @@ func (e *Engine) applyAttempt(tx store.Tx, m *fsm.Machine, in fsm.Instance, ev f
 	if !changed {
 		return retried, nil
 	}
-	c := fsm.BreakerChange(m.ID, m.Version, nb, br, now)
+	c := fsm.BreakerChange(m.ID, m.Version, m.Breaker, nb, br, now)
 	c.Actor = SystemActor
 	if _, err := tx.AppendChange(c); err != nil {
 		return false, err
 	}
 	if nb.Open {
 		e.log.Warn("circuit breaker opened: retries slowed", "machine", m.ID,
-			"failure_share", nb.FailureShare(), "extra_delay", fsm.BreakerDelay)
+			"failure_share", nb.FailureShare(), "extra_delay", nb.ExtraDelay(m.Breaker))
 	} else {
 		e.log.Info("circuit breaker closed", "machine", m.ID)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -99,7 +100,7 @@ func TestBreakerOpensAndCloses(t *testing.T) {
 		}
 	}
 	b := breaker()
-	if b.State() != fsm.BreakerOpen || b.FailureShare() != 1 || !b.OpenedAt.Equal(clk.Now()) || b.ExtraDelay() != fsm.BreakerDelay {
+	if b.State() != fsm.BreakerOpen || b.FailureShare() != 1 || !b.OpenedAt.Equal(clk.Now()) || b.ExtraDelay(fsm.BreakerPolicy{}) != fsm.BreakerDelay {
 		t.Fatalf("breaker after the burst: %+v", b)
 	}
 	cs := breakerChanges()
@@ -153,6 +154,126 @@ func TestBreakerOpensAndCloses(t *testing.T) {
 	}
 	if out := attempt("error"); !out.DueAt.Equal(clk.Now().Add(time.Second)) {
 		t.Fatalf("retry after closing: due %v, want now+1s", out.DueAt)
+	}
+}
+
+// quickBreakerYAML sets its own breaker: it opens when 4 of at least 4
+// recent attempts (of 8) fail, waits 2s more, and closes after 2
+// successes in a row.
+const quickBreakerYAML = `
+id: quick
+breaker: {window: 8, min_outcomes: 4, open_share: 1, close_share: 0, close_streak: 2, delay: 2s}
+nodes:
+  work:
+    start: true
+    timeout: 10s
+    retry: {backoff: fixed, initial: 1s, jitter: 0}
+    transitions: {ok: done, error: work}
+  done: {final: true}
+`
+
+// TestBreakerMachinePolicy runs a machine whose breaker block sets its own
+// thresholds and delay: the breaker opens at the 4th failure, not the
+// 20th; retries then wait 2s more, not 30s; two successes close it; and a
+// later version with breaker: off stops the extra delay at once and closes
+// it at the next outcome.
+func TestBreakerMachinePolicy(t *testing.T) {
+	ctx := context.Background()
+	clk := clock.NewFake(time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC))
+	e, _ := openLearner(t, filepath.Join(t.TempDir(), "dfsmr.db"), clk)
+	if _, _, err := e.DefineMachine(ctx, "quick.yaml", []byte(quickBreakerYAML), "test"); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 20 {
+		if _, _, err := e.StartInstance(ctx, engine.StartArgs{ID: fmt.Sprintf("q-%02d", i), Machine: "quick"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	attempt := func(transition string) fsm.Instance {
+		t.Helper()
+		if _, err := e.ProcessDue(ctx); err != nil {
+			t.Fatal(err)
+		}
+		in, ok, err := e.Ready(ctx, engine.ReadyArgs{Worker: "w", Machine: "quick"})
+		if err != nil || !ok {
+			t.Fatalf("Ready = %v, %v", ok, err)
+		}
+		out, err := e.Transition(ctx, engine.TransitionArgs{ID: in.ID, Token: in.Lease.Token, Transition: transition})
+		if err != nil {
+			t.Fatalf("%s %s: %v", in.ID, transition, err)
+		}
+		return out
+	}
+	open := func() bool {
+		t.Helper()
+		info, _, err := e.GetMachine(ctx, "quick", 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return info.Breaker.Open
+	}
+	for i := range 4 {
+		attempt("error")
+		if got := open(); got != (i == 3) {
+			t.Fatalf("after %d failures breaker open = %v", i+1, got)
+		}
+	}
+	if out := attempt("error"); !out.DueAt.Equal(clk.Now().Add(3 * time.Second)) {
+		t.Fatalf("retry while open: due %v, want now+1s+2s", out.DueAt)
+	}
+	attempt("ok")
+	if !open() {
+		t.Fatal("one success closed a breaker that needs two")
+	}
+	attempt("ok")
+	if open() {
+		t.Fatal("two successes left the breaker open")
+	}
+
+	// Open it again, then define a version with the breaker off.
+	for range 4 {
+		attempt("error")
+	}
+	if !open() {
+		t.Fatal("breaker did not reopen")
+	}
+	off := strings.Replace(quickBreakerYAML, "breaker: {window: 8, min_outcomes: 4, open_share: 1, close_share: 0, close_streak: 2, delay: 2s}", "breaker: off", 1)
+	if _, _, err := e.DefineMachine(ctx, "quick.yaml", []byte(off), "test"); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := e.StartInstance(ctx, engine.StartArgs{ID: "q-off", Machine: "quick"}); err != nil {
+		t.Fatal(err)
+	}
+	// Every instance started so far runs version 1; drain them first.
+	for {
+		if _, err := e.ProcessDue(ctx); err != nil {
+			t.Fatal(err)
+		}
+		in, ok, err := e.Ready(ctx, engine.ReadyArgs{Worker: "w", Machine: "quick"})
+		if err != nil || !ok {
+			all, _ := e.ListInstances(ctx, store.InstanceFilter{}, "", 100)
+			for _, in := range all {
+				t.Logf("%s v%d %s %s due %v", in.ID, in.Version, in.Node, in.Status, in.DueAt)
+			}
+			t.Fatalf("Ready = %v, %v at %v", ok, err, clk.Now())
+		}
+		if in.Version == 1 {
+			if _, err := e.CancelInstance(ctx, in.ID, "test", "op"); err != nil {
+				t.Fatal(err)
+			}
+			continue
+		}
+		out, err := e.Transition(ctx, engine.TransitionArgs{ID: in.ID, Token: in.Lease.Token, Transition: "error"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !out.DueAt.Equal(clk.Now().Add(time.Second)) {
+			t.Fatalf("retry with the breaker off: due %v, want now+1s", out.DueAt)
+		}
+		break
+	}
+	if open() {
+		t.Fatal("breaker: off left the breaker open")
 	}
 }
 

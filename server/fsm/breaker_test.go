@@ -1,6 +1,7 @@
 package fsm
 
 import (
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -9,13 +10,18 @@ import (
 // record feeds b the outcomes of a pattern: 'S' a success, 'F' a failure;
 // other characters are ignored.
 func record(b Breaker, pattern string, now time.Time) (Breaker, []BreakerState) {
+	return recordWith(BreakerPolicy{}, b, pattern, now)
+}
+
+// recordWith is record under policy p.
+func recordWith(p BreakerPolicy, b Breaker, pattern string, now time.Time) (Breaker, []BreakerState) {
 	var flips []BreakerState
 	for _, r := range pattern {
 		if r != 'S' && r != 'F' {
 			continue
 		}
 		var changed bool
-		b, changed = b.Record(r == 'S', now)
+		b, changed = b.Record(p, r == 'S', now)
 		if changed {
 			flips = append(flips, b.State())
 		}
@@ -85,20 +91,20 @@ func TestBreakerCloseByShare(t *testing.T) {
 }
 
 func TestBreakerExtraDelay(t *testing.T) {
-	if d := (Breaker{}).ExtraDelay(); d != 0 {
+	if d := (Breaker{}).ExtraDelay(BreakerPolicy{}); d != 0 {
 		t.Fatalf("closed breaker delays %v", d)
 	}
 	b, _ := record(Breaker{}, strings.Repeat("F", 20), t0)
-	if d := b.ExtraDelay(); d != BreakerDelay || b.State() != BreakerOpen || !b.OpenedAt.Equal(t0) {
+	if d := b.ExtraDelay(BreakerPolicy{}); d != BreakerDelay || b.State() != BreakerOpen || !b.OpenedAt.Equal(t0) {
 		t.Fatalf("open breaker %+v delays %v", b, d)
 	}
 }
 
 func TestBreakerValid(t *testing.T) {
 	for name, b := range map[string]Breaker{
-		"count past window":   {Count: BreakerWindow + 1},
+		"count past window":   {Count: MaxBreakerWindow + 1},
 		"failures past count": {Count: 2, Failures: 0b100},
-		"streak past max":     {Streak: BreakerCloseStreak + 1},
+		"streak past max":     {Streak: MaxBreakerCloseStreak + 1},
 		"open without time":   {Open: true},
 		"time while closed":   {OpenedAt: t0},
 	} {
@@ -113,11 +119,11 @@ func TestBreakerValid(t *testing.T) {
 
 func TestBreakerChange(t *testing.T) {
 	b, _ := record(Breaker{}, strings.Repeat("F", 20), t0)
-	c := BreakerChange("m", 3, b, Breaker{}, t0)
+	c := BreakerChange("m", 3, BreakerPolicy{}, b, Breaker{}, t0)
 	if c.Kind != ChangeBreakerOpened || c.Machine != "m" || c.Version != 3 || c.Instance != "" || !strings.Contains(c.Reason, "100%") {
 		t.Fatalf("opened change %+v", c)
 	}
-	c = BreakerChange("m", 3, Breaker{}, b, t0)
+	c = BreakerChange("m", 3, BreakerPolicy{}, Breaker{}, b, t0)
 	if c.Kind != ChangeBreakerClosed || c.Reason == "" {
 		t.Fatalf("closed change %+v", c)
 	}
@@ -169,4 +175,53 @@ func TestExtraDelayOnlyDelaysRetries(t *testing.T) {
 			t.Fatalf("exhausted with extra delay: %+v", out)
 		}
 	})
+}
+
+// TestBreakerPolicy runs patterns under custom policies: every threshold
+// is the policy's, not the defaults.
+func TestBreakerPolicy(t *testing.T) {
+	quick := BreakerPolicy{Window: 10, MinOutcomes: 5, OpenShare: 0.8, CloseShare: 0.1, CloseStreak: 2, Delay: time.Second}
+	cases := []struct {
+		name    string
+		p       BreakerPolicy
+		pattern string
+		flips   []BreakerState
+		open    bool
+		count   uint8
+	}{
+		{"opens at its own minimum", quick, "FFFFF", []BreakerState{BreakerOpen}, true, 5},
+		{"below its open share", quick, "SSFFFFFF", nil, false, 8}, // 75% < 80%
+		{"its window forgets", quick, "FFF" + strings.Repeat("S", 10) + "FFFF", nil, false, 10},
+		{"its streak closes", quick, "FFFFF" + "SS", []BreakerState{BreakerOpen, BreakerClosed}, false, 0},
+		{"a window of 64", BreakerPolicy{Window: 64, MinOutcomes: 64, OpenShare: 1, CloseStreak: 1}, strings.Repeat("F", 64), []BreakerState{BreakerOpen}, true, 64},
+		{"off never opens", BreakerPolicy{Off: true}, strings.Repeat("F", 100), nil, false, 0},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			b, flips := recordWith(c.p, Breaker{}, c.pattern, t0)
+			if !slices.Equal(flips, c.flips) || b.Open != c.open || b.Count != c.count {
+				t.Fatalf("breaker %+v flips %v; want open %v count %d flips %v", b, flips, c.open, c.count, c.flips)
+			}
+		})
+	}
+	b, _ := recordWith(quick, Breaker{}, "FFFFF", t0)
+	if d := b.ExtraDelay(quick); d != time.Second {
+		t.Fatalf("open under a 1s policy: extra delay %v", d)
+	}
+	// A later version turns it off: no delay, and the next outcome closes it.
+	off := BreakerPolicy{Off: true}
+	if d := b.ExtraDelay(off); d != 0 {
+		t.Fatalf("open but off: extra delay %v", d)
+	}
+	if nb, changed := b.Record(off, false, t0); changed != true || nb != (Breaker{}) {
+		t.Fatalf("off closes an open breaker: %+v changed %v", nb, changed)
+	}
+	// A later version shrinks the window: the old window is cut to it.
+	full, _ := record(Breaker{}, strings.Repeat("S", 30)+strings.Repeat("F", 10), t0)
+	if nb, _ := full.Record(BreakerPolicy{Window: 4, MinOutcomes: 4, OpenShare: 1, CloseStreak: 1}, false, t0); !nb.Valid() || nb.Count != 4 || !nb.Open {
+		t.Fatalf("a window of 40 under a policy of 4: %+v", nb)
+	}
+	if !(BreakerPolicy{}).IsDefault() || !DefaultBreakerPolicy().IsDefault() || quick.IsDefault() {
+		t.Fatal("IsDefault")
+	}
 }

@@ -102,6 +102,9 @@ type Machine struct {
 	Order []string
 	// Reconcile is a device machine's reconcile table; nil for other kinds.
 	Reconcile *ReconcileTable
+	// Breaker is the circuit breaker policy of the machine's attempts; the
+	// zero value is DefaultBreakerPolicy.
+	Breaker BreakerPolicy
 }
 
 // idle is the status of an instance of m that rests in a non-final node:

@@ -350,10 +350,10 @@ func TestBreakerRoundtrip(t *testing.T) {
 		nil,
 		good[:len(good)-1],
 		append(slices.Clone(good), 0),
-		store.AppendBreaker(nil, &fsm.Breaker{Count: fsm.BreakerWindow + 1}), // past the window
-		store.AppendBreaker(nil, &fsm.Breaker{Failures: 0b100, Count: 2}),    // bits past the count
-		store.AppendBreaker(nil, &fsm.Breaker{Open: true}),                   // open without a time
-		{0x51, 0x02, 0x00, 0x00, 0x00, 0x80, 0, 0, 0, 0, 0, 0, 0},            // open flag 2
+		store.AppendBreaker(nil, &fsm.Breaker{Count: fsm.MaxBreakerWindow + 1}), // past any window
+		store.AppendBreaker(nil, &fsm.Breaker{Failures: 0b100, Count: 2}),       // bits past the count
+		store.AppendBreaker(nil, &fsm.Breaker{Open: true}),                      // open without a time
+		{0x51, 0x02, 0x00, 0x00, 0x00, 0x80, 0, 0, 0, 0, 0, 0, 0},               // open flag 2
 		store.AppendDurations(nil, nil),
 	} {
 		if _, err := store.DecodeBreaker(bad); !errors.Is(err, store.ErrCorrupt) {
