@@ -129,12 +129,12 @@ func TestReport(t *testing.T) {
 			t.Errorf("%s throttled = %+v, want %+v", name, got, want)
 		}
 	}
-	if got := m.Nodes["downloadable"].Timeout; got != (fsm.Timeout{Fixed: 30 * time.Second}) {
+	if got := m.Nodes["downloadable"].Timeout; got != (fsm.Timeout{Fixed: 10 * time.Minute}) {
 		t.Errorf("downloadable timeout = %+v", got)
 	}
 	// The percentile form compiles to a learned timeout with bounds and no
 	// fixed part.
-	want := fsm.Timeout{Percentile: 95, Min: 5 * time.Second, Max: 10 * time.Minute}
+	want := fsm.Timeout{Percentile: 95, Min: 5 * time.Minute, Max: 10 * time.Minute}
 	if got := m.Nodes["uploadable"].Timeout; got != want {
 		t.Errorf("uploadable timeout = %+v, want %+v", got, want)
 	}

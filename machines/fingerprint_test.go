@@ -28,12 +28,12 @@ nodes:
     retry: {jitter: 0.2, max: 300s, initial: 1s, backoff: exponential, max_attempts: 8}
     timeout:
       max: 10m
-      min: 5s
+      min: 5m
       percentile: 95.0
   downloadable:
     transitions: {give_up: failed, throttled: {to: downloadable, delay: 0.5m}, error: downloadable, ok: uploadable}
     retry: {max_attempts: 8, jitter: 0.2, max: 5m}   # backoff and initial are the defaults
-    timeout: "30s"
+    timeout: "600s"
     start: true
 description: "Download one item, then upload it; retry each step on its own."
 id: report
@@ -73,10 +73,10 @@ func TestFingerprintChanges(t *testing.T) {
 		{"max attempts", "max_attempts: 8", "max_attempts: 0"},
 		{"backoff", "backoff: exponential", "backoff: linear"},
 		{"retry max", "max: 5m", "max: 6m"},
-		{"fixed timeout", "timeout: 30s", "timeout: 0"},
-		{"default timeout", "timeout: 30s\n", ""},
+		{"fixed timeout", "timeout: 10m", "timeout: 0"},
+		{"default timeout", "timeout: 10m\n", ""},
 		{"percentile", "percentile: 95", "percentile: 90"},
-		{"percentile min", "min: 5s", "min: 6s"},
+		{"percentile min", "min: 5m", "min: 6m"},
 		{"start node", "start: true", "start: false"},
 	}
 	for _, tt := range tests {

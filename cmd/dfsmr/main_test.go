@@ -198,7 +198,7 @@ func TestMachines(t *testing.T) {
 	out = c.ok("machine", "job", "--version", "1")
 	contains(t, out, "A test job", "VERSIONS:", "1, 2", "todo", "held", "1m ", "release", "1h ", "yes")
 	out = c.ok("machine", "report")
-	contains(t, out, "p95", "8 attempts, exponential 1s..5m, jitter 0.2", "p95 of recent, 5s..10m ", "throttled")
+	contains(t, out, "p95", "8 attempts, exponential 1s..5m, jitter 0.2", "p95 of recent, 5m..10m ", "throttled")
 	c.fails(exitFailed, []string{"NOT_FOUND"}, "machine", "nosuch")
 
 	// graph: from the server, and offline from a file.
