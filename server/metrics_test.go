@@ -1,14 +1,19 @@
 package server_test
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
 	"maps"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
+	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -16,6 +21,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+	"go.yaml.in/yaml/v3"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/types/known/durationpb"
 
@@ -429,5 +435,257 @@ func TestMetricsInstancesPrinterFarm(t *testing.T) {
 	}
 	if !maps.Equal(kept, want) {
 		t.Errorf("counts kept from commits %v, fresh count of the store %v", kept, want)
+	}
+}
+
+// exercisedMetrics starts a server with metrics and exercises it until
+// every metric it registers has a series (vector metrics export nothing
+// before their first label values): a machine with a retry, a lease, a
+// Changes stream and a device. It returns the metric names a query can
+// use, histograms with their _bucket, _sum and _count series.
+func exercisedMetrics(t *testing.T) map[string]bool {
+	t.Helper()
+	env := mustServer(t, server.Config{MetricsAddr: "127.0.0.1:0"})
+	ctx := t.Context()
+	if _, err := env.machines.DefineMachine(ctx, &pb.DefineMachineRequest{Source: meteredYAML}); err != nil {
+		t.Fatal(err)
+	}
+	follow, err := env.changes.Changes(ctx, &pb.ChangesRequest{Machine: "metered"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := follow.Header(); err != nil {
+		t.Fatal(err)
+	}
+	dev, err := client.New(env.conn).ConnectDevice(ctx, &pb.DeviceRegistration{DeviceId: "printer-1"}, client.DeviceState{Node: "ready"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dev.Close()
+	if _, err := dev.Recv(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := env.instances.StartInstance(ctx, &pb.StartInstanceRequest{Id: "m-1", Machine: "metered"}); err != nil {
+		t.Fatal(err)
+	}
+	r, err := env.work.Ready(ctx, &pb.ReadyRequest{Worker: "w", Machine: "metered"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := env.work.Transition(ctx, &pb.TransitionRequest{Id: "m-1", Token: r.GetLease().GetToken(), Transition: "error"}); err != nil {
+		t.Fatal(err)
+	}
+	names := map[string]bool{}
+	for name, fam := range mustScrape(t, env) {
+		names[name] = true
+		switch fam.GetType() {
+		case dto.MetricType_HISTOGRAM:
+			names[name+"_bucket"], names[name+"_sum"], names[name+"_count"] = true, true, true
+		case dto.MetricType_SUMMARY:
+			names[name+"_sum"], names[name+"_count"] = true, true
+		}
+	}
+	return names
+}
+
+var (
+	promQLStrings  = regexp.MustCompile(`"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'`)
+	promQLBraces   = regexp.MustCompile(`\{[^}]*\}|\[[^\]]*\]`)
+	promQLGrouping = regexp.MustCompile(`\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)`)
+	promQLVars     = regexp.MustCompile(`\$\w+`)
+	promQLLabelArg = regexp.MustCompile(`,\s*\w+\)\s*$`)
+	promQLIdent    = regexp.MustCompile(`(?:^|[^a-zA-Z0-9_:.$])([a-zA-Z_:][a-zA-Z0-9_:]*)`)
+	// promQLWords are the functions, aggregations and keywords the
+	// dashboards and rules use; any other identifier is a metric.
+	promQLWords = map[string]bool{
+		"sum": true, "max": true, "min": true, "avg": true, "count": true, "topk": true, "bottomk": true,
+		"rate": true, "irate": true, "increase": true, "delta": true, "histogram_quantile": true,
+		"label_values": true, "and": true, "or": true, "unless": true, "bool": true, "offset": true,
+	}
+)
+
+// promQLMetrics returns the metric names an expression reads.
+func promQLMetrics(expr string) []string {
+	e := promQLStrings.ReplaceAllString(expr, `""`)
+	e = promQLBraces.ReplaceAllString(e, " ")
+	e = promQLGrouping.ReplaceAllString(e, " ")
+	e = promQLVars.ReplaceAllString(e, " ")
+	var out []string
+	for _, m := range promQLIdent.FindAllStringSubmatch(e, -1) {
+		if !promQLWords[m[1]] {
+			out = append(out, m[1])
+		}
+	}
+	return out
+}
+
+// TestDashboardsUseRegisteredMetrics parses the Grafana dashboard and the
+// Prometheus alert rules under docs/ and checks that every metric their
+// expressions read is one the server registers; the rules file must be in
+// the groups/rules format with the keys Prometheus requires.
+func TestDashboardsUseRegisteredMetrics(t *testing.T) {
+	registered := exercisedMetrics(t)
+	check := func(where, expr string) {
+		t.Helper()
+		metrics := promQLMetrics(expr)
+		if len(metrics) == 0 {
+			t.Errorf("%s: no metric in %q", where, expr)
+		}
+		for _, m := range metrics {
+			if !registered[m] {
+				t.Errorf("%s: %q reads %s, which the server does not register", where, expr, m)
+			}
+		}
+	}
+
+	raw, err := os.ReadFile("../docs/grafana/dfsmr-dashboard.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dash struct {
+		Panels []struct {
+			Title   string
+			Targets []struct{ Expr string }
+		}
+		Templating struct {
+			List []struct {
+				Name       string
+				Type       string
+				Definition string
+			}
+		}
+	}
+	if err := json.Unmarshal(raw, &dash); err != nil {
+		t.Fatalf("dashboard: %v", err)
+	}
+	exprs := 0
+	for _, p := range dash.Panels {
+		if len(p.Targets) == 0 {
+			t.Errorf("panel %q has no query", p.Title)
+		}
+		for _, tg := range p.Targets {
+			check("panel "+p.Title, tg.Expr)
+			exprs++
+		}
+	}
+	for _, v := range dash.Templating.List {
+		if v.Type == "query" {
+			// label_values(metric, label): the label is no metric.
+			check("variable "+v.Name, promQLLabelArg.ReplaceAllString(v.Definition, ")"))
+		}
+	}
+
+	raw, err = os.ReadFile("../docs/prometheus/dfsmr-alerts.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rules struct {
+		Groups []struct {
+			Name  string
+			Rules []map[string]any
+		}
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(raw))
+	dec.KnownFields(true)
+	if err := dec.Decode(&rules); err != nil {
+		t.Fatalf("alert rules: %v", err)
+	}
+	alerts := map[string]bool{}
+	for _, g := range rules.Groups {
+		if g.Name == "" || len(g.Rules) == 0 {
+			t.Errorf("rule group %q: needs a name and rules", g.Name)
+		}
+		for _, r := range g.Rules {
+			name, _ := r["alert"].(string)
+			expr, _ := r["expr"].(string)
+			if name == "" || expr == "" {
+				t.Errorf("rule %v: needs alert and expr", r)
+				continue
+			}
+			for k := range r {
+				if !slices.Contains([]string{"alert", "expr", "for", "keep_firing_for", "labels", "annotations"}, k) {
+					t.Errorf("rule %s: unknown key %q", name, k)
+				}
+			}
+			if f, ok := r["for"].(string); ok {
+				if _, err := model.ParseDuration(f); err != nil {
+					t.Errorf("rule %s: for: %v", name, err)
+				}
+			}
+			if ann, _ := r["annotations"].(map[string]any); ann["summary"] == nil {
+				t.Errorf("rule %s: no summary annotation", name)
+			}
+			alerts[name] = true
+			check("alert "+name, expr)
+		}
+	}
+	// What the operator guide promises an alert for.
+	for _, want := range []string{"DfsmrLeasesPastExpiry", "DfsmrLeaseHeldLong", "DfsmrBreakerOpen",
+		"DfsmrChangelogSubscriberLagging", "DfsmrInstancesFailing"} {
+		if !alerts[want] {
+			t.Errorf("alert %s missing", want)
+		}
+	}
+	t.Logf("%d dashboard queries and %d alerts checked against %d metric names", exprs, len(alerts), len(registered))
+}
+
+// TestOperationsListsRegisteredMetrics: the metric table of
+// docs/operations.md lists exactly the dfsmr_ metrics the server
+// registers, and every other metric it names exists.
+func TestOperationsListsRegisteredMetrics(t *testing.T) {
+	registered := exercisedMetrics(t)
+	raw, err := os.ReadFile("../docs/operations.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, section, _ := strings.Cut(string(raw), "\n## Metrics\n")
+	section, _, _ = strings.Cut(section, "\n## ")
+	documented := map[string]bool{}
+	for line := range strings.Lines(section) {
+		if !strings.HasPrefix(line, "| `") {
+			continue
+		}
+		cell := strings.Split(line, "|")[1]
+		for _, name := range strings.Split(cell, ",") {
+			documented[strings.Trim(strings.TrimSpace(name), "`")] = true
+		}
+	}
+	// The example expressions.
+	_, rest, _ := strings.Cut(section, "```promql\n")
+	block, _, _ := strings.Cut(rest, "```")
+	for line := range strings.Lines(block) {
+		expr, _, _ := strings.Cut(line, "#")
+		for _, m := range promQLMetrics(expr) {
+			if !registered[m] {
+				t.Errorf("operations.md: %q reads %s, which the server does not register", strings.TrimSpace(expr), m)
+			}
+		}
+	}
+	for name := range documented {
+		if !registered[name] {
+			t.Errorf("operations.md lists %s, which the server does not register", name)
+		}
+	}
+	for name := range registered {
+		if strings.HasPrefix(name, metrics.Namespace+"_") && !documented[name] && !documented[strings.TrimSuffix(strings.TrimSuffix(strings.TrimSuffix(name, "_bucket"), "_sum"), "_count")] {
+			t.Errorf("the server registers %s, which operations.md does not list", name)
+		}
+	}
+}
+
+// TestPromQLMetrics: the extraction the documentation tests rely on finds
+// the metrics of an expression and nothing else.
+func TestPromQLMetrics(t *testing.T) {
+	for expr, want := range map[string][]string{
+		`histogram_quantile(0.99, sum by (grpc_method, le) (rate(grpc_server_handling_seconds_bucket{grpc_type="unary"}[$__rate_interval])))`: {"grpc_server_handling_seconds_bucket"},
+		`rate(a_sum[5m]) / rate(a_count[5m])`:                                           {"a_sum", "a_count"},
+		`process_resident_memory_bytes / 1e6`:                                           {"process_resident_memory_bytes"},
+		`max by (machine) (dfsmr_breaker_open) == 1`:                                    {"dfsmr_breaker_open"},
+		`sum(rate(dfsmr_changes_total{kind="FAILED", machine=~"$machine"}[10m])) > 0.1`: {"dfsmr_changes_total"},
+		`dfsmr_typo_total > 0`:                                                          {"dfsmr_typo_total"},
+	} {
+		if got := promQLMetrics(expr); !slices.Equal(got, want) {
+			t.Errorf("promQLMetrics(%q) = %v, want %v", expr, got, want)
+		}
 	}
 }

@@ -244,6 +244,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 			SubscriberMaxLag:  func() int { return s.hub.MaxLag() },
 			SubscribersLagged: func() uint64 { return s.hub.Lagged() },
 			DevicesOnline:     s.sessions.Len,
+			Now:               cfg.Clock.Now,
 		})
 	}
 

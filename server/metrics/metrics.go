@@ -53,6 +53,9 @@ type Sources struct {
 	SubscribersLagged func() uint64
 	// DevicesOnline is how many devices have a Connect stream open.
 	DevicesOnline func() int
+	// Now is the server's clock, for the ages of leases. Nil: the wall
+	// clock.
+	Now func() time.Time
 }
 
 // Metrics is the registry of one server's metrics.
@@ -65,6 +68,11 @@ type Metrics struct {
 	instances map[instanceKey]int64
 	// breakers is 1 for each machine whose circuit breaker is open.
 	breakers map[string]bool
+	// leases holds the times of every outstanding lease, by instance: one
+	// entry per lease, so a scrape costs the number of leases, not of
+	// instances.
+	leases map[string]leaseTimes
+	now    func() time.Time
 
 	changes       *prometheus.CounterVec
 	byKind        []prometheus.Counter // changes' children, by fsm.ChangeKind
@@ -78,6 +86,12 @@ type instanceKey struct {
 	status        fsm.Status
 }
 
+// leaseTimes are when a lease was granted or last extended by a heartbeat,
+// and when it expires (zero: never).
+type leaseTimes struct {
+	renewed, expires time.Time
+}
+
 // New builds the registry: gRPC server metrics, Go runtime and process
 // metrics, and dfsmr's own, with src read at every scrape.
 func New(src Sources) *Metrics {
@@ -85,6 +99,8 @@ func New(src Sources) *Metrics {
 		reg:       prometheus.NewRegistry(),
 		instances: map[instanceKey]int64{},
 		breakers:  map[string]bool{},
+		leases:    map[string]leaseTimes{},
+		now:       src.Now,
 		grpc: grpcprom.NewServerMetrics(grpcprom.WithServerHandlingTimeHistogram(
 			grpcprom.WithHistogramBuckets([]float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 5, 30, 60}),
 		)),
@@ -167,16 +183,24 @@ func (m *Metrics) Load(ctx context.Context, st store.Store) error {
 	}
 	counts := map[instanceKey]int64{}
 	breakers := map[string]bool{}
+	leases := map[string]leaseTimes{}
 	err := st.View(ctx, func(tx store.ReadTx) error {
 		clear(counts)
 		clear(breakers)
+		clear(leases)
 		for after := ""; ; {
 			page, err := tx.Instances(store.InstanceFilter{}, after, loadPage)
 			if err != nil {
 				return err
 			}
 			for i := range page {
-				counts[instanceKey{page[i].Machine, page[i].Node, page[i].Status}]++
+				in := &page[i]
+				counts[instanceKey{in.Machine, in.Node, in.Status}]++
+				if in.Status == fsm.StatusLeased {
+					// Heartbeats are not stored: after a restart a lease
+					// counts from its grant.
+					leases[in.ID] = leaseTimes{renewed: in.Lease.AcquiredAt, expires: in.Lease.ExpiresAt}
+				}
 			}
 			if len(page) < loadPage {
 				break
@@ -206,7 +230,7 @@ func (m *Metrics) Load(ctx context.Context, st store.Store) error {
 		return fmt.Errorf("metrics: load counts: %w", err)
 	}
 	m.mu.Lock()
-	m.instances, m.breakers = counts, breakers
+	m.instances, m.breakers, m.leases = counts, breakers, leases
 	m.mu.Unlock()
 	return nil
 }
@@ -251,6 +275,14 @@ func (m *Metrics) OnCommit(changes []fsm.Change) {
 			}
 		}
 		m.instances[instanceKey{c.Machine, c.ToNode, c.ToStatus}]++
+		switch {
+		case c.ToStatus != fsm.StatusLeased:
+			delete(m.leases, c.Instance)
+		case c.Kind == fsm.ChangeLeased, c.Kind == fsm.ChangeHeartbeat:
+			m.leases[c.Instance] = leaseTimes{renewed: c.At, expires: c.DueAt}
+		}
+		// Other changes that keep an instance LEASED (an upgrade to a new
+		// version) keep its lease as it was.
 	}
 }
 
@@ -302,7 +334,7 @@ func (m *Metrics) Handler(withPprof bool) http.Handler {
 }
 
 // instanceCollector exports the instance counts, the leases outstanding
-// and the breakers from m's maps at scrape time: one line per machine,
+// and their ages, and the breakers from m's maps at scrape time: one line per machine,
 // node and status in use, whatever the number of instances.
 type instanceCollector struct{ m *Metrics }
 
@@ -311,6 +343,10 @@ var (
 		"Instances by machine, node and status.", []string{"machine", "node", "status"}, nil)
 	leasesDesc = prometheus.NewDesc(Namespace+"_leases_outstanding",
 		"Instances leased to a worker right now.", nil, nil)
+	leaseOldestDesc = prometheus.NewDesc(Namespace+"_lease_oldest_seconds",
+		"Seconds since the oldest outstanding lease was granted or last extended by a heartbeat (after a restart: since its grant); 0 without leases.", nil, nil)
+	leasesPastExpiryDesc = prometheus.NewDesc(Namespace+"_leases_past_expiry",
+		"Outstanding leases whose expiry has passed: the scheduler has not timed them out yet.", nil, nil)
 	breakerDesc = prometheus.NewDesc(Namespace+"_breaker_open",
 		"1 when the machine's circuit breaker is open (retries slowed), else 0.", []string{"machine"}, nil)
 )
@@ -318,6 +354,8 @@ var (
 func (c instanceCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- instancesDesc
 	ch <- leasesDesc
+	ch <- leaseOldestDesc
+	ch <- leasesPastExpiryDesc
 	ch <- breakerDesc
 }
 
@@ -325,10 +363,25 @@ func (c instanceCollector) Collect(ch chan<- prometheus.Metric) {
 	// Copy under the lock, send without it: the commit hook takes the
 	// lock on the store's writer goroutine, which a slow scrape must not
 	// hold up.
+	now := time.Now
+	if c.m.now != nil {
+		now = c.m.now
+	}
+	t := now()
 	c.m.mu.Lock()
 	instances := maps.Clone(c.m.instances)
 	breakers := maps.Clone(c.m.breakers)
+	var oldest time.Duration
+	var pastExpiry int
+	for _, l := range c.m.leases {
+		oldest = max(oldest, t.Sub(l.renewed))
+		if !l.expires.IsZero() && t.After(l.expires) {
+			pastExpiry++
+		}
+	}
 	c.m.mu.Unlock()
+	ch <- prometheus.MustNewConstMetric(leaseOldestDesc, prometheus.GaugeValue, oldest.Seconds())
+	ch <- prometheus.MustNewConstMetric(leasesPastExpiryDesc, prometheus.GaugeValue, float64(pastExpiry))
 	var leased int64
 	for k, n := range instances {
 		ch <- prometheus.MustNewConstMetric(instancesDesc, prometheus.GaugeValue, float64(n), k.machine, k.node, k.status.String())

@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"maps"
 	"math/rand/v2"
+	"net/http/httptest"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -145,5 +147,53 @@ func TestCountsFollowCommits(t *testing.T) {
 	t.Logf("final counts: %v", counts)
 	if len(counts) < 4 {
 		t.Fatalf("the mix reached only %d machine/node/status combinations", len(counts))
+	}
+}
+
+// TestLeaseAges follows leases through the commit hook: the oldest lease's
+// age counts from its grant or last heartbeat, a lease whose expiry passed
+// is counted until it is timed out, and a lease that ends is forgotten.
+func TestLeaseAges(t *testing.T) {
+	clk := clock.NewFake(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	m := metrics.New(metrics.Sources{Now: clk.Now})
+	t0 := clk.Now()
+	leased := func(id string, kind fsm.ChangeKind, expires time.Time) fsm.Change {
+		return fsm.Change{At: clk.Now(), Kind: kind, Instance: id, Machine: "m", FromNode: "a", ToNode: "a",
+			FromStatus: fsm.StatusReady, ToStatus: fsm.StatusLeased, DueAt: expires}
+	}
+	m.OnCommit([]fsm.Change{
+		leased("a", fsm.ChangeLeased, t0.Add(10*time.Second)),
+		leased("b", fsm.ChangeLeased, time.Time{}), // never expires
+	})
+	scrape := func() (oldest, past string) {
+		t.Helper()
+		rec := httptest.NewRecorder()
+		m.Handler(false).ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+		for line := range strings.Lines(rec.Body.String()) {
+			if v, ok := strings.CutPrefix(line, "dfsmr_lease_oldest_seconds "); ok {
+				oldest = strings.TrimSpace(v)
+			}
+			if v, ok := strings.CutPrefix(line, "dfsmr_leases_past_expiry "); ok {
+				past = strings.TrimSpace(v)
+			}
+		}
+		return oldest, past
+	}
+	if o, p := scrape(); o != "0" || p != "0" {
+		t.Fatalf("fresh leases: oldest %s, past expiry %s", o, p)
+	}
+	clk.Advance(12 * time.Second)
+	if o, p := scrape(); o != "12" || p != "1" {
+		t.Fatalf("12s later: oldest %s, past expiry %s; want 12 and 1", o, p)
+	}
+	// a times out (READY again); b heartbeats (never expires).
+	m.OnCommit([]fsm.Change{
+		{At: clk.Now(), Kind: fsm.ChangeTimedOut, Instance: "a", Machine: "m", FromNode: "a", ToNode: "a",
+			FromStatus: fsm.StatusLeased, ToStatus: fsm.StatusReady},
+		leased("b", fsm.ChangeHeartbeat, time.Time{}),
+	})
+	clk.Advance(3 * time.Second)
+	if o, p := scrape(); o != "3" || p != "0" {
+		t.Fatalf("after a timeout and a heartbeat: oldest %s, past expiry %s; want 3 and 0", o, p)
 	}
 }
