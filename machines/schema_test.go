@@ -12,6 +12,8 @@ import (
 	"testing"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/dfsmr/dfsmr/server/fsm"
 )
 
 // TestSchemaInSync regenerates the JSON Schema from the compiler's tables
@@ -299,4 +301,57 @@ func equal(a, b any) bool {
 		return aNum && bNum && fa == fb
 	}
 	return a == b
+}
+
+// TestReadmeReference: the README's example definition compiles and the
+// schema accepts it, and its breaker table states the compiler's defaults
+// and limits.
+func TestReadmeReference(t *testing.T) {
+	raw, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, section, _ := strings.Cut(string(raw), "\n## Machine definitions\n")
+	section, _, _ = strings.Cut(section, "\n## ")
+	_, example, _ := strings.Cut(section, "```yaml\n")
+	example, _, _ = strings.Cut(example, "```")
+	if _, err := Compile("README.md", []byte(example)); err != nil {
+		t.Fatalf("the README's example: %v", err)
+	}
+	schemaRaw, err := os.ReadFile(SchemaFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var schema map[string]any
+	if err := json.Unmarshal(schemaRaw, &schema); err != nil {
+		t.Fatal(err)
+	}
+	var doc any
+	if err := yaml.Unmarshal([]byte(example), &doc); err != nil {
+		t.Fatal(err)
+	}
+	if err := validate(schema, schema, doc, ""); err != nil {
+		t.Errorf("the README's example against the schema: %v", err)
+	}
+
+	p := fsm.DefaultBreakerPolicy()
+	rows := map[string][2]string{
+		"window":       {fmt.Sprint(p.Window), fmt.Sprintf("1..%d", fsm.MaxBreakerWindow)},
+		"min_outcomes": {fmt.Sprint(p.MinOutcomes), "1..`window`"},
+		"open_share":   {fmt.Sprint(p.OpenShare), "(0, 1]"},
+		"close_share":  {fmt.Sprint(p.CloseShare), "0..`open_share`"},
+		"close_streak": {fmt.Sprint(p.CloseStreak), fmt.Sprintf("1..%d", fsm.MaxBreakerCloseStreak)},
+		"delay":        {FormatDuration(p.Delay), "0.." + FormatDuration(fsm.MaxDelay)},
+	}
+	for key, want := range rows {
+		row := fmt.Sprintf("| `%s` | %s | %s |", key, want[0], want[1])
+		if !strings.Contains(section, row) {
+			t.Errorf("README breaker table: no row starting %q", row)
+		}
+	}
+	for _, k := range breakerKeys {
+		if _, ok := rows[k]; !ok {
+			t.Errorf("breaker key %s not checked against the README", k)
+		}
+	}
 }
