@@ -90,6 +90,12 @@ func TestCountsFollowCommits(t *testing.T) {
 		if got, want := m.Instances(), fresh.Instances(); !maps.Equal(got, want) {
 			t.Fatalf("%s: counts kept from commits %v, counted in the store %v", when, got, want)
 		}
+		// No heartbeats in the mix: a lease's renewal is its grant.
+		if got, want := m.Leases(), fresh.Leases(); !maps.EqualFunc(got, want, func(a, b [2]time.Time) bool {
+			return a[0].Equal(b[0]) && a[1].Equal(b[1])
+		}) {
+			t.Fatalf("%s: leases followed from commits %v, read from the store %v", when, got, want)
+		}
 	}
 	var ids []string
 	step := func(i int) {
