@@ -28,6 +28,19 @@
 //	      throttled: {to: downloadable, delay: 30s}   # delayed: 0 < delay <= fsm.MaxDelay
 //	      retrieved: {to: done, signal: true}          # signal: external event, no lease needed
 //	  completed: {final: true} # final nodes: no transitions, no timeout, no retry
+//	breaker:                   # optional circuit breaker settings (fsm.BreakerPolicy), or: breaker: off
+//	  window: 50               # 1..64 recent outcomes kept
+//	  min_outcomes: 20         # 1..window outcomes before it may open
+//	  open_share: 0.5          # (0, 1] failure share that opens it
+//	  close_share: 0.25        # [0, open_share] failure share below which it closes
+//	  close_streak: 5          # 1..64 successes in a row that close it
+//	  delay: 30s               # 0..fsm.MaxDelay extra wait of every retry while open
+//	                           # omitted fields (or the whole block): fsm.DefaultBreakerPolicy
+//
+// Schema returns the same rules as a JSON Schema, built from the key
+// lists, enums, patterns and limits the compiler itself uses, for editors
+// that run yaml-language-server; SchemaFile is the committed copy, which a
+// test keeps in sync.
 //
 // # Devices and their jobs
 //
@@ -103,6 +116,6 @@
 //
 // Fingerprint hashes the compiled machine, not its text: the store defines a
 // new version only when the fingerprint changes, so reformatting a
-// definition, reordering it, or spelling out a default never creates a
-// version (nor, with upgrade_strategy abort, aborts running instances).
+// definition, reordering it, or spelling out a default (a breaker block of
+// the defaults included) never creates a version (nor, with upgrade_strategy abort, aborts running instances).
 package machines
