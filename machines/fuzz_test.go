@@ -1,9 +1,12 @@
 package machines
 
 import (
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"testing"
+
+	"go.yaml.in/yaml/v3"
 )
 
 // FuzzCompile feeds arbitrary text to Compile. Whatever the input: no panic,
@@ -27,6 +30,16 @@ func FuzzCompile(f *testing.F) {
 	f.Add([]byte(reportRewritten))
 	f.Add([]byte("id: a\nnodes: {a: {start: true, transitions: {ok: {to: b, delay: 1s, signal: true}}}, b: {final: true}}\n"))
 
+	raw, err := os.ReadFile(SchemaFile)
+	if err != nil {
+		f.Fatal(err)
+	}
+	var schema map[string]any
+	if err := json.Unmarshal(raw, &schema); err != nil {
+		f.Fatal(err)
+	}
+	f.Add([]byte("id: a\nbreaker: {window: 4, min_outcomes: 4, delay: +1.5m}\nnodes: {a: {start: true, timeout: -0s, transitions: {ok: b}}, b: {final: true}}\n"))
+
 	f.Fuzz(func(t *testing.T, src []byte) {
 		m, err := Compile("fuzz.yaml", src)
 		if err != nil {
@@ -45,6 +58,15 @@ func FuzzCompile(f *testing.F) {
 			return
 		}
 		checkSound(t, m)
+		// The schema never refuses what the compiler accepts: an editor
+		// must not flag a valid definition.
+		var doc any
+		if err := yaml.Unmarshal(src, &doc); err != nil {
+			t.Fatalf("compiles but does not decode: %v", err)
+		}
+		if err := validate(schema, schema, doc, ""); err != nil {
+			t.Fatalf("compiles but the schema refuses it: %v", err)
+		}
 		fp := Fingerprint(m)
 		if again := Fingerprint(m); again != fp {
 			t.Fatalf("Fingerprint not stable: %s then %s", fp, again)

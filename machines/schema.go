@@ -17,9 +17,17 @@ import (
 const SchemaFile = "machine.schema.json"
 
 // durationPattern matches what the compiler's duration accepts as a
-// string: a non-negative Go duration ("0" included). The integer 0 is
-// accepted beside it.
-const durationPattern = `^(0|(([0-9]+(\.[0-9]*)?|\.[0-9]+)(ns|us|µs|ms|s|m|h))+)$`
+// string: what time.ParseDuration reads and is not negative ("0", "+5s",
+// and zeros with a minus sign included). The integer 0 is accepted beside
+// it. It cannot check magnitudes: MaxTimeout and fsm.MaxDelay are left to
+// the compiler.
+const durationPattern = `^([-+]?0|\+?(` + durationNumber + durationUnit + `)+|-(` + durationZero + durationUnit + `)+)$`
+
+const (
+	durationNumber = `([0-9]+(\.[0-9]*)?|\.[0-9]+)`
+	durationZero   = `(0+(\.0*)?|\.0+)`
+	durationUnit   = `(ns|us|µs|μs|ms|s|m|h)`
+)
 
 // obj is one JSON Schema object.
 type obj = map[string]any
