@@ -263,11 +263,13 @@ func (BreakerState) EnumDescriptor() ([]byte, []int) {
 // It watches the outcomes of the machine's recent attempts: a failed
 // attempt is an error edge (a transition back to the same node without a
 // delay) or a lease timeout; a success is a transition that leaves the node.
-// It opens when at least 20 of the last 50 outcomes are known and half or
-// more of them failed; it closes after 5 successes in a row or when the
-// failure share falls below 25%, and then starts a fresh window. Each flip
-// is recorded in the changelog (CHANGE_KIND_BREAKER_OPENED,
-// CHANGE_KIND_BREAKER_CLOSED).
+// By default it opens when at least 20 of the last 50 outcomes are known and
+// half or more of them failed, and makes retries wait 30s more; it closes
+// after 5 successes in a row or when the failure share falls below 25%, and
+// then starts a fresh window. A definition's breaker block sets other
+// thresholds and delay, or turns the breaker off; the settings of the
+// attempting instance's version apply. Each flip is recorded in the
+// changelog (CHANGE_KIND_BREAKER_OPENED, CHANGE_KIND_BREAKER_CLOSED).
 type Breaker struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Open or closed.
@@ -275,12 +277,14 @@ type Breaker struct {
 	// Share of failed attempts among the outcomes in the window, from 0 to 1;
 	// 0 when the window is empty.
 	FailureShare float64 `protobuf:"fixed64,2,opt,name=failure_share,json=failureShare,proto3" json:"failure_share,omitempty"`
-	// How many recent outcomes the window holds (at most 50).
+	// How many recent outcomes the window holds (at most the machine's
+	// breaker window: 50 by default, 64 at most).
 	Window uint32 `protobuf:"varint,3,opt,name=window,proto3" json:"window,omitempty"`
 	// When the breaker last opened; unset while closed.
 	OpenTime *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=open_time,json=openTime,proto3" json:"open_time,omitempty"`
-	// What every retry of the machine waits on top of its node's backoff:
-	// unset (zero) while closed.
+	// What every retry of the machine waits on top of its node's backoff,
+	// under the latest version's breaker settings: unset (zero) while closed
+	// or when the breaker is off.
 	ExtraDelay    *durationpb.Duration `protobuf:"bytes,5,opt,name=extra_delay,json=extraDelay,proto3" json:"extra_delay,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
