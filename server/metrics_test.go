@@ -373,12 +373,23 @@ func TestMetricsInstancesPrinterFarm(t *testing.T) {
 	op := &printersim.Operator{Client: c, FromSeq: 1, OnEvent: on}
 	go func() { done <- op.Run(ctx) }()
 
+	// Every printer registered in the pool before the order is placed.
+	timeout := time.After(time.Minute)
+	for connected := 0; connected < printers; {
+		select {
+		case ev := <-ch:
+			if ev.Kind == printersim.EventConnected {
+				connected++
+			}
+		case <-timeout:
+			t.Fatalf("after a minute %d of %d printers connected", connected, printers)
+		}
+	}
 	if _, err := c.Devices.SubmitOrder(t.Context(), &pb.SubmitOrderRequest{OrderId: "o", Model: "benchy", Quantity: jobs, Pool: "farm"}); err != nil {
 		t.Fatal(err)
 	}
 	// Every job printed, retrieved by the operator, and cleared off its bed.
 	var cleared, retrieved int
-	timeout := time.After(time.Minute)
 	for cleared < jobs || retrieved < jobs {
 		select {
 		case ev := <-ch:
