@@ -150,6 +150,9 @@ func (c Config) WithDefaults() Config {
 	if c.LogLevel == "" {
 		c.LogLevel = DefaultLogLevel
 	}
+	if c.MaxHistory == 0 {
+		c.MaxHistory = engine.DefaultMaxHistory
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
