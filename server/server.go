@@ -32,7 +32,6 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
-	"google.golang.org/grpc/reflection"
 )
 
 // Defaults of Config.
@@ -297,7 +296,10 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	s.health = health.NewServer()
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	if !cfg.NoReflection {
-		reflection.Register(s.grpc)
+		if err := registerReflection(s.grpc); err != nil {
+			st.Close()
+			return nil, err
+		}
 	}
 	if m := s.metrics.GRPC(); m != nil {
 		m.InitializeMetrics(s.grpc)
