@@ -2,10 +2,15 @@ package main
 
 import (
 	"bytes"
+	"go/ast"
+	"go/parser"
+	"go/token"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -61,5 +66,75 @@ func TestDocumentedRefusal(t *testing.T) {
 	}
 	if got := strings.TrimSpace(stderr.String()); got != m[2] {
 		t.Errorf("dfsmrd %s printed\n%s\nthe guide says\n%s", m[1], got, m[2])
+	}
+}
+
+// logMethods are the slog.Logger methods whose first argument is the
+// message; the ...Context ones take a context first.
+var logMethods = map[string]int{
+	"Debug": 0, "Info": 0, "Warn": 0, "Error": 0,
+	"DebugContext": 1, "InfoContext": 1, "WarnContext": 1, "ErrorContext": 1,
+}
+
+// TestEveryLogMessageDocumented finds every log call with a literal
+// message in dfsmrd and the server packages and checks that
+// docs/operations.md names the message.
+func TestEveryLogMessageDocumented(t *testing.T) {
+	doc, err := os.ReadFile(filepath.Join("..", "..", "docs", "operations.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := 0
+	for _, root := range []string{".", filepath.Join("..", "..", "server")} {
+		err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+			if err != nil {
+				return err
+			}
+			// The simulator and the store's test suite are not the server.
+			if d.IsDir() && (d.Name() == "sim" || d.Name() == "storetest" || d.Name() == "testdata") {
+				return filepath.SkipDir
+			}
+			if d.IsDir() || !strings.HasSuffix(path, ".go") || strings.HasSuffix(path, "_test.go") {
+				return nil
+			}
+			f, err := parser.ParseFile(token.NewFileSet(), path, nil, 0)
+			if err != nil {
+				return err
+			}
+			ast.Inspect(f, func(n ast.Node) bool {
+				call, ok := n.(*ast.CallExpr)
+				if !ok {
+					return true
+				}
+				sel, ok := call.Fun.(*ast.SelectorExpr)
+				if !ok {
+					return true
+				}
+				i, ok := logMethods[sel.Sel.Name]
+				if !ok || len(call.Args) <= i {
+					return true
+				}
+				lit, ok := call.Args[i].(*ast.BasicLit)
+				if !ok || lit.Kind != token.STRING {
+					return true
+				}
+				msg, err := strconv.Unquote(lit.Value)
+				if err != nil {
+					t.Fatal(err)
+				}
+				found++
+				if !strings.Contains(string(doc), "`"+msg+"`") {
+					t.Errorf("%s logs %q; docs/operations.md does not list it", path, msg)
+				}
+				return true
+			})
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if found < 20 {
+		t.Fatalf("found only %d log messages", found)
 	}
 }
