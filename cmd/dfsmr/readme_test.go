@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	pb "github.com/dfsmr/dfsmr/gen/dfsmr/v1"
 	"github.com/dfsmr/dfsmr/server"
 	"google.golang.org/genproto/googleapis/rpc/code"
 	"google.golang.org/grpc"
@@ -386,5 +387,40 @@ func callJSON(ctx context.Context, t *testing.T, conn *grpc.ClientConn, method, 
 			return err
 		}
 		t.Log(protojson.Format(resp))
+	}
+}
+
+// TestReadmeJobIDs checks the job ids the README's Devices section
+// describes: "o-7-01" .. "o-7-12" for --id o-7 --quantity 12, and an
+// order id of "order-" and 16 hex digits when the server picks it.
+func TestReadmeJobIDs(t *testing.T) {
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"`--quantity 12` makes `o-7-01` .. `o-7-12`", "`order-` and 16 hex digits (`order-3f9c0a2be4d17856`", "jobs `order-3f9c0a2be4d17856-1`"} {
+		if !strings.Contains(string(readme), want) {
+			t.Fatalf("README.md no longer says %q: update this test with it", want)
+		}
+	}
+	c := mustCLI(t)
+	connectPrinter(t, c.addr, "p1", "lab")
+
+	jobIDs := func(args ...string) (string, []string) {
+		t.Helper()
+		resp := decode(t, c.ok(append([]string{"-o", "json", "order", "--model", "benchy.gcode", "--pool", "lab"}, args...)...), &pb.SubmitOrderResponse{})
+		var ids []string
+		for _, j := range resp.GetJobs() {
+			ids = append(ids, j.GetId())
+		}
+		return resp.GetOrderId(), ids
+	}
+	_, ids := jobIDs("--id", "o-7", "--quantity", "12")
+	if len(ids) != 12 || ids[0] != "o-7-01" || ids[8] != "o-7-09" || ids[11] != "o-7-12" {
+		t.Errorf("--id o-7 --quantity 12: jobs %v", ids)
+	}
+	order, ids := jobIDs("--quantity", "3")
+	if !regexp.MustCompile(`^order-[0-9a-f]{16}$`).MatchString(order) || len(ids) != 3 || ids[0] != order+"-1" || ids[2] != order+"-3" {
+		t.Errorf("an order without --id: %s, jobs %v", order, ids)
 	}
 }
