@@ -636,7 +636,15 @@ func (s *Store) commit(batch []*request) {
 
 // commitTx commits btx. A failure the file system gives a reason for
 // (disk full, quota, read-only, I/O error) becomes a *store.IOError.
-func (s *Store) commitTx(btx *bbolt.Tx) error {
+func (s *Store) commitTx(btx *bbolt.Tx) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			// bbolt met a damaged page while writing (after the file check
+			// at open, only damage done since): nothing is acknowledged.
+			err = s.bboltPanic(p)
+			_ = btx.Rollback()
+		}
+	}()
 	if f := s.fault.Load(); f != nil {
 		if err := (*f)(); err != nil {
 			_ = btx.Rollback()

@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -170,6 +171,9 @@ func TestRandomBitFlips(t *testing.T) {
 		t.Fatal(err)
 	}
 	seed := rand.Uint64()
+	if env := os.Getenv("DFSMR_SEED"); env != "" {
+		seed, _ = strconv.ParseUint(env, 10, 64)
+	}
 	t.Logf("seed %d", seed)
 	r := rand.New(rand.NewPCG(seed, 2))
 	rounds := 300
@@ -178,6 +182,7 @@ func TestRandomBitFlips(t *testing.T) {
 	}
 	dir := t.TempDir()
 	var refused, failedReads, clean int
+	kinds := map[string]int{}
 	for i := range rounds {
 		b := bytes.Clone(orig)
 		for range 1 + r.IntN(3) {
@@ -196,7 +201,16 @@ func TestRandomBitFlips(t *testing.T) {
 			continue
 		}
 		err = s.View(context.Background(), readAll)
+		// A write reads and rewrites pages too; it may fail, not crash.
+		werr := s.Update(context.Background(), func(tx store.Tx) error {
+			if err := tx.PutInstance(readyInstance("written")); err != nil {
+				return err
+			}
+			_, err := tx.AppendChange(fsm.Change{Instance: "written", Kind: fsm.ChangeStarted, Machine: "m"})
+			return err
+		})
 		s.Close()
+		kinds[fmt.Sprintf("read %v, write %v", kind(err), kind(werr))]++
 		switch {
 		case err != nil:
 			failedReads++
@@ -204,7 +218,24 @@ func TestRandomBitFlips(t *testing.T) {
 			clean++
 		}
 	}
-	t.Logf("%d rounds: %d refused at open, %d opened with a failing read, %d read clean", rounds, refused, failedReads, clean)
+	t.Logf("%d rounds (DFSMR_SEED=%d replays them): %d refused at open, %d opened with a failing read, %d read clean; outcomes %v",
+		rounds, seed, refused, failedReads, clean, kinds)
+}
+
+// kind sums up an error for the outcome counts of TestRandomBitFlips.
+func kind(err error) string {
+	var ce *store.CorruptError
+	switch {
+	case err == nil:
+		return "ok"
+	case errors.As(err, &ce) && ce.Bucket != "":
+		return "corrupt record"
+	case errors.As(err, &ce):
+		return "damaged page"
+	case errors.Is(err, store.ErrCorrupt):
+		return "undecodable"
+	}
+	return "other"
 }
 
 // readAll reads every record through the store's API.
