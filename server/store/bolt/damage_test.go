@@ -509,3 +509,89 @@ func BenchmarkCheck(b *testing.B) {
 		}
 	}
 }
+
+// TestOpensFileWithoutChecksums opens testdata/unsealed.db, written by the
+// version before records carried checksums (every record kind, indexes, a
+// device queue): Check accepts it as it is, Open seals its records once,
+// everything reads back as written, and Check then finds every record
+// sealed.
+func TestOpensFileWithoutChecksums(t *testing.T) {
+	orig, err := os.ReadFile("testdata/unsealed.db")
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "dfsmr.db")
+	if err := os.WriteFile(path, orig, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	if err := bolt.Check(path, &out); err != nil || !strings.Contains(out.String(), "no checksums yet") {
+		t.Fatalf("Check of the old file: %v\n%s", err, out.String())
+	}
+	at := time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)
+	for round := range 2 { // sealed on the first open, as is on the second
+		s := mustOpen(t, path, bolt.Options{})
+		err := s.View(context.Background(), func(tx store.ReadTx) error {
+			in, err := tx.Instance("ready")
+			if err != nil {
+				return err
+			}
+			if in.Status != fsm.StatusReady || in.Params["k"] != "v" || in.Priority != 3 || !in.DueAt.Equal(at) || in.Rev != 1 {
+				return fmt.Errorf("instance ready = %+v", in)
+			}
+			ins, err := tx.Instances(store.InstanceFilter{Machine: "m"}, "", 0)
+			if err != nil || len(ins) != 3 {
+				return fmt.Errorf("instances of m: %d, %v", len(ins), err)
+			}
+			if ids, err := tx.Ready(store.ReadyFilter{Machine: "m", Node: "n"}, 0); err != nil || len(ids) != 1 || ids[0] != "ready" {
+				return fmt.Errorf("ready %q, %v", ids, err)
+			}
+			cs, err := tx.Changes(1, 0)
+			if err != nil || len(cs) != 3 || cs[2].Instance != "final" {
+				return fmt.Errorf("changes %+v, %v", cs, err)
+			}
+			if m, err := tx.Machine("m", 0); err != nil || string(m.Source) != "id: m\n" || m.Fingerprint != "fp" {
+				return fmt.Errorf("machine %+v, %v", m, err)
+			}
+			if ds, err := tx.DurationSamples("m", 1, "n"); err != nil || len(ds) != 1 || ds[0] != 3*time.Second {
+				return fmt.Errorf("durations %v, %v", ds, err)
+			}
+			if _, err := tx.Breaker("m"); err != nil {
+				return err
+			}
+			if d, err := tx.Device("p1"); err != nil || d.Pool != "pool" {
+				return fmt.Errorf("device %+v, %v", d, err)
+			}
+			if e, ok, err := tx.QueueHead("p1"); err != nil || !ok || e.Job != "ready" {
+				return fmt.Errorf("queue head %+v %v, %v", e, ok, err)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatalf("round %d: %v", round, err)
+		}
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+		out.Reset()
+		if err := bolt.Check(path, &out); err != nil || strings.Contains(out.String(), "no checksums yet") {
+			t.Fatalf("round %d: Check after open: %v\n%s", round, err, out.String())
+		}
+	}
+	// Now sealed: a flipped bit in a record is caught.
+	flipIn(t, path, []byte("id: m\n"))
+	if err := bolt.Check(path, &out); !errors.Is(err, store.ErrCorrupt) {
+		t.Fatalf("Check after a flip in the machine record: %v", err)
+	}
+}
+
+// TestCheckRefusesLiveFile: Check does not read a file a running store
+// holds; it says to check a backup.
+func TestCheckRefusesLiveFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "db")
+	mustOpen(t, path, bolt.Options{})
+	err := bolt.Check(path, io.Discard)
+	if !errors.Is(err, bolt.ErrLocked) || !strings.Contains(err.Error(), "check a backup") {
+		t.Fatalf("Check of a live file: %v", err)
+	}
+}
