@@ -51,8 +51,9 @@ type Options struct {
 	// MaxBatch is the most Update calls that share one transaction.
 	// Zero means DefaultMaxBatch (256); 1 disables group commit.
 	MaxBatch int
-	// Logger receives panics recovered from update functions and commit
-	// failures. Zero: logs are discarded.
+	// Logger receives panics recovered from update functions, commit
+	// failures, corrupt records, a damaged meta page and the replacement of
+	// the file. Zero: logs are discarded.
 	Logger *slog.Logger
 	// NoSync skips fsync on commit. UNSAFE: a crash of the machine (not
 	// only the process) can lose acknowledged writes or corrupt the file.

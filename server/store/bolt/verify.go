@@ -33,7 +33,6 @@ const (
 	boltVersion       = 2
 	branchPageFlag    = 0x01
 	leafPageFlag      = 0x02
-	metaPageFlag      = 0x04
 	freelistPageFlag  = 0x10
 	bucketLeafFlag    = 0x01
 	pgidNoFreelist    = ^uint64(0)
