@@ -25,6 +25,7 @@ import (
 	"github.com/dfsmr/dfsmr/server/engine"
 	"github.com/dfsmr/dfsmr/server/fsm"
 	"github.com/dfsmr/dfsmr/server/metrics"
+	"github.com/dfsmr/dfsmr/server/store"
 	"github.com/dfsmr/dfsmr/server/store/bolt"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/recovery"
@@ -255,6 +256,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	st, err := bolt.Open(cfg.DB, bolt.Options{
 		Logger:         cfg.Logger,
 		CommitObserver: s.metrics.ObserveCommit,
+		OnCorrupt:      func(*store.CorruptError) { s.metrics.CountCorrupt() },
 		CommitHook: func(c []fsm.Change) {
 			if f := onCommit.Load(); f != nil {
 				(*f)(c)
@@ -262,7 +264,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		},
 	})
 	if err != nil {
-		return nil, fmt.Errorf("open %s: %w", cfg.DB, err)
+		return nil, err // it names the file
 	}
 	s.store = st
 	// Before the hook is installed, nothing commits: the counts read
