@@ -33,6 +33,7 @@ func toStatus(log *slog.Logger, method string, err error) error {
 		inv     *fsm.InvalidError
 		lagging *changes.LaggingError
 		oor     *changes.OutOfRangeError
+		ioErr   *store.IOError
 	)
 	switch {
 	case errors.As(err, &verrs):
@@ -41,6 +42,14 @@ func toStatus(log *slog.Logger, method string, err error) error {
 		return badRequest(err.Error(), validationViolations(machines.ValidationErrors{verr})...)
 	case errors.As(err, &inv):
 		return badRequest(err.Error(), &errdetails.BadRequest_FieldViolation{Field: inv.Field, Description: inv.Reason})
+	case errors.Is(err, store.ErrCorrupt):
+		// The store logged the record and counted it.
+		return status.Error(codes.DataLoss, err.Error())
+	case errors.As(err, &ioErr):
+		// Nothing was acknowledged: the client retries, reads go on.
+		return status.Error(codes.Unavailable, ioErr.Error())
+	case errors.Is(err, store.ErrFileReplaced):
+		return status.Error(codes.Unavailable, err.Error())
 	case errors.Is(err, store.ErrNotFound):
 		return status.Error(codes.NotFound, err.Error())
 	case errors.Is(err, fsm.ErrStaleLease):

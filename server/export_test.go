@@ -1,7 +1,14 @@
 package server
 
-import "google.golang.org/grpc"
+import (
+	"google.golang.org/grpc"
+
+	"github.com/dfsmr/dfsmr/server/store/bolt"
+)
 
 // ServiceInfo lists the services and RPCs the gRPC server registered, so
 // that tests can walk the whole API surface.
 func (s *Server) ServiceInfo() map[string]grpc.ServiceInfo { return s.grpc.GetServiceInfo() }
+
+// Store returns the server's store, for tests that inject faults into it.
+func (s *Server) Store() *bolt.Store { return s.store }

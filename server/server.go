@@ -25,6 +25,7 @@ import (
 	"github.com/dfsmr/dfsmr/server/engine"
 	"github.com/dfsmr/dfsmr/server/fsm"
 	"github.com/dfsmr/dfsmr/server/metrics"
+	"github.com/dfsmr/dfsmr/server/store"
 	"github.com/dfsmr/dfsmr/server/store/bolt"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/recovery"
@@ -32,7 +33,6 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
-	"google.golang.org/grpc/reflection"
 )
 
 // Defaults of Config.
@@ -150,6 +150,9 @@ func (c Config) WithDefaults() Config {
 	if c.LogLevel == "" {
 		c.LogLevel = DefaultLogLevel
 	}
+	if c.MaxHistory == 0 {
+		c.MaxHistory = engine.DefaultMaxHistory
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -254,6 +257,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	st, err := bolt.Open(cfg.DB, bolt.Options{
 		Logger:         cfg.Logger,
 		CommitObserver: s.metrics.ObserveCommit,
+		OnCorrupt:      func(*store.CorruptError) { s.metrics.CountCorrupt() },
 		CommitHook: func(c []fsm.Change) {
 			if f := onCommit.Load(); f != nil {
 				(*f)(c)
@@ -261,7 +265,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		},
 	})
 	if err != nil {
-		return nil, fmt.Errorf("open %s: %w", cfg.DB, err)
+		return nil, err // it names the file
 	}
 	s.store = st
 	// Before the hook is installed, nothing commits: the counts read
@@ -295,7 +299,10 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	s.health = health.NewServer()
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	if !cfg.NoReflection {
-		reflection.Register(s.grpc)
+		if err := registerReflection(s.grpc); err != nil {
+			st.Close()
+			return nil, err
+		}
 	}
 	if m := s.metrics.GRPC(); m != nil {
 		m.InitializeMetrics(s.grpc)

@@ -12,6 +12,7 @@ package metrics
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"net/http"
@@ -79,6 +80,7 @@ type Metrics struct {
 	commitOps     prometheus.Histogram
 	commitSeconds prometheus.Histogram
 	panics        prometheus.Counter
+	corrupt       prometheus.Counter
 }
 
 type instanceKey struct {
@@ -122,12 +124,16 @@ func New(src Sources) *Metrics {
 			Namespace: Namespace, Name: "grpc_panics_total",
 			Help: "Handler panics recovered into INTERNAL.",
 		}),
+		corrupt: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: Namespace, Name: "store_corrupt_records_total",
+			Help: "Corrupt store records met: by the file check at start and by calls that failed with DATA_LOSS on one. Run dfsmrd check on a backup.",
+		}),
 	}
 	m.reg.MustRegister(
 		m.grpc,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		m.changes, m.commitOps, m.commitSeconds, m.panics,
+		m.changes, m.commitOps, m.commitSeconds, m.panics, m.corrupt,
 		instanceCollector{m},
 		gaugeFunc("scheduler_queue_depth", "Instances the scheduler waits on: WAITING ones and leases that can expire.", src.Scheduled),
 		gaugeFunc("ready_long_polls", "Ready calls blocked waiting for work.", src.LongPolls),
@@ -190,6 +196,12 @@ func (m *Metrics) Load(ctx context.Context, st store.Store) error {
 		clear(leases)
 		for after := ""; ; {
 			page, err := tx.Instances(store.InstanceFilter{}, after, loadPage)
+			var ce *store.CorruptError
+			if errors.As(err, &ce) && ce.Bucket == "instances" && string(ce.Key) > after {
+				// A damaged record is not counted; the store reported it.
+				after = string(ce.Key)
+				continue
+			}
 			if err != nil {
 				return err
 			}
@@ -315,6 +327,13 @@ func (m *Metrics) ObserveCommit(ops int, took time.Duration) {
 func (m *Metrics) CountPanic() {
 	if m != nil {
 		m.panics.Inc()
+	}
+}
+
+// CountCorrupt counts a corrupt store record met.
+func (m *Metrics) CountCorrupt() {
+	if m != nil {
+		m.corrupt.Inc()
 	}
 }
 

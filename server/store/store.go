@@ -12,6 +12,9 @@ package store
 import (
 	"context"
 	"errors"
+	"fmt"
+	"strconv"
+	"syscall"
 	"time"
 
 	"github.com/dfsmr/dfsmr/server/fsm"
@@ -22,6 +25,75 @@ var ErrNotFound = errors.New("not found")
 
 // ErrClosed is returned by every call after Close.
 var ErrClosed = errors.New("store closed")
+
+// ErrFileReplaced is wrapped by every write refused because the database
+// file the store has open is no longer the file at its path: it was
+// renamed over, moved away or deleted while the server ran. Writes to the
+// open file would be lost at the next start, so the store refuses them;
+// reads go on from the open file.
+var ErrFileReplaced = errors.New("database file was replaced or removed while open")
+
+// CorruptError reports stored data that fails its check: a record whose
+// checksum does not match, or a damaged part of the file's page
+// structure. It matches ErrCorrupt under errors.Is.
+type CorruptError struct {
+	// Path is the database file.
+	Path string
+	// Bucket and Key name the record; both are empty when the damage is in
+	// the file's structure rather than in one record.
+	Bucket string
+	Key    []byte
+	// Reason says what is wrong.
+	Reason string
+}
+
+func (e *CorruptError) Error() string {
+	if e.Bucket == "" {
+		return fmt.Sprintf("database %s is damaged: %s", e.Path, e.Reason)
+	}
+	return fmt.Sprintf("database %s: record %s/%s is corrupt: %s", e.Path, e.Bucket, strconv.Quote(string(e.Key)), e.Reason)
+}
+
+// Is makes a CorruptError match ErrCorrupt.
+func (e *CorruptError) Is(target error) bool { return target == ErrCorrupt }
+
+// IOError reports a write the file system refused: the disk is full
+// (ENOSPC), a quota is used up (EDQUOT), the file system is read-only
+// (EROFS) or the device failed (EIO). The write was not acknowledged; the
+// store keeps serving reads and takes writes again once the cause is gone.
+type IOError struct {
+	// Path is the database file.
+	Path string
+	// Op is what failed, e.g. "commit".
+	Op string
+	// Err is the errno (syscall.Errno) the file system returned.
+	Err error
+}
+
+func (e *IOError) Error() string {
+	outcome := "the write was not applied"
+	if errors.Is(e.Err, syscall.EIO) {
+		// The device may have taken part of the write before failing.
+		outcome = "the write was not acknowledged and may or may not survive a restart"
+	}
+	return fmt.Sprintf("database %s: %s: %v; %s", e.Path, e.Op, e.Err, outcome)
+}
+
+func (e *IOError) Unwrap() error { return e.Err }
+
+// ClassifyIOError returns an *IOError for err when it carries one of the
+// errnos IOError stands for, and nil otherwise.
+func ClassifyIOError(path, op string, err error) *IOError {
+	var errno syscall.Errno
+	if !errors.As(err, &errno) {
+		return nil
+	}
+	switch errno {
+	case syscall.ENOSPC, syscall.EDQUOT, syscall.EROFS, syscall.EIO:
+		return &IOError{Path: path, Op: op, Err: errno}
+	}
+	return nil
+}
 
 // MaxDurationSamples is how many lease durations a store keeps per machine
 // version and node (see Tx.AddDurationSample); the oldest go first.

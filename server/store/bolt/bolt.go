@@ -1,16 +1,21 @@
 package bolt
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
+	"os"
 	"runtime"
 	"runtime/debug"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"go.etcd.io/bbolt"
@@ -46,8 +51,9 @@ type Options struct {
 	// MaxBatch is the most Update calls that share one transaction.
 	// Zero means DefaultMaxBatch (256); 1 disables group commit.
 	MaxBatch int
-	// Logger receives panics recovered from update functions and commit
-	// failures. Zero: logs are discarded.
+	// Logger receives panics recovered from update functions, commit
+	// failures, corrupt records, a damaged meta page and the replacement of
+	// the file. Zero: logs are discarded.
 	Logger *slog.Logger
 	// NoSync skips fsync on commit. UNSAFE: a crash of the machine (not
 	// only the process) can lose acknowledged writes or corrupt the file.
@@ -57,6 +63,10 @@ type Options struct {
 	// process before it fails with ErrLocked. Zero means DefaultTimeout
 	// (1s).
 	Timeout time.Duration
+	// OnCorrupt, when set, is called once for every corrupt record met: by
+	// the check at Open and by every read that fails on one. It must not
+	// block. Zero: none (the store logs them either way).
+	OnCorrupt func(err *store.CorruptError)
 }
 
 // WithDefaults returns o with zero fields set to their defaults.
@@ -115,6 +125,13 @@ type Store struct {
 
 	commits atomic.Uint64
 	ops     atomic.Uint64
+
+	// file is the identity of the open file; replaced is set, once and for
+	// good, when the path no longer names it (see checkFile).
+	file     fileID
+	replaced atomic.Bool
+	// fault, when set, fails commits (InjectCommitFault).
+	fault atomic.Pointer[func() error]
 }
 
 var _ store.Store = (*Store)(nil)
@@ -125,7 +142,18 @@ func Open(path string, opts Options) (*Store, error) {
 		return nil, err
 	}
 	opts = opts.WithDefaults()
-	db, err := bbolt.Open(path, 0o600, &bbolt.Options{
+	s := &Store{
+		opts:       opts,
+		log:        opts.Logger.With("component", "store.bolt"),
+		reqs:       make(chan *request, opts.MaxBatch),
+		writerDone: make(chan struct{}),
+	}
+	// Every error below names the path once: errors from the os package
+	// already do, the others say "database PATH".
+	if err := s.precheck(path); err != nil {
+		return nil, err
+	}
+	db, err := openDB(path, &bbolt.Options{
 		Timeout: opts.Timeout,
 		NoSync:  opts.NoSync,
 		// The freelist is rebuilt by scanning at open instead of being
@@ -135,28 +163,131 @@ func Open(path string, opts Options) (*Store, error) {
 		FreelistType:   bbolt.FreelistMapType,
 	})
 	if errors.Is(err, bolterrors.ErrTimeout) {
-		return nil, fmt.Errorf("open %s: %w (waited %v)", path, ErrLocked, opts.Timeout)
+		return nil, fmt.Errorf("database %s: %w (waited %v)", path, ErrLocked, opts.Timeout)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("open %s: %w", path, err)
+		return nil, err
 	}
-	if err := initBuckets(db); err != nil {
+	s.db = db
+	if s.file, err = statID(path); err != nil {
 		_ = db.Close()
-		return nil, fmt.Errorf("open %s: %w", path, err)
+		return nil, err
 	}
-	s := &Store{
-		db:         db,
-		opts:       opts,
-		log:        opts.Logger.With("component", "store.bolt"),
-		reqs:       make(chan *request, opts.MaxBatch),
-		writerDone: make(chan struct{}),
+	if err := s.initBuckets(); err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("database %s: %w", path, err)
 	}
 	go s.writer()
 	return s, nil
 }
 
-func initBuckets(db *bbolt.DB) error {
-	return db.Update(func(tx *bbolt.Tx) error {
+// openDB opens the file with bbolt. The check before it makes bbolt's
+// reads safe; should one still panic or fault on a damaged page, Open
+// fails with a *store.CorruptError instead of crashing.
+func openDB(path string, o *bbolt.Options) (db *bbolt.DB, err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if p := recover(); p != nil {
+			db, err = nil, &store.CorruptError{Path: path, Reason: fmt.Sprintf("bbolt failed to open it: %v; restore it from a backup", p)}
+		}
+	}()
+	db, err = bbolt.Open(path, 0o600, o)
+	var pe *os.PathError
+	if err != nil && !errors.As(err, &pe) && !errors.Is(err, bolterrors.ErrTimeout) {
+		err = fmt.Errorf("database %s: %w", path, err)
+	}
+	return db, err
+}
+
+// precheck refuses a damaged file before bbolt maps it (see verify.go). A
+// missing file is a new database. The check holds a shared lock, so that
+// it never reads a file another process is writing.
+func (s *Store) precheck(path string) error {
+	f, err := os.Open(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := lockShared(f, s.opts.Timeout); err != nil {
+		if errors.Is(err, ErrLocked) {
+			return fmt.Errorf("database %s: %w (waited %v)", path, ErrLocked, s.opts.Timeout)
+		}
+		return fmt.Errorf("database %s: lock: %w", path, err)
+	}
+	defer func() { _ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN) }()
+	began := time.Now()
+	c, err := checkFile(f, path, nil)
+	if errors.Is(err, errEmpty) {
+		return &store.CorruptError{Path: path, Reason: "the file is empty (0 bytes), so it holds no database; " +
+			"if the server never started on it (a first start that failed), remove it to start afresh, otherwise restore it from a backup"}
+	}
+	if err != nil {
+		return &store.CorruptError{Path: path, Reason: err.Error() + "; restore it from a backup"}
+	}
+	if len(c.structural) > 0 {
+		return &store.CorruptError{Path: path, Reason: problemList(c.structural) + "; restore it from a backup"}
+	}
+	if c.metaNote != "" {
+		s.log.Error("one meta page of the database is damaged; opened from the other one, which may be one commit older",
+			"path", path, "problem", c.metaNote)
+	}
+	for _, ce := range c.records {
+		s.corrupt(ce)
+	}
+	s.log.Info("database checked", "path", path, "pages", c.pages, "corrupt_records", len(c.records), "took", time.Since(began))
+	return nil
+}
+
+// lockShared takes a shared flock on f, waiting up to timeout for an
+// exclusive holder to let go.
+func lockShared(f *os.File, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		err := syscall.Flock(int(f.Fd()), syscall.LOCK_SH|syscall.LOCK_NB)
+		if err == nil {
+			return nil
+		}
+		if !errors.Is(err, syscall.EWOULDBLOCK) {
+			return err
+		}
+		if time.Now().After(deadline) {
+			return ErrLocked
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// problemList joins problems into one reason, eliding past a few.
+func problemList(ps []string) string {
+	if len(ps) > maxProblemsListed {
+		ps = append(ps[:maxProblemsListed:maxProblemsListed], fmt.Sprintf("and %d more", len(ps)-maxProblemsListed))
+	}
+	return strings.Join(ps, "; ")
+}
+
+// corrupt logs a corrupt record met and reports it to Options.OnCorrupt.
+func (s *Store) corrupt(ce *store.CorruptError) {
+	s.log.Error("corrupt record", "path", ce.Path, "bucket", ce.Bucket, "key", string(ce.Key), "reason", ce.Reason)
+	if s.opts.OnCorrupt != nil {
+		s.opts.OnCorrupt(ce)
+	}
+}
+
+// noteCorrupt reports err when it is a corrupt record, and returns it.
+func (s *Store) noteCorrupt(err error) error {
+	var ce *store.CorruptError
+	if errors.As(err, &ce) {
+		s.corrupt(ce)
+	}
+	return err
+}
+
+func (s *Store) initBuckets() error {
+	sealed := 0
+	err := s.db.Update(func(tx *bbolt.Tx) error {
 		for _, name := range allBuckets {
 			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 				return fmt.Errorf("create bucket %s: %w", name, err)
@@ -165,12 +296,28 @@ func initBuckets(db *bbolt.DB) error {
 		meta := tx.Bucket(bucketMeta)
 		switch v := meta.Get(keySchema); {
 		case v == nil:
-			return meta.Put(keySchema, schemaVersion)
+			if err := meta.Put(keySchema, schemaVersion); err != nil {
+				return err
+			}
+			return meta.Put(keyChecksums, checksumCRC32C)
 		case string(v) != string(schemaVersion):
 			return fmt.Errorf("schema version %v, this build reads %v", v, schemaVersion)
 		}
+		switch v := meta.Get(keyChecksums); {
+		case v == nil:
+			for name := range sealedBuckets {
+				sealed += tx.Bucket([]byte(name)).Stats().KeyN
+			}
+			return sealAll(tx)
+		case string(v) != string(checksumCRC32C):
+			return fmt.Errorf("record checksum %q, this build reads %q", v, checksumCRC32C)
+		}
 		return nil
 	})
+	if err == nil && sealed > 0 {
+		s.log.Info("added checksums to the records of a file written by an older version", "path", s.db.Path(), "records", sealed)
+	}
+	return err
 }
 
 // Stats returns the writer's counters.
@@ -292,15 +439,51 @@ func (s *Store) View(ctx context.Context, fn func(tx store.ReadTx) error) error 
 	if closed {
 		return store.ErrClosed
 	}
-	err := s.db.View(func(btx *bbolt.Tx) error {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	err := s.db.View(func(btx *bbolt.Tx) (err error) {
 		rt := &readTx{tx: btx}
-		defer func() { rt.done = true }()
+		defer func() {
+			rt.done = true
+			if p := recover(); p != nil {
+				err = s.bboltPanic(p)
+			}
+		}()
 		return fn(rt)
 	})
 	if errors.Is(err, bolterrors.ErrDatabaseNotOpen) {
 		return store.ErrClosed
 	}
-	return err
+	return s.noteCorrupt(err)
+}
+
+// bboltPanic turns a panic (or a memory fault, with SetPanicOnFault) that
+// bbolt raised on a damaged page into a *store.CorruptError. Any other
+// panic is a bug of the caller's and goes on. Call it from the deferred
+// function that recovered p, while the panicking stack is still there.
+func (s *Store) bboltPanic(p any) error {
+	stack := debug.Stack()
+	if !raisedBy(stack, "go.etcd.io/bbolt.") {
+		panic(p)
+	}
+	s.log.Error("bbolt panicked on a damaged page", "path", s.db.Path(), "panic", p, "stack", string(stack))
+	return &store.CorruptError{Path: s.db.Path(), Reason: fmt.Sprintf("bbolt failed reading a page: %v; run dfsmrd check on a backup", p)}
+}
+
+// raisedBy reports whether the innermost function below the panic in
+// stack (runtime frames aside) is in the package with prefix pkg.
+func raisedBy(stack []byte, pkg string) bool {
+	_, after, ok := bytes.Cut(stack, []byte("\npanic("))
+	if !ok {
+		return false
+	}
+	_, after, _ = bytes.Cut(after, []byte("\n")) // the rest of the panic line
+	for line := range bytes.Lines(after) {
+		if len(line) == 0 || line[0] == '\t' || bytes.HasPrefix(line, []byte("panic(")) || bytes.HasPrefix(line, []byte("runtime.")) {
+			continue
+		}
+		return bytes.HasPrefix(line, []byte(pkg))
+	}
+	return false
 }
 
 // Close stops accepting updates (they fail with store.ErrClosed), commits
@@ -323,6 +506,8 @@ func (s *Store) Close() error {
 // MaxBatch, and commits it as one transaction; it never waits for more.
 func (s *Store) writer() {
 	defer close(s.writerDone)
+	// A fault on a damaged page becomes a panic that run recovers.
+	debug.SetPanicOnFault(true)
 	batch := make([]*request, 0, s.opts.MaxBatch)
 	for r := range s.reqs {
 		batch = append(batch[:0], r)
@@ -368,6 +553,12 @@ func (s *Store) commit(batch []*request) {
 	}
 
 	for len(live) > 0 {
+		if err := s.checkFile(); err != nil {
+			for _, r := range live {
+				s.finish(r, err)
+			}
+			return
+		}
 		btx, err := s.db.Begin(true)
 		if err != nil {
 			s.log.Error("begin write transaction", "err", err)
@@ -403,9 +594,8 @@ func (s *Store) commit(batch []*request) {
 			return
 		}
 		began := time.Now()
-		if err := btx.Commit(); err != nil {
+		if err := s.commitTx(btx); err != nil {
 			s.log.Error("commit", "err", err, "ops", len(live))
-			err = fmt.Errorf("store: commit: %w", err)
 			for _, r := range live {
 				if r.err == nil {
 					r.err = err
@@ -415,6 +605,11 @@ func (s *Store) commit(batch []*request) {
 			return
 		}
 		s.commits.Add(1)
+		// The file may have been replaced while the commit wrote to it: then
+		// the commit reached a file the next start will not see, and is not
+		// acknowledged. The hook still runs below, since the open file, which
+		// reads go on serving, has the changes.
+		replaced := s.checkFile()
 		if s.opts.CommitObserver != nil {
 			s.opts.CommitObserver(len(live), time.Since(began))
 		}
@@ -430,11 +625,56 @@ func (s *Store) commit(batch []*request) {
 			}
 		}
 		for _, r := range live {
+			if replaced != nil && r.err == nil {
+				r.err = replaced
+			}
 			s.countOp(r)
 			s.finish(r, r.err)
 		}
 		return
 	}
+}
+
+// commitTx commits btx. A failure the file system gives a reason for
+// (disk full, quota, read-only, I/O error) becomes a *store.IOError.
+func (s *Store) commitTx(btx *bbolt.Tx) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			// bbolt met a damaged page while writing (after the file check
+			// at open, only damage done since): nothing is acknowledged.
+			err = s.bboltPanic(p)
+			_ = btx.Rollback()
+		}
+	}()
+	if f := s.fault.Load(); f != nil {
+		if err := (*f)(); err != nil {
+			_ = btx.Rollback()
+			return s.commitError(err)
+		}
+	}
+	if err := btx.Commit(); err != nil {
+		return s.commitError(err)
+	}
+	return nil
+}
+
+func (s *Store) commitError(err error) error {
+	if ioe := store.ClassifyIOError(s.db.Path(), "commit", err); ioe != nil {
+		return ioe
+	}
+	return fmt.Errorf("store: commit: %w", err)
+}
+
+// InjectCommitFault makes every commit call f first and, when f returns an
+// error, fail with it as if writing the file had (the transaction is rolled
+// back). nil removes the fault. It exists for tests of the layers above,
+// which need a full disk or a failing device on demand.
+func (s *Store) InjectCommitFault(f func() error) {
+	if f == nil {
+		s.fault.Store(nil)
+		return
+	}
+	s.fault.Store(&f)
 }
 
 func (s *Store) countOp(r *request) {
@@ -444,7 +684,7 @@ func (s *Store) countOp(r *request) {
 }
 
 func (s *Store) finish(r *request, err error) {
-	r.err = err
+	r.err = s.noteCorrupt(err)
 	close(r.done)
 }
 
@@ -455,6 +695,11 @@ func (s *Store) run(btx *bbolt.Tx, r *request) (err error, changes []fsm.Change,
 	defer func() {
 		wt.done = true
 		if p := recover(); p != nil {
+			if raisedBy(debug.Stack(), "go.etcd.io/bbolt.") {
+				// The transaction met a damaged page: roll it back.
+				err, changes, wrote = s.bboltPanic(p), nil, true
+				return
+			}
 			stack := debug.Stack()
 			s.log.Error("update function panicked", "panic", p, "stack", string(stack))
 			if perr, ok := p.(error); ok {

@@ -314,41 +314,49 @@ func TestKill9(t *testing.T) {
 			t.Fatalf("cycle %d: child ended after %d acks: %v", cycle, n, err)
 		}
 
-		s := mustOpen(t, path, bolt.Options{Timeout: 5 * time.Second})
-		err = s.View(context.Background(), func(tx store.ReadTx) error {
-			head, err := tx.Head()
-			if err != nil {
-				return err
-			}
-			cs, err := tx.Changes(1, 0)
-			if err != nil {
-				return err
-			}
-			if uint64(len(cs)) != head {
-				return fmt.Errorf("head %d, %d changes", head, len(cs))
-			}
-			for i, c := range cs {
-				if c.Seq != uint64(i+1) {
-					return fmt.Errorf("gap: change %d has seq %d", i+1, c.Seq)
-				}
-				if _, err := tx.Instance(c.Instance); err != nil {
-					return fmt.Errorf("change %d names %q: %w", c.Seq, c.Instance, err)
-				}
-			}
-			for seq, id := range acked {
-				if seq > head || cs[seq-1].Instance != id {
-					return fmt.Errorf("acknowledged change %d of %s lost (head %d)", seq, id, head)
-				}
-			}
-			t.Logf("cycle %d: killed after %d acks; %d acknowledged in total, head %d", cycle, n, len(acked), head)
-			return nil
-		})
+		verifyAcked(t, path, acked, fmt.Sprintf("cycle %d: killed after %d acks", cycle, n))
+	}
+}
+
+// verifyAcked opens the store at path and checks that its changelog runs
+// without a gap, that every change names a stored instance, and that every
+// change in acked (sequence number -> instance) is there.
+func verifyAcked(t *testing.T, path string, acked map[uint64]string, what string) {
+	t.Helper()
+	s := mustOpen(t, path, bolt.Options{Timeout: 5 * time.Second})
+	err := s.View(context.Background(), func(tx store.ReadTx) error {
+		head, err := tx.Head()
 		if err != nil {
-			t.Fatalf("cycle %d: %v", cycle, err)
+			return err
 		}
-		if err := s.Close(); err != nil {
-			t.Fatal(err)
+		cs, err := tx.Changes(1, 0)
+		if err != nil {
+			return err
 		}
+		if uint64(len(cs)) != head {
+			return fmt.Errorf("head %d, %d changes", head, len(cs))
+		}
+		for i, c := range cs {
+			if c.Seq != uint64(i+1) {
+				return fmt.Errorf("gap: change %d has seq %d", i+1, c.Seq)
+			}
+			if _, err := tx.Instance(c.Instance); err != nil {
+				return fmt.Errorf("change %d names %q: %w", c.Seq, c.Instance, err)
+			}
+		}
+		for seq, id := range acked {
+			if seq > head || cs[seq-1].Instance != id {
+				return fmt.Errorf("acknowledged change %d of %s lost (head %d)", seq, id, head)
+			}
+		}
+		t.Logf("%s; %d acknowledged in total, head %d", what, len(acked), head)
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("%s: %v", what, err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
 	}
 }
 

@@ -29,9 +29,17 @@ func (r *readTx) Device(id string) (store.Device, error) {
 	if v == nil {
 		return store.Device{}, fmt.Errorf("device %q: %w", id, store.ErrNotFound)
 	}
-	d, err := store.DecodeDevice(v)
+	return r.device([]byte(id), v)
+}
+
+func (r *readTx) device(k, v []byte) (store.Device, error) {
+	rec, err := r.record(bucketDevices, k, v)
 	if err != nil {
-		return store.Device{}, fmt.Errorf("device %q: %w", id, err)
+		return store.Device{}, err
+	}
+	d, err := store.DecodeDevice(rec)
+	if err != nil {
+		return store.Device{}, fmt.Errorf("device %q: %w", k, err)
 	}
 	return d, nil
 }
@@ -48,9 +56,9 @@ func (r *readTx) Devices(pool, after string, limit int) ([]store.Device, error) 
 		k, v = c.Next()
 	}
 	for ; k != nil && !full(len(out), limit); k, v = c.Next() {
-		d, err := store.DecodeDevice(v)
+		d, err := r.device(k, v)
 		if err != nil {
-			return nil, fmt.Errorf("device %q: %w", k, err)
+			return nil, err
 		}
 		if pool == "" || d.Pool == pool {
 			out = append(out, d)
@@ -103,7 +111,7 @@ func (w *writeTx) PutDevice(d store.Device) error {
 		return err
 	}
 	w.wrote = true
-	if err := b.Put([]byte(d.ID), store.AppendDevice(nil, &d)); err != nil {
+	if err := b.Put([]byte(d.ID), seal([]byte(d.ID), store.AppendDevice(nil, &d))); err != nil {
 		return fmt.Errorf("put device %q: %w", d.ID, err)
 	}
 	return nil

@@ -37,7 +37,7 @@
 //	machines              id NUL version(4) -> machine record
 //	durations             machine NUL version(4) node -> durations record
 //	breakers              machine -> breaker record
-//	meta                  "schema" -> format version
+//	meta                  "schema" -> format version; "checksums" -> "crc32c"
 //
 // prio is MaxInt32 - priority as uint32 (highest priority first); due and
 // other times are store.UnixNanos with the sign bit flipped (the zero time
@@ -64,5 +64,29 @@
 // per entry instead.
 //
 // Records use the shared binary format of the store package
-// (store.AppendInstance and friends).
+// (store.AppendInstance and friends), each followed by a CRC-32C of its key
+// and bytes (checksum.go); the meta key "checksums" marks a file whose
+// records all carry one, and Open adds them to an older file once.
+//
+// # Integrity
+//
+// bbolt trusts its file: it reads pages through a memory map and follows
+// their offsets unchecked, so a damaged file makes it panic, fault or serve
+// changed bytes. Open therefore first walks the file with plain reads
+// (verify.go): both meta pages, the length the meta promises, every
+// reachable page's header, offsets and key order, every record's checksum.
+// A structural problem refuses the file with a *store.CorruptError naming
+// it; a record whose checksum fails is logged and reported to
+// Options.OnCorrupt, and every read of it fails with a *store.CorruptError
+// naming bucket and key while the rest is served. Reads and the writer run
+// with debug.SetPanicOnFault, and a panic raised inside bbolt becomes a
+// CorruptError too, for damage done while the file is open. Check runs the
+// same walk plus bbolt's consistency check and a comparison of the indexes
+// with the records.
+//
+// The writer stats the path before and after every commit: once the path
+// no longer names the open file (a file renamed over it, or removed), every
+// write fails with store.ErrFileReplaced, since it would vanish at the next
+// start. A commit the file system refuses (ENOSPC, EDQUOT, EROFS, EIO)
+// fails with a *store.IOError.
 package bolt

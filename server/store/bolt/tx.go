@@ -49,33 +49,41 @@ func (r *readTx) Machine(id string, version uint32) (store.MachineRecord, error)
 	if err != nil {
 		return store.MachineRecord{}, err
 	}
-	var v []byte
+	var k, v []byte
 	if version != 0 {
-		v = b.Get(machineKey(id, version))
+		k = machineKey(id, version)
+		v = b.Get(k)
 	} else {
-		v = latestMachine(b.Cursor(), id)
+		k, v = latestMachine(b.Cursor(), id)
 	}
 	if v == nil {
 		return store.MachineRecord{}, fmt.Errorf("machine %q version %d: %w", id, version, store.ErrNotFound)
 	}
-	return store.DecodeMachine(v)
+	return r.machine(k, v)
 }
 
-// latestMachine returns the record of the highest version of id, or nil:
-// the key before the first key past every id sep version key.
-func latestMachine(c *bbolt.Cursor, id string) []byte {
+func (r *readTx) machine(k, v []byte) (store.MachineRecord, error) {
+	rec, err := r.record(bucketMachines, k, v)
+	if err != nil {
+		return store.MachineRecord{}, err
+	}
+	return store.DecodeMachine(rec)
+}
+
+// latestMachine returns the key and record of the highest version of id,
+// or nils: the key before the first key past every id sep version key.
+func latestMachine(c *bbolt.Cursor, id string) (k, v []byte) {
 	end := []byte(id + "\x01")
-	k, _ := c.Seek(end)
-	var v []byte
+	k, _ = c.Seek(end)
 	if k == nil {
 		k, v = c.Last()
 	} else {
 		k, v = c.Prev()
 	}
 	if len(k) != len(id)+1+4 || !bytes.HasPrefix(k, []byte(id)) || k[len(id)] != sep {
-		return nil
+		return nil, nil
 	}
-	return v
+	return k, v
 }
 
 func (r *readTx) MachineVersions(id string) ([]store.MachineRecord, error) {
@@ -87,7 +95,7 @@ func (r *readTx) MachineVersions(id string) ([]store.MachineRecord, error) {
 	var out []store.MachineRecord
 	c := b.Cursor()
 	for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
-		m, err := store.DecodeMachine(v)
+		m, err := r.machine(k, v)
 		if err != nil {
 			return nil, err
 		}
@@ -119,11 +127,11 @@ func (r *readTx) Machines(after string, limit int) ([]store.MachineRecord, error
 			return nil, fmt.Errorf("store: bad machine key %q", k)
 		}
 		id := string(k[:len(k)-5])
-		v := latestMachine(c, id)
+		mk, v := latestMachine(c, id)
 		if v == nil {
 			return nil, fmt.Errorf("store: machine %q vanished", id)
 		}
-		m, err := store.DecodeMachine(v)
+		m, err := r.machine(mk, v)
 		if err != nil {
 			return nil, err
 		}
@@ -142,7 +150,15 @@ func (r *readTx) Instance(id string) (fsm.Instance, error) {
 	if v == nil {
 		return fsm.Instance{}, fmt.Errorf("instance %q: %w", id, store.ErrNotFound)
 	}
-	return store.DecodeInstance(v)
+	return r.instance([]byte(id), v)
+}
+
+func (r *readTx) instance(k, v []byte) (fsm.Instance, error) {
+	rec, err := r.record(bucketInstances, k, v)
+	if err != nil {
+		return fsm.Instance{}, err
+	}
+	return store.DecodeInstance(rec)
 }
 
 func (r *readTx) Instances(f store.InstanceFilter, after string, limit int) ([]fsm.Instance, error) {
@@ -151,8 +167,8 @@ func (r *readTx) Instances(f store.InstanceFilter, after string, limit int) ([]f
 		return nil, err
 	}
 	var out []fsm.Instance
-	add := func(v []byte) error {
-		in, err := store.DecodeInstance(v)
+	add := func(k, v []byte) error {
+		in, err := r.instance(k, v)
 		if err != nil {
 			return err
 		}
@@ -171,7 +187,7 @@ func (r *readTx) Instances(f store.InstanceFilter, after string, limit int) ([]f
 			k, v = c.Next()
 		}
 		for ; k != nil && !full(len(out), limit); k, v = c.Next() {
-			if err := add(v); err != nil {
+			if err := add(k, v); err != nil {
 				return nil, err
 			}
 		}
@@ -196,7 +212,7 @@ func (r *readTx) Instances(f store.InstanceFilter, after string, limit int) ([]f
 		if v == nil {
 			return nil, fmt.Errorf("store: machine index names missing instance %q", id)
 		}
-		if err := add(v); err != nil {
+		if err := add(id, v); err != nil {
 			return nil, err
 		}
 	}
@@ -224,13 +240,21 @@ func (r *readTx) History(id string) ([]fsm.Change, error) {
 		if v == nil {
 			return nil, fmt.Errorf("store: history of %q names missing change %d", id, binary.BigEndian.Uint64(seq))
 		}
-		ch, err := store.DecodeChange(v)
+		ch, err := r.change(seq, v)
 		if err != nil {
 			return nil, err
 		}
 		out = append(out, ch)
 	}
 	return out, nil
+}
+
+func (r *readTx) change(k, v []byte) (fsm.Change, error) {
+	rec, err := r.record(bucketChanges, k, v)
+	if err != nil {
+		return fsm.Change{}, err
+	}
+	return store.DecodeChange(rec)
 }
 
 func (r *readTx) Ready(f store.ReadyFilter, limit int) ([]string, error) {
@@ -312,7 +336,7 @@ func (r *readTx) Changes(from uint64, limit int) ([]fsm.Change, error) {
 	var out []fsm.Change
 	c := b.Cursor()
 	for k, v := c.Seek(seqKey(from)); k != nil && !full(len(out), limit); k, v = c.Next() {
-		ch, err := store.DecodeChange(v)
+		ch, err := r.change(k, v)
 		if err != nil {
 			return nil, err
 		}
@@ -334,11 +358,16 @@ func (r *readTx) DurationSamples(machine string, version uint32, node string) ([
 	if err != nil {
 		return nil, err
 	}
-	v := b.Get(durationsKey(machine, version, node))
+	k := durationsKey(machine, version, node)
+	v := b.Get(k)
 	if v == nil {
 		return nil, nil
 	}
-	ds, err := store.DecodeDurations(v)
+	rec, err := r.record(bucketDurations, k, v)
+	if err != nil {
+		return nil, err
+	}
+	ds, err := store.DecodeDurations(rec)
 	if err != nil {
 		return nil, fmt.Errorf("lease durations of %s@%d node %q: %w", machine, version, node, err)
 	}
@@ -354,7 +383,11 @@ func (r *readTx) Breaker(machine string) (fsm.Breaker, error) {
 	if v == nil {
 		return fsm.Breaker{}, nil
 	}
-	br, err := store.DecodeBreaker(v)
+	rec, err := r.record(bucketBreakers, []byte(machine), v)
+	if err != nil {
+		return fsm.Breaker{}, err
+	}
+	br, err := store.DecodeBreaker(rec)
 	if err != nil {
 		return fsm.Breaker{}, fmt.Errorf("breaker of machine %q: %w", machine, err)
 	}
@@ -388,7 +421,7 @@ func (w *writeTx) PutMachine(rec store.MachineRecord) error {
 		return fmt.Errorf("store: put machine %q: version %d already exists", rec.ID, rec.Version)
 	}
 	w.wrote = true
-	return b.Put(key, store.AppendMachine(nil, &rec))
+	return b.Put(key, seal(key, store.AppendMachine(nil, &rec)))
 }
 
 func (w *writeTx) PutInstance(in fsm.Instance) error {
@@ -404,10 +437,14 @@ func (w *writeTx) PutInstance(in fsm.Instance) error {
 
 	var old *fsm.Instance
 	if v := instances.Get(id); v != nil {
-		if bytes.Equal(v, rec) {
+		prev, err := w.record(bucketInstances, id, v)
+		if err != nil {
+			return fmt.Errorf("put instance %q: previous record: %w", in.ID, err)
+		}
+		if bytes.Equal(prev, rec) {
 			return nil // nothing changes, not even an index
 		}
-		o, err := store.DecodeInstance(v)
+		o, err := store.DecodeInstance(prev)
 		if err != nil {
 			return fmt.Errorf("put instance %q: previous record: %w", in.ID, err)
 		}
@@ -418,7 +455,7 @@ func (w *writeTx) PutInstance(in fsm.Instance) error {
 	}
 
 	w.wrote = true
-	if err := instances.Put(id, rec); err != nil {
+	if err := instances.Put(id, seal(id, rec)); err != nil {
 		return fmt.Errorf("put instance %q: %w", in.ID, err)
 	}
 	was, now := keysOf(old), keysOf(&in)
@@ -479,7 +516,7 @@ func (w *writeTx) AppendChange(c fsm.Change) (uint64, error) {
 		return 0, fmt.Errorf("append change: %w", &fsm.InvariantError{Msg: fmt.Sprintf("change sequence %d assigned twice", seq)})
 	}
 	c.Seq = seq
-	if err := changes.Put(key, store.AppendChange(nil, &c)); err != nil {
+	if err := changes.Put(key, seal(key, store.AppendChange(nil, &c))); err != nil {
 		return 0, fmt.Errorf("append change %d: %w", seq, err)
 	}
 	if c.Instance != "" {
@@ -519,7 +556,8 @@ func (w *writeTx) AddDurationSample(machine string, version uint32, node string,
 		return err
 	}
 	w.wrote = true
-	if err := b.Put(durationsKey(machine, version, node), store.AppendDurations(nil, ds)); err != nil {
+	key := durationsKey(machine, version, node)
+	if err := b.Put(key, seal(key, store.AppendDurations(nil, ds))); err != nil {
 		return fmt.Errorf("add duration sample of %s@%d node %q: %w", machine, version, node, err)
 	}
 	return nil
@@ -537,7 +575,7 @@ func (w *writeTx) PutBreaker(machine string, br fsm.Breaker) error {
 		return err
 	}
 	w.wrote = true
-	if err := b.Put([]byte(machine), store.AppendBreaker(nil, &br)); err != nil {
+	if err := b.Put([]byte(machine), seal([]byte(machine), store.AppendBreaker(nil, &br))); err != nil {
 		return fmt.Errorf("put breaker of machine %q: %w", machine, err)
 	}
 	return nil
