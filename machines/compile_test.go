@@ -596,3 +596,18 @@ func TestCompileBreaker(t *testing.T) {
 		}
 	}
 }
+
+// TestReportLeasesOutlastReading: the README walkthrough leases a report
+// item with dfsmr ready and reports it with dfsmr transition by hand; the
+// lease must survive a few minutes of reading in between, in either node
+// (uploadable offers its min until it has learned from 20 uploads).
+func TestReportLeasesOutlastReading(t *testing.T) {
+	const reading = 5 * time.Minute
+	m := bundledMachine(t, "report.yaml")
+	if got := m.Nodes["downloadable"].Timeout.Fixed; got < reading {
+		t.Errorf("downloadable lease %v, want at least %v", got, reading)
+	}
+	if got := m.Nodes["uploadable"].Timeout.Min; got < reading {
+		t.Errorf("uploadable lease before learning %v, want at least %v", got, reading)
+	}
+}
