@@ -43,6 +43,14 @@ const (
 	outputJSON  = "json"
 )
 
+// Colour modes (--color).
+const (
+	colorAuto   = "auto"
+	colorAlways = "always"
+	colorNever  = "never"
+	envNoColor  = "NO_COLOR"
+)
+
 // app holds what every subcommand shares: the global flags, the streams and
 // the connection, dialed on first use.
 type app struct {
@@ -59,8 +67,15 @@ type app struct {
 	tlsCA   string
 	tlsCert string
 	tlsKey  string
+	color   string
 
 	c *client.Client
+	// streamNotes, when set before the first dial, is told how Changes
+	// streams fare (changes -f).
+	streamNotes *followNotes
+	// colored says whether change lines are coloured (--color, NO_COLOR,
+	// whether stdout is a terminal); set before any subcommand runs.
+	colored bool
 }
 
 // run is the whole CLI: it parses args, runs one subcommand and returns the
@@ -105,6 +120,15 @@ then one line per field violation); 2 usage error; 3 "ready" found no work.`,
 			if a.timeout < 0 {
 				return usageErrorf("--timeout must not be negative")
 			}
+			switch a.color {
+			case colorAlways:
+				a.colored = true
+			case colorNever:
+			case colorAuto:
+				a.colored = os.Getenv(envNoColor) == "" && os.Getenv("TERM") != "dumb" && isTerminal(a.stdout)
+			default:
+				return usageErrorf("--color must be %s, %s or %s, not %q", colorAuto, colorAlways, colorNever, a.color)
+			}
 			return nil
 		},
 	}
@@ -120,6 +144,7 @@ then one line per field violation); 2 usage error; 3 "ready" found no work.`,
 	pf.BoolVar(&a.tls, "tls", false, "use TLS with the system's root CAs (implied by --tls-ca and --tls-cert)")
 	pf.StringVar(&a.tlsCA, "tls-ca", os.Getenv(envTLSCA), "PEM bundle of the CAs of the server's certificate (env "+envTLSCA+")")
 	pf.StringVar(&a.tlsCert, "tls-cert", os.Getenv(envClientCert), "PEM client certificate, for mutual TLS (env "+envClientCert+")")
+	pf.StringVar(&a.color, "color", colorAuto, "colour change lines: auto (on a terminal, unless "+envNoColor+" is set), always or never")
 	pf.StringVar(&a.tlsKey, "tls-key", os.Getenv(envClientKey), "PEM key of --tls-cert (env "+envClientKey+")")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 
@@ -181,7 +206,11 @@ func (a *app) client() (*client.Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	c, err := client.Dial(a.addr, append(opts, grpc.WithChainUnaryInterceptor(timeoutInterceptor(a.timeout)))...)
+	opts = append(opts, grpc.WithChainUnaryInterceptor(timeoutInterceptor(a.timeout)))
+	if a.streamNotes != nil {
+		opts = append(opts, grpc.WithChainStreamInterceptor(a.streamNotes.interceptor()))
+	}
+	c, err := client.Dial(a.addr, opts...)
 	if err != nil {
 		return nil, err
 	}
@@ -283,10 +312,10 @@ func (a *app) report(cmd *cobra.Command, err error) int {
 	)
 	switch {
 	case errors.As(err, &exit):
-		fmt.Fprintf(a.stderr, "dfsmr: %s\n", exit.msg)
+		fmt.Fprintf(a.stderr, "dfsmr: %s\n", cleanLines(exit.msg))
 		return exit.code
 	case errors.As(err, &usage) || !errors.As(err, &ran):
-		fmt.Fprintf(a.stderr, "dfsmr: %v\nRun '%s --help' for usage.\n", err, cmd.CommandPath())
+		fmt.Fprintf(a.stderr, "dfsmr: %s\nRun '%s --help' for usage.\n", cleanLines(err.Error()), cmd.CommandPath())
 		return exitUsage
 	}
 	if st, ok := status.FromError(ran.err); ok {
@@ -320,7 +349,7 @@ func (a *app) printStatus(st *status.Status) {
 			continue
 		}
 		if v.GetField() != "" {
-			fmt.Fprintf(a.stderr, "  %s: %s\n", v.GetField(), indentLines(v.GetDescription()))
+			fmt.Fprintf(a.stderr, "  %s: %s\n", indentLines(v.GetField()), indentLines(v.GetDescription()))
 		} else {
 			fmt.Fprintf(a.stderr, "  %s\n", indentLines(v.GetDescription()))
 		}
@@ -333,8 +362,24 @@ func codeName(st *status.Status) string {
 	return code.Code(st.Code()).String()
 }
 
-// indentLines indents every line after the first, so that a multi-line
-// message stays readable under its "dfsmr:" prefix.
+// indentLines escapes every line (cleanLines) and indents every line after
+// the first, so that a multi-line message stays readable under its
+// "dfsmr:" prefix. Every error line the CLI prints goes through it.
 func indentLines(s string) string {
-	return strings.ReplaceAll(strings.TrimRight(s, "\n"), "\n", "\n  ")
+	return strings.ReplaceAll(cleanLines(strings.TrimRight(s, "\n")), "\n", "\n  ")
+}
+
+// isTerminal reports whether w is a terminal.
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+}
+
+// style is how change lines are printed now.
+func (a *app) style() lineStyle {
+	return lineStyle{color: a.colored, now: time.Now()}
 }
