@@ -174,12 +174,15 @@ func (n *followNotes) interceptor() grpc.StreamClientInterceptor {
 func (n *followNotes) started(from uint64) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if n.down || n.lagged {
-		what := "connected to " + n.addr + " again"
-		if n.lagged {
-			what = "caught up"
-		}
-		fmt.Fprintf(n.w, "dfsmr: %s; resuming from seq %d\n", clean(what), from)
+	switch {
+	case n.down && !n.everUp && from == 0:
+		fmt.Fprintf(n.w, "dfsmr: connected to %s; following from now\n", clean(n.addr))
+	case n.down && !n.everUp:
+		fmt.Fprintf(n.w, "dfsmr: connected to %s; following from seq %d\n", clean(n.addr), from)
+	case n.down:
+		fmt.Fprintf(n.w, "dfsmr: connected to %s again; resuming from seq %d\n", clean(n.addr), from)
+	case n.lagged:
+		fmt.Fprintf(n.w, "dfsmr: resuming from seq %d\n", from)
 	}
 	n.everUp, n.down, n.lagged = true, false, false
 }
