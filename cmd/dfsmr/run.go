@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"strings"
 	"time"
@@ -140,7 +141,7 @@ then one line per field violation); 2 usage error; 3 "ready" found no work.`,
 	pf.StringVar(&a.addr, "addr", addr, "server address (env "+envAddr+")")
 	pf.StringVarP(&a.output, "output", "o", outputTable, "output format: table or json (protojson, one object per line)")
 	pf.DurationVar(&a.timeout, "timeout", defaultTimeout, "deadline of each call (0: none); ready adds its --wait, and streams have none")
-	pf.StringVar(&a.token, "token", os.Getenv(envToken), "bearer token (env "+envToken+"); needs TLS")
+	pf.StringVar(&a.token, "token", os.Getenv(envToken), "bearer token (env "+envToken+"); needs TLS unless --addr is a loopback address")
 	pf.BoolVar(&a.tls, "tls", false, "use TLS with the system's root CAs (implied by --tls-ca and --tls-cert)")
 	pf.StringVar(&a.tlsCA, "tls-ca", os.Getenv(envTLSCA), "PEM bundle of the CAs of the server's certificate (env "+envTLSCA+")")
 	pf.StringVar(&a.tlsCert, "tls-cert", os.Getenv(envClientCert), "PEM client certificate, for mutual TLS (env "+envClientCert+")")
@@ -228,13 +229,31 @@ func (a *app) credentials() ([]grpc.DialOption, error) {
 		}
 		opts = append(opts, o)
 	}
-	if a.token != "" {
-		if len(opts) == 0 {
-			return nil, usageErrorf("--token needs TLS (--tls, --tls-ca): a token sent in the clear is a token given away")
-		}
+	switch {
+	case a.token == "":
+	case len(opts) > 0:
 		opts = append(opts, client.WithToken(a.token))
+	case !loopbackAddr(a.addr):
+		return nil, usageErrorf("--token without TLS goes only to a loopback address (127.0.0.1, ::1, localhost), not %s: add --tls or --tls-ca; a token sent in the clear is a token given away", clean(a.addr))
+	default:
+		// The dialer checks again what the name resolves to and
+		// where it connected.
+		opts = append(opts, client.WithLoopbackToken(a.token)...)
 	}
 	return opts, nil
+}
+
+// loopbackAddr reports whether addr names this machine: a loopback IP or
+// "localhost".
+func loopbackAddr(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if ip := net.ParseIP(host); ip != nil {
+		return ip.IsLoopback()
+	}
+	return strings.EqualFold(host, "localhost")
 }
 
 // timeoutInterceptor gives each unary call without a deadline one of d
