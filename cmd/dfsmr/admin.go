@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 
 	"github.com/spf13/cobra"
@@ -30,14 +29,9 @@ To restore, stop the server and start it on the copy: dfsmrd --db FILE.`,
 				return err
 			}
 			if a.json() {
-				b, err := json.Marshal(map[string]any{"file": argv[0], "size": info.Size, "sha256": info.SHA256, "head_seq": info.HeadSeq})
-				if err != nil {
-					return err
-				}
-				_, err = fmt.Fprintf(a.stdout, "%s\n", b)
-				return err
+				return a.printValue(map[string]any{"file": argv[0], "size": info.Size, "sha256": info.SHA256, "headSeq": info.HeadSeq})
 			}
-			_, err = fmt.Fprintf(a.stdout, "%s: %d bytes, changelog head %d, sha256 %s\n", argv[0], info.Size, info.HeadSeq, info.SHA256)
+			_, err = fmt.Fprintf(a.stdout, "%s: %d bytes, changelog head %d, sha256 %s\n", clean(argv[0]), info.Size, info.HeadSeq, info.SHA256)
 			return err
 		}),
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 	"maps"
@@ -462,4 +463,69 @@ func cleanLines(s string) string {
 func isBidiControl(r rune) bool {
 	return (r >= 0x202A && r <= 0x202E) || (r >= 0x2066 && r <= 0x2069) ||
 		r == 0x200E || r == 0x200F || r == 0x061C
+}
+
+// printValue writes v as one line of JSON whose object keys are
+// lowerCamelCase, as protojson names proto fields, so that every -o json
+// output of the CLI, proto message or not, names its fields the same way:
+// "headSeq", "stepsPerS", "deviceCalls".
+func (a *app) printValue(v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	var tree any
+	if err := json.Unmarshal(b, &tree); err != nil {
+		return err
+	}
+	if b, err = json.Marshal(camelKeys(tree)); err != nil {
+		return err
+	}
+	b = append(b, '\n')
+	_, err = a.stdout.Write(b)
+	return err
+}
+
+// camelKeys renames the object keys in a decoded JSON value to
+// lowerCamelCase.
+func camelKeys(v any) any {
+	switch v := v.(type) {
+	case map[string]any:
+		out := make(map[string]any, len(v))
+		for k, e := range v {
+			out[lowerCamel(k)] = camelKeys(e)
+		}
+		return out
+	case []any:
+		for i, e := range v {
+			v[i] = camelKeys(e)
+		}
+	}
+	return v
+}
+
+// lowerCamel turns "steps_per_s" into "stepsPerS", "DeviceCalls" into
+// "deviceCalls" and "APIStats" into "apiStats".
+func lowerCamel(k string) string {
+	if strings.Contains(k, "_") {
+		parts := strings.Split(k, "_")
+		for i := 1; i < len(parts); i++ {
+			if parts[i] != "" {
+				parts[i] = strings.ToUpper(parts[i][:1]) + parts[i][1:]
+			}
+		}
+		return strings.Join(parts, "")
+	}
+	r := []rune(k)
+	n := 0
+	for n < len(r) && unicode.IsUpper(r[n]) {
+		n++
+	}
+	if n > 1 && n < len(r) && unicode.IsLower(r[n]) {
+		n-- // "APIStats": the S starts the next word
+	}
+	for i := range n {
+		r[i] = unicode.ToLower(r[i])
+	}
+	return string(r)
 }
