@@ -514,7 +514,7 @@ func TestBackup(t *testing.T) {
 	out := c.ok("backup", path)
 	contains(t, out, path+": ", " bytes, changelog head ", "sha256 ")
 	jsonOut := c.ok("-o", "json", "backup", path) // replaces the previous copy
-	contains(t, jsonOut, `"file":"`+path+`"`, `"sha256":"`)
+	contains(t, jsonOut, `"file":"`+path+`"`, `"sha256":"`, `"headSeq":`)
 
 	st, err := bolt.Open(path, bolt.Options{})
 	if err != nil {
