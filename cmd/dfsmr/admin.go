@@ -1,13 +1,16 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 
+	"github.com/dfsmr/dfsmr/client"
 	"github.com/spf13/cobra"
 )
 
 func (a *app) backupCommand() *cobra.Command {
-	return &cobra.Command{
+	var force bool
+	cmd := &cobra.Command{
 		Use:   "backup FILE",
 		Short: "Write a consistent snapshot of the server's database to FILE",
 		Long: `Backup copies the server's bbolt database to FILE while the server keeps
@@ -15,6 +18,12 @@ serving: a consistent snapshot as of one moment, with every write the server
 acknowledged before it. The copy arrives in a temporary file next to FILE, is
 checked against the size and SHA-256 the server sent, synced and renamed over
 FILE, so FILE is never left half-written.
+
+An existing FILE is refused unless --force. A FILE that is a database in use
+(a bbolt file whose lock a process holds, such as the server's own
+database) is refused even with --force: renaming the copy over a live
+database would lose every write acknowledged after the snapshot. Nothing is
+written then.
 
 To restore, stop the server and start it on the copy: dfsmrd --db FILE.`,
 		Example: "  dfsmr backup /var/backups/dfsmr-$(date +%F).db",
@@ -24,7 +33,10 @@ To restore, stop the server and start it on the copy: dfsmrd --db FILE.`,
 			if err != nil {
 				return err
 			}
-			info, err := c.Backup(a.ctx, argv[0])
+			info, err := c.BackupFile(a.ctx, argv[0], client.BackupOptions{Overwrite: force})
+			if errors.Is(err, client.ErrTargetExists) {
+				return fmt.Errorf("%w; add --force to replace it", err)
+			}
 			if err != nil {
 				return err
 			}
@@ -35,4 +47,6 @@ To restore, stop the server and start it on the copy: dfsmrd --db FILE.`,
 			return err
 		}),
 	}
+	cmd.Flags().BoolVar(&force, "force", false, "replace an existing FILE (never a database in use)")
+	return cmd
 }
