@@ -31,10 +31,10 @@ var (
 	// renaming a snapshot over it would lose every write acknowledged
 	// after the snapshot, and the server would go on writing to the
 	// unlinked file.
-	ErrTargetLocked = errors.New("backup: the target is a database in use (locked)")
+	ErrTargetLocked = errors.New("the target is a database in use (locked)")
 	// ErrTargetExists: the target exists and BackupOptions.Overwrite is
 	// not set.
-	ErrTargetExists = fmt.Errorf("backup: the target exists (%w)", os.ErrExist)
+	ErrTargetExists = fmt.Errorf("the target exists (%w)", os.ErrExist)
 )
 
 // BackupOptions configures BackupFile.
@@ -130,10 +130,10 @@ func (c *Client) BackupFile(ctx context.Context, path string, opts BackupOptions
 		// A hard link creates path only if it does not exist yet.
 		err = os.Remove(tmp.Name())
 	} else if errors.Is(err, fs.ErrExist) {
-		err = fmt.Errorf("%s: %w", path, ErrTargetExists)
+		err = ErrTargetExists
 	}
 	if err != nil {
-		return info, fmt.Errorf("backup: %w", err)
+		return info, fmt.Errorf("backup %s: %w", path, err)
 	}
 	// The rename is durable once the directory is synced.
 	if d, err := os.Open(dir); err == nil {
@@ -161,10 +161,10 @@ func checkTarget(path string, overwrite bool) error {
 		return fmt.Errorf("backup: %w", err)
 	}
 	if locked {
-		return fmt.Errorf("%s: %w", path, ErrTargetLocked)
+		return fmt.Errorf("backup %s: %w", path, ErrTargetLocked)
 	}
 	if !overwrite {
-		return fmt.Errorf("%s: %w", path, ErrTargetExists)
+		return fmt.Errorf("backup %s: %w", path, ErrTargetExists)
 	}
 	return nil
 }

@@ -53,10 +53,10 @@ func TestChangeLines(t *testing.T) {
 	}
 	// The lease: its attempt, its expiry (the node's 1m timeout) with a
 	// countdown, the worker.
-	if !regexp.MustCompile(`leased +job@1 j1 todo leased attempt 1 expires \d\d:\d\d:\d\dZ \(in (59s|1m)\) token=1 by w1$`).MatchString(ls[1]) {
+	if !regexp.MustCompile(`leased +job@1 j1 todo by w1 attempt 1 expires \d\d:\d\d:\d\dZ \(in (59s|1m)\) token=1$`).MatchString(ls[1]) {
 		t.Errorf("lease line:\n%s", ls[1])
 	}
-	if !regexp.MustCompile(`transitioned +job@1 j1 todo \(later\) waiting until \S+ \(in (29m5\ds|30m)\) token=1 by w1$`).MatchString(ls[2]) {
+	if !regexp.MustCompile(`transitioned +job@1 j1 todo \(later\) waiting by w1 until \S+ \(in (29m5\ds|30m)\) token=1$`).MatchString(ls[2]) {
 		t.Errorf("delayed transition line:\n%s", ls[2])
 	}
 	// --wide keeps everything.
@@ -115,6 +115,29 @@ func TestChangeLineNotice(t *testing.T) {
 		if !strings.Contains(colored, sgrYellow+"! notice"+sgrReset) {
 			t.Errorf("coloured notice line: %q", colored)
 		}
+	}
+}
+
+// TestChangeLineLongIDs checks that a lease of an instance with a long id
+// still fits 120 columns with its worker: the expiry gives way to its
+// countdown, and what still does not fit is cut at the end.
+func TestChangeLineLongIDs(t *testing.T) {
+	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	ch := &pb.Change{Seq: 123456, Time: timestamppb.New(now), Kind: pb.ChangeKind_CHANGE_KIND_LEASED,
+		Machine: "report", Version: 3, Instance: "r-1", ToNode: "downloadable",
+		ToStatus: pb.InstanceStatus_INSTANCE_STATUS_LEASED, Attempt: 2, Token: 41,
+		DueTime: timestamppb.New(now.Add(5 * time.Minute)), Worker: "host-17/4242", Actor: "127.0.0.1:40000"}
+	l := lineStyle{now: now}.changeLine(ch)
+	if utf8.RuneCountInString(l) > lineWidth || !strings.HasSuffix(l, "downloadable by host-17/4242 attempt 2 expires in 5m token=41") {
+		t.Fatalf("long lease line (%d columns):\n%s", utf8.RuneCountInString(l), l)
+	}
+	ch.Instance = "r1765432100-acme-widgets-2026-01-01"
+	if l := (lineStyle{now: now}).changeLine(ch); utf8.RuneCountInString(l) != lineWidth || !strings.HasSuffix(l, "downloadable by host-17/4242…") {
+		t.Fatalf("longer lease line (%d columns):\n%s", utf8.RuneCountInString(l), l)
+	}
+	wide := lineStyle{now: now, wide: true}.changeLine(ch)
+	if !strings.Contains(wide, "expires 03:09:05Z (in 5m)") {
+		t.Fatalf("--wide lease line:\n%s", wide)
 	}
 }
 

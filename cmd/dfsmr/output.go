@@ -249,14 +249,23 @@ func noticeCommand(c *pb.Change) string {
 
 // when formats a due time or lease expiry with its countdown from now:
 // "21:40:05Z (in 4m59s)", "... (2s ago)"; the date is left out when it is
-// the change's own.
-func (st lineStyle) when(t, changed *timestamppb.Timestamp) string {
+// the change's own. compact: the countdown alone, "in 4m59s".
+func (st lineStyle) when(t, changed *timestamppb.Timestamp, compact bool) string {
 	at := t.AsTime().UTC()
+	d := at.Sub(st.now).Round(time.Second)
+	if compact {
+		switch {
+		case d > 0:
+			return "in " + machines.FormatDuration(d)
+		case d < 0:
+			return machines.FormatDuration(-d) + " ago"
+		}
+		return "now"
+	}
 	s := at.Format(time.RFC3339)
 	if changed != nil && changed.AsTime().UTC().Format(time.DateOnly) == at.Format(time.DateOnly) {
 		s = at.Format("15:04:05Z")
 	}
-	d := at.Sub(st.now).Round(time.Second)
 	switch {
 	case d > 0:
 		return fmt.Sprintf("%s (in %s)", s, machines.FormatDuration(d))
@@ -287,10 +296,8 @@ func (st lineStyle) changeLine(c *pb.Change) string {
 	}
 	head := fmt.Sprintf("%6d  %s  ", c.GetSeq(), ts(c.GetTime()))
 
-	// fixed is always shown; flex gives way when the line is too long;
-	// suffix (who made the change, or a notice's command) stays at the
-	// end.
-	var fixed, flex, suffix string
+	// fixed is shown first; flex gives way when the line is too long.
+	var fixed, flex string
 	if notice {
 		// What the operator must know first: the printer, the job, the
 		// command; the notice's own words after them.
@@ -300,24 +307,26 @@ func (st lineStyle) changeLine(c *pb.Change) string {
 		}
 		flex = ": " + clean(c.GetReason())
 	} else {
-		fixed = clean(st.changeFields(c))
+		fixed = clean(st.changeFields(c, false))
 		if len(c.GetParams()) > 0 {
 			flex += " [" + clean(params(c.GetParams())) + "]"
 		}
 		if c.GetReason() != "" {
 			flex += " reason=" + strconv.Quote(c.GetReason())
 		}
-		if by := who(c); by != "" {
-			suffix = " by " + clean(by)
-		}
 	}
 	kindCol := fmt.Sprintf("%-15s ", kind)
-	tail := fixed + flex + suffix
+	tail := fixed + flex
 	if !st.wide {
 		room := lineWidth - utf8.RuneCountInString(head) - utf8.RuneCountInString(kindCol)
+		if !notice && utf8.RuneCountInString(fixed) > room-2 {
+			// Long ids: the due time gives way to its countdown.
+			fixed = clean(st.changeFields(c, true))
+			tail = fixed + flex
+		}
 		if utf8.RuneCountInString(tail) > room {
-			if keep := room - utf8.RuneCountInString(fixed) - utf8.RuneCountInString(suffix); keep >= 2 {
-				tail = fixed + truncate(flex, keep) + suffix
+			if keep := room - utf8.RuneCountInString(fixed); keep >= 2 {
+				tail = fixed + truncate(flex, keep)
 			} else {
 				tail = truncate(tail, room)
 			}
@@ -331,10 +340,12 @@ func (st lineStyle) changeLine(c *pb.Change) string {
 	return head + kindCol + tail
 }
 
-// changeFields is the part of a change's line that is always shown:
-// machine, instance, device, nodes, transition, status, attempt, due time
-// or lease expiry, token.
-func (st lineStyle) changeFields(c *pb.Change) string {
+// changeFields is the part of a change's line that is always shown (cut
+// at the end only when it does not fit): machine, instance, device, nodes,
+// transition, status (unless the kind says it: leased, heartbeat), who made
+// the change, attempt, due time or lease expiry, token.
+// compact shows the due time as its countdown only.
+func (st lineStyle) changeFields(c *pb.Change, compact bool) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s@%d", c.GetMachine(), c.GetVersion())
 	if c.GetInstance() != "" {
@@ -353,8 +364,13 @@ func (st lineStyle) changeFields(c *pb.Change) string {
 	if c.GetTransition() != "" {
 		fmt.Fprintf(&b, " (%s)", c.GetTransition())
 	}
-	if c.GetToStatus() != pb.InstanceStatus_INSTANCE_STATUS_UNSPECIFIED {
+	implied := c.GetToStatus() == pb.InstanceStatus_INSTANCE_STATUS_LEASED &&
+		(c.GetKind() == pb.ChangeKind_CHANGE_KIND_LEASED || c.GetKind() == pb.ChangeKind_CHANGE_KIND_HEARTBEAT)
+	if c.GetToStatus() != pb.InstanceStatus_INSTANCE_STATUS_UNSPECIFIED && !implied {
 		fmt.Fprintf(&b, " %s", statusName(c.GetToStatus()))
+	}
+	if by := who(c); by != "" {
+		fmt.Fprintf(&b, " by %s", by)
 	}
 	if a := c.GetAttempt(); a >= 2 || (a >= 1 && c.GetKind() == pb.ChangeKind_CHANGE_KIND_LEASED) {
 		fmt.Fprintf(&b, " attempt %d", a)
@@ -362,9 +378,9 @@ func (st lineStyle) changeFields(c *pb.Change) string {
 	if c.GetDueTime() != nil {
 		switch c.GetToStatus() {
 		case pb.InstanceStatus_INSTANCE_STATUS_WAITING:
-			fmt.Fprintf(&b, " until %s", st.when(c.GetDueTime(), c.GetTime()))
+			fmt.Fprintf(&b, " until %s", st.when(c.GetDueTime(), c.GetTime(), compact))
 		case pb.InstanceStatus_INSTANCE_STATUS_LEASED:
-			fmt.Fprintf(&b, " expires %s", st.when(c.GetDueTime(), c.GetTime()))
+			fmt.Fprintf(&b, " expires %s", st.when(c.GetDueTime(), c.GetTime(), compact))
 		}
 	}
 	if c.GetToken() != 0 {
