@@ -108,7 +108,13 @@ func (a *app) rootCommand() *cobra.Command {
 lease and transition work, and tail the changelog.
 
 Output is a human table by default; -o json prints protojson, one object per
-line, for scripts. Times are UTC, RFC 3339.
+line, for scripts (outputs that are no proto message name their fields in the
+same lowerCamelCase). Times are UTC, RFC 3339. Names and text that come from
+the server or from files are escaped in tables and error lines: a control
+character prints as \x1b, a bidirectional control as \u202e.
+
+--token needs TLS, except to a loopback address (127.0.0.1, ::1, localhost):
+a token is never sent in clear to another host.
 
 Exit codes: 0 success; 1 the call failed (printed as "dfsmr: CODE: message",
 then one line per field violation); 2 usage error; 3 "ready" found no work.`,
