@@ -3,6 +3,7 @@ package client_test
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"net"
 	"os"
 	"path/filepath"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/dfsmr/dfsmr/client"
 	pb "github.com/dfsmr/dfsmr/gen/dfsmr/v1"
+	"go.etcd.io/bbolt"
 	"google.golang.org/grpc"
 )
 
@@ -97,5 +99,46 @@ func TestBackupRefusesBadCopies(t *testing.T) {
 				t.Fatalf("files left in the directory: %v", entries)
 			}
 		})
+	}
+}
+
+// TestBackupFileTargets checks BackupFile's target rules: a new file is
+// written; an existing one is refused without Overwrite and replaced with
+// it; a bbolt file held open (locked) is refused even with Overwrite, and
+// stays as it was.
+func TestBackupFileTargets(t *testing.T) {
+	data := []byte("a snapshot of the database")
+	sum := sha256.Sum256(data)
+	c := serveAdmin(t, &lyingAdmin{data: data, size: uint64(len(data)), digest: hex.EncodeToString(sum[:])})
+	dir := t.TempDir()
+
+	path := filepath.Join(dir, "new.db")
+	if _, err := c.BackupFile(t.Context(), path, client.BackupOptions{}); err != nil {
+		t.Fatalf("a new file: %v", err)
+	}
+	if _, err := c.BackupFile(t.Context(), path, client.BackupOptions{}); !errors.Is(err, client.ErrTargetExists) || !errors.Is(err, os.ErrExist) {
+		t.Fatalf("an existing file without Overwrite: %v, want ErrTargetExists", err)
+	}
+	if _, err := c.BackupFile(t.Context(), path, client.BackupOptions{Overwrite: true}); err != nil {
+		t.Fatalf("an existing file with Overwrite: %v", err)
+	}
+
+	live := filepath.Join(dir, "live.db")
+	db, err := bbolt.Open(live, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	before, _ := os.ReadFile(live)
+	for _, overwrite := range []bool{false, true} {
+		if _, err := c.BackupFile(t.Context(), live, client.BackupOptions{Overwrite: overwrite}); !errors.Is(err, client.ErrTargetLocked) {
+			t.Fatalf("a locked database (Overwrite %v): %v, want ErrTargetLocked", overwrite, err)
+		}
+	}
+	if after, _ := os.ReadFile(live); string(after) != string(before) {
+		t.Fatal("a refused backup changed the locked database")
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 2 {
+		t.Fatalf("files in the directory: %v, want new.db and live.db", entries)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"net"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -332,5 +333,24 @@ func TestHeadAndListAll(t *testing.T) {
 	}
 	if ms, err := c.ListAllMachines(t.Context(), 2); err != nil || len(ms) != 2 {
 		t.Fatalf("ListAllMachines(2) = %d, %v", len(ms), err)
+	}
+}
+
+// TestLoopbackTokenRefusesOtherHosts dials a non-loopback address with
+// WithLoopbackToken: the call fails before any connection (the address is
+// a documentation one nobody answers) with ErrNotLoopback in its message.
+// cmd/dfsmr's TestTokenOnPlaintextLoopback shows a loopback server getting
+// the token.
+func TestLoopbackTokenRefusesOtherHosts(t *testing.T) {
+	c, err := client.Dial("192.0.2.7:5003", client.WithLoopbackToken("secret")...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	_, err = c.Machines.ListMachines(ctx, &pb.ListMachinesRequest{})
+	if status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), client.ErrNotLoopback.Error()) {
+		t.Fatalf("ListMachines on 192.0.2.7 = %v, want UNAVAILABLE: %v", err, client.ErrNotLoopback)
 	}
 }

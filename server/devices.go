@@ -30,6 +30,9 @@ func (c deviceConn) Recv() (device.Message, error) {
 	}
 	var m device.Message
 	if r := req.GetRegister(); r != nil {
+		if err := checkNames("register.device_id", r.GetDeviceId(), "register.pool", r.GetPool()); err != nil {
+			return device.Message{}, err
+		}
 		if err := auth.CheckDevice(c.s.Context(), r.GetDeviceId()); err != nil {
 			return device.Message{}, err
 		}
@@ -76,6 +79,9 @@ func (h *handlers) ListDevices(ctx context.Context, req *pb.ListDevicesRequest) 
 }
 
 func (h *handlers) SubmitOrder(ctx context.Context, req *pb.SubmitOrderRequest) (*pb.SubmitOrderResponse, error) {
+	if err := checkNames("order_id", req.GetOrderId(), "pool", req.GetPool()); err != nil {
+		return nil, err
+	}
 	q := req.GetQuantity()
 	if q > math.MaxInt32 {
 		return nil, &fsm.InvalidError{Field: "quantity", Reason: "is too large"}

@@ -155,6 +155,9 @@ func (h *handlers) ListMachines(ctx context.Context, req *pb.ListMachinesRequest
 }
 
 func (h *handlers) StartInstance(ctx context.Context, req *pb.StartInstanceRequest) (*pb.StartInstanceResponse, error) {
+	if err := errors.Join(checkNames("id", req.GetId()), checkParamKeys("params", req.GetParams())); err != nil {
+		return nil, err
+	}
 	delay, err := durationArg("start_delay", req.GetStartDelay())
 	if err != nil {
 		return nil, err
@@ -211,6 +214,9 @@ func (h *handlers) ListInstances(ctx context.Context, req *pb.ListInstancesReque
 }
 
 func (h *handlers) SignalInstance(ctx context.Context, req *pb.SignalInstanceRequest) (*pb.SignalInstanceResponse, error) {
+	if err := errors.Join(checkNames("signal", req.GetSignal()), checkParamKeys("params", req.GetParams())); err != nil {
+		return nil, err
+	}
 	in, err := h.eng.SignalInstance(ctx, req.GetId(), req.GetSignal(), req.GetParams(), actor(ctx))
 	if err != nil {
 		return nil, err
@@ -241,6 +247,9 @@ func (h *handlers) mayWork(ctx context.Context, id string) error {
 
 func (h *handlers) Ready(ctx context.Context, req *pb.ReadyRequest) (*pb.ReadyResponse, error) {
 	if err := auth.CheckMachine(ctx, req.GetMachine()); err != nil {
+		return nil, err
+	}
+	if err := checkNames("worker", req.GetWorker()); err != nil {
 		return nil, err
 	}
 	wait, err := durationArg("wait", req.GetWait())
@@ -278,6 +287,9 @@ func transitionArgs(req *pb.TransitionRequest) (engine.TransitionArgs, error) {
 		Params:     req.GetParams(),
 		RequestID:  req.GetRequestId(),
 	}
+	if err := errors.Join(checkNames("transition", req.GetTransition()), checkParamKeys("params", req.GetParams())); err != nil {
+		return a, err
+	}
 	if req.GetDelay() != nil {
 		d, err := durationArg("delay", req.GetDelay())
 		if err != nil {
@@ -313,6 +325,9 @@ func (h *handlers) TransitionBatch(ctx context.Context, req *pb.TransitionBatchR
 		if err := auth.CheckMachine(ctx, machine); err != nil {
 			return nil, err
 		}
+	}
+	if err := checkNames("worker", req.GetWorker()); err != nil {
+		return nil, err
 	}
 	batch := make([]engine.TransitionArgs, len(reqs))
 	bad := make([]error, len(reqs))

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/dfsmr/dfsmr/client"
@@ -365,4 +367,61 @@ func (r *runner) send(d *client.Device, rej *pb.CommandRejection) error {
 
 func (r *runner) drop() bool {
 	return r.l.DropRate > 0 && r.rng.Float64() < r.l.DropRate
+}
+
+// Tally counts the events of a simulation run, for the summary printed
+// when it ends (interrupted or not). It is safe for concurrent use: pass
+// its Add to Link.OnEvent and Operator.OnEvent.
+type Tally struct {
+	mu       sync.Mutex
+	kinds    map[EventKind]int
+	printers map[string]bool
+	jobs     map[string]bool
+}
+
+// Add counts ev.
+func (t *Tally) Add(ev Event) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.kinds == nil {
+		t.kinds, t.printers, t.jobs = map[EventKind]int{}, map[string]bool{}, map[string]bool{}
+	}
+	t.kinds[ev.Kind]++
+	t.printers[ev.Printer] = true
+	if ev.Job != "" {
+		t.jobs[ev.Job] = true
+	}
+}
+
+// Summary is what a Tally counted.
+type Summary struct {
+	// Printers and Jobs count the distinct printers and jobs seen.
+	Printers, Jobs int
+	// Events counts the events by kind name ("printing", "failed",
+	// "operator-retrieved"); kinds that never happened are absent.
+	Events map[string]int
+}
+
+// Summary returns the counts so far.
+func (t *Tally) Summary() Summary {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	s := Summary{Printers: len(t.printers), Jobs: len(t.jobs), Events: map[string]int{}}
+	for k, n := range t.kinds {
+		s.Events[k.String()] = n
+	}
+	return s
+}
+
+// String is the summary as one line: the counts of every kind that
+// happened, in the order of the kinds.
+func (s Summary) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%d printers, %d jobs", s.Printers, s.Jobs)
+	for k := EventPrinting; k <= EventRecoverySignaled; k++ {
+		if n := s.Events[k.String()]; n > 0 {
+			fmt.Fprintf(&b, ", %d %s", n, k)
+		}
+	}
+	return b.String()
 }

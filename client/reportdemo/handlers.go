@@ -176,7 +176,7 @@ func runSerial(ctx context.Context, cfg Config, dir string, items []Item, policy
 	u := &Uploader{Dir: filepath.Join(dir, "uploads-serial")}
 	var counts progressCounts
 	begin := time.Now()
-	stop := showProgress(cfg.Progress, cfg.ProgressTTY, len(items), &counts, begin)
+	stop := showProgress(cfg.Progress, cfg.ProgressTTY, labelSerial, len(items), &counts, begin)
 	done := make(chan struct{})
 	go func() {
 		// The serial loop has no changelog: count its uploads.

@@ -252,3 +252,31 @@ func TestPipeline1000Items(t *testing.T) {
 	}
 	checkUploads(t, filepath.Join(dir, "uploads"), completed)
 }
+
+// TestRunCreatesDir runs a few items with a Dir that does not exist yet:
+// Run creates it (the in-process server's file and the uploads land in
+// it), and the progress lines carry their labels.
+func TestRunCreatesDir(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "new", "demo")
+	var progress strings.Builder
+	res, err := reportdemo.Run(t.Context(), reportdemo.Config{
+		Dir: dir, Items: 3, Workers: 2, Serial: true, Progress: &progress,
+		Machine: "report_fast", MachineSource: fastReportYAML,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Completed != 3 {
+		t.Fatalf("result = %+v", res)
+	}
+	for _, name := range []string{"dfsmr.db", "uploads"} {
+		if _, err := os.Stat(filepath.Join(dir, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, want := range []string{"dfsmr workers 3/3 completed", "serial loop   3/3 completed"} {
+		if !strings.Contains(progress.String(), want) {
+			t.Fatalf("progress has no %q:\n%s", want, progress.String())
+		}
+	}
+}

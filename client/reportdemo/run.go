@@ -46,7 +46,8 @@ type Config struct {
 	// fresh bbolt file in Dir.
 	Addr string
 	// Dir holds the staging area, the uploads and the in-process server's
-	// file; empty: a temporary directory, removed at the end.
+	// file, created when missing; empty: a temporary directory, removed at
+	// the end.
 	Dir string
 	// Items is how many reports to move; default DefaultItems.
 	Items int
@@ -65,13 +66,21 @@ type Config struct {
 	// Serial also runs the serial baseline on the same items, after the
 	// worker run, and reports the ratio of the wall times.
 	Serial bool
-	// Progress receives a live progress bar when ProgressTTY is set (one
-	// line redrawn in place), else a plain line per second. Nil: none.
+	// Progress receives the progress of each run, labelled "dfsmr workers"
+	// and "serial loop": a live bar when ProgressTTY is set (one line
+	// redrawn in place), else a plain line per second; while the last
+	// items wait out a backoff, the line says so. Nil: none.
 	Progress    io.Writer
 	ProgressTTY bool
 	// Logger receives the server's and the worker's logs; nil: discarded.
 	Logger *slog.Logger
 }
+
+// Labels of the progress lines of the two runs.
+const (
+	labelWorkers = "dfsmr workers"
+	labelSerial  = "serial loop"
+)
 
 // Result is what a Run measured.
 type Result struct {
@@ -139,7 +148,11 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		return Result{}, errors.New("reportdemo: items and workers must not be negative")
 	}
 	dir := cfg.Dir
-	if dir == "" {
+	if dir != "" {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return Result{}, err
+		}
+	} else {
 		tmp, err := os.MkdirTemp("", "dfsmr-report")
 		if err != nil {
 			return Result{}, err
@@ -225,7 +238,7 @@ func runWorkers(ctx context.Context, c *client.Client, cfg Config, dir string, i
 	if err := w.Start(ctx); err != nil {
 		return err
 	}
-	stopBar := showProgress(cfg.Progress, cfg.ProgressTTY, len(items), &counts, begin)
+	stopBar := showProgress(cfg.Progress, cfg.ProgressTTY, labelWorkers, len(items), &counts, begin)
 	err = follow(ctx, c, cfg.Machine, res.Prefix, len(items), &counts)
 	res.Wall = time.Since(begin)
 	stopBar()
@@ -245,9 +258,79 @@ func httpClient(workers int) *http.Client {
 	return &http.Client{Transport: t, Timeout: 30 * time.Second}
 }
 
-// progressCounts are updated from the changelog.
+// progressCounts are updated from the changelog (or, for the serial
+// loop, from its uploads).
 type progressCounts struct {
 	completed, failed, retries, throttles atomic.Int64
+
+	mu sync.Mutex
+	// due holds the due time of every item WAITING out a backoff or a
+	// Retry-After, by instance id.
+	due map[string]time.Time
+}
+
+// setWaiting records whether item id waits, and until when.
+func (p *progressCounts) setWaiting(id string, waiting bool, until time.Time) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !waiting {
+		delete(p.due, id)
+		return
+	}
+	if p.due == nil {
+		p.due = make(map[string]time.Time)
+	}
+	p.due[id] = until
+}
+
+// snapshot reads the counts at one moment.
+func (p *progressCounts) snapshot() progressSnapshot {
+	s := progressSnapshot{
+		Completed: p.completed.Load(), Failed: p.failed.Load(),
+		Retries: p.retries.Load(), Throttles: p.throttles.Load(),
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	s.Waiting = len(p.due)
+	for _, t := range p.due {
+		if s.NextDue.IsZero() || t.Before(s.NextDue) {
+			s.NextDue = t
+		}
+	}
+	return s
+}
+
+// progressSnapshot is what a progress line shows.
+type progressSnapshot struct {
+	Completed, Failed, Retries, Throttles int64
+	// Waiting items wait out a backoff; the first is due at NextDue.
+	Waiting int
+	NextDue time.Time
+}
+
+// progressLine is one line of progress of the run called label: its bar
+// (when width > 0), its counts and, when every item left is waiting out a
+// backoff, a hint that says so and when the next one is due, so that a run
+// that seems stuck at the end is seen to wait on purpose.
+func progressLine(label string, total int, s progressSnapshot, elapsed time.Duration, now time.Time, width int) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%-13s ", label)
+	if width > 0 {
+		filled := int(math.Round(float64(s.Completed+s.Failed) / float64(max(total, 1)) * float64(width)))
+		filled = min(max(filled, 0), width)
+		fmt.Fprintf(&b, "[%s%s] ", strings.Repeat("#", filled), strings.Repeat(".", width-filled))
+	}
+	fmt.Fprintf(&b, "%d/%d completed, %d failed, %d retries, %d throttled, %.1fs",
+		s.Completed, total, s.Failed, s.Retries, s.Throttles, elapsed.Seconds())
+	left := int64(total) - s.Completed - s.Failed
+	switch {
+	case s.Waiting > 0 && int64(s.Waiting) >= left:
+		next := max(s.NextDue.Sub(now), 0).Round(100 * time.Millisecond)
+		fmt.Fprintf(&b, " (the last %d waiting out a backoff, next due in %v)", s.Waiting, next)
+	case s.Waiting > 0:
+		fmt.Fprintf(&b, " (%d waiting out a backoff)", s.Waiting)
+	}
+	return b.String()
 }
 
 // follow tails the changelog of machine until n instances with prefix
@@ -259,6 +342,8 @@ func follow(ctx context.Context, c *client.Client, machine, prefix string, n int
 		if !strings.HasPrefix(ch.GetInstance(), prefix) {
 			return nil
 		}
+		waiting := ch.GetToStatus() == pb.InstanceStatus_INSTANCE_STATUS_WAITING
+		counts.setWaiting(ch.GetInstance(), waiting, ch.GetDueTime().AsTime())
 		if ch.GetKind() == pb.ChangeKind_CHANGE_KIND_TRANSITIONED {
 			switch ch.GetTransition() {
 			case "error":
@@ -285,28 +370,24 @@ func follow(ctx context.Context, c *client.Client, machine, prefix string, n int
 	return err
 }
 
-// showProgress draws the progress of total items until the returned
-// function is called, which draws the final state.
-func showProgress(w io.Writer, tty bool, total int, counts *progressCounts, begin time.Time) (stop func()) {
+// showProgress draws the progress of total items of the run called label
+// until the returned function is called, which draws the final state: a
+// bar redrawn in place on a terminal, a plain line a second otherwise.
+func showProgress(w io.Writer, tty bool, label string, total int, counts *progressCounts, begin time.Time) (stop func()) {
 	if w == nil {
 		return func() {}
 	}
 	draw := func(final bool) {
-		done, failed := counts.completed.Load(), counts.failed.Load()
-		line := fmt.Sprintf("%d/%d completed, %d failed, %d retries, %d throttled, %.1fs",
-			done, total, failed, counts.retries.Load(), counts.throttles.Load(), time.Since(begin).Seconds())
+		now := time.Now()
 		if !tty {
-			fmt.Fprintln(w, line)
+			fmt.Fprintln(w, progressLine(label, total, counts.snapshot(), now.Sub(begin), now, 0))
 			return
 		}
-		const width = 30
-		filled := int(math.Round(float64(done+failed) / float64(max(total, 1)) * width))
-		bar := strings.Repeat("#", filled) + strings.Repeat(".", width-filled)
 		end := ""
 		if final {
 			end = "\n"
 		}
-		fmt.Fprintf(w, "\r\x1b[K[%s] %s%s", bar, line, end)
+		fmt.Fprintf(w, "\r\x1b[K%s%s", progressLine(label, total, counts.snapshot(), now.Sub(begin), now, 30), end)
 	}
 	period := time.Second
 	if tty {

@@ -1,14 +1,16 @@
 package main
 
 import (
-	"encoding/json"
+	"errors"
 	"fmt"
 
+	"github.com/dfsmr/dfsmr/client"
 	"github.com/spf13/cobra"
 )
 
 func (a *app) backupCommand() *cobra.Command {
-	return &cobra.Command{
+	var force bool
+	cmd := &cobra.Command{
 		Use:   "backup FILE",
 		Short: "Write a consistent snapshot of the server's database to FILE",
 		Long: `Backup copies the server's bbolt database to FILE while the server keeps
@@ -16,6 +18,12 @@ serving: a consistent snapshot as of one moment, with every write the server
 acknowledged before it. The copy arrives in a temporary file next to FILE, is
 checked against the size and SHA-256 the server sent, synced and renamed over
 FILE, so FILE is never left half-written.
+
+An existing FILE is refused unless --force. A FILE that is a database in use
+(a bbolt file whose lock a process holds, such as the server's own
+database) is refused even with --force: renaming the copy over a live
+database would lose every write acknowledged after the snapshot. Nothing is
+written then.
 
 To restore, stop the server and start it on the copy: dfsmrd --db FILE.`,
 		Example: "  dfsmr backup /var/backups/dfsmr-$(date +%F).db",
@@ -25,20 +33,20 @@ To restore, stop the server and start it on the copy: dfsmrd --db FILE.`,
 			if err != nil {
 				return err
 			}
-			info, err := c.Backup(a.ctx, argv[0])
+			info, err := c.BackupFile(a.ctx, argv[0], client.BackupOptions{Overwrite: force})
+			if errors.Is(err, client.ErrTargetExists) {
+				return fmt.Errorf("%w; add --force to replace it", err)
+			}
 			if err != nil {
 				return err
 			}
 			if a.json() {
-				b, err := json.Marshal(map[string]any{"file": argv[0], "size": info.Size, "sha256": info.SHA256, "head_seq": info.HeadSeq})
-				if err != nil {
-					return err
-				}
-				_, err = fmt.Fprintf(a.stdout, "%s\n", b)
-				return err
+				return a.printValue(map[string]any{"file": argv[0], "size": info.Size, "sha256": info.SHA256, "headSeq": info.HeadSeq})
 			}
-			_, err = fmt.Fprintf(a.stdout, "%s: %d bytes, changelog head %d, sha256 %s\n", argv[0], info.Size, info.HeadSeq, info.SHA256)
+			_, err = fmt.Fprintf(a.stdout, "%s: %d bytes, changelog head %d, sha256 %s\n", clean(argv[0]), info.Size, info.HeadSeq, info.SHA256)
 			return err
 		}),
 	}
+	cmd.Flags().BoolVar(&force, "force", false, "replace an existing FILE (never a database in use)")
+	return cmd
 }

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"os"
 	"runtime/pprof"
@@ -45,7 +44,8 @@ leases each instance's next step straight back to the worker in the commit
 of its transition: no Ready call after the first step); refill (continue,
 and a slot whose instance finished gets the next READY instance in the same
 commit: no Ready calls once the workers are full); or all. Each mode prints its figures and then one JSON
-object on a line of its own; the last line of the output is JSON.`,
+object on a line of its own (keys in lowerCamelCase, as everywhere); the last
+line of the output is JSON. With -o json only the JSON lines are printed.`,
 		Example: "  dfsmr bench --instances 20000 --workers 64\n  dfsmr bench --mode all --cpuprofile cpu.out",
 		Args:    args(cobra.NoArgs),
 		RunE: runE(func(cmd *cobra.Command, _ []string) error {
@@ -78,12 +78,12 @@ object on a line of its own; the last line of the output is JSON.`,
 				if err != nil {
 					return fmt.Errorf("bench %s: %w", m, err)
 				}
-				fmt.Fprint(a.stdout, r.String())
-				line, err := json.Marshal(r)
-				if err != nil {
+				if !a.json() {
+					fmt.Fprint(a.stdout, r.String())
+				}
+				if err := a.printValue(r); err != nil {
 					return err
 				}
-				fmt.Fprintf(a.stdout, "%s\n", line)
 			}
 			return nil
 		}),

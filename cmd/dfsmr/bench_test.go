@@ -15,7 +15,7 @@ func lastJSON(t *testing.T, out string) map[string]any {
 	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &m); err != nil {
 		t.Fatalf("last line is not JSON: %v\n%s", err, out)
 	}
-	for _, k := range []string{"steps_per_s", "baseline_pairs_per_s", "ratio", "p50_ms", "p99_ms"} {
+	for _, k := range []string{"stepsPerS", "baselinePairsPerS", "ratio", "p50Ms", "p99Ms"} {
 		if _, ok := m[k].(float64); !ok {
 			t.Fatalf("JSON has no number %q: %v", k, m)
 		}
@@ -30,7 +30,7 @@ func TestBenchInProcess(t *testing.T) {
 		t.Fatalf("exit %d: %s", code, errb.String())
 	}
 	m := lastJSON(t, out.String())
-	if m["mode"] != "refill" || m["completed"] != 60.0 || m["commits_per_s"].(float64) <= 0 {
+	if m["mode"] != "refill" || m["completed"] != 60.0 || m["commitsPerS"].(float64) <= 0 {
 		t.Fatalf("summary %v", m)
 	}
 	contains(t, out.String(), "mode              per-call", "durable steps/s", "fsyncs/s")
@@ -40,7 +40,7 @@ func TestBenchAgainstServer(t *testing.T) {
 	c := mustCLI(t)
 	m := lastJSON(t, c.ok("bench", "--instances", "40", "--workers", "4", "--baseline", "50ms"))
 	// The store is in another process's reach: no commit figures.
-	if m["mode"] != "per-call" || m["completed"] != 40.0 || m["commits_per_s"] != 0.0 {
+	if m["mode"] != "per-call" || m["completed"] != 40.0 || m["commitsPerS"] != 0.0 {
 		t.Fatalf("summary %v", m)
 	}
 	c.fails(exitUsage, []string{"--mode"}, "bench", "--mode", "fast")

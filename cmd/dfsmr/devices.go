@@ -88,7 +88,7 @@ the same jobs.`,
 			return unary(a, func(c *client.Client) (*pb.SubmitOrderResponse, error) {
 				return c.Devices.SubmitOrder(a.ctx, req)
 			}, func(resp *pb.SubmitOrderResponse) error {
-				fmt.Fprintf(a.stdout, "order %s\n", resp.GetOrderId())
+				fmt.Fprintf(a.stdout, "order %s\n", clean(resp.GetOrderId()))
 				t := newTable(a.stdout, "JOB", "PRINTER", "MODEL", "PRIORITY", "NODE", "STATUS")
 				for _, j := range resp.GetJobs() {
 					t.row(j.GetId(), j.GetParams()["printer"], j.GetParams()["model"], j.GetPriority(), j.GetNode(), statusName(j.GetStatus()))

@@ -107,7 +107,8 @@ func TestDevices(t *testing.T) {
 
 	// Everything shows in the changelog, with the printer.
 	changes := c.ok("changes", "--instance", "o-1")
-	contains(t, changes, "device_notice", "device=p1", "take the part off the bed", "(dispatch)", "(retrieved)", "(acknowledged)")
+	contains(t, changes, "device=p1", "(dispatch)", "(retrieved)", "(acknowledged)",
+		"! notice        p1 o-1 -> dfsmr retrieved o-1: print finished; take the part off the bed")
 	d := decode(t, lines(c.ok("devices", "-o", "json"))[0], &pb.Device{})
 	if d.GetId() != "p1" || !d.GetOnline() || d.GetJobId() != "o-2" || d.GetNode() != "error" {
 		t.Fatalf("devices -o json = %v", d)

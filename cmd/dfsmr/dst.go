@@ -65,6 +65,8 @@ forget-device-job (a printer's record loses the job it holds).`,
 				return usageErrorf("--parallel must be at least 1")
 			case trace && seeds != 1:
 				return usageErrorf("--trace needs --seeds 1")
+			case trace && a.json():
+				return usageErrorf("--trace prints text: not with -o json")
 			}
 			if dir == "" {
 				d, err := os.MkdirTemp("", "dfsmr-dst-")
@@ -106,10 +108,16 @@ func (a *app) runDST(first uint64, n, ticks, parallel int, dir string, trace boo
 				}
 				res, err := sim.Run(cfg)
 				mu.Lock()
-				if err != nil {
+				switch {
+				case err != nil && a.json():
 					failed = append(failed, err)
-					fmt.Fprintf(a.stdout, "seed %d: FAIL\n%v\n", seed, err)
-				} else if n == 1 {
+					a.printValue(map[string]any{"seed": seed, "ok": false, "error": err.Error()})
+				case err != nil:
+					failed = append(failed, err)
+					fmt.Fprintf(a.stdout, "seed %d: FAIL\n%s\n", seed, cleanLines(err.Error()))
+				case n == 1 && a.json():
+					a.printValue(map[string]any{"seed": seed, "ok": true, "traceHash": res.Hash})
+				case n == 1:
 					fmt.Fprintf(a.stdout, "seed %d: ok, trace hash %s\n", seed, res.Hash)
 				}
 				total.Add(res)
@@ -128,16 +136,25 @@ feed:
 	}
 	close(next)
 	wg.Wait()
-	if ran < n {
+	interrupted := ran < n
+	if interrupted && !a.json() {
 		fmt.Fprintf(a.stdout, "interrupted after seed %d\n", first+uint64(ran)-1)
 	}
 	n = ran
-	fmt.Fprintf(a.stdout, "%d seeds x %d ticks in %v: %d failed; %d calls attempted, %d acknowledged, %d ambiguous; "+
-		"%d requests delivered, %d messages lost, %d duplicated; %d crashes, %d store faults; %d instances, %d changes, %d operations checked; "+
-		"%d device calls, %d commands (%d refused as stale), %d prints, %d power losses, %d operator signals\n",
-		n, ticks, time.Since(start).Round(time.Millisecond), len(failed), total.Calls, total.Acked, total.Ambiguous,
-		total.Delivered, total.Lost, total.Duplicated, total.Crashes, total.StoreFaults, total.Instances, total.Changes, total.Ops,
-		total.DeviceCalls, total.Commands, total.Rejected, total.Prints, total.PowerLosses, total.Signals)
+	if a.json() {
+		total.Seed, total.Hash = 0, ""
+		if err := a.printValue(map[string]any{"seeds": n, "ticks": ticks, "failed": len(failed), "interrupted": interrupted,
+			"seconds": time.Since(start).Seconds(), "totals": total}); err != nil {
+			return err
+		}
+	} else {
+		fmt.Fprintf(a.stdout, "%d seeds x %d ticks in %v: %d failed; %d calls attempted, %d acknowledged, %d ambiguous; "+
+			"%d requests delivered, %d messages lost, %d duplicated; %d crashes, %d store faults; %d instances, %d changes, %d operations checked; "+
+			"%d device calls, %d commands (%d refused as stale), %d prints, %d power losses, %d operator signals\n",
+			n, ticks, time.Since(start).Round(time.Millisecond), len(failed), total.Calls, total.Acked, total.Ambiguous,
+			total.Delivered, total.Lost, total.Duplicated, total.Crashes, total.StoreFaults, total.Instances, total.Changes, total.Ops,
+			total.DeviceCalls, total.Commands, total.Rejected, total.Prints, total.PowerLosses, total.Signals)
+	}
 	if len(failed) > 0 {
 		return &codeError{code: exitFailed, msg: fmt.Sprintf("%d of %d seeds failed", len(failed), n)}
 	}

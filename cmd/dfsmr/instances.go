@@ -200,7 +200,7 @@ func (a *app) printInstance(in *pb.Instance, history bool) error {
 	fmt.Fprintln(a.stdout)
 	fmt.Fprintln(a.stdout, "HISTORY:")
 	for _, c := range in.GetHistory() {
-		fmt.Fprintln(a.stdout, changeLine(c))
+		fmt.Fprintln(a.stdout, a.style().changeLine(c))
 	}
 	return nil
 }

@@ -251,7 +251,8 @@ func (a *app) graphCommand() *cobra.Command {
 a Mermaid state diagram (--format mermaid). It fetches the machine's source
 from the server and draws it locally; with --file it works offline from a
 YAML definition instead (- reads stdin), which also checks the definition.
-The output is the graph text whatever -o says.`,
+With -o json it prints one object: machine, version, format and graph (the
+text).`,
 		Example: "  dfsmr graph report | dot -Tsvg > report.svg\n  dfsmr graph --file machines/report.yaml --format mermaid",
 		Args: args(func(cmd *cobra.Command, args []string) error {
 			if file != "" {
@@ -295,6 +296,9 @@ The output is the graph text whatever -o says.`,
 			out := machines.DOT(m)
 			if format == formatMermaid {
 				out = machines.Mermaid(m)
+			}
+			if a.json() {
+				return a.printValue(map[string]any{"machine": m.ID, "version": m.Version, "format": format, "graph": out})
 			}
 			_, err = io.WriteString(a.stdout, out)
 			return err

@@ -513,8 +513,9 @@ func TestBackup(t *testing.T) {
 	path := filepath.Join(c.dir, "copy.db")
 	out := c.ok("backup", path)
 	contains(t, out, path+": ", " bytes, changelog head ", "sha256 ")
-	jsonOut := c.ok("-o", "json", "backup", path) // replaces the previous copy
-	contains(t, jsonOut, `"file":"`+path+`"`, `"sha256":"`)
+	c.fails(exitFailed, []string{"the target exists", "--force"}, "backup", path)
+	jsonOut := c.ok("-o", "json", "backup", "--force", path) // replaces the previous copy
+	contains(t, jsonOut, `"file":"`+path+`"`, `"sha256":"`, `"headSeq":`)
 
 	st, err := bolt.Open(path, bolt.Options{})
 	if err != nil {
@@ -532,4 +533,29 @@ func TestBackup(t *testing.T) {
 		t.Fatalf("temporary files left behind: %v", leftovers)
 	}
 	c.fails(exitUsage, []string{"accepts 1 arg"}, "backup")
+}
+
+// TestBackupRefusesLiveDatabase points backup at the server's own
+// database: refused, with or without --force, and nothing changed: the
+// same file, no temporary file left, and the server goes on storing.
+func TestBackupRefusesLiveDatabase(t *testing.T) {
+	c := mustCLI(t)
+	c.ok("start", "report", "--id", "before")
+	db := filepath.Join(c.dir, "dfsmr.db")
+	before, err := os.Stat(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, force := range [][]string{nil, {"--force"}} {
+		c.fails(exitFailed, []string{"database in use"}, append([]string{"backup", db}, force...)...)
+	}
+	after, err := os.Stat(db)
+	if err != nil || !os.SameFile(before, after) {
+		t.Fatalf("the live database was replaced: %v", err)
+	}
+	if leftovers, _ := filepath.Glob(filepath.Join(c.dir, ".dfsmr.db.tmp-*")); len(leftovers) > 0 {
+		t.Fatalf("temporary files left behind: %v", leftovers)
+	}
+	c.ok("start", "report", "--id", "after")
+	contains(t, c.ok("instances"), "before", "after")
 }

@@ -48,7 +48,9 @@ about --operator-delay, signal the jobs of these printers retrieved (the part
 was taken off the bed) or recovered (the failed printer was cleared).
 
 The same --seed gives the same printers, print for print. One line per
-notable event. Give the printers work with "dfsmr order", watch them with
+notable event (-o json: one object per event); when it ends, interrupted or
+after --duration, a summary line counts the printers, the jobs and the
+events of each kind (-o json: one object with "summary": true). Give the printers work with "dfsmr order", watch them with
 "dfsmr devices" and "dfsmr changes -f".`,
 		Example: "  dfsmr printer-sim --count 5 --pool lab --print-time 20s --fail-rate 0.1 --drop-rate 0.05",
 		Args:    args(cobra.NoArgs),
@@ -76,11 +78,20 @@ notable event. Give the printers work with "dfsmr order", watch them with
 				ctx, cancel = context.WithTimeout(ctx, duration)
 				defer cancel()
 			}
-			var mu sync.Mutex
+			var (
+				mu    sync.Mutex
+				tally printersim.Tally
+				begin = time.Now()
+			)
 			link.OnEvent = func(ev printersim.Event) {
+				tally.Add(ev)
 				mu.Lock()
 				defer mu.Unlock()
-				fmt.Fprintln(a.stdout, ev)
+				if a.json() {
+					a.printValue(simEventJSON(ev))
+					return
+				}
+				fmt.Fprintln(a.stdout, clean(ev.String()))
 			}
 			fleet := printersim.NewFleet(prefix, count, prof, seed)
 			var wg sync.WaitGroup
@@ -92,6 +103,9 @@ notable event. Give the printers work with "dfsmr order", watch them with
 			}
 			err = fleet.Run(ctx, link, nil)
 			wg.Wait()
+			if perr := a.printSimSummary(tally.Summary(), time.Since(begin), a.ctx.Err() != nil); err == nil {
+				err = perr
+			}
 			if err != nil {
 				return err
 			}
@@ -119,4 +133,33 @@ notable event. Give the printers work with "dfsmr order", watch them with
 	f.Uint64Var(&seed, "seed", 1, "seed of the printers' luck and the operators' delays")
 	f.DurationVar(&duration, "duration", 0, "stop after this long (0: until interrupted)")
 	return cmd
+}
+
+// simEventJSON is a printer-sim event for -o json.
+func simEventJSON(ev printersim.Event) map[string]any {
+	m := map[string]any{"time": ev.At.UTC().Format(time.RFC3339Nano), "printer": ev.Printer, "event": ev.Kind.String()}
+	if ev.Job != "" {
+		m["job"] = ev.Job
+	}
+	if ev.Seq != 0 {
+		m["commandSeq"] = ev.Seq
+	}
+	if ev.Detail != "" {
+		m["detail"] = ev.Detail
+	}
+	return m
+}
+
+// printSimSummary prints what a printer-sim run did.
+func (a *app) printSimSummary(s printersim.Summary, took time.Duration, interrupted bool) error {
+	if a.json() {
+		return a.printValue(map[string]any{"summary": true, "interrupted": interrupted, "seconds": took.Seconds(),
+			"printers": s.Printers, "jobs": s.Jobs, "events": s.Events})
+	}
+	how := "ran"
+	if interrupted {
+		how = "interrupted after"
+	}
+	_, err := fmt.Fprintf(a.stdout, "printer-sim %s %v: %s\n", how, took.Round(time.Millisecond), clean(s.String()))
+	return err
 }

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"io"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -63,6 +64,11 @@ func TestPrinterSim(t *testing.T) {
 		}
 	}
 	contains(t, out.String(), "sim-printer-1", "sim-printer-2", "job=o-1", "job=o-4", "benchy")
+	// Interrupted, it sums up what happened.
+	ls := lines(out.String())
+	if last := ls[len(ls)-1]; !regexp.MustCompile(`^printer-sim interrupted after \S+: 2 printers, 4 jobs, .*4 printing, 4 finished, 4 cleared.*, 4 operator-retrieved`).MatchString(last) {
+		t.Fatalf("last line is no summary: %q", last)
+	}
 }
 
 func TestPrinterSimUsage(t *testing.T) {

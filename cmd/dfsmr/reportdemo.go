@@ -37,7 +37,10 @@ lines otherwise.
 
 Then the same reports go through a plain serial loop that retries the whole
 item in place and sleeps the same backoff (or Retry-After), and both wall
-times and their ratio are printed (--no-serial skips it).`,
+times and their ratio are printed (--no-serial skips it). Both progress
+lines are labelled; while the last items wait out a backoff the line says
+so. --dir is created when missing. With -o json there is no progress, and
+the result is one JSON object (durations in seconds).`,
 		Example: "  dfsmr report-demo --items 500 --workers 64 --latency 20ms --failure-rate 0.2 --rate-limit 2000",
 		Args:    args(cobra.NoArgs),
 		RunE: runE(func(cmd *cobra.Command, _ []string) error {
@@ -52,15 +55,15 @@ times and their ratio are printed (--no-serial skips it).`,
 				cfg.MachineSource = string(b)
 			}
 			cfg.Serial = !noSerial
-			cfg.Progress = a.stdout
-			if f, ok := a.stdout.(*os.File); ok {
-				if fi, err := f.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 {
-					cfg.ProgressTTY = true
-				}
+			if !a.json() {
+				cfg.Progress, cfg.ProgressTTY = a.stdout, isTerminal(a.stdout)
 			}
 			r, err := reportdemo.Run(a.ctx, cfg)
 			if err != nil {
 				return err
+			}
+			if a.json() {
+				return a.printValue(reportDemoJSON(r))
 			}
 			fmt.Fprint(a.stdout, r.String())
 			return nil
@@ -77,7 +80,19 @@ times and their ratio are printed (--no-serial skips it).`,
 	f.Uint64Var(&cfg.API.Seed, "seed", 1, "seed of the API's failures")
 	f.StringVar(&cfg.Machine, "machine", reportdemo.DefaultMachine, "machine to run (a variant of report)")
 	f.StringVar(&machineFile, "machine-file", "", "define this machine file first (e.g. report with shorter delays)")
-	f.StringVar(&cfg.Dir, "dir", "", "working directory: staging, uploads, server file (default: a temporary one)")
+	f.StringVar(&cfg.Dir, "dir", "", "working directory, created when missing: staging, uploads, server file (default: a temporary one)")
 	f.BoolVar(&noSerial, "no-serial", false, "skip the serial baseline")
 	return cmd
+}
+
+// reportDemoJSON is a report-demo result for -o json: durations in
+// seconds rather than Go's nanoseconds.
+func reportDemoJSON(r reportdemo.Result) map[string]any {
+	return map[string]any{
+		"items": r.Items, "workers": r.Workers, "completed": r.Completed, "failed": r.Failed,
+		"wallSeconds": r.Wall.Seconds(), "retries": r.Retries, "throttles": r.Throttles,
+		"api": r.API, "upload": r.Upload,
+		"serialWallSeconds": r.SerialWall.Seconds(), "serialCompleted": r.SerialCompleted,
+		"serialFailed": r.SerialFailed, "serialApi": r.SerialAPI, "speedup": r.Speedup, "prefix": r.Prefix,
+	}
 }

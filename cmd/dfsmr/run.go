@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"strings"
 	"time"
@@ -43,6 +44,14 @@ const (
 	outputJSON  = "json"
 )
 
+// Colour modes (--color).
+const (
+	colorAuto   = "auto"
+	colorAlways = "always"
+	colorNever  = "never"
+	envNoColor  = "NO_COLOR"
+)
+
 // app holds what every subcommand shares: the global flags, the streams and
 // the connection, dialed on first use.
 type app struct {
@@ -59,8 +68,15 @@ type app struct {
 	tlsCA   string
 	tlsCert string
 	tlsKey  string
+	color   string
 
 	c *client.Client
+	// streamNotes, when set before the first dial, is told how Changes
+	// streams fare (changes -f).
+	streamNotes *followNotes
+	// colored says whether change lines are coloured (--color, NO_COLOR,
+	// whether stdout is a terminal); set before any subcommand runs.
+	colored bool
 }
 
 // run is the whole CLI: it parses args, runs one subcommand and returns the
@@ -92,7 +108,13 @@ func (a *app) rootCommand() *cobra.Command {
 lease and transition work, and tail the changelog.
 
 Output is a human table by default; -o json prints protojson, one object per
-line, for scripts. Times are UTC, RFC 3339.
+line, for scripts (outputs that are no proto message name their fields in the
+same lowerCamelCase). Times are UTC, RFC 3339. Names and text that come from
+the server or from files are escaped in tables and error lines: a control
+character prints as \x1b, a bidirectional control as \u202e.
+
+--token needs TLS, except to a loopback address (127.0.0.1, ::1, localhost):
+a token is never sent in clear to another host.
 
 Exit codes: 0 success; 1 the call failed (printed as "dfsmr: CODE: message",
 then one line per field violation); 2 usage error; 3 "ready" found no work.`,
@@ -105,6 +127,15 @@ then one line per field violation); 2 usage error; 3 "ready" found no work.`,
 			if a.timeout < 0 {
 				return usageErrorf("--timeout must not be negative")
 			}
+			switch a.color {
+			case colorAlways:
+				a.colored = true
+			case colorNever:
+			case colorAuto:
+				a.colored = os.Getenv(envNoColor) == "" && os.Getenv("TERM") != "dumb" && isTerminal(a.stdout)
+			default:
+				return usageErrorf("--color must be %s, %s or %s, not %q", colorAuto, colorAlways, colorNever, a.color)
+			}
 			return nil
 		},
 	}
@@ -116,10 +147,11 @@ then one line per field violation); 2 usage error; 3 "ready" found no work.`,
 	pf.StringVar(&a.addr, "addr", addr, "server address (env "+envAddr+")")
 	pf.StringVarP(&a.output, "output", "o", outputTable, "output format: table or json (protojson, one object per line)")
 	pf.DurationVar(&a.timeout, "timeout", defaultTimeout, "deadline of each call (0: none); ready adds its --wait, and streams have none")
-	pf.StringVar(&a.token, "token", os.Getenv(envToken), "bearer token (env "+envToken+"); needs TLS")
+	pf.StringVar(&a.token, "token", os.Getenv(envToken), "bearer token (env "+envToken+"); needs TLS unless --addr is a loopback address")
 	pf.BoolVar(&a.tls, "tls", false, "use TLS with the system's root CAs (implied by --tls-ca and --tls-cert)")
 	pf.StringVar(&a.tlsCA, "tls-ca", os.Getenv(envTLSCA), "PEM bundle of the CAs of the server's certificate (env "+envTLSCA+")")
 	pf.StringVar(&a.tlsCert, "tls-cert", os.Getenv(envClientCert), "PEM client certificate, for mutual TLS (env "+envClientCert+")")
+	pf.StringVar(&a.color, "color", colorAuto, "colour change lines: auto (on a terminal, unless "+envNoColor+" is set), always or never")
 	pf.StringVar(&a.tlsKey, "tls-key", os.Getenv(envClientKey), "PEM key of --tls-cert (env "+envClientKey+")")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 
@@ -181,7 +213,11 @@ func (a *app) client() (*client.Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	c, err := client.Dial(a.addr, append(opts, grpc.WithChainUnaryInterceptor(timeoutInterceptor(a.timeout)))...)
+	opts = append(opts, grpc.WithChainUnaryInterceptor(timeoutInterceptor(a.timeout)))
+	if a.streamNotes != nil {
+		opts = append(opts, grpc.WithChainStreamInterceptor(a.streamNotes.interceptor()))
+	}
+	c, err := client.Dial(a.addr, opts...)
 	if err != nil {
 		return nil, err
 	}
@@ -199,13 +235,31 @@ func (a *app) credentials() ([]grpc.DialOption, error) {
 		}
 		opts = append(opts, o)
 	}
-	if a.token != "" {
-		if len(opts) == 0 {
-			return nil, usageErrorf("--token needs TLS (--tls, --tls-ca): a token sent in the clear is a token given away")
-		}
+	switch {
+	case a.token == "":
+	case len(opts) > 0:
 		opts = append(opts, client.WithToken(a.token))
+	case !loopbackAddr(a.addr):
+		return nil, usageErrorf("--token without TLS goes only to a loopback address (127.0.0.1, ::1, localhost), not %s: add --tls or --tls-ca; a token sent in the clear is a token given away", clean(a.addr))
+	default:
+		// The dialer checks again what the name resolves to and
+		// where it connected.
+		opts = append(opts, client.WithLoopbackToken(a.token)...)
 	}
 	return opts, nil
+}
+
+// loopbackAddr reports whether addr names this machine: a loopback IP or
+// "localhost".
+func loopbackAddr(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if ip := net.ParseIP(host); ip != nil {
+		return ip.IsLoopback()
+	}
+	return strings.EqualFold(host, "localhost")
 }
 
 // timeoutInterceptor gives each unary call without a deadline one of d
@@ -283,10 +337,10 @@ func (a *app) report(cmd *cobra.Command, err error) int {
 	)
 	switch {
 	case errors.As(err, &exit):
-		fmt.Fprintf(a.stderr, "dfsmr: %s\n", exit.msg)
+		fmt.Fprintf(a.stderr, "dfsmr: %s\n", cleanLines(exit.msg))
 		return exit.code
 	case errors.As(err, &usage) || !errors.As(err, &ran):
-		fmt.Fprintf(a.stderr, "dfsmr: %v\nRun '%s --help' for usage.\n", err, cmd.CommandPath())
+		fmt.Fprintf(a.stderr, "dfsmr: %s\nRun '%s --help' for usage.\n", cleanLines(err.Error()), cmd.CommandPath())
 		return exitUsage
 	}
 	if st, ok := status.FromError(ran.err); ok {
@@ -320,7 +374,7 @@ func (a *app) printStatus(st *status.Status) {
 			continue
 		}
 		if v.GetField() != "" {
-			fmt.Fprintf(a.stderr, "  %s: %s\n", v.GetField(), indentLines(v.GetDescription()))
+			fmt.Fprintf(a.stderr, "  %s: %s\n", indentLines(v.GetField()), indentLines(v.GetDescription()))
 		} else {
 			fmt.Fprintf(a.stderr, "  %s\n", indentLines(v.GetDescription()))
 		}
@@ -333,8 +387,24 @@ func codeName(st *status.Status) string {
 	return code.Code(st.Code()).String()
 }
 
-// indentLines indents every line after the first, so that a multi-line
-// message stays readable under its "dfsmr:" prefix.
+// indentLines escapes every line (cleanLines) and indents every line after
+// the first, so that a multi-line message stays readable under its
+// "dfsmr:" prefix. Every error line the CLI prints goes through it.
 func indentLines(s string) string {
-	return strings.ReplaceAll(strings.TrimRight(s, "\n"), "\n", "\n  ")
+	return strings.ReplaceAll(cleanLines(strings.TrimRight(s, "\n")), "\n", "\n  ")
+}
+
+// isTerminal reports whether w is a terminal.
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+}
+
+// style is how change lines are printed now.
+func (a *app) style() lineStyle {
+	return lineStyle{color: a.colored, now: time.Now()}
 }

@@ -61,12 +61,44 @@ func TestSecureServer(t *testing.T) {
 
 	t.Setenv(envToken, tok)
 	c.ok("--tls-ca", ca.CertFile, "--tls-cert", reader.CertFile, "--tls-key", reader.KeyFile, "start", "report", "--id", "r1")
-	c.fails(exitUsage, []string{"--token needs TLS"}, "machines")
+	c.fails(exitUsage, []string{"--token without TLS goes only to a loopback address"}, "--addr", "192.0.2.7:5003", "machines")
 
 	t.Setenv(envToken, "")
 	var out, errb bytes.Buffer
 	code := run(t.Context(), []string{"--addr", s.Addr(), "--tls-ca", ca.CertFile, "machines"}, strings.NewReader(""), &out, &errb)
 	if code != exitFailed || !strings.Contains(errb.String(), "UNAVAILABLE") {
 		t.Fatalf("without a client certificate: exit %d, stderr %q; want the handshake refused", code, errb.String())
+	}
+}
+
+// TestTokenOnPlaintextLoopback runs the CLI with --token against a server
+// with a tokens file and no TLS on 127.0.0.1, which the server allows:
+// the token works there, and the CLI never sends it in clear elsewhere.
+func TestTokenOnPlaintextLoopback(t *testing.T) {
+	dir := t.TempDir()
+	tok := auth.NewToken()
+	tokens := filepath.Join(dir, "tokens.yaml")
+	content := fmt.Sprintf("principals:\n  - {name: ops, roles: [operator], token_sha256: %s}\n", auth.HashToken(tok))
+	if err := os.WriteFile(tokens, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s, err := server.New(t.Context(), server.Config{
+		Addr: "127.0.0.1:0", DB: filepath.Join(dir, "dfsmr.db"), Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Tokens: tokens,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(t.Context(), nil); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Stop(context.Background()) })
+	c := &cli{t: t, addr: s.Addr(), dir: dir}
+
+	c.fails(exitFailed, []string{"UNAUTHENTICATED"}, "machines")
+	contains(t, c.ok("--token", tok, "start", "report", "--id", "r1"), "r1", "created")
+	_, port, _ := strings.Cut(s.Addr(), ":")
+	contains(t, c.ok("--addr", "localhost:"+port, "--token", tok, "get", "r1", "--history"), "started", "by ops")
+	for _, addr := range []string{"192.0.2.7:5003", "example.com:5003", "[2001:db8::1]:5003"} {
+		c.fails(exitUsage, []string{"--token without TLS goes only to a loopback address", addr}, "--addr", addr, "--token", tok, "machines")
 	}
 }

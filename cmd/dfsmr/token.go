@@ -26,6 +26,9 @@ func (a *app) tokenCommand() *cobra.Command {
 		Args:  args(cobra.NoArgs),
 		RunE: runE(func(*cobra.Command, []string) error {
 			tok := auth.NewToken()
+			if a.json() {
+				return a.printValue(map[string]string{"token": tok, "tokenSha256": auth.HashToken(tok)})
+			}
 			fmt.Fprintf(a.stdout, "token: %s\ntoken_sha256: %s\n", tok, auth.HashToken(tok))
 			return nil
 		}),
@@ -39,6 +42,9 @@ func (a *app) tokenCommand() *cobra.Command {
 			tok := strings.TrimSpace(line)
 			if tok == "" {
 				return errors.Join(errors.New("no token on standard input"), err)
+			}
+			if a.json() {
+				return a.printValue(map[string]string{"tokenSha256": auth.HashToken(tok)})
 			}
 			fmt.Fprintln(a.stdout, auth.HashToken(tok))
 			return nil
