@@ -16,6 +16,19 @@ import (
 	"google.golang.org/grpc/status"
 )
 
+// DefaultMaxConcurrentReads is the default of Config.MaxConcurrentReads:
+// enough to keep both cores of a small server busy with reads, about
+// 64 MiB at most.
+const DefaultMaxConcurrentReads = 8
+
+// limitDefaults sets the zero fields of c's resource bounds.
+func (c Config) limitDefaults() Config {
+	if c.MaxConcurrentReads == 0 {
+		c.MaxConcurrentReads = DefaultMaxConcurrentReads
+	}
+	return c
+}
+
 // maxTrackedClients is the number of clients whose rate buckets are kept
 // before idle ones are dropped. Dropping a bucket that has refilled loses
 // nothing; see clientRates.sweep.
@@ -117,5 +130,31 @@ func (c *clientStreams) interceptor() grpc.StreamServerInterceptor {
 			c.mu.Unlock()
 		}()
 		return handler(srv, ss)
+	}
+}
+
+// readSlots bounds the big reads (List pages, history pages) being built
+// at once: each holds up to MaxResponseBytes of records and a store chunk,
+// so together they stay within MaxConcurrentReads times about 8 MiB,
+// whatever the number of connections. A nil readSlots does not bound.
+type readSlots chan struct{}
+
+func newReadSlots(n int) readSlots {
+	if n < 0 {
+		return nil
+	}
+	return make(readSlots, n)
+}
+
+// acquire waits for a slot, or for ctx to end, and returns its release.
+func (r readSlots) acquire(ctx context.Context) (release func(), err error) {
+	if r == nil {
+		return func() {}, nil
+	}
+	select {
+	case r <- struct{}{}:
+		return func() { <-r }, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
 	}
 }

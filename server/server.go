@@ -127,10 +127,15 @@ type Config struct {
 	// more fails with RESOURCE_EXHAUSTED. Default
 	// DefaultMaxStreamsPerClient; negative: no limit.
 	MaxStreamsPerClient int `yaml:"max_streams_per_client" help:"open streams per client, negative for no limit"`
-	// MaxHistory bounds the changes GetInstance returns for one instance:
-	// the last ones (the changelog keeps them all). Default
-	// engine.DefaultMaxHistory.
-	MaxHistory int `yaml:"max_history" help:"changes of one instance GetInstance returns, the last ones"`
+	// MaxHistory bounds the changes of one GetInstance history page (and
+	// is its default size); clients page through longer histories. A page
+	// also ends at MaxResponseBytes. Default engine.DefaultMaxHistory.
+	MaxHistory int `yaml:"max_history" help:"most changes of one instance in one GetInstance history page"`
+	// MaxConcurrentReads bounds the List pages and GetInstance history
+	// pages the server builds at once, over all connections; more wait
+	// their turn (until their deadline). Each holds up to about 8 MiB.
+	// Default DefaultMaxConcurrentReads; negative: no limit.
+	MaxConcurrentReads int `yaml:"max_concurrent_reads" help:"List and history pages built at once, negative for no limit"`
 }
 
 // WithDefaults returns c with every zero field set to its default.
@@ -156,7 +161,7 @@ func (c Config) WithDefaults() Config {
 	if c.Clock == nil {
 		c.Clock = clock.Real{}
 	}
-	return c.securityDefaults()
+	return c.limitDefaults().securityDefaults()
 }
 
 // Validate reports the first invalid field.
@@ -283,7 +288,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, err
 	}
 
-	h := &handlers{eng: s.engine, hub: s.hub, log: cfg.Logger, sessions: s.sessions, draining: s.draining}
+	h := &handlers{eng: s.engine, hub: s.hub, log: cfg.Logger, sessions: s.sessions, draining: s.draining, reads: newReadSlots(cfg.MaxConcurrentReads)}
 	s.grpc = grpc.NewServer(serverOptions(cfg, g, s.metrics)...)
 	pb.RegisterMachineServiceServer(s.grpc, h)
 	pb.RegisterInstanceServiceServer(s.grpc, h)

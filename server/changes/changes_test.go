@@ -157,6 +157,9 @@ func (tx *fakeTx) Instances(store.InstanceFilter, string, int) ([]fsm.Instance, 
 	return nil, errNotImplemented
 }
 func (tx *fakeTx) History(string) ([]fsm.Change, error) { return nil, errNotImplemented }
+func (tx *fakeTx) HistoryFrom(string, uint64, int) ([]fsm.Change, error) {
+	return nil, errNotImplemented
+}
 func (tx *fakeTx) Ready(store.ReadyFilter, int) ([]string, error) {
 	return nil, errNotImplemented
 }

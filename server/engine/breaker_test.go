@@ -124,7 +124,7 @@ func TestBreakerOpensAndCloses(t *testing.T) {
 	if _, err := e.ProcessDue(ctx); err != nil {
 		t.Fatal(err)
 	}
-	timedOut, _, err := e.GetInstance(ctx, in.ID, false)
+	timedOut, err := e.GetInstance(ctx, in.ID)
 	if err != nil {
 		t.Fatal(err)
 	}
