@@ -158,3 +158,66 @@ func (r readSlots) acquire(ctx context.Context) (release func(), err error) {
 		return nil, ctx.Err()
 	}
 }
+
+// flushGrace is how long a stopping server waits, once every handler has
+// returned, for the responses to reach their clients before it closes the
+// connections: a client that stopped reading would otherwise hold the stop
+// for the whole StopTimeout, its stream's status queued behind data it
+// never reads.
+const flushGrace = time.Second
+
+// activeCalls counts the handlers running.
+type activeCalls struct {
+	mu   sync.Mutex
+	n    int
+	zero chan struct{} // closed when n drops to 0; nil until idle asks
+}
+
+func (c *activeCalls) enter() {
+	c.mu.Lock()
+	c.n++
+	c.mu.Unlock()
+}
+
+func (c *activeCalls) leave() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.n--; c.n == 0 && c.zero != nil {
+		close(c.zero)
+		c.zero = nil
+	}
+}
+
+func (c *activeCalls) running() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.n
+}
+
+// idle returns a channel closed once no handler runs.
+func (c *activeCalls) idle() <-chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.zero == nil {
+		c.zero = make(chan struct{})
+		if c.n == 0 {
+			close(c.zero)
+			ch := c.zero
+			c.zero = nil
+			return ch
+		}
+	}
+	return c.zero
+}
+
+func (c *activeCalls) unary(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	c.enter()
+	defer c.leave()
+	return handler(ctx, req)
+}
+
+func (c *activeCalls) stream(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	c.enter()
+	defer c.leave()
+	return handler(srv, ss)
+}

@@ -220,6 +220,11 @@ type Server struct {
 	// sessions are the device streams, ended by Stop like the changelog.
 	sessions *device.Sessions
 
+	// calls counts the handlers running, so that Stop can tell a call
+	// still at work from a response stuck behind a client that stopped
+	// reading.
+	calls *activeCalls
+
 	stopOnce sync.Once
 	stopErr  error
 	serveErr chan error
@@ -232,7 +237,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger.With("component", "server"), serveErr: make(chan error, 1), sessions: &device.Sessions{}}
+	s := &Server{cfg: cfg, log: cfg.Logger.With("component", "server"), serveErr: make(chan error, 1), sessions: &device.Sessions{}, calls: &activeCalls{}}
 	g, err := newGuard(cfg)
 	if err != nil {
 		return nil, err
@@ -289,7 +294,8 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	}
 
 	h := &handlers{eng: s.engine, hub: s.hub, log: cfg.Logger, sessions: s.sessions, draining: s.draining, reads: newReadSlots(cfg.MaxConcurrentReads)}
-	s.grpc = grpc.NewServer(serverOptions(cfg, g, s.metrics)...)
+	s.grpc = grpc.NewServer(append(serverOptions(cfg, g, s.metrics),
+		grpc.ChainUnaryInterceptor(s.calls.unary), grpc.ChainStreamInterceptor(s.calls.stream))...)
 	pb.RegisterMachineServiceServer(s.grpc, h)
 	pb.RegisterInstanceServiceServer(s.grpc, h)
 	pb.RegisterWorkServiceServer(s.grpc, h)
@@ -514,14 +520,47 @@ func (s *Server) Stop(ctx context.Context) error {
 		go func() { s.grpc.GracefulStop(); close(done) }()
 		timer := time.NewTimer(s.cfg.StopTimeout)
 		defer timer.Stop()
-		select {
-		case <-done:
-		case <-timer.C:
-			s.log.Warn("graceful stop timed out; forcing")
-			s.grpc.Stop()
-		case <-ctx.Done():
-			s.log.Warn("stop forced")
-			s.grpc.Stop()
+	wait:
+		for {
+			select {
+			case <-done:
+				break wait
+			case <-s.calls.idle():
+				// Every handler has returned its status. What GracefulStop
+				// may still wait for is the flushing of responses, which a
+				// client that stopped reading never lets finish: give the
+				// others flushGrace, then close the connections.
+				flush := time.NewTimer(flushGrace)
+				select {
+				case <-done:
+					flush.Stop()
+					break wait
+				case <-flush.C:
+					if s.calls.running() == 0 {
+						s.log.Warn("closing the connections of clients that do not read their responses")
+						s.grpc.Stop()
+						break wait
+					}
+				case <-timer.C:
+					flush.Stop()
+					s.log.Warn("graceful stop timed out; forcing")
+					s.grpc.Stop()
+					break wait
+				case <-ctx.Done():
+					flush.Stop()
+					s.log.Warn("stop forced")
+					s.grpc.Stop()
+					break wait
+				}
+			case <-timer.C:
+				s.log.Warn("graceful stop timed out; forcing")
+				s.grpc.Stop()
+				break wait
+			case <-ctx.Done():
+				s.log.Warn("stop forced")
+				s.grpc.Stop()
+				break wait
+			}
 		}
 		var errs []string
 		// The scheduler ends at once once cancelled; wait for it even when

@@ -407,12 +407,34 @@ func TestReplayRacesLive(t *testing.T) {
 					})
 
 					c := &collector{last: last}
-					from := uint64(1)
+					// A lagging stream ends while a send may be under way;
+					// that change may arrive, and arrive again on the resumed
+					// stream. A client drops what it has seen, once per lag
+					// at most.
+					var (
+						mu        sync.Mutex
+						seen, dup uint64
+					)
+					send := func(ch fsm.Change) error {
+						mu.Lock()
+						if ch.Seq <= seen {
+							dup++
+							mu.Unlock()
+							return nil
+						}
+						seen = ch.Seq
+						mu.Unlock()
+						return c.send(ch)
+					}
+					from, lagged := uint64(1), uint64(0)
 					for {
-						err := h.Stream(t.Context(), from, Filter{}, c.send)
+						err := h.Stream(t.Context(), from, Filter{}, send)
 						if lagErr, ok := errors.AsType[*LaggingError](err); ok {
 							lags++
-							from = lagErr.ResumeFrom
+							lagged++
+							mu.Lock()
+							from = max(lagErr.ResumeFrom, seen+1)
+							mu.Unlock()
 							continue
 						}
 						if !errors.Is(err, errStop) {
@@ -422,6 +444,11 @@ func TestReplayRacesLive(t *testing.T) {
 					}
 					wg.Wait()
 					checkSeqs(t, c.got(), seqRange(1, last))
+					mu.Lock()
+					defer mu.Unlock()
+					if dup > lagged {
+						t.Fatalf("iteration %d: %d changes repeated over %d lags", i, dup, lagged)
+					}
 				})
 			}
 			t.Logf("%d lags over %d iterations", lags, iterations)
@@ -491,11 +518,14 @@ func TestFilteredWatcherNotLagging(t *testing.T) {
 		commit(t, st, change("a", "y"))
 		synctest.Wait()
 
+		// The flood overflowed the unfiltered watcher's buffer inside one
+		// Publish: it ends at once, before sending the queued 1..4, and
+		// resumes from 1.
 		err := <-allDone
-		if lagErr, ok := errors.AsType[*LaggingError](err); !ok || lagErr.ResumeFrom != 5 {
-			t.Fatalf("unfiltered Stream: %v, want LaggingError resuming from 5", err)
+		if lagErr, ok := errors.AsType[*LaggingError](err); !ok || lagErr.ResumeFrom != 1 {
+			t.Fatalf("unfiltered Stream: %v, want LaggingError resuming from 1", err)
 		}
-		checkSeqs(t, all.got(), seqRange(1, 4))
+		checkSeqs(t, all.got(), nil)
 
 		checkSeqs(t, filtered.got(), []uint64{51})
 		select {
@@ -510,9 +540,11 @@ func TestFilteredWatcherNotLagging(t *testing.T) {
 	})
 }
 
-// TestSlowWatcher blocks one watcher in send: Publish must not wait for it,
-// another watcher must see everything, the slow one must end lagging, and
-// resuming from ResumeFrom must deliver exactly the rest.
+// TestSlowWatcher blocks one watcher in send, like a gRPC Send on a client
+// that stopped reading: Publish must not wait for it, another watcher must
+// see everything, and the slow one must end lagging as soon as its buffer
+// overflows, while its send is still blocked, with Lagged counting it.
+// Resuming from ResumeFrom must deliver exactly the rest.
 func TestSlowWatcher(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		const buffer, total = 8, 100
@@ -523,7 +555,8 @@ func TestSlowWatcher(t *testing.T) {
 		slow := &collector{}
 		slowDone := streamAsync(t.Context(), h, 0, Filter{}, func(ch fsm.Change) error {
 			if ch.Seq == 1 {
-				<-release
+				<-release // the transport ends the call: the change is not sent
+				return errors.New("stream ended")
 			}
 			return slow.send(ch)
 		})
@@ -531,33 +564,40 @@ func TestSlowWatcher(t *testing.T) {
 		fastDone := streamAsync(t.Context(), h, 0, Filter{}, fast.send)
 		synctest.Wait()
 
-		for range total {
+		for i := range total {
 			// Returns although the slow watcher is stuck: a blocked
 			// Publish would deadlock the bubble and fail the test.
 			commit(t, st, change("m", "i"))
 			synctest.Wait()
+			if i == buffer-1 {
+				// Seq 1 is in send and 2..8 are queued: full, not lagging.
+				if lag, lagged := h.MaxLag(), h.Lagged(); lag != buffer || lagged != 0 {
+					t.Fatalf("stuck watcher: MaxLag %d, Lagged %d; want %d, 0", lag, lagged, buffer)
+				}
+			}
 		}
 		if err := <-fastDone; !errors.Is(err, errStop) {
 			t.Fatalf("fast Stream: %v", err)
 		}
 		checkSeqs(t, fast.got(), seqRange(1, total))
-		// The slow watcher holds seq 1 in send and 2..8 in its queue.
-		if lag, lagged := h.MaxLag(), h.Lagged(); lag != buffer || lagged != 0 {
-			t.Fatalf("stuck watcher: MaxLag %d, Lagged %d; want %d, 0", lag, lagged, buffer)
-		}
 
-		close(release)
-		err := <-slowDone
+		// Seq 9 overflowed the buffer: the stream ended then, its send of
+		// seq 1 still blocked.
+		var err error
+		select {
+		case err = <-slowDone:
+		default:
+			t.Fatal("the lagging stream still runs while its send is blocked")
+		}
 		if lag, lagged := h.MaxLag(), h.Lagged(); lag != 0 || lagged != 1 {
 			t.Fatalf("after the lagging end: MaxLag %d, Lagged %d; want 0, 1", lag, lagged)
 		}
 		lagErr, ok := errors.AsType[*LaggingError](err)
-		// Seq 1 was being sent and 2..8 were queued: 9 was the first
-		// change that did not fit.
-		if !ok || lagErr.ResumeFrom != buffer+1 {
-			t.Fatalf("slow Stream: %v, want LaggingError resuming from %d", err, buffer+1)
+		// Seq 1 was never sent.
+		if !ok || lagErr.ResumeFrom != 1 {
+			t.Fatalf("slow Stream: %v, want LaggingError resuming from 1", err)
 		}
-		checkSeqs(t, slow.got(), seqRange(1, buffer))
+		close(release)
 
 		slow.last = total
 		if err := h.Stream(t.Context(), lagErr.ResumeFrom, Filter{}, slow.send); !errors.Is(err, errStop) {
@@ -576,18 +616,21 @@ func TestLaggingFilteredResume(t *testing.T) {
 		release := make(chan struct{})
 		c := &collector{}
 		done := streamAsync(t.Context(), h, 0, Filter{Machine: "a"}, func(ch fsm.Change) error {
-			if len(c.got()) == 0 {
+			if ch.Seq == 4 {
 				<-release
+				return errors.New("stream ended")
 			}
 			return c.send(ch)
 		})
 		synctest.Wait()
-		commit(t, st, mixed(30)...) // a at 1, 4, 7, ...
-		close(release)
+		commit(t, st, mixed(3)...) // a at 1
+		synctest.Wait()
+		commit(t, st, mixed(27)...) // a at 4, 7, 10, ...: 4 blocks, 7 and 10 fill the buffer
 		err := <-done
+		close(release)
 		lagErr, ok := errors.AsType[*LaggingError](err)
-		if !ok || lagErr.ResumeFrom != 7 {
-			t.Fatalf("Stream: %v, want LaggingError resuming from 7", err)
+		if !ok || lagErr.ResumeFrom != 2 {
+			t.Fatalf("Stream: %v, want LaggingError resuming from 2", err)
 		}
 		c.last = 28
 		if err := h.Stream(t.Context(), lagErr.ResumeFrom, Filter{Machine: "a"}, c.send); !errors.Is(err, errStop) {

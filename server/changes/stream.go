@@ -2,6 +2,7 @@ package changes
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/dfsmr/dfsmr/server/fsm"
@@ -12,10 +13,13 @@ import (
 type stream struct {
 	h *Hub
 	// w is the live queue, nil for a StopAtHead stream.
-	w    *watcher
-	f    Filter
-	ctx  context.Context
-	send func(fsm.Change) error
+	w *watcher
+	f Filter
+	// parent is the caller's context; ctx is derived from it and also
+	// ended by Publish (lagging) and Close, with those causes.
+	parent context.Context
+	ctx    context.Context
+	out    *sender
 	// next is the cursor: every matching change with Seq < next has been
 	// sent or skipped. Both sources deliver in order, so a change with
 	// Seq < next is a duplicate from the replay/live overlap.
@@ -64,8 +68,8 @@ func (s *stream) replayPage(upto uint64) error {
 		return err
 	})
 	if err != nil {
-		if ctxErr := s.ctx.Err(); ctxErr != nil {
-			return ctxErr
+		if s.ctx.Err() != nil {
+			return s.stopErr()
 		}
 		return fmt.Errorf("replay changelog from seq %d: %w", s.next, err)
 	}
@@ -83,7 +87,7 @@ func (s *stream) replayPage(upto uint64) error {
 			break // committed after the stream started
 		}
 		if s.f.match(c) {
-			if err := s.send(*c); err != nil {
+			if err := s.send(c); err != nil {
 				return err
 			}
 		}
@@ -102,6 +106,7 @@ func (s *stream) resync() (upto uint64, lagged bool) {
 	s.w.mu.Lock()
 	defer s.w.mu.Unlock()
 	if s.w.lagFrom == 0 {
+		s.w.live = true
 		return 0, false
 	}
 	clear(s.w.q)
@@ -117,22 +122,14 @@ func (s *stream) live() error {
 			return err
 		}
 		batch, lagFrom := s.take()
+		if lagFrom != 0 {
+			// Publish ended the stream's context as it marked it.
+			return s.stopErr()
+		}
 		if len(batch) == 0 {
-			if lagFrom != 0 {
-				// Every matching change before lagFrom was queued, and the
-				// queue is sent. The replay may have read past lagFrom
-				// (the store shows a commit before its Publish), so the
-				// cursor can be further on.
-				resume := max(lagFrom, s.next)
-				s.h.log.Info("watcher lagging", logKeyResumeFrom, resume, logKeyFilter, s.f)
-				s.h.laggedStat.Add(1)
-				return &LaggingError{ResumeFrom: resume}
-			}
 			select {
 			case <-s.ctx.Done():
-				return s.ctx.Err()
-			case <-s.h.done:
-				return ErrClosed
+				return s.stopErr()
 			case <-s.w.wake:
 			}
 			continue
@@ -140,10 +137,9 @@ func (s *stream) live() error {
 		for i := range batch {
 			c := &batch[i]
 			if c.Seq >= s.next {
-				if err := s.send(*c); err != nil {
+				if err := s.send(c); err != nil {
 					return err
 				}
-				s.next = c.Seq + 1
 			}
 			s.w.sending.Add(-1)
 		}
@@ -168,14 +164,86 @@ func (s *stream) take() (batch []fsm.Change, lagFrom uint64) {
 	return batch, lagFrom
 }
 
+// send hands c to the sender and moves the cursor past it once sent.
+func (s *stream) send(c *fsm.Change) error {
+	if err := s.out.send(s.ctx, *c); err != nil {
+		if s.ctx.Err() != nil {
+			return s.stopErr()
+		}
+		return err
+	}
+	s.next = c.Seq + 1
+	return nil
+}
+
 // stopped reports why the stream must end now, if it must.
 func (s *stream) stopped() error {
-	select {
-	case <-s.ctx.Done():
-		return s.ctx.Err()
-	case <-s.h.done:
+	if s.ctx.Err() != nil {
+		return s.stopErr()
+	}
+	return nil
+}
+
+// stopErr says why the stream's context ended: the watcher lagged, the hub
+// closed, or the caller's context ended.
+func (s *stream) stopErr() error {
+	switch cause := context.Cause(s.ctx); {
+	case errors.Is(cause, errLagging):
+		// Every matching change before next was sent, and every later one
+		// is in the store: resuming from next misses nothing. A change
+		// whose send was cut short counts as not sent, though it may have
+		// reached the client; a client resumes from its last seq + 1 when
+		// that is greater.
+		s.h.log.Info("watcher lagging", logKeyResumeFrom, s.next, logKeyFilter, s.f)
+		return &LaggingError{ResumeFrom: s.next}
+	case errors.Is(cause, ErrClosed):
 		return ErrClosed
-	default:
-		return nil
+	}
+	if err := s.parent.Err(); err != nil {
+		return err
+	}
+	return s.ctx.Err()
+}
+
+// sender runs a stream's send on a goroutine of its own, one change at a
+// time, so that a send blocked on a reader that stopped reading cannot hold
+// the stream: the stream waits for send or for its context, whichever
+// comes first, and a blocked send is abandoned. It returns once the call it
+// writes to has ended (the stream's end ends it), and the goroutine exits.
+type sender struct {
+	changes chan fsm.Change
+	errs    chan error
+}
+
+func startSender(send func(fsm.Change) error) *sender {
+	s := &sender{changes: make(chan fsm.Change), errs: make(chan error, 1)}
+	go func() {
+		for c := range s.changes {
+			s.errs <- send(c)
+		}
+	}()
+	return s
+}
+
+// send sends c, or returns ctx.Err() when ctx ends first.
+func (s *sender) send(ctx context.Context, c fsm.Change) error {
+	select {
+	case s.changes <- c:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case err := <-s.errs:
+		return err
+	case <-ctx.Done():
+		select {
+		case err := <-s.errs: // it finished too: count it
+			return err
+		default:
+			return ctx.Err()
+		}
 	}
 }
+
+// stop lets the goroutine exit once its current send, if any, returns.
+func (s *sender) stop() { close(s.changes) }
