@@ -37,6 +37,9 @@ type fakeStore struct {
 	compactedBefore uint64
 	// failViews makes the next failViews calls to View fail.
 	failViews int
+	// read counts the changes Changes and HistoryFrom returned, like the
+	// entries a real store visits.
+	read atomic.Int64
 
 	// hold delays the hook: commits are visible but unpublished until
 	// releaseHeld, as on a real store between commit and hook.
@@ -127,6 +130,7 @@ func (tx *fakeTx) Changes(from uint64, limit int) ([]fsm.Change, error) {
 			}
 		}
 	}
+	tx.s.read.Add(int64(len(out)))
 	return out, nil
 }
 
@@ -157,8 +161,18 @@ func (tx *fakeTx) Instances(store.InstanceFilter, string, int) ([]fsm.Instance, 
 	return nil, errNotImplemented
 }
 func (tx *fakeTx) History(string) ([]fsm.Change, error) { return nil, errNotImplemented }
-func (tx *fakeTx) HistoryFrom(string, uint64, int) ([]fsm.Change, error) {
-	return nil, errNotImplemented
+func (tx *fakeTx) HistoryFrom(id string, from uint64, limit int) ([]fsm.Change, error) {
+	from = max(from, tx.s.compactedBefore, 1)
+	var out []fsm.Change
+	for _, src := range [][]fsm.Change{tx.s.log, tx.pending} {
+		for _, c := range src {
+			if c.Instance == id && c.Seq >= from && (limit == 0 || len(out) < limit) {
+				out = append(out, c)
+			}
+		}
+	}
+	tx.s.read.Add(int64(len(out)))
+	return out, nil
 }
 func (tx *fakeTx) Ready(store.ReadyFilter, int) ([]string, error) {
 	return nil, errNotImplemented
@@ -1099,6 +1113,54 @@ func TestOnRegistered(t *testing.T) {
 		}
 		if n := h.Watchers(); n != 0 {
 			t.Fatalf("Watchers() = %d, want 0", n)
+		}
+	})
+}
+
+// TestInstanceReplayReadsHistory replays one instance out of a changelog
+// of 2,005 changes: the stream reads that instance's history, not the
+// whole log, and still delivers exactly its changes, then goes live, and
+// refuses a compacted start like any replay.
+func TestInstanceReplayReadsHistory(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var prefill []fsm.Change
+		var want []uint64
+		for i := range 2000 {
+			if i%400 == 7 {
+				prefill = append(prefill, change("m", "x"))
+				want = append(want, uint64(len(prefill)))
+			}
+			prefill = append(prefill, change("m", fmt.Sprint("other-", i%10)))
+		}
+		st := newFakeStore(t, prefill)
+		h := mustHub(t, st, Options{ReplayPage: 2})
+
+		st.read.Store(0)
+		c := &collector{}
+		if err := h.Stream(t.Context(), 1, Filter{Instance: "x"}, c.send, StopAtHead()); err != nil {
+			t.Fatalf("Stream: %v", err)
+		}
+		checkSeqs(t, c.got(), want)
+		// The history's 5 changes, and one changelog entry per page to
+		// check retention.
+		if n := st.read.Load(); n > 10 {
+			t.Fatalf("replaying 5 changes of x read %d changes of %d", n, len(prefill))
+		}
+
+		// Live after the replay, with the machine filter applied too.
+		c = &collector{last: uint64(len(prefill)) + 3}
+		done := streamAsync(t.Context(), h, want[2], Filter{Instance: "x", Machine: "m"}, c.send)
+		synctest.Wait()
+		commit(t, st, change("m", "other-1"), change("n", "x"), change("m", "x"))
+		if err := <-done; !errors.Is(err, errStop) {
+			t.Fatalf("live Stream: %v", err)
+		}
+		checkSeqs(t, c.got(), append(slices.Clone(want[2:]), c.last))
+
+		st.compactedBefore = 10
+		err := h.Stream(t.Context(), 3, Filter{Instance: "x"}, c.send, StopAtHead())
+		if _, ok := errors.AsType[*OutOfRangeError](err); !ok {
+			t.Fatalf("Stream from a compacted seq: %v, want OutOfRangeError", err)
 		}
 	})
 }

@@ -61,6 +61,9 @@ func (s *stream) replayPage(upto uint64) error {
 	if err := s.stopped(); err != nil {
 		return err
 	}
+	if s.f.Instance != "" {
+		return s.replayHistoryPage(upto)
+	}
 	var page []fsm.Change
 	err := s.h.st.View(s.ctx, func(tx store.ReadTx) error {
 		var err error
@@ -68,10 +71,7 @@ func (s *stream) replayPage(upto uint64) error {
 		return err
 	})
 	if err != nil {
-		if s.ctx.Err() != nil {
-			return s.stopErr()
-		}
-		return fmt.Errorf("replay changelog from seq %d: %w", s.next, err)
+		return s.replayErr(err)
 	}
 	// Everything through upto is committed, so a short or late page means
 	// retention compacted the range we need.
@@ -94,6 +94,61 @@ func (s *stream) replayPage(upto uint64) error {
 		s.next = c.Seq + 1
 	}
 	return nil
+}
+
+// replayHistoryPage replays for a stream of one instance: it reads that
+// instance's history index instead of the whole changelog, so its cost is
+// the instance's changes, not the changelog's.
+func (s *stream) replayHistoryPage(upto uint64) error {
+	var page []fsm.Change
+	err := s.h.st.View(s.ctx, func(tx store.ReadTx) error {
+		// Retention: the changelog must still hold s.next, as for an
+		// unfiltered replay (one entry read).
+		first, err := tx.Changes(s.next, 1)
+		if err != nil {
+			return err
+		}
+		if len(first) == 0 || first[0].Seq > s.next {
+			return &OutOfRangeError{From: s.next, Head: upto}
+		}
+		page, err = tx.HistoryFrom(s.f.Instance, s.next, s.h.opts.ReplayPage)
+		return err
+	})
+	if _, ok := err.(*OutOfRangeError); ok {
+		return err
+	}
+	if err != nil {
+		return s.replayErr(err)
+	}
+	for i := range page {
+		c := &page[i]
+		if c.Seq < s.next || c.Instance != s.f.Instance {
+			return fmt.Errorf("replay history of %q: store returned seq %d of %q from %d", s.f.Instance, c.Seq, c.Instance, s.next)
+		}
+		if s.stopAtHead && c.Seq > upto {
+			s.next = upto + 1
+			return nil // committed after the stream started
+		}
+		if s.f.match(c) {
+			if err := s.send(c); err != nil {
+				return err
+			}
+		}
+		s.next = c.Seq + 1
+	}
+	if len(page) < s.h.opts.ReplayPage {
+		// The history holds every change of the instance through upto.
+		s.next = max(s.next, upto+1)
+	}
+	return nil
+}
+
+// replayErr wraps a failed replay read, or says why the stream ended.
+func (s *stream) replayErr(err error) error {
+	if s.ctx.Err() != nil {
+		return s.stopErr()
+	}
+	return fmt.Errorf("replay changelog from seq %d: %w", s.next, err)
 }
 
 // resync ends a replay. If the live queue overflowed while the stream was
