@@ -21,10 +21,30 @@ import (
 // 64 MiB at most.
 const DefaultMaxConcurrentReads = 8
 
+// Defaults of the device report limit: a printer reports on every change
+// of state and, at most, a heartbeat a second; a hundred a second is a
+// device gone wrong.
+const (
+	DefaultDeviceReportRate  = 100
+	DefaultDeviceReportBurst = 200
+)
+
 // limitDefaults sets the zero fields of c's resource bounds.
 func (c Config) limitDefaults() Config {
 	if c.MaxConcurrentReads == 0 {
 		c.MaxConcurrentReads = DefaultMaxConcurrentReads
+	}
+	if c.MaxConnections == 0 {
+		c.MaxConnections = DefaultMaxConnections
+	}
+	if c.MaxConnectionsPerIP == 0 {
+		c.MaxConnectionsPerIP = DefaultMaxConnectionsPerIP
+	}
+	if c.DeviceReportRate == 0 {
+		c.DeviceReportRate = DefaultDeviceReportRate
+	}
+	if c.DeviceReportBurst == 0 {
+		c.DeviceReportBurst = DefaultDeviceReportBurst
 	}
 	return c
 }

@@ -136,6 +136,26 @@ type Config struct {
 	// their turn (until their deadline). Each holds up to about 8 MiB.
 	// Default DefaultMaxConcurrentReads; negative: no limit.
 	MaxConcurrentReads int `yaml:"max_concurrent_reads" help:"List and history pages built at once, negative for no limit"`
+	// MaxConnections bounds the open client connections; one more is
+	// closed at once (the client sees UNAVAILABLE), logged at WARN (at
+	// most every 10 s) and counted in dfsmr_connections_refused_total.
+	// Default DefaultMaxConnections; negative: no limit. The server raises
+	// its open file limit to the hard limit at start and warns when this
+	// is above it.
+	MaxConnections int `yaml:"max_connections" help:"open client connections, negative for no limit"`
+	// MaxConnectionsPerIP bounds the open connections from one IP address,
+	// refused like those over MaxConnections. Default
+	// DefaultMaxConnectionsPerIP; negative: no limit.
+	MaxConnectionsPerIP int `yaml:"max_connections_per_ip" help:"open client connections from one IP address, negative for no limit"`
+	// DeviceReportRate bounds the reports one device stream (Connect) may
+	// send a second: past it the server reads the stream's next report
+	// only when the stream's token bucket allows, slowing the device down
+	// through flow control (reports are not refused; each is answered, in
+	// order). Default DefaultDeviceReportRate; negative: no limit.
+	DeviceReportRate float64 `yaml:"device_report_rate" help:"reports per second per device stream, negative for no limit"`
+	// DeviceReportBurst is how many reports a device stream may send at
+	// once above DeviceReportRate; default DefaultDeviceReportBurst.
+	DeviceReportBurst int `yaml:"device_report_burst" help:"reports a device stream may send at once above --device-report-rate"`
 }
 
 // WithDefaults returns c with every zero field set to its default.
@@ -193,6 +213,9 @@ func (c Config) Validate() error {
 	if c.Pprof && c.MetricsAddr == "" {
 		return errors.New("pprof needs a metrics address")
 	}
+	if c.DeviceReportBurst < 0 {
+		return errors.New("device_report_burst must not be negative")
+	}
 	return c.validateSecurity()
 }
 
@@ -237,7 +260,8 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger.With("component", "server"), serveErr: make(chan error, 1), sessions: &device.Sessions{}, calls: &activeCalls{}}
+	s := &Server{cfg: cfg, log: cfg.Logger.With("component", "server"), serveErr: make(chan error, 1), calls: &activeCalls{},
+		sessions: &device.Sessions{ReportRate: cfg.DeviceReportRate, ReportBurst: cfg.DeviceReportBurst}}
 	g, err := newGuard(cfg)
 	if err != nil {
 		return nil, err
@@ -439,6 +463,9 @@ func (s *Server) Start(ctx context.Context, lis net.Listener) error {
 	} else if err := s.cfg.checkExposure(lis.Addr().String()); err != nil {
 		return err
 	}
+	s.checkFileLimit()
+	lis = newLimitListener(lis, s.cfg.MaxConnections, s.cfg.MaxConnectionsPerIP,
+		s.log, s.cfg.Clock, s.metrics.CountRefusedConn)
 	s.lis = lis
 	if err := s.serveMetrics(); err != nil {
 		_ = lis.Close()

@@ -71,6 +71,7 @@ type Metrics struct {
 	commitOps     prometheus.Histogram
 	commitSeconds prometheus.Histogram
 	panics        prometheus.Counter
+	connsRefused  *prometheus.CounterVec
 }
 
 type instanceKey struct {
@@ -102,6 +103,10 @@ func New(src Sources) *Metrics {
 			Help:    "Duration of one store commit: page writes and fsync.",
 			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
 		}),
+		connsRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: Namespace, Name: "connections_refused_total",
+			Help: "Connections closed at once because a connection limit was reached, by limit (total, per_ip).",
+		}, []string{"limit"}),
 		panics: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: Namespace, Name: "grpc_panics_total",
 			Help: "Handler panics recovered into INTERNAL.",
@@ -111,7 +116,7 @@ func New(src Sources) *Metrics {
 		m.grpc,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		m.changes, m.commitOps, m.commitSeconds, m.panics,
+		m.changes, m.commitOps, m.commitSeconds, m.panics, m.connsRefused,
 		instanceCollector{m},
 		gaugeFunc("scheduler_queue_depth", "Instances the scheduler waits on: WAITING ones and leases that can expire.", src.Scheduled),
 		gaugeFunc("ready_long_polls", "Ready calls blocked waiting for work.", src.LongPolls),
@@ -279,6 +284,14 @@ func (m *Metrics) ObserveCommit(ops int, took time.Duration) {
 func (m *Metrics) CountPanic() {
 	if m != nil {
 		m.panics.Inc()
+	}
+}
+
+// CountRefusedConn counts a connection refused by a connection limit:
+// limit is "total" or "per_ip".
+func (m *Metrics) CountRefusedConn(limit string) {
+	if m != nil {
+		m.connsRefused.WithLabelValues(limit).Inc()
 	}
 }
 
