@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"runtime"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -38,8 +39,8 @@ type fakeStore struct {
 	// failViews makes the next failViews calls to View fail.
 	failViews int
 	// read counts the changes Changes and HistoryFrom returned, like the
-	// entries a real store visits.
-	read atomic.Int64
+	// entries a real store visits; maxRead is the most one call returned.
+	read, maxRead atomic.Int64
 
 	// hold delays the hook: commits are visible but unpublished until
 	// releaseHeld, as on a real store between commit and hook.
@@ -113,6 +114,16 @@ func (s *fakeStore) View(ctx context.Context, fn func(tx store.ReadTx) error) er
 
 func (s *fakeStore) Close() error { return nil }
 
+func (s *fakeStore) counted(n int) {
+	s.read.Add(int64(n))
+	for {
+		m := s.maxRead.Load()
+		if int64(n) <= m || s.maxRead.CompareAndSwap(m, int64(n)) {
+			return
+		}
+	}
+}
+
 // fakeTx reads the committed log plus its own pending appends. The caller
 // holds s.mu for reading.
 type fakeTx struct {
@@ -130,7 +141,7 @@ func (tx *fakeTx) Changes(from uint64, limit int) ([]fsm.Change, error) {
 			}
 		}
 	}
-	tx.s.read.Add(int64(len(out)))
+	tx.s.counted(len(out))
 	return out, nil
 }
 
@@ -171,7 +182,7 @@ func (tx *fakeTx) HistoryFrom(id string, from uint64, limit int) ([]fsm.Change, 
 			}
 		}
 	}
-	tx.s.read.Add(int64(len(out)))
+	tx.s.counted(len(out))
 	return out, nil
 }
 func (tx *fakeTx) Ready(store.ReadyFilter, int) ([]string, error) {
@@ -1163,4 +1174,35 @@ func TestInstanceReplayReadsHistory(t *testing.T) {
 			t.Fatalf("Stream from a compacted seq: %v, want OutOfRangeError", err)
 		}
 	})
+}
+
+// TestReplayPagesBoundedByBytes replays changes with 64 KiB params: the
+// replay reads them in pages of about 1 MiB, not Options.ReplayPage (512)
+// of them at once; small changes still come 512 to a page.
+func TestReplayPagesBoundedByBytes(t *testing.T) {
+	big := make([]fsm.Change, 200)
+	for i := range big {
+		big[i] = change("m", "i")
+		big[i].Params = map[string]string{"k": strings.Repeat("x", 64<<10)}
+	}
+	st := newFakeStore(t, big)
+	h := mustHub(t, st, Options{})
+	c := &collector{}
+	if err := h.Stream(t.Context(), 1, Filter{}, c.send, StopAtHead()); err != nil {
+		t.Fatal(err)
+	}
+	checkSeqs(t, c.got(), seqRange(1, 200))
+	if n := st.maxRead.Load(); n > 32 {
+		t.Fatalf("a replay page held %d changes of 64 KiB", n)
+	}
+
+	commit(t, st, mixed(2000)...)
+	st.maxRead.Store(0)
+	c = &collector{}
+	if err := h.Stream(t.Context(), 201, Filter{}, c.send, StopAtHead()); err != nil {
+		t.Fatal(err)
+	}
+	if n := st.maxRead.Load(); n != DefaultReplayPage {
+		t.Fatalf("small changes: largest page %d, want %d", n, DefaultReplayPage)
+	}
 }

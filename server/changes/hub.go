@@ -37,8 +37,10 @@ type Options struct {
 	// *LaggingError (a replaying watcher catches up from the store
 	// instead). Zero or negative means DefaultBuffer (1024).
 	Buffer int
-	// ReplayPage is how many changes one store read fetches during replay.
-	// Zero or negative means DefaultReplayPage (512).
+	// ReplayPage is the most changes one store read fetches during replay.
+	// A replay starts with pages of 32 and adapts their length so that a
+	// page holds about 1 MiB: large changes come a few at a time. Zero or
+	// negative means DefaultReplayPage (512).
 	ReplayPage int
 	// Logger receives the hub's logs; nil discards them.
 	Logger *slog.Logger

@@ -26,6 +26,11 @@ type stream struct {
 	next uint64
 	// spare is the previous batch's backing array, reused for the queue.
 	spare []fsm.Change
+	// pageLimit is the number of changes the next replay read asks for:
+	// it starts small and grows to Options.ReplayPage while pages stay
+	// under replayPageBytes, and shrinks when changes are large, so that a
+	// page of changes with big params does not take hundreds of MiB.
+	pageLimit int
 	// stopAtHead: replay stops at upto and the stream never goes live.
 	stopAtHead bool
 }
@@ -65,14 +70,16 @@ func (s *stream) replayPage(upto uint64) error {
 		return s.replayHistoryPage(upto)
 	}
 	var page []fsm.Change
+	limit := s.nextPageLimit()
 	err := s.h.st.View(s.ctx, func(tx store.ReadTx) error {
 		var err error
-		page, err = tx.Changes(s.next, s.h.opts.ReplayPage)
+		page, err = tx.Changes(s.next, limit)
 		return err
 	})
 	if err != nil {
 		return s.replayErr(err)
 	}
+	s.sized(page)
 	// Everything through upto is committed, so a short or late page means
 	// retention compacted the range we need.
 	if len(page) == 0 || page[0].Seq > s.next {
@@ -101,6 +108,7 @@ func (s *stream) replayPage(upto uint64) error {
 // the instance's changes, not the changelog's.
 func (s *stream) replayHistoryPage(upto uint64) error {
 	var page []fsm.Change
+	limit := s.nextPageLimit()
 	err := s.h.st.View(s.ctx, func(tx store.ReadTx) error {
 		// Retention: the changelog must still hold s.next, as for an
 		// unfiltered replay (one entry read).
@@ -111,7 +119,7 @@ func (s *stream) replayHistoryPage(upto uint64) error {
 		if len(first) == 0 || first[0].Seq > s.next {
 			return &OutOfRangeError{From: s.next, Head: upto}
 		}
-		page, err = tx.HistoryFrom(s.f.Instance, s.next, s.h.opts.ReplayPage)
+		page, err = tx.HistoryFrom(s.f.Instance, s.next, limit)
 		return err
 	})
 	if _, ok := err.(*OutOfRangeError); ok {
@@ -120,6 +128,7 @@ func (s *stream) replayHistoryPage(upto uint64) error {
 	if err != nil {
 		return s.replayErr(err)
 	}
+	s.sized(page)
 	for i := range page {
 		c := &page[i]
 		if c.Seq < s.next || c.Instance != s.f.Instance {
@@ -136,11 +145,50 @@ func (s *stream) replayHistoryPage(upto uint64) error {
 		}
 		s.next = c.Seq + 1
 	}
-	if len(page) < s.h.opts.ReplayPage {
+	if len(page) < limit {
 		// The history holds every change of the instance through upto.
 		s.next = max(s.next, upto+1)
 	}
 	return nil
+}
+
+// Replay page sizing: a page starts at firstPageLimit changes and adapts
+// so that it holds about replayPageBytes.
+const (
+	firstPageLimit  = 32
+	replayPageBytes = 1 << 20
+)
+
+func (s *stream) nextPageLimit() int {
+	if s.pageLimit == 0 {
+		s.pageLimit = min(firstPageLimit, s.h.opts.ReplayPage)
+	}
+	return s.pageLimit
+}
+
+// sized adapts the next page's limit to the size of page.
+func (s *stream) sized(page []fsm.Change) {
+	size := 0
+	for i := range page {
+		size += changeBytes(&page[i])
+	}
+	switch {
+	case size > replayPageBytes:
+		s.pageLimit = max(1, len(page)*replayPageBytes/size)
+	case size < replayPageBytes/2 && len(page) == s.pageLimit:
+		s.pageLimit = min(2*s.pageLimit, s.h.opts.ReplayPage)
+	}
+}
+
+// changeBytes estimates the memory of a change: its strings and params,
+// and the struct.
+func changeBytes(c *fsm.Change) int {
+	n := 256 + len(c.Actor) + len(c.Instance) + len(c.Machine) + len(c.Transition) +
+		len(c.FromNode) + len(c.ToNode) + len(c.Reason) + len(c.Device)
+	for k, v := range c.Params {
+		n += len(k) + len(v) + 32
+	}
+	return n
 }
 
 // replayErr wraps a failed replay read, or says why the stream ended.
