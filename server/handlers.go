@@ -44,7 +44,7 @@ const (
 const MaxResponseBytes = 3 << 20
 
 // handlers translate between the proto API and the engine. They hold no
-// state of their own.
+// state of their own but the slots that bound concurrent big reads.
 type handlers struct {
 	pb.UnimplementedMachineServiceServer
 	pb.UnimplementedInstanceServiceServer
