@@ -58,22 +58,34 @@ func (c deviceConn) Send(reportSeq uint64, cmd *device.Command) error {
 }
 
 func (h *handlers) ListDevices(ctx context.Context, req *pb.ListDevicesRequest) (*pb.ListDevicesResponse, error) {
-	n, after, err := pageArgs(req.GetPageSize(), req.GetPageToken())
+	n, after, err := pageArgs(req.GetPageSize(), req.GetPageToken(), tokenDevices, req.GetPool())
 	if err != nil {
 		return nil, err
 	}
-	list, err := h.eng.ListDevices(ctx, req.GetPool(), after, n+1)
+	release, err := h.reads.acquire(ctx)
 	if err != nil {
 		return nil, err
 	}
+	defer release()
 	resp := &pb.ListDevicesResponse{}
-	list, resp.NextPageToken = page(list, n, func(d engine.DeviceInfo) string { return d.ID })
-	for _, d := range list {
-		resp.Devices = append(resp.Devices, &pb.Device{
+	b, last := pageBudget{n: n}, ""
+	err = h.eng.ListDevices(ctx, req.GetPool(), after, func(d engine.DeviceInfo) bool {
+		p := &pb.Device{
 			Id: d.ID, Pool: d.Pool, Capabilities: d.Capabilities, Machine: d.Machine,
 			Online: d.Online, LastSeenTime: ts(d.LastSeen), Node: d.Node, JobId: d.Job,
 			Progress: d.Progress, QueueLength: uint32(d.QueueLen), ReportSeq: d.ReportSeq, CommandSeq: d.CommandSeq,
-		})
+		}
+		if !b.add(p) {
+			return false
+		}
+		resp.Devices, last = append(resp.Devices, p), d.ID
+		return true
+	})
+	if err != nil {
+		return nil, err
+	}
+	if b.full {
+		resp.NextPageToken = encodePageToken([]byte(last), tokenDevices, req.GetPool())
 	}
 	return resp, nil
 }

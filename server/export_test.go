@@ -12,3 +12,6 @@ func (s *Server) ServiceInfo() map[string]grpc.ServiceInfo { return s.grpc.GetSe
 
 // Store returns the server's store, for tests that inject faults into it.
 func (s *Server) Store() *bolt.Store { return s.store }
+
+// ChangesLagged is the number of Changes streams ended for lagging.
+func (s *Server) ChangesLagged() uint64 { return s.hub.Lagged() }

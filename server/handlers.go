@@ -3,8 +3,11 @@ package server
 import (
 	"context"
 	"encoding/base64"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
+	"hash/fnv"
 	"log/slog"
 	"strconv"
 	"strings"
@@ -21,6 +24,8 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 )
 
@@ -30,8 +35,16 @@ const (
 	MaxPageSize     = 1000
 )
 
+// MaxResponseBytes bounds the encoded records of one List page or
+// GetInstance history page: with the instance, the token and the framing
+// the response stays well under the 4 MiB a client accepts by default. A
+// page ends early, with a next-page token, when the next record would pass
+// it; a page always holds at least one record, and one record (an
+// instance of 64 params of 4 KiB, a change of as many) is far smaller.
+const MaxResponseBytes = 3 << 20
+
 // handlers translate between the proto API and the engine. They hold no
-// state of their own.
+// state of their own but the slots that bound concurrent big reads.
 type handlers struct {
 	pb.UnimplementedMachineServiceServer
 	pb.UnimplementedInstanceServiceServer
@@ -42,6 +55,8 @@ type handlers struct {
 	hub      *changes.Hub
 	log      *slog.Logger
 	sessions *device.Sessions
+	// reads bounds the List calls and history pages being built at once.
+	reads readSlots
 	// draining ends when the server starts to stop: calls that wait for
 	// work (and device streams) end then with errShuttingDown.
 	draining context.Context
@@ -72,36 +87,105 @@ func actor(ctx context.Context) string {
 	return "unknown"
 }
 
-// pageArgs reads a List request's page size (default DefaultPageSize,
-// capped at MaxPageSize) and page token. Page tokens are the last id of the
-// previous page, opaque to clients.
-func pageArgs(size int32, token string) (n int, after string, err error) {
+// pageSize reads a request's page size field: default def, capped at max.
+func pageSize(field string, size int32, def, max int) (int, error) {
 	switch {
 	case size < 0:
-		return 0, "", &fsm.InvalidError{Field: "page_size", Reason: "must not be negative"}
+		return 0, &fsm.InvalidError{Field: field, Reason: "must not be negative"}
 	case size == 0:
-		n = DefaultPageSize
-	default:
-		n = min(int(size), MaxPageSize)
+		return def, nil
 	}
+	return min(int(size), max), nil
+}
+
+// pageArgs reads a List request's page size (default DefaultPageSize,
+// capped at MaxPageSize) and page token, issued for the same kind of list
+// and scope (its filters).
+func pageArgs(size int32, token string, kind byte, scope ...string) (n int, after string, err error) {
+	if n, err = pageSize("page_size", size, DefaultPageSize, MaxPageSize); err != nil {
+		return 0, "", err
+	}
+	if token == "" {
+		return n, "", nil
+	}
+	key, err := decodePageToken("page_token", token, kind, scope...)
+	return n, string(key), err
+}
+
+// Page token kinds: a token of one list is refused by another.
+const (
+	tokenInstances byte = 'i'
+	tokenMachines  byte = 'm'
+	tokenDevices   byte = 'd'
+	tokenHistory   byte = 'h'
+)
+
+const tokenVersion = 1
+
+// encodePageToken returns the token of the page after key, in a list of
+// kind and scope. Tokens are opaque to clients: a version, the kind, a
+// hash of the scope (the request's filters), the key and a checksum, so
+// that a token that this server did not issue, or one sent with other
+// filters, is refused as INVALID_ARGUMENT rather than read as a key.
+func encodePageToken(key []byte, kind byte, scope ...string) string {
+	b := []byte{tokenVersion, kind}
+	b = binary.BigEndian.AppendUint64(b, scopeHash(scope))
+	b = append(b, key...)
+	b = binary.BigEndian.AppendUint32(b, crc32.ChecksumIEEE(b))
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+// decodePageToken returns the key of a token from encodePageToken.
+func decodePageToken(field, token string, kind byte, scope ...string) ([]byte, error) {
+	bad := func(reason string) error { return &fsm.InvalidError{Field: field, Reason: reason} }
 	b, err := base64.RawURLEncoding.DecodeString(token)
-	if err != nil {
-		return 0, "", &fsm.InvalidError{Field: "page_token", Reason: "is not a token returned by this server"}
+	if err != nil || len(b) < 2+8+4 {
+		return nil, bad("is not a token returned by this server")
 	}
-	return n, string(b), nil
+	body, sum := b[:len(b)-4], binary.BigEndian.Uint32(b[len(b)-4:])
+	switch {
+	case crc32.ChecksumIEEE(body) != sum, body[0] != tokenVersion, body[1] != kind:
+		return nil, bad("is not a token returned by this server")
+	case binary.BigEndian.Uint64(body[2:10]) != scopeHash(scope):
+		return nil, bad("was issued for other filters; send the filters of the first page")
+	}
+	return body[10:], nil
 }
 
-// page trims a list fetched with limit n+1 to n and returns the token of
-// the next page, empty on the last one.
-func page[T any](list []T, n int, id func(T) string) ([]T, string) {
-	if len(list) <= n {
-		return list, ""
+func scopeHash(scope []string) uint64 {
+	h := fnv.New64a()
+	for _, s := range scope {
+		h.Write([]byte(s))
+		h.Write([]byte{0})
 	}
-	list = list[:n]
-	return list, encodePageToken(id(list[n-1]))
+	return h.Sum64()
 }
 
-func encodePageToken(last string) string { return base64.RawURLEncoding.EncodeToString([]byte(last)) }
+// pageBudget fills one page: at most n records and MaxResponseBytes of
+// them encoded.
+type pageBudget struct {
+	n, count int
+	bytes    int
+	full     bool
+}
+
+// add reports whether m still fits in the page and counts it if so. The
+// first record always fits, so every page makes progress.
+func (p *pageBudget) add(m proto.Message) bool {
+	if p.count == p.n {
+		p.full = true
+		return false
+	}
+	// The record's bytes with its field tag and length prefix.
+	size := protowire.SizeBytes(proto.Size(m)) + 2
+	if p.count > 0 && p.bytes+size > MaxResponseBytes {
+		p.full = true
+		return false
+	}
+	p.count++
+	p.bytes += size
+	return true
+}
 
 func durationArg(field string, d *durationpb.Duration) (time.Duration, error) {
 	if d == nil {
@@ -138,18 +222,30 @@ func (h *handlers) GetMachine(ctx context.Context, req *pb.GetMachineRequest) (*
 }
 
 func (h *handlers) ListMachines(ctx context.Context, req *pb.ListMachinesRequest) (*pb.ListMachinesResponse, error) {
-	n, after, err := pageArgs(req.GetPageSize(), req.GetPageToken())
+	n, after, err := pageArgs(req.GetPageSize(), req.GetPageToken(), tokenMachines)
 	if err != nil {
 		return nil, err
 	}
-	list, err := h.eng.ListMachines(ctx, after, n+1)
+	release, err := h.reads.acquire(ctx)
 	if err != nil {
 		return nil, err
 	}
+	defer release()
 	resp := &pb.ListMachinesResponse{}
-	list, resp.NextPageToken = page(list, n, func(m engine.MachineInfo) string { return m.ID })
-	for _, m := range list {
-		resp.Machines = append(resp.Machines, machineToProto(m))
+	b, last := pageBudget{n: n}, ""
+	err = h.eng.ListMachines(ctx, after, func(m engine.MachineInfo) bool {
+		p := machineToProto(m)
+		if !b.add(p) {
+			return false
+		}
+		resp.Machines, last = append(resp.Machines, p), m.ID
+		return true
+	})
+	if err != nil {
+		return nil, err
+	}
+	if b.full {
+		resp.NextPageToken = encodePageToken([]byte(last), tokenMachines)
 	}
 	return resp, nil
 }
@@ -185,30 +281,84 @@ func (h *handlers) StartInstance(ctx context.Context, req *pb.StartInstanceReque
 }
 
 func (h *handlers) GetInstance(ctx context.Context, req *pb.GetInstanceRequest) (*pb.GetInstanceResponse, error) {
-	in, hist, err := h.eng.GetInstance(ctx, req.GetId(), req.GetIncludeHistory())
+	if !req.GetIncludeHistory() {
+		in, err := h.eng.GetInstance(ctx, req.GetId())
+		if err != nil {
+			return nil, err
+		}
+		return &pb.GetInstanceResponse{Instance: instanceToProto(&in, nil)}, nil
+	}
+	n, err := pageSize("history_page_size", req.GetHistoryPageSize(), h.eng.MaxHistory(), h.eng.MaxHistory())
 	if err != nil {
 		return nil, err
 	}
-	return &pb.GetInstanceResponse{Instance: instanceToProto(&in, hist)}, nil
+	var from uint64
+	if t := req.GetHistoryPageToken(); t != "" {
+		key, err := decodePageToken("history_page_token", t, tokenHistory, req.GetId())
+		if err != nil {
+			return nil, err
+		}
+		if len(key) != 8 {
+			return nil, &fsm.InvalidError{Field: "history_page_token", Reason: "is not a token returned by this server"}
+		}
+		from = binary.BigEndian.Uint64(key)
+	}
+	release, err := h.reads.acquire(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	var hist []*pb.Change
+	b := pageBudget{n: n}
+	in, next, err := h.eng.InstanceHistory(ctx, req.GetId(), from, func(c fsm.Change) bool {
+		p := changeToProto(&c)
+		if !b.add(p) {
+			return false
+		}
+		hist = append(hist, p)
+		return true
+	})
+	if err != nil {
+		return nil, err
+	}
+	resp := &pb.GetInstanceResponse{Instance: instanceToProto(&in, nil)}
+	resp.Instance.History = hist
+	if next != 0 {
+		resp.NextHistoryPageToken = encodePageToken(binary.BigEndian.AppendUint64(nil, next), tokenHistory, req.GetId())
+	}
+	return resp, nil
 }
 
 func (h *handlers) ListInstances(ctx context.Context, req *pb.ListInstancesRequest) (*pb.ListInstancesResponse, error) {
-	n, after, err := pageArgs(req.GetPageSize(), req.GetPageToken())
+	scope := []string{req.GetMachine(), req.GetNode(), strconv.Itoa(int(req.GetStatus()))}
+	n, after, err := pageArgs(req.GetPageSize(), req.GetPageToken(), tokenInstances, scope...)
 	if err != nil {
 		return nil, err
 	}
 	if s := req.GetStatus(); s < 0 || s > pb.InstanceStatus_INSTANCE_STATUS_HELD {
 		return nil, &fsm.InvalidError{Field: "status", Reason: "unknown status"}
 	}
-	f := store.InstanceFilter{Machine: req.GetMachine(), Node: req.GetNode(), Status: fsm.Status(req.GetStatus())}
-	list, err := h.eng.ListInstances(ctx, f, after, n+1)
+	release, err := h.reads.acquire(ctx)
 	if err != nil {
 		return nil, err
 	}
+	defer release()
+	f := store.InstanceFilter{Machine: req.GetMachine(), Node: req.GetNode(), Status: fsm.Status(req.GetStatus())}
 	resp := &pb.ListInstancesResponse{}
-	list, resp.NextPageToken = page(list, n, func(in fsm.Instance) string { return in.ID })
-	for i := range list {
-		resp.Instances = append(resp.Instances, instanceToProto(&list[i], nil))
+	b, last := pageBudget{n: n}, ""
+	err = h.eng.ListInstances(ctx, f, after, func(in fsm.Instance) bool {
+		p := instanceToProto(&in, nil)
+		if !b.add(p) {
+			return false
+		}
+		resp.Instances, last = append(resp.Instances, p), in.ID
+		return true
+	})
+	if err != nil {
+		return nil, err
+	}
+	if b.full {
+		resp.NextPageToken = encodePageToken([]byte(last), tokenInstances, scope...)
 	}
 	return resp, nil
 }
@@ -238,7 +388,7 @@ func (h *handlers) mayWork(ctx context.Context, id string) error {
 	if p, ok := auth.FromContext(ctx); !ok || !p.Restricted() {
 		return nil
 	}
-	in, _, err := h.eng.GetInstance(ctx, id, false)
+	in, err := h.eng.GetInstance(ctx, id)
 	if err != nil {
 		return err
 	}

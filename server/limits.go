@@ -16,6 +16,39 @@ import (
 	"google.golang.org/grpc/status"
 )
 
+// DefaultMaxConcurrentReads is the default of Config.MaxConcurrentReads:
+// enough to keep both cores of a small server busy with reads, about
+// 64 MiB at most.
+const DefaultMaxConcurrentReads = 8
+
+// Defaults of the device report limit: a printer reports on every change
+// of state and, at most, a heartbeat a second; a hundred a second is a
+// device gone wrong.
+const (
+	DefaultDeviceReportRate  = 100
+	DefaultDeviceReportBurst = 200
+)
+
+// limitDefaults sets the zero fields of c's resource bounds.
+func (c Config) limitDefaults() Config {
+	if c.MaxConcurrentReads == 0 {
+		c.MaxConcurrentReads = DefaultMaxConcurrentReads
+	}
+	if c.MaxConnections == 0 {
+		c.MaxConnections = DefaultMaxConnections
+	}
+	if c.MaxConnectionsPerIP == 0 {
+		c.MaxConnectionsPerIP = DefaultMaxConnectionsPerIP
+	}
+	if c.DeviceReportRate == 0 {
+		c.DeviceReportRate = DefaultDeviceReportRate
+	}
+	if c.DeviceReportBurst == 0 {
+		c.DeviceReportBurst = DefaultDeviceReportBurst
+	}
+	return c
+}
+
 // maxTrackedClients is the number of clients whose rate buckets are kept
 // before idle ones are dropped. Dropping a bucket that has refilled loses
 // nothing; see clientRates.sweep.
@@ -118,4 +151,93 @@ func (c *clientStreams) interceptor() grpc.StreamServerInterceptor {
 		}()
 		return handler(srv, ss)
 	}
+}
+
+// readSlots bounds the big reads (List pages, history pages) being built
+// at once: each holds up to MaxResponseBytes of records and a store chunk,
+// so together they stay within MaxConcurrentReads times about 8 MiB,
+// whatever the number of connections. A nil readSlots does not bound.
+type readSlots chan struct{}
+
+func newReadSlots(n int) readSlots {
+	if n < 0 {
+		return nil
+	}
+	return make(readSlots, n)
+}
+
+// acquire waits for a slot, or for ctx to end, and returns its release.
+func (r readSlots) acquire(ctx context.Context) (release func(), err error) {
+	if r == nil {
+		return func() {}, nil
+	}
+	select {
+	case r <- struct{}{}:
+		return func() { <-r }, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// flushGrace is how long a stopping server waits, once every handler has
+// returned, for the responses to reach their clients before it closes the
+// connections: a client that stopped reading would otherwise hold the stop
+// for the whole StopTimeout, its stream's status queued behind data it
+// never reads.
+const flushGrace = time.Second
+
+// activeCalls counts the handlers running.
+type activeCalls struct {
+	mu   sync.Mutex
+	n    int
+	zero chan struct{} // closed when n drops to 0; nil until idle asks
+}
+
+func (c *activeCalls) enter() {
+	c.mu.Lock()
+	c.n++
+	c.mu.Unlock()
+}
+
+func (c *activeCalls) leave() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.n--; c.n == 0 && c.zero != nil {
+		close(c.zero)
+		c.zero = nil
+	}
+}
+
+func (c *activeCalls) running() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.n
+}
+
+// idle returns a channel closed once no handler runs.
+func (c *activeCalls) idle() <-chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.zero == nil {
+		c.zero = make(chan struct{})
+		if c.n == 0 {
+			close(c.zero)
+			ch := c.zero
+			c.zero = nil
+			return ch
+		}
+	}
+	return c.zero
+}
+
+func (c *activeCalls) unary(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	c.enter()
+	defer c.leave()
+	return handler(ctx, req)
+}
+
+func (c *activeCalls) stream(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	c.enter()
+	defer c.leave()
+	return handler(srv, ss)
 }

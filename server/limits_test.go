@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"runtime"
-	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -311,17 +310,33 @@ func TestHistoryBounded(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	got, err := env.instances.GetInstance(ctx, &pb.GetInstanceRequest{Id: "o", IncludeHistory: true})
-	if err != nil {
-		t.Fatal(err)
+	// max_history is the largest page: a larger history_page_size is cut
+	// to it, and the rest comes on the next page.
+	req := &pb.GetInstanceRequest{Id: "o", IncludeHistory: true, HistoryPageSize: 10}
+	var pages [][]string
+	for {
+		got, err := env.instances.GetInstance(ctx, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var names []string
+		for _, c := range got.GetInstance().GetHistory() {
+			names = append(names, c.GetKind().String()+":"+c.GetTransition())
+		}
+		pages = append(pages, names)
+		if req.HistoryPageToken = got.GetNextHistoryPageToken(); req.HistoryPageToken == "" {
+			break
+		}
 	}
-	var names []string
-	for _, c := range got.GetInstance().GetHistory() {
-		names = append(names, c.GetTransition())
+	want := [][]string{
+		{"CHANGE_KIND_STARTED:", "CHANGE_KIND_SIGNALED:hold", "CHANGE_KIND_SIGNALED:release"},
+		{"CHANGE_KIND_SIGNALED:hold", "CHANGE_KIND_SIGNALED:release"},
 	}
-	if want := []string{"release", "hold", "release"}; !slices.Equal(names, want) {
-		t.Fatalf("history = %v, want the last three %v", names, want)
+	if fmt.Sprint(pages) != fmt.Sprint(want) {
+		t.Fatalf("history pages = %v, want %v", pages, want)
 	}
+	_, err := env.instances.GetInstance(ctx, &pb.GetInstanceRequest{Id: "o", IncludeHistory: true, HistoryPageSize: -1})
+	wantViolation(t, err, "history_page_size")
 	// The changelog keeps every change.
 	st, err := env.changes.Changes(ctx, &pb.ChangesRequest{FromSeq: 1, Instance: "o", StopAtHead: true})
 	if err != nil {

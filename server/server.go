@@ -127,10 +127,35 @@ type Config struct {
 	// more fails with RESOURCE_EXHAUSTED. Default
 	// DefaultMaxStreamsPerClient; negative: no limit.
 	MaxStreamsPerClient int `yaml:"max_streams_per_client" help:"open streams per client, negative for no limit"`
-	// MaxHistory bounds the changes GetInstance returns for one instance:
-	// the last ones (the changelog keeps them all). Default
-	// engine.DefaultMaxHistory.
-	MaxHistory int `yaml:"max_history" help:"changes of one instance GetInstance returns, the last ones"`
+	// MaxHistory bounds the changes of one GetInstance history page (and
+	// is its default size); clients page through longer histories. A page
+	// also ends at MaxResponseBytes. Default engine.DefaultMaxHistory.
+	MaxHistory int `yaml:"max_history" help:"most changes of one instance in one GetInstance history page"`
+	// MaxConcurrentReads bounds the List pages and GetInstance history
+	// pages the server builds at once, over all connections; more wait
+	// their turn (until their deadline). Each holds up to about 8 MiB.
+	// Default DefaultMaxConcurrentReads; negative: no limit.
+	MaxConcurrentReads int `yaml:"max_concurrent_reads" help:"List and history pages built at once, negative for no limit"`
+	// MaxConnections bounds the open client connections; one more is
+	// closed at once (the client sees UNAVAILABLE), logged at WARN (at
+	// most every 10 s) and counted in dfsmr_connections_refused_total.
+	// Default DefaultMaxConnections; negative: no limit. The server raises
+	// its open file limit to the hard limit at start and warns when this
+	// is above it.
+	MaxConnections int `yaml:"max_connections" help:"open client connections, negative for no limit"`
+	// MaxConnectionsPerIP bounds the open connections from one IP address,
+	// refused like those over MaxConnections. Default
+	// DefaultMaxConnectionsPerIP; negative: no limit.
+	MaxConnectionsPerIP int `yaml:"max_connections_per_ip" help:"open client connections from one IP address, negative for no limit"`
+	// DeviceReportRate bounds the reports one device stream (Connect) may
+	// send a second: past it the server reads the stream's next report
+	// only when the stream's token bucket allows, slowing the device down
+	// through flow control (reports are not refused; each is answered, in
+	// order). Default DefaultDeviceReportRate; negative: no limit.
+	DeviceReportRate float64 `yaml:"device_report_rate" help:"reports per second per device stream, negative for no limit"`
+	// DeviceReportBurst is how many reports a device stream may send at
+	// once above DeviceReportRate; default DefaultDeviceReportBurst.
+	DeviceReportBurst int `yaml:"device_report_burst" help:"reports a device stream may send at once above --device-report-rate"`
 }
 
 // WithDefaults returns c with every zero field set to its default.
@@ -159,7 +184,7 @@ func (c Config) WithDefaults() Config {
 	if c.Clock == nil {
 		c.Clock = clock.Real{}
 	}
-	return c.securityDefaults()
+	return c.limitDefaults().securityDefaults()
 }
 
 // Validate reports the first invalid field.
@@ -191,6 +216,9 @@ func (c Config) Validate() error {
 	if c.Pprof && c.MetricsAddr == "" {
 		return errors.New("pprof needs a metrics address")
 	}
+	if c.DeviceReportBurst < 0 {
+		return errors.New("device_report_burst must not be negative")
+	}
 	return c.validateSecurity()
 }
 
@@ -218,6 +246,11 @@ type Server struct {
 	// sessions are the device streams, ended by Stop like the changelog.
 	sessions *device.Sessions
 
+	// calls counts the handlers running, so that Stop can tell a call
+	// still at work from a response stuck behind a client that stopped
+	// reading.
+	calls *activeCalls
+
 	stopOnce sync.Once
 	stopErr  error
 	serveErr chan error
@@ -230,7 +263,8 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger.With("component", "server"), serveErr: make(chan error, 1), sessions: &device.Sessions{}}
+	s := &Server{cfg: cfg, log: cfg.Logger.With("component", "server"), serveErr: make(chan error, 1), calls: &activeCalls{},
+		sessions: &device.Sessions{ReportRate: cfg.DeviceReportRate, ReportBurst: cfg.DeviceReportBurst}}
 	g, err := newGuard(cfg)
 	if err != nil {
 		return nil, err
@@ -288,8 +322,9 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, err
 	}
 
-	h := &handlers{eng: s.engine, hub: s.hub, log: cfg.Logger, sessions: s.sessions, draining: s.draining}
-	s.grpc = grpc.NewServer(serverOptions(cfg, g, s.metrics)...)
+	h := &handlers{eng: s.engine, hub: s.hub, log: cfg.Logger, sessions: s.sessions, draining: s.draining, reads: newReadSlots(cfg.MaxConcurrentReads)}
+	s.grpc = grpc.NewServer(append(serverOptions(cfg, g, s.metrics),
+		grpc.ChainUnaryInterceptor(s.calls.unary), grpc.ChainStreamInterceptor(s.calls.stream))...)
 	pb.RegisterMachineServiceServer(s.grpc, h)
 	pb.RegisterInstanceServiceServer(s.grpc, h)
 	pb.RegisterWorkServiceServer(s.grpc, h)
@@ -436,6 +471,9 @@ func (s *Server) Start(ctx context.Context, lis net.Listener) error {
 	} else if err := s.cfg.checkExposure(lis.Addr().String()); err != nil {
 		return err
 	}
+	s.checkFileLimit()
+	lis = newLimitListener(lis, s.cfg.MaxConnections, s.cfg.MaxConnectionsPerIP,
+		s.log, s.cfg.Clock, s.metrics.CountRefusedConn)
 	s.lis = lis
 	if err := s.serveMetrics(); err != nil {
 		_ = lis.Close()
@@ -517,14 +555,47 @@ func (s *Server) Stop(ctx context.Context) error {
 		go func() { s.grpc.GracefulStop(); close(done) }()
 		timer := time.NewTimer(s.cfg.StopTimeout)
 		defer timer.Stop()
-		select {
-		case <-done:
-		case <-timer.C:
-			s.log.Warn("graceful stop timed out; forcing")
-			s.grpc.Stop()
-		case <-ctx.Done():
-			s.log.Warn("stop forced")
-			s.grpc.Stop()
+	wait:
+		for {
+			select {
+			case <-done:
+				break wait
+			case <-s.calls.idle():
+				// Every handler has returned its status. What GracefulStop
+				// may still wait for is the flushing of responses, which a
+				// client that stopped reading never lets finish: give the
+				// others flushGrace, then close the connections.
+				flush := time.NewTimer(flushGrace)
+				select {
+				case <-done:
+					flush.Stop()
+					break wait
+				case <-flush.C:
+					if s.calls.running() == 0 {
+						s.log.Warn("closing the connections of clients that do not read their responses")
+						s.grpc.Stop()
+						break wait
+					}
+				case <-timer.C:
+					flush.Stop()
+					s.log.Warn("graceful stop timed out; forcing")
+					s.grpc.Stop()
+					break wait
+				case <-ctx.Done():
+					flush.Stop()
+					s.log.Warn("stop forced")
+					s.grpc.Stop()
+					break wait
+				}
+			case <-timer.C:
+				s.log.Warn("graceful stop timed out; forcing")
+				s.grpc.Stop()
+				break wait
+			case <-ctx.Done():
+				s.log.Warn("stop forced")
+				s.grpc.Stop()
+				break wait
+			}
 		}
 		var errs []string
 		// The scheduler ends at once once cancelled; wait for it even when

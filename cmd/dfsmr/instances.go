@@ -157,18 +157,56 @@ func (a *app) getCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "get ID",
 		Short: "Show an instance, optionally with its history",
-		Args:  args(cobra.ExactArgs(1)),
+		Long: `Show an instance, optionally with its history.
+
+With --history the whole history is printed, read one page at a time; with
+--output json each page is one line (a GetInstanceResponse).`,
+		Args: args(cobra.ExactArgs(1)),
 		RunE: runE(func(_ *cobra.Command, ids []string) error {
 			req.Id = ids[0]
+			if req.GetIncludeHistory() {
+				return a.getWithHistory(req)
+			}
 			return unary(a, func(c *client.Client) (*pb.GetInstanceResponse, error) {
 				return c.Instances.GetInstance(a.ctx, req)
 			}, func(resp *pb.GetInstanceResponse) error {
-				return a.printInstance(resp.GetInstance(), req.GetIncludeHistory())
+				return a.printInstance(resp.GetInstance(), false)
 			})
 		}),
 	}
-	cmd.Flags().BoolVar(&req.IncludeHistory, "history", false, "also print the instance's changes")
+	cmd.Flags().BoolVar(&req.IncludeHistory, "history", false, "also print the instance's changes, all of them")
 	return cmd
+}
+
+// getWithHistory prints an instance and pages through its history, so
+// that a history of any length prints without one large response.
+func (a *app) getWithHistory(req *pb.GetInstanceRequest) error {
+	c, err := a.client()
+	if err != nil {
+		return err
+	}
+	for first := true; ; first = false {
+		resp, err := c.Instances.GetInstance(a.ctx, req)
+		if err != nil {
+			return err
+		}
+		switch {
+		case a.json():
+			err = a.printJSON(resp)
+		case first:
+			err = a.printInstance(resp.GetInstance(), true)
+		default:
+			for _, c := range resp.GetInstance().GetHistory() {
+				fmt.Fprintln(a.stdout, a.style().changeLine(c))
+			}
+		}
+		if err != nil {
+			return err
+		}
+		if req.HistoryPageToken = resp.GetNextHistoryPageToken(); req.HistoryPageToken == "" {
+			return nil
+		}
+	}
 }
 
 func (a *app) printInstance(in *pb.Instance, history bool) error {

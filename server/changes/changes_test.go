@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"runtime"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -37,6 +38,9 @@ type fakeStore struct {
 	compactedBefore uint64
 	// failViews makes the next failViews calls to View fail.
 	failViews int
+	// read counts the changes Changes and HistoryFrom returned, like the
+	// entries a real store visits; maxRead is the most one call returned.
+	read, maxRead atomic.Int64
 
 	// hold delays the hook: commits are visible but unpublished until
 	// releaseHeld, as on a real store between commit and hook.
@@ -110,6 +114,16 @@ func (s *fakeStore) View(ctx context.Context, fn func(tx store.ReadTx) error) er
 
 func (s *fakeStore) Close() error { return nil }
 
+func (s *fakeStore) counted(n int) {
+	s.read.Add(int64(n))
+	for {
+		m := s.maxRead.Load()
+		if int64(n) <= m || s.maxRead.CompareAndSwap(m, int64(n)) {
+			return
+		}
+	}
+}
+
 // fakeTx reads the committed log plus its own pending appends. The caller
 // holds s.mu for reading.
 type fakeTx struct {
@@ -127,6 +141,7 @@ func (tx *fakeTx) Changes(from uint64, limit int) ([]fsm.Change, error) {
 			}
 		}
 	}
+	tx.s.counted(len(out))
 	return out, nil
 }
 
@@ -157,6 +172,19 @@ func (tx *fakeTx) Instances(store.InstanceFilter, string, int) ([]fsm.Instance, 
 	return nil, errNotImplemented
 }
 func (tx *fakeTx) History(string) ([]fsm.Change, error) { return nil, errNotImplemented }
+func (tx *fakeTx) HistoryFrom(id string, from uint64, limit int) ([]fsm.Change, error) {
+	from = max(from, tx.s.compactedBefore, 1)
+	var out []fsm.Change
+	for _, src := range [][]fsm.Change{tx.s.log, tx.pending} {
+		for _, c := range src {
+			if c.Instance == id && c.Seq >= from && (limit == 0 || len(out) < limit) {
+				out = append(out, c)
+			}
+		}
+	}
+	tx.s.counted(len(out))
+	return out, nil
+}
 func (tx *fakeTx) Ready(store.ReadyFilter, int) ([]string, error) {
 	return nil, errNotImplemented
 }
@@ -404,12 +432,34 @@ func TestReplayRacesLive(t *testing.T) {
 					})
 
 					c := &collector{last: last}
-					from := uint64(1)
+					// A lagging stream ends while a send may be under way;
+					// that change may arrive, and arrive again on the resumed
+					// stream. A client drops what it has seen, once per lag
+					// at most.
+					var (
+						mu        sync.Mutex
+						seen, dup uint64
+					)
+					send := func(ch fsm.Change) error {
+						mu.Lock()
+						if ch.Seq <= seen {
+							dup++
+							mu.Unlock()
+							return nil
+						}
+						seen = ch.Seq
+						mu.Unlock()
+						return c.send(ch)
+					}
+					from, lagged := uint64(1), uint64(0)
 					for {
-						err := h.Stream(t.Context(), from, Filter{}, c.send)
+						err := h.Stream(t.Context(), from, Filter{}, send)
 						if lagErr, ok := errors.AsType[*LaggingError](err); ok {
 							lags++
-							from = lagErr.ResumeFrom
+							lagged++
+							mu.Lock()
+							from = max(lagErr.ResumeFrom, seen+1)
+							mu.Unlock()
 							continue
 						}
 						if !errors.Is(err, errStop) {
@@ -419,6 +469,11 @@ func TestReplayRacesLive(t *testing.T) {
 					}
 					wg.Wait()
 					checkSeqs(t, c.got(), seqRange(1, last))
+					mu.Lock()
+					defer mu.Unlock()
+					if dup > lagged {
+						t.Fatalf("iteration %d: %d changes repeated over %d lags", i, dup, lagged)
+					}
 				})
 			}
 			t.Logf("%d lags over %d iterations", lags, iterations)
@@ -488,11 +543,14 @@ func TestFilteredWatcherNotLagging(t *testing.T) {
 		commit(t, st, change("a", "y"))
 		synctest.Wait()
 
+		// The flood overflowed the unfiltered watcher's buffer inside one
+		// Publish: it ends at once, before sending the queued 1..4, and
+		// resumes from 1.
 		err := <-allDone
-		if lagErr, ok := errors.AsType[*LaggingError](err); !ok || lagErr.ResumeFrom != 5 {
-			t.Fatalf("unfiltered Stream: %v, want LaggingError resuming from 5", err)
+		if lagErr, ok := errors.AsType[*LaggingError](err); !ok || lagErr.ResumeFrom != 1 {
+			t.Fatalf("unfiltered Stream: %v, want LaggingError resuming from 1", err)
 		}
-		checkSeqs(t, all.got(), seqRange(1, 4))
+		checkSeqs(t, all.got(), nil)
 
 		checkSeqs(t, filtered.got(), []uint64{51})
 		select {
@@ -507,9 +565,11 @@ func TestFilteredWatcherNotLagging(t *testing.T) {
 	})
 }
 
-// TestSlowWatcher blocks one watcher in send: Publish must not wait for it,
-// another watcher must see everything, the slow one must end lagging, and
-// resuming from ResumeFrom must deliver exactly the rest.
+// TestSlowWatcher blocks one watcher in send, like a gRPC Send on a client
+// that stopped reading: Publish must not wait for it, another watcher must
+// see everything, and the slow one must end lagging as soon as its buffer
+// overflows, while its send is still blocked, with Lagged counting it.
+// Resuming from ResumeFrom must deliver exactly the rest.
 func TestSlowWatcher(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		const buffer, total = 8, 100
@@ -520,7 +580,8 @@ func TestSlowWatcher(t *testing.T) {
 		slow := &collector{}
 		slowDone := streamAsync(t.Context(), h, 0, Filter{}, func(ch fsm.Change) error {
 			if ch.Seq == 1 {
-				<-release
+				<-release // the transport ends the call: the change is not sent
+				return errors.New("stream ended")
 			}
 			return slow.send(ch)
 		})
@@ -528,33 +589,40 @@ func TestSlowWatcher(t *testing.T) {
 		fastDone := streamAsync(t.Context(), h, 0, Filter{}, fast.send)
 		synctest.Wait()
 
-		for range total {
+		for i := range total {
 			// Returns although the slow watcher is stuck: a blocked
 			// Publish would deadlock the bubble and fail the test.
 			commit(t, st, change("m", "i"))
 			synctest.Wait()
+			if i == buffer-1 {
+				// Seq 1 is in send and 2..8 are queued: full, not lagging.
+				if lag, lagged := h.MaxLag(), h.Lagged(); lag != buffer || lagged != 0 {
+					t.Fatalf("stuck watcher: MaxLag %d, Lagged %d; want %d, 0", lag, lagged, buffer)
+				}
+			}
 		}
 		if err := <-fastDone; !errors.Is(err, errStop) {
 			t.Fatalf("fast Stream: %v", err)
 		}
 		checkSeqs(t, fast.got(), seqRange(1, total))
-		// The slow watcher holds seq 1 in send and 2..8 in its queue.
-		if lag, lagged := h.MaxLag(), h.Lagged(); lag != buffer || lagged != 0 {
-			t.Fatalf("stuck watcher: MaxLag %d, Lagged %d; want %d, 0", lag, lagged, buffer)
-		}
 
-		close(release)
-		err := <-slowDone
+		// Seq 9 overflowed the buffer: the stream ended then, its send of
+		// seq 1 still blocked.
+		var err error
+		select {
+		case err = <-slowDone:
+		default:
+			t.Fatal("the lagging stream still runs while its send is blocked")
+		}
 		if lag, lagged := h.MaxLag(), h.Lagged(); lag != 0 || lagged != 1 {
 			t.Fatalf("after the lagging end: MaxLag %d, Lagged %d; want 0, 1", lag, lagged)
 		}
 		lagErr, ok := errors.AsType[*LaggingError](err)
-		// Seq 1 was being sent and 2..8 were queued: 9 was the first
-		// change that did not fit.
-		if !ok || lagErr.ResumeFrom != buffer+1 {
-			t.Fatalf("slow Stream: %v, want LaggingError resuming from %d", err, buffer+1)
+		// Seq 1 was never sent.
+		if !ok || lagErr.ResumeFrom != 1 {
+			t.Fatalf("slow Stream: %v, want LaggingError resuming from 1", err)
 		}
-		checkSeqs(t, slow.got(), seqRange(1, buffer))
+		close(release)
 
 		slow.last = total
 		if err := h.Stream(t.Context(), lagErr.ResumeFrom, Filter{}, slow.send); !errors.Is(err, errStop) {
@@ -573,18 +641,21 @@ func TestLaggingFilteredResume(t *testing.T) {
 		release := make(chan struct{})
 		c := &collector{}
 		done := streamAsync(t.Context(), h, 0, Filter{Machine: "a"}, func(ch fsm.Change) error {
-			if len(c.got()) == 0 {
+			if ch.Seq == 4 {
 				<-release
+				return errors.New("stream ended")
 			}
 			return c.send(ch)
 		})
 		synctest.Wait()
-		commit(t, st, mixed(30)...) // a at 1, 4, 7, ...
-		close(release)
+		commit(t, st, mixed(3)...) // a at 1
+		synctest.Wait()
+		commit(t, st, mixed(27)...) // a at 4, 7, 10, ...: 4 blocks, 7 and 10 fill the buffer
 		err := <-done
+		close(release)
 		lagErr, ok := errors.AsType[*LaggingError](err)
-		if !ok || lagErr.ResumeFrom != 7 {
-			t.Fatalf("Stream: %v, want LaggingError resuming from 7", err)
+		if !ok || lagErr.ResumeFrom != 2 {
+			t.Fatalf("Stream: %v, want LaggingError resuming from 2", err)
 		}
 		c.last = 28
 		if err := h.Stream(t.Context(), lagErr.ResumeFrom, Filter{Machine: "a"}, c.send); !errors.Is(err, errStop) {
@@ -1055,4 +1126,83 @@ func TestOnRegistered(t *testing.T) {
 			t.Fatalf("Watchers() = %d, want 0", n)
 		}
 	})
+}
+
+// TestInstanceReplayReadsHistory replays one instance out of a changelog
+// of 2,005 changes: the stream reads that instance's history, not the
+// whole log, and still delivers exactly its changes, then goes live, and
+// refuses a compacted start like any replay.
+func TestInstanceReplayReadsHistory(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var prefill []fsm.Change
+		var want []uint64
+		for i := range 2000 {
+			if i%400 == 7 {
+				prefill = append(prefill, change("m", "x"))
+				want = append(want, uint64(len(prefill)))
+			}
+			prefill = append(prefill, change("m", fmt.Sprint("other-", i%10)))
+		}
+		st := newFakeStore(t, prefill)
+		h := mustHub(t, st, Options{ReplayPage: 2})
+
+		st.read.Store(0)
+		c := &collector{}
+		if err := h.Stream(t.Context(), 1, Filter{Instance: "x"}, c.send, StopAtHead()); err != nil {
+			t.Fatalf("Stream: %v", err)
+		}
+		checkSeqs(t, c.got(), want)
+		// The history's 5 changes, and one changelog entry per page to
+		// check retention.
+		if n := st.read.Load(); n > 10 {
+			t.Fatalf("replaying 5 changes of x read %d changes of %d", n, len(prefill))
+		}
+
+		// Live after the replay, with the machine filter applied too.
+		c = &collector{last: uint64(len(prefill)) + 3}
+		done := streamAsync(t.Context(), h, want[2], Filter{Instance: "x", Machine: "m"}, c.send)
+		synctest.Wait()
+		commit(t, st, change("m", "other-1"), change("n", "x"), change("m", "x"))
+		if err := <-done; !errors.Is(err, errStop) {
+			t.Fatalf("live Stream: %v", err)
+		}
+		checkSeqs(t, c.got(), append(slices.Clone(want[2:]), c.last))
+
+		st.compactedBefore = 10
+		err := h.Stream(t.Context(), 3, Filter{Instance: "x"}, c.send, StopAtHead())
+		if _, ok := errors.AsType[*OutOfRangeError](err); !ok {
+			t.Fatalf("Stream from a compacted seq: %v, want OutOfRangeError", err)
+		}
+	})
+}
+
+// TestReplayPagesBoundedByBytes replays changes with 64 KiB params: the
+// replay reads them in pages of about 1 MiB, not Options.ReplayPage (512)
+// of them at once; small changes still come 512 to a page.
+func TestReplayPagesBoundedByBytes(t *testing.T) {
+	big := make([]fsm.Change, 200)
+	for i := range big {
+		big[i] = change("m", "i")
+		big[i].Params = map[string]string{"k": strings.Repeat("x", 64<<10)}
+	}
+	st := newFakeStore(t, big)
+	h := mustHub(t, st, Options{})
+	c := &collector{}
+	if err := h.Stream(t.Context(), 1, Filter{}, c.send, StopAtHead()); err != nil {
+		t.Fatal(err)
+	}
+	checkSeqs(t, c.got(), seqRange(1, 200))
+	if n := st.maxRead.Load(); n > 32 {
+		t.Fatalf("a replay page held %d changes of 64 KiB", n)
+	}
+
+	commit(t, st, mixed(2000)...)
+	st.maxRead.Store(0)
+	c = &collector{}
+	if err := h.Stream(t.Context(), 201, Filter{}, c.send, StopAtHead()); err != nil {
+		t.Fatal(err)
+	}
+	if n := st.maxRead.Load(); n != DefaultReplayPage {
+		t.Fatalf("small changes: largest page %d, want %d", n, DefaultReplayPage)
+	}
 }

@@ -58,14 +58,22 @@
 //     store. A stream catching up on a long history under heavy writes thus
 //     keeps reading at its own pace, memory still bounded, instead of
 //     ending and starting its replay over and over.
-//   - Once live, a full buffer means the client does not keep up. The stream
-//     sends what is already queued and ends with a [*LaggingError]. Its
-//     ResumeFrom is the first change Publish dropped, D: every matching
-//     change before D was queued and has now been sent. The replay may have
-//     read past D (a commit is in the store before it is published), so
-//     ResumeFrom is max(D, next). Calling Stream again from ResumeFrom with
-//     the same filter replays the rest from the store, and for a filtered
-//     watcher skips the unwanted changes between its last send and D.
+//   - Once live, a full buffer means the client does not keep up, or has
+//     stopped reading altogether (its send blocked on flow control). Publish
+//     then ends the stream at once: it cancels the stream's context with the
+//     lagging cause (never blocking) and counts it in [Hub.Lagged]. The
+//     stream returns a [*LaggingError] whose ResumeFrom is its cursor, next:
+//     every matching change before it was sent and every later one is in the
+//     store, so calling Stream again from ResumeFrom with the same filter
+//     misses nothing.
+//
+// send runs on a goroutine of the stream's, and the stream waits for it or
+// for its context, whichever comes first: a send blocked on a reader that
+// stopped reading does not keep the stream (nor a server's graceful stop,
+// as [Hub.Close] ends every stream's context too). The blocked send is
+// abandoned and returns when its call ends. The change it carried counts
+// as not sent, though it may still reach the client: clients resume from
+// the greater of ResumeFrom and their last seq + 1.
 //
 // # Invariants
 //

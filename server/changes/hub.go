@@ -37,8 +37,10 @@ type Options struct {
 	// *LaggingError (a replaying watcher catches up from the store
 	// instead). Zero or negative means DefaultBuffer (1024).
 	Buffer int
-	// ReplayPage is how many changes one store read fetches during replay.
-	// Zero or negative means DefaultReplayPage (512).
+	// ReplayPage is the most changes one store read fetches during replay.
+	// A replay starts with pages of 32 and adapts their length so that a
+	// page holds about 1 MiB: large changes come a few at a time. Zero or
+	// negative means DefaultReplayPage (512).
 	ReplayPage int
 	// Logger receives the hub's logs; nil discards them.
 	Logger *slog.Logger
@@ -61,12 +63,18 @@ func (o Options) WithDefaults() Options {
 // ErrClosed ends every stream when the hub is closed.
 var ErrClosed = errors.New("changes: hub closed")
 
+// errLagging is the cause with which Publish ends a live stream whose
+// buffer overflowed; the stream turns it into a *LaggingError.
+var errLagging = errors.New("changes: watcher lagging")
+
 // LaggingError ends a stream whose watcher fell more than its buffer behind
 // the live changelog.
 type LaggingError struct {
 	// ResumeFrom is the first sequence number the stream did not deliver:
-	// streaming again from it, with the same filter, misses nothing and
-	// repeats nothing.
+	// streaming again from it, with the same filter, misses nothing. The
+	// one change whose send was cut short when the stream ended may have
+	// reached the client all the same, so a client resumes from the
+	// greater of ResumeFrom and the last seq it received + 1.
 	ResumeFrom uint64
 }
 
@@ -110,8 +118,11 @@ type Hub struct {
 	opts Options
 	log  *slog.Logger
 
-	// done is closed by Close.
+	// done is closed by Close; closed is cancelled with it, to end the
+	// streams' contexts (and so their blocked sends) at once.
 	done      chan struct{}
+	closed    context.Context
+	closeAll  context.CancelFunc
 	closeOnce sync.Once
 
 	// mu is held by Publish for a whole call, so that a stream registering
@@ -136,8 +147,15 @@ type watcher struct {
 	f    Filter
 	wake chan struct{} // capacity 1: "the queue or lagging changed"
 
+	// end cancels the stream's context with a cause: Publish ends a live
+	// stream that lags at once, even while it is blocked in send.
+	end context.CancelCauseFunc
+
 	mu sync.Mutex
 	q  []fsm.Change
+	// live is set once the stream has replayed and drains only the queue:
+	// from then on an overflow ends it.
+	live bool
 	// lagFrom is 0 until the queue overflows, then the sequence of the
 	// first change dropped (sequences start at 1). Every matching change
 	// before it was queued, so once the queue is sent a lagging stream
@@ -160,6 +178,7 @@ func New(st store.Store, opts Options) *Hub {
 		log:  opts.Logger.With(logKeyComponent, "changes"),
 		done: make(chan struct{}),
 	}
+	h.closed, h.closeAll = context.WithCancel(context.Background())
 	head, err := readHead(context.Background(), st)
 	if err != nil {
 		// Not fatal: Stream reads the head itself until the first Publish
@@ -233,6 +252,14 @@ func (h *Hub) offer(w *watcher, changes []fsm.Change) {
 		}
 		if len(w.q)+int(w.sending.Load()) >= h.opts.Buffer {
 			w.lagFrom = c.Seq
+			if w.live {
+				// The reader does not keep up (it may have stopped
+				// reading, its send blocked on flow control): end it now
+				// rather than when a send returns. end only cancels a
+				// context; it never blocks.
+				w.end(errLagging)
+				h.laggedStat.Add(1)
+			}
 			break
 		}
 		w.q = append(w.q, *c)
@@ -289,17 +316,25 @@ func OnRegistered(fn func(head uint64) error) StreamOption {
 // Stream returns when ctx ends (ctx.Err()), send fails (its error), the
 // watcher falls more than Options.Buffer behind the live changelog
 // (*LaggingError telling where to resume), the hub closes (ErrClosed), or,
-// with StopAtHead, the head is reached (nil). send runs on the caller's
-// goroutine and must not modify the change's Params, which is shared with
-// other watchers.
+// with StopAtHead, the head is reached (nil). A live watcher falling behind
+// and Close end the stream at once, even while send is blocked (a reader
+// that stopped reading): send runs on a goroutine of the stream's, one
+// call at a time, and Stream returns without waiting for a blocked one.
+// send must therefore return once the call it writes to has ended (a gRPC
+// Send does), and must not modify the change's Params, which is shared
+// with other watchers.
 func (h *Hub) Stream(ctx context.Context, from uint64, f Filter, send func(fsm.Change) error, opts ...StreamOption) error {
 	var o streamOptions
 	for _, opt := range opts {
 		opt(&o)
 	}
+	parent := ctx
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	defer context.AfterFunc(h.closed, func() { cancel(ErrClosed) })()
 	var w *watcher // nil for StopAtHead: everything it sends is in the store
 	if !o.stopAtHead {
-		w = &watcher{f: f, wake: make(chan struct{}, 1)}
+		w = &watcher{f: f, wake: make(chan struct{}, 1), end: cancel}
 	}
 	upto, err := h.register(ctx, w)
 	if err != nil {
@@ -320,7 +355,9 @@ func (h *Hub) Stream(ctx context.Context, from uint64, f Filter, send func(fsm.C
 			return err
 		}
 	}
-	s := stream{h: h, w: w, f: f, ctx: ctx, send: send, next: from, stopAtHead: o.stopAtHead}
+	out := startSender(send)
+	defer out.stop()
+	s := stream{h: h, w: w, f: f, parent: parent, ctx: ctx, out: out, next: from, stopAtHead: o.stopAtHead}
 	if o.stopAtHead {
 		return s.replay(upto)
 	}
@@ -389,7 +426,10 @@ func (h *Hub) isClosed() bool {
 // Close ends every Stream with ErrClosed; later Streams fail with it at
 // once. Close is idempotent. Publish keeps checking sequences after Close.
 func (h *Hub) Close() {
-	h.closeOnce.Do(func() { close(h.done) })
+	h.closeOnce.Do(func() {
+		close(h.done)
+		h.closeAll()
+	})
 }
 
 // Watchers returns the number of streams registered with a live queue

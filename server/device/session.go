@@ -8,6 +8,7 @@ import (
 	"sync"
 
 	"github.com/dfsmr/dfsmr/server/fsm"
+	"golang.org/x/time/rate"
 )
 
 // Engine is what a session needs from the engine: one transaction per
@@ -41,7 +42,18 @@ type Conn interface {
 // A session holds the connection and nothing else: every round reads the
 // store, so a restarted server (or another replica) serves a device the
 // same way.
+//
+// ReportRate and ReportBurst bound each stream's reports: a token bucket
+// per stream refills at ReportRate reports a second up to ReportBurst. A
+// report past the bucket is not refused: the session waits for a token
+// before it reads the next message, so a flooding device is slowed down
+// by its stream's flow control, and every report is still answered, in
+// order. A report is a device's whole state, so a delayed one is still
+// right when it is handled. Zero ReportRate: no limit.
 type Sessions struct {
+	ReportRate  float64
+	ReportBurst int
+
 	mu     sync.Mutex
 	live   map[string]*session
 	closed bool
@@ -140,8 +152,17 @@ func (s *Sessions) Serve(ctx context.Context, eng Engine, c Conn) (err error) {
 
 	msgs := make(chan Message)
 	recvErr := make(chan error, 1)
+	var limit *rate.Limiter
+	if s.ReportRate > 0 {
+		limit = rate.NewLimiter(rate.Limit(s.ReportRate), max(s.ReportBurst, 1))
+	}
 	go func() {
 		for {
+			if limit != nil {
+				if err := limit.Wait(ctx); err != nil {
+					return // the stream is ending
+				}
+			}
 			m, err := c.Recv()
 			if err != nil {
 				recvErr <- err

@@ -125,7 +125,7 @@ func TestBreakerOpensAndCloses(t *testing.T) {
 	if _, err := e.ProcessDue(ctx); err != nil {
 		t.Fatal(err)
 	}
-	timedOut, _, err := e.GetInstance(ctx, in.ID, false)
+	timedOut, err := e.GetInstance(ctx, in.ID)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -251,10 +251,10 @@ func TestBreakerMachinePolicy(t *testing.T) {
 		}
 		in, ok, err := e.Ready(ctx, engine.ReadyArgs{Worker: "w", Machine: "quick"})
 		if err != nil || !ok {
-			all, _ := e.ListInstances(ctx, store.InstanceFilter{}, "", 100)
-			for _, in := range all {
+			_ = e.ListInstances(ctx, store.InstanceFilter{}, "", func(in fsm.Instance) bool {
 				t.Logf("%s v%d %s %s due %v", in.ID, in.Version, in.Node, in.Status, in.DueAt)
-			}
+				return true
+			})
 			t.Fatalf("Ready = %v, %v at %v", ok, err, clk.Now())
 		}
 		if in.Version == 1 {

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -555,27 +554,32 @@ type DeviceInfo struct {
 	QueueLen int
 }
 
-// ListDevices returns up to limit devices of pool (empty: all) whose id
-// sorts after after, in id order.
-func (e *Engine) ListDevices(ctx context.Context, pool, after string, limit int) ([]DeviceInfo, error) {
+// ListDevices calls add with each device of pool (empty: all) whose id
+// sorts after after, in id order, until add returns false or none is left.
+// Devices are read readChunk at a time.
+func (e *Engine) ListDevices(ctx context.Context, pool, after string, add func(DeviceInfo) bool) error {
 	if err := checkText("pool", pool, false, MaxIDBytes); err != nil {
-		return nil, err
+		return err
 	}
-	var out []DeviceInfo
-	err := e.st.View(ctx, func(tx store.ReadTx) error {
-		out = out[:0]
-		ds, err := tx.Devices(pool, after, limit)
-		if err != nil {
-			return err
-		}
-		for _, d := range ds {
-			n, err := tx.QueueLen(d.ID)
+	return e.st.View(ctx, func(tx store.ReadTx) error {
+		for {
+			ds, err := tx.Devices(pool, after, readChunk)
 			if err != nil {
 				return err
 			}
-			out = append(out, DeviceInfo{Device: d, QueueLen: n})
+			for _, d := range ds {
+				n, err := tx.QueueLen(d.ID)
+				if err != nil {
+					return err
+				}
+				if !add(DeviceInfo{Device: d, QueueLen: n}) {
+					return nil
+				}
+			}
+			if len(ds) < readChunk {
+				return nil
+			}
+			after = ds[len(ds)-1].ID
 		}
-		return nil
 	})
-	return slices.Clip(out), err
 }

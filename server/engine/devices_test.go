@@ -75,7 +75,7 @@ func TestSubmitOrder(t *testing.T) {
 	if count["a"] != 2 || count["b"] != 4 || count["c"] != 4 {
 		t.Fatalf("spread %v, want a:2 b:4 c:4", count)
 	}
-	devs, err := e.ListDevices(ctx, "lab", "", 0)
+	devs, err := listDevices(ctx, e, "lab")
 	if err != nil || len(devs) != 3 {
 		t.Fatalf("ListDevices = %+v, %v", devs, err)
 	}
@@ -137,7 +137,7 @@ func TestDeviceStreams(t *testing.T) {
 	if err := e.Disconnect(ctx, "p1", old, "replaced"); err != nil {
 		t.Fatal(err)
 	}
-	devs, _ := e.ListDevices(ctx, "", "", 0)
+	devs, _ := listDevices(ctx, e, "")
 	if len(devs) != 1 || !devs[0].Online {
 		t.Fatalf("after the old stream ended: %+v, want online", devs)
 	}
@@ -147,7 +147,7 @@ func TestDeviceStreams(t *testing.T) {
 	if err := e.Disconnect(ctx, "p1", live, "stream closed"); err != nil {
 		t.Fatal(err)
 	}
-	devs, _ = e.ListDevices(ctx, "", "", 0)
+	devs, _ = listDevices(ctx, e, "")
 	if len(devs) != 1 || devs[0].Online {
 		t.Fatalf("after the live stream ended: %+v, want offline", devs)
 	}
@@ -170,7 +170,7 @@ func TestIllegalReportWritesNothing(t *testing.T) {
 	if !errors.As(err, &me) || me.From != "ready" || me.To != "waiting_retrieval" {
 		t.Fatalf("Connect with an impossible node: %v, want a MoveError", err)
 	}
-	devs, _ := e.ListDevices(ctx, "", "", 0)
+	devs, _ := listDevices(ctx, e, "")
 	if len(devs) != 1 || devs[0].Online || devs[0].Conn != conn || devs[0].Node != "ready" {
 		t.Fatalf("device after a refused round: %+v", devs)
 	}
@@ -252,7 +252,7 @@ func TestCancelledQueuedJobIsSkipped(t *testing.T) {
 	if err != nil || cmd == nil || cmd.Name != "print" || cmd.Job != "o-2" {
 		t.Fatalf("first round: %+v, %v; want print o-2", cmd, err)
 	}
-	devs, _ := e.ListDevices(ctx, "", "", 0)
+	devs, _ := listDevices(ctx, e, "")
 	if len(devs) != 1 || devs[0].QueueLen != 0 || devs[0].Job != "o-2" {
 		t.Fatalf("device %+v, want o-2 dispatched and an empty queue", devs)
 	}

@@ -77,7 +77,7 @@ func TestConcurrentWorkersNeverShareALease(t *testing.T) {
 	if len(leasedBy) != n {
 		t.Fatalf("%d of %d instances leased", len(leasedBy), n)
 	}
-	list, err := e.ListInstances(ctx, store.InstanceFilter{Machine: "report", Node: "uploadable"}, "", 0)
+	list, err := listInstances(ctx, e, store.InstanceFilter{Machine: "report", Node: "uploadable"})
 	if err != nil || len(list) != n {
 		t.Fatalf("%d instances in uploadable (err %v), want %d", len(list), err, n)
 	}

@@ -58,7 +58,8 @@ func (e *Engine) StartInstance(ctx context.Context, a StartArgs) (in fsm.Instanc
 		old, err := tx.Instance(id)
 		switch {
 		case err == nil:
-			hist, err := tx.History(id)
+			// Only the first change: a long history is not read.
+			hist, err := tx.HistoryFrom(id, 0, 1)
 			if err != nil {
 				return err
 			}
@@ -118,39 +119,91 @@ func startDiff(old fsm.Instance, hist []fsm.Change, a StartArgs) string {
 	return ""
 }
 
-// GetInstance returns an instance and, when history is set, its last
-// Options.MaxHistory changes, oldest first. The changelog keeps them all.
-func (e *Engine) GetInstance(ctx context.Context, id string, history bool) (in fsm.Instance, hist []fsm.Change, err error) {
+// readChunk is how many records a paged read takes from the store at a
+// time. A caller that stops early (its response is full) has had at most
+// readChunk records more in memory than it kept: with instances of up to
+// 64 params of 4 KiB, about 4 MiB.
+const readChunk = 16
+
+// GetInstance returns an instance.
+func (e *Engine) GetInstance(ctx context.Context, id string) (in fsm.Instance, err error) {
 	if err := checkText("id", id, true, MaxIDBytes); err != nil {
-		return in, nil, err
+		return in, err
 	}
 	err = e.st.View(ctx, func(tx store.ReadTx) error {
 		var err error
 		if in, err = tx.Instance(id); err != nil {
 			return fmt.Errorf("instance %q: %w", id, err)
 		}
-		if history {
-			hist, err = tx.History(id)
-		}
-		return err
+		return nil
 	})
-	if len(hist) > e.maxHistory {
-		hist = hist[len(hist)-e.maxHistory:]
-	}
-	return in, hist, err
+	return in, err
 }
 
-// ListInstances returns up to limit instances matching f whose id sorts
-// after after, in id order.
-func (e *Engine) ListInstances(ctx context.Context, f store.InstanceFilter, after string, limit int) (list []fsm.Instance, err error) {
-	if f.Node != "" && f.Machine == "" {
-		return nil, invalid("node", "filtering by node needs a machine")
+// MaxHistory is the most changes one GetInstance history page holds
+// (Options.MaxHistory).
+func (e *Engine) MaxHistory() int { return e.maxHistory }
+
+// InstanceHistory returns instance id and calls add with its changes with
+// Seq >= from, oldest first, until add returns false or the history ends.
+// next is the seq to resume from, the first change add refused; 0 when
+// add saw the newest change. The changes are read readChunk at a time, so
+// a long history costs only the page the caller keeps.
+func (e *Engine) InstanceHistory(ctx context.Context, id string, from uint64, add func(fsm.Change) bool) (in fsm.Instance, next uint64, err error) {
+	if err := checkText("id", id, true, MaxIDBytes); err != nil {
+		return in, 0, err
 	}
 	err = e.st.View(ctx, func(tx store.ReadTx) error {
-		list, err = tx.Instances(f, after, limit)
-		return err
+		next = 0
+		var err error
+		if in, err = tx.Instance(id); err != nil {
+			return fmt.Errorf("instance %q: %w", id, err)
+		}
+		for seq := from; ; {
+			chunk, err := tx.HistoryFrom(id, seq, readChunk)
+			if err != nil {
+				return err
+			}
+			for _, c := range chunk {
+				if !add(c) {
+					next = c.Seq
+					return nil
+				}
+			}
+			if len(chunk) < readChunk {
+				return nil
+			}
+			seq = chunk[len(chunk)-1].Seq + 1
+		}
 	})
-	return list, err
+	return in, next, err
+}
+
+// ListInstances calls add with each instance matching f whose id sorts
+// after after, in id order, until add returns false or none is left. The
+// instances are read readChunk at a time, so the caller bounds what is in
+// memory by what it keeps.
+func (e *Engine) ListInstances(ctx context.Context, f store.InstanceFilter, after string, add func(fsm.Instance) bool) error {
+	if f.Node != "" && f.Machine == "" {
+		return invalid("node", "filtering by node needs a machine")
+	}
+	return e.st.View(ctx, func(tx store.ReadTx) error {
+		for {
+			chunk, err := tx.Instances(f, after, readChunk)
+			if err != nil {
+				return err
+			}
+			for _, in := range chunk {
+				if !add(in) {
+					return nil
+				}
+			}
+			if len(chunk) < readChunk {
+				return nil
+			}
+			after = chunk[len(chunk)-1].ID
+		}
+	})
 }
 
 // SignalInstance applies a signal transition; it needs no lease.

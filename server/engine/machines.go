@@ -272,25 +272,30 @@ func (e *Engine) GetMachine(ctx context.Context, id string, version uint32) (inf
 	return info, versions, err
 }
 
-// ListMachines returns the latest version of up to limit machines whose id
-// sorts after after.
-func (e *Engine) ListMachines(ctx context.Context, after string, limit int) ([]MachineInfo, error) {
-	var recs []store.MachineRecord
-	err := e.st.View(ctx, func(tx store.ReadTx) error {
-		var err error
-		recs, err = tx.Machines(after, limit)
-		return err
-	})
-	if err != nil {
-		return nil, err
-	}
-	out := make([]MachineInfo, 0, len(recs))
-	for _, r := range recs {
-		m, err := e.compiled(r)
-		if err != nil {
-			return nil, err
+// ListMachines calls add with the latest version of each machine whose id
+// sorts after after, in id order, until add returns false or none is left.
+// Machines are read readChunk at a time, so the caller bounds what is in
+// memory by what it keeps.
+func (e *Engine) ListMachines(ctx context.Context, after string, add func(MachineInfo) bool) error {
+	return e.st.View(ctx, func(tx store.ReadTx) error {
+		for {
+			recs, err := tx.Machines(after, readChunk)
+			if err != nil {
+				return err
+			}
+			for _, r := range recs {
+				m, err := e.compiled(r)
+				if err != nil {
+					return err
+				}
+				if !add(MachineInfo{Machine: m, Record: r}) {
+					return nil
+				}
+			}
+			if len(recs) < readChunk {
+				return nil
+			}
+			after = recs[len(recs)-1].ID
 		}
-		out = append(out, MachineInfo{Machine: m, Record: r})
-	}
-	return out, nil
+	})
 }

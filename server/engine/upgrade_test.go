@@ -97,7 +97,7 @@ type wantInstance struct {
 func checkInstances(t *testing.T, e *engine.Engine, want map[string]wantInstance) {
 	t.Helper()
 	for id, w := range want {
-		in, hist, err := e.GetInstance(context.Background(), id, true)
+		in, hist, err := history(context.Background(), e, id)
 		if err != nil {
 			t.Fatal(err)
 		}

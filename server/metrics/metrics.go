@@ -81,6 +81,7 @@ type Metrics struct {
 	commitSeconds prometheus.Histogram
 	panics        prometheus.Counter
 	corrupt       prometheus.Counter
+	connsRefused  *prometheus.CounterVec
 }
 
 type instanceKey struct {
@@ -120,6 +121,10 @@ func New(src Sources) *Metrics {
 			Help:    "Duration of one store commit: page writes and fsync.",
 			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
 		}),
+		connsRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: Namespace, Name: "connections_refused_total",
+			Help: "Connections closed at once because a connection limit was reached, by limit (total, per_ip).",
+		}, []string{"limit"}),
 		panics: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: Namespace, Name: "grpc_panics_total",
 			Help: "Handler panics recovered into INTERNAL.",
@@ -133,7 +138,7 @@ func New(src Sources) *Metrics {
 		m.grpc,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		m.changes, m.commitOps, m.commitSeconds, m.panics, m.corrupt,
+		m.changes, m.commitOps, m.commitSeconds, m.panics, m.corrupt, m.connsRefused,
 		instanceCollector{m},
 		gaugeFunc("scheduler_queue_depth", "Instances the scheduler waits on: WAITING ones and leases that can expire.", src.Scheduled),
 		gaugeFunc("ready_long_polls", "Ready calls blocked waiting for work.", src.LongPolls),
@@ -334,6 +339,14 @@ func (m *Metrics) CountPanic() {
 func (m *Metrics) CountCorrupt() {
 	if m != nil {
 		m.corrupt.Inc()
+	}
+}
+
+// CountRefusedConn counts a connection refused by a connection limit:
+// limit is "total" or "per_ip".
+func (m *Metrics) CountRefusedConn(limit string) {
+	if m != nil {
+		m.connsRefused.WithLabelValues(limit).Inc()
 	}
 }
 

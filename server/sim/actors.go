@@ -347,7 +347,7 @@ func (s *sim) exec(rec *opRec) {
 		case opCancel:
 			res, err = s.eng.CancelInstance(s.ctx, in.ID, "sim", a.name)
 		case opGet:
-			res, _, err = s.eng.GetInstance(s.ctx, in.ID, false)
+			res, err = s.eng.GetInstance(s.ctx, in.ID)
 		case opDefine:
 			_, _, err = s.eng.DefineMachine(s.ctx, machineID+".yaml", machineSource(rec.c.variant), a.name)
 		}

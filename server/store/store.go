@@ -178,6 +178,10 @@ type ReadTx interface {
 	Instances(f InstanceFilter, after string, limit int) ([]fsm.Instance, error)
 	// History returns the changes of one instance, oldest first.
 	History(id string) ([]fsm.Change, error)
+	// HistoryFrom returns up to limit changes of one instance with Seq >=
+	// from, oldest first; limit 0 means no limit. It reads only what it
+	// returns, so that a page of a long history costs a page.
+	HistoryFrom(id string, from uint64, limit int) ([]fsm.Change, error)
 
 	// Ready returns the ids of up to limit READY instances matching f in
 	// offer order: highest priority, then earliest due time, then id.

@@ -53,9 +53,13 @@ type ChangesServiceClient interface {
 	// replayed through the head sent in "dfsmr-head-seq" (a resumed call stops
 	// at its own, later head). Otherwise the stream runs until the client
 	// cancels it. Either way the server may end it with an error: ABORTED
-	// when the watcher falls too far behind (its buffer is full; the server
-	// never slows writers down for a watcher; never with stop_at_head),
-	// UNAVAILABLE when the server shuts down. Both mean: resume as above.
+	// when the watcher falls too far behind (1024 changes it wants are
+	// waiting, for a slow client or one that stopped reading; the server
+	// never slows writers down for a watcher; never with stop_at_head), with
+	// a google.rpc.ErrorInfo (reason WATCHER_LAGGING) whose metadata
+	// "resume_from_seq" says where to resume (use the greater of it and the
+	// last seq received + 1); UNAVAILABLE when the server shuts down. Both
+	// mean: resume as above.
 	// OUT_OF_RANGE when from_seq is older than the oldest retained change
 	// (compacted away) or beyond the next sequence number: start again from
 	// the current state (GetInstance/ListInstances) with from_seq = 0.
@@ -120,9 +124,13 @@ type ChangesServiceServer interface {
 	// replayed through the head sent in "dfsmr-head-seq" (a resumed call stops
 	// at its own, later head). Otherwise the stream runs until the client
 	// cancels it. Either way the server may end it with an error: ABORTED
-	// when the watcher falls too far behind (its buffer is full; the server
-	// never slows writers down for a watcher; never with stop_at_head),
-	// UNAVAILABLE when the server shuts down. Both mean: resume as above.
+	// when the watcher falls too far behind (1024 changes it wants are
+	// waiting, for a slow client or one that stopped reading; the server
+	// never slows writers down for a watcher; never with stop_at_head), with
+	// a google.rpc.ErrorInfo (reason WATCHER_LAGGING) whose metadata
+	// "resume_from_seq" says where to resume (use the greater of it and the
+	// last seq received + 1); UNAVAILABLE when the server shuts down. Both
+	// mean: resume as above.
 	// OUT_OF_RANGE when from_seq is older than the oldest retained change
 	// (compacted away) or beyond the next sequence number: start again from
 	// the current state (GetInstance/ListInstances) with from_seq = 0.

@@ -598,10 +598,13 @@ type ListDevicesRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Only devices of this pool. Empty: every pool.
 	Pool string `protobuf:"bytes,1,opt,name=pool,proto3" json:"pool,omitempty"`
-	// Page size; 0 means the default (100); at most 1000.
+	// Maximum number of devices to return. Default 0: 100; larger than 1000:
+	// 1000. Negative is INVALID_ARGUMENT. A page also ends early, with a
+	// next_page_token, once it holds about 3 MiB of encoded devices.
 	PageSize int32 `protobuf:"varint,2,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
 	// next_page_token from the previous response, sent with the same filter,
-	// to get the next page. Empty: the first page.
+	// to get the next page. Empty: the first page. A token that the server
+	// did not issue, or used with another pool, is INVALID_ARGUMENT.
 	PageToken     string `protobuf:"bytes,3,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

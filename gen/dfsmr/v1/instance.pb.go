@@ -63,8 +63,9 @@ type Instance struct {
 	// When the instance last changed.
 	UpdateTime *timestamppb.Timestamp `protobuf:"bytes,14,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
 	// The instance's changes, oldest first. Only filled by GetInstance with
-	// include_history; changes older than the changelog's retention window
-	// may be missing.
+	// include_history, one page at a time (see
+	// GetInstanceRequest.history_page_token); changes older than the
+	// changelog's retention window may be missing.
 	History       []*Change `protobuf:"bytes,15,rep,name=history,proto3" json:"history,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

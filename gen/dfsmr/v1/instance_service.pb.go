@@ -196,10 +196,23 @@ type GetInstanceRequest struct {
 	// Instance id. Required (empty is INVALID_ARGUMENT); NOT_FOUND if there is
 	// no such instance.
 	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	// Also return the instance's changes in Instance.history. Default false.
+	// Also return one page of the instance's changes in Instance.history.
+	// Default false.
 	IncludeHistory bool `protobuf:"varint,2,opt,name=include_history,json=includeHistory,proto3" json:"include_history,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// Maximum number of changes in the history page. Default 0: the server's
+	// max_history (1000 unless configured); larger values are cut to it.
+	// Negative is INVALID_ARGUMENT. A page also ends early, with a
+	// next_history_page_token, once it holds about 3 MiB of encoded changes.
+	// Ignored without include_history.
+	HistoryPageSize int32 `protobuf:"varint,3,opt,name=history_page_size,json=historyPageSize,proto3" json:"history_page_size,omitempty"`
+	// next_history_page_token from the previous response for the same
+	// instance, to get the next history page. Empty: the first page, starting
+	// at the instance's oldest change. A token that the server did not issue,
+	// or issued for another instance, is INVALID_ARGUMENT. Ignored without
+	// include_history.
+	HistoryPageToken string `protobuf:"bytes,4,opt,name=history_page_token,json=historyPageToken,proto3" json:"history_page_token,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *GetInstanceRequest) Reset() {
@@ -246,13 +259,32 @@ func (x *GetInstanceRequest) GetIncludeHistory() bool {
 	return false
 }
 
+func (x *GetInstanceRequest) GetHistoryPageSize() int32 {
+	if x != nil {
+		return x.HistoryPageSize
+	}
+	return 0
+}
+
+func (x *GetInstanceRequest) GetHistoryPageToken() string {
+	if x != nil {
+		return x.HistoryPageToken
+	}
+	return ""
+}
+
 // GetInstanceResponse returns the instance.
 type GetInstanceResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The instance; history is filled only if include_history was set.
-	Instance      *Instance `protobuf:"bytes,1,opt,name=instance,proto3" json:"instance,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// The instance; history is filled only if include_history was set, with
+	// one page of changes, oldest first.
+	Instance *Instance `protobuf:"bytes,1,opt,name=instance,proto3" json:"instance,omitempty"`
+	// Token for the next history page; empty when the page holds the
+	// instance's newest change, or without include_history. The instance
+	// itself is read again with every page: its state is the latest.
+	NextHistoryPageToken string `protobuf:"bytes,2,opt,name=next_history_page_token,json=nextHistoryPageToken,proto3" json:"next_history_page_token,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
 }
 
 func (x *GetInstanceResponse) Reset() {
@@ -292,6 +324,13 @@ func (x *GetInstanceResponse) GetInstance() *Instance {
 	return nil
 }
 
+func (x *GetInstanceResponse) GetNextHistoryPageToken() string {
+	if x != nil {
+		return x.NextHistoryPageToken
+	}
+	return ""
+}
+
 // ListInstancesRequest filters instances and asks for one page. Empty
 // filters match everything.
 type ListInstancesRequest struct {
@@ -304,7 +343,8 @@ type ListInstancesRequest struct {
 	// Only instances with this status. Default UNSPECIFIED: any status.
 	Status InstanceStatus `protobuf:"varint,3,opt,name=status,proto3,enum=dfsmr.v1.InstanceStatus" json:"status,omitempty"`
 	// Maximum number of instances to return. Default 0: 100; larger than
-	// 1000: 1000. Negative is INVALID_ARGUMENT.
+	// 1000: 1000. Negative is INVALID_ARGUMENT. A page also ends early, with a
+	// next_page_token, once it holds about 3 MiB of encoded instances.
 	PageSize int32 `protobuf:"varint,4,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
 	// next_page_token from the previous response, sent with the same filters,
 	// to get the next page. Empty: the first page. A token that the server did
@@ -671,12 +711,15 @@ const file_dfsmr_v1_instance_service_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"a\n" +
 	"\x15StartInstanceResponse\x12.\n" +
 	"\binstance\x18\x01 \x01(\v2\x12.dfsmr.v1.InstanceR\binstance\x12\x18\n" +
-	"\acreated\x18\x02 \x01(\bR\acreated\"M\n" +
+	"\acreated\x18\x02 \x01(\bR\acreated\"\xa7\x01\n" +
 	"\x12GetInstanceRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12'\n" +
-	"\x0finclude_history\x18\x02 \x01(\bR\x0eincludeHistory\"E\n" +
+	"\x0finclude_history\x18\x02 \x01(\bR\x0eincludeHistory\x12*\n" +
+	"\x11history_page_size\x18\x03 \x01(\x05R\x0fhistoryPageSize\x12,\n" +
+	"\x12history_page_token\x18\x04 \x01(\tR\x10historyPageToken\"|\n" +
 	"\x13GetInstanceResponse\x12.\n" +
-	"\binstance\x18\x01 \x01(\v2\x12.dfsmr.v1.InstanceR\binstance\"\xb2\x01\n" +
+	"\binstance\x18\x01 \x01(\v2\x12.dfsmr.v1.InstanceR\binstance\x125\n" +
+	"\x17next_history_page_token\x18\x02 \x01(\tR\x14nextHistoryPageToken\"\xb2\x01\n" +
 	"\x14ListInstancesRequest\x12\x18\n" +
 	"\amachine\x18\x01 \x01(\tR\amachine\x12\x12\n" +
 	"\x04node\x18\x02 \x01(\tR\x04node\x120\n" +

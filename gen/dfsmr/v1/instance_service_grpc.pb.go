@@ -47,11 +47,17 @@ type InstanceServiceClient interface {
 	// different content is ALREADY_EXISTS. NOT_FOUND if the machine or
 	// version does not exist.
 	StartInstance(ctx context.Context, in *StartInstanceRequest, opts ...grpc.CallOption) (*StartInstanceResponse, error)
-	// GetInstance returns an instance, optionally with its history. NOT_FOUND
-	// if there is no such instance.
+	// GetInstance returns an instance, optionally with one page of its
+	// history: oldest first, at most history_page_size changes and about
+	// 3 MiB of encoded changes per response, so that every response fits a
+	// client's default 4 MiB message limit. Read the whole history by sending
+	// next_history_page_token back until it is empty. NOT_FOUND if there is
+	// no such instance.
 	GetInstance(ctx context.Context, in *GetInstanceRequest, opts ...grpc.CallOption) (*GetInstanceResponse, error)
 	// ListInstances returns the instances matching all the given filters, in
 	// id order, one page at a time. Instances are returned without history.
+	// A page holds at most page_size instances and about 3 MiB of encoded
+	// instances; it may end early with a next_page_token.
 	ListInstances(ctx context.Context, in *ListInstancesRequest, opts ...grpc.CallOption) (*ListInstancesResponse, error)
 	// SignalInstance applies a signal: a transition of the instance's current
 	// node that the definition marks as a signal. It needs no lease and
@@ -146,11 +152,17 @@ type InstanceServiceServer interface {
 	// different content is ALREADY_EXISTS. NOT_FOUND if the machine or
 	// version does not exist.
 	StartInstance(context.Context, *StartInstanceRequest) (*StartInstanceResponse, error)
-	// GetInstance returns an instance, optionally with its history. NOT_FOUND
-	// if there is no such instance.
+	// GetInstance returns an instance, optionally with one page of its
+	// history: oldest first, at most history_page_size changes and about
+	// 3 MiB of encoded changes per response, so that every response fits a
+	// client's default 4 MiB message limit. Read the whole history by sending
+	// next_history_page_token back until it is empty. NOT_FOUND if there is
+	// no such instance.
 	GetInstance(context.Context, *GetInstanceRequest) (*GetInstanceResponse, error)
 	// ListInstances returns the instances matching all the given filters, in
 	// id order, one page at a time. Instances are returned without history.
+	// A page holds at most page_size instances and about 3 MiB of encoded
+	// instances; it may end early with a next_page_token.
 	ListInstances(context.Context, *ListInstancesRequest) (*ListInstancesResponse, error)
 	// SignalInstance applies a signal: a transition of the instance's current
 	// node that the definition marks as a signal. It needs no lease and

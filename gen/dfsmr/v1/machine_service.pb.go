@@ -263,7 +263,8 @@ func (x *GetMachineResponse) GetBreaker() *Breaker {
 type ListMachinesRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Maximum number of machines to return. Default 0: 100; larger than 1000:
-	// 1000. Negative is INVALID_ARGUMENT.
+	// 1000. Negative is INVALID_ARGUMENT. A page also ends early, with a
+	// next_page_token, once it holds about 3 MiB of encoded machines.
 	PageSize int32 `protobuf:"varint,1,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
 	// next_page_token from the previous response, to get the next page.
 	// Empty: the first page. A token that the server did not issue is

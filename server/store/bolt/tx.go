@@ -220,6 +220,10 @@ func (r *readTx) Instances(f store.InstanceFilter, after string, limit int) ([]f
 }
 
 func (r *readTx) History(id string) ([]fsm.Change, error) {
+	return r.HistoryFrom(id, 0, 0)
+}
+
+func (r *readTx) HistoryFrom(id string, from uint64, limit int) ([]fsm.Change, error) {
 	history, err := r.bucket(bucketHistory)
 	if err != nil {
 		return nil, err
@@ -231,7 +235,10 @@ func (r *readTx) History(id string) ([]fsm.Change, error) {
 	prefix := appendStr(nil, id)
 	var out []fsm.Change
 	c := history.Cursor()
-	for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+	for k, _ := c.Seek(historyKey(id, from)); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+		if limit > 0 && len(out) == limit {
+			break
+		}
 		seq := k[len(prefix):]
 		if len(seq) != 8 {
 			continue // a longer id that starts with id sep: impossible, ids have no sep

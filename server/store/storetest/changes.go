@@ -144,6 +144,41 @@ func (s *suite) changes(t *testing.T) {
 		c := change("a", fsm.ChangeTransitioned, "0")
 		c.Seq = 1
 		equal(t, "first of a", history(t, st, "a")[0], normChange(c))
+
+		// HistoryFrom pages through the same changes: from a seq, at most
+		// limit of them, never another instance's.
+		for _, id := range ids {
+			var got []uint64
+			for from := uint64(0); ; {
+				var page []fsm.Change
+				view(t, st, func(tx store.ReadTx) error {
+					var err error
+					page, err = tx.HistoryFrom(id, from, 2)
+					return err
+				})
+				if len(page) > 2 {
+					t.Fatalf("history page of %q from %d: %d changes, limit 2", id, from, len(page))
+				}
+				for _, c := range page {
+					if c.Instance != id || c.Seq < from {
+						t.Fatalf("history page of %q from %d holds change %d of %q", id, from, c.Seq, c.Instance)
+					}
+					got = append(got, c.Seq)
+				}
+				if len(page) < 2 {
+					break
+				}
+				from = page[len(page)-1].Seq + 1
+			}
+			equal(t, "paged history of "+id, got, want[id])
+		}
+		var all []fsm.Change
+		view(t, st, func(tx store.ReadTx) error {
+			var err error
+			all, err = tx.HistoryFrom("a", 0, 0)
+			return err
+		})
+		equal(t, "history of a from 0 without limit", normChanges(all), history(t, st, "a"))
 	})
 
 	t.Run("FailedUpdateLeavesNoTrace", func(t *testing.T) {
