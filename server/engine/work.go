@@ -67,6 +67,9 @@ func (e *Engine) ReadyBatch(ctx context.Context, a ReadyArgs) ([]fsm.Instance, e
 	if a.Max < 0 || a.Max > MaxReadyBatch {
 		return nil, invalid("max_count", "must be between 0 and %d", MaxReadyBatch)
 	}
+	if err := e.checkReadyFilter(ctx, a.Machine, a.Node); err != nil {
+		return nil, err
+	}
 	n := max(a.Max, 1)
 	f := store.ReadyFilter{Machine: a.Machine, Node: a.Node}
 	if a.Wait == 0 {
@@ -91,6 +94,36 @@ func (e *Engine) ReadyBatch(ctx context.Context, a ReadyArgs) ([]fsm.Instance, e
 			return nil, ctx.Err()
 		}
 	}
+}
+
+// checkReadyFilter refuses, as not found, a Ready filter that can match
+// nothing: a machine that is not defined, or a node that no version of it
+// has (a node the latest version dropped may still hold instances of an
+// older one).
+func (e *Engine) checkReadyFilter(ctx context.Context, machine, node string) error {
+	if machine == "" {
+		return nil
+	}
+	return e.st.View(ctx, func(tx store.ReadTx) error {
+		m, err := e.machineVersion(tx, machine, 0)
+		if err != nil || node == "" || m.Node(node) != nil {
+			return err
+		}
+		recs, err := tx.MachineVersions(machine)
+		if err != nil {
+			return err
+		}
+		for _, r := range recs {
+			old, err := e.compiled(r)
+			if err != nil {
+				return err
+			}
+			if old.Node(node) != nil {
+				return nil
+			}
+		}
+		return fmt.Errorf("machine %q has no node %q: %w", machine, node, store.ErrNotFound)
+	})
 }
 
 // tryReady leases up to n READY instances matching f in one transaction.
@@ -341,7 +374,7 @@ func (e *Engine) TransitionBatch(ctx context.Context, batch []TransitionArgs, co
 			in, err := tx.Instance(a.ID)
 			if err != nil {
 				if errors.Is(err, store.ErrNotFound) {
-					res[i].Err = fmt.Errorf("instance %q: %w", a.ID, err)
+					res[i].Err = err
 					continue
 				}
 				return fmt.Errorf("instance %q: %w", a.ID, err)
