@@ -3,8 +3,12 @@ package client_test
 import (
 	"context"
 	"fmt"
+	"log/slog"
+	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/dfsmr/dfsmr/client"
 	pb "github.com/dfsmr/dfsmr/gen/dfsmr/v1"
@@ -81,5 +85,53 @@ nodes:
 	}
 	if st := w.Stats(); st.Reported != 30 || st.Aborted != 0 {
 		t.Fatalf("stats %+v, want 30 steps reported and none refused", st)
+	}
+}
+
+// warnings is a slog handler that passes every warning on a channel.
+type warnings chan slog.Record
+
+func (warnings) Enabled(_ context.Context, l slog.Level) bool { return l >= slog.LevelWarn }
+func (w warnings) Handle(_ context.Context, r slog.Record) error {
+	select {
+	case w <- r:
+	default:
+	}
+	return nil
+}
+func (w warnings) WithAttrs([]slog.Attr) slog.Handler { return w }
+func (w warnings) WithGroup(string) slog.Handler      { return w }
+
+// TestWorkerWarnsOfAnUnknownMachine: a handler registered for a machine
+// the server does not have is warned about as such when the worker
+// starts; the worker keeps polling and handles the machine's work once it
+// is defined.
+func TestWorkerWarnsOfAnUnknownMachine(t *testing.T) {
+	addr := freeAddr(t)
+	mustServer(t, addr, filepath.Join(t.TempDir(), "dfsmr.db"))
+	c := mustClient(t, addr)
+	warned := make(warnings, 16)
+	w := client.NewWorker(c, client.WorkerOptions{Name: "w", Poll: 100 * time.Millisecond, Logger: slog.New(warned)})
+	t.Cleanup(func() { w.Stop(context.Background()) })
+	handled := make(chan string, 1)
+	w.Handle("job", "work", func(_ context.Context, in *pb.Instance) (client.Result, error) {
+		handled <- in.GetId()
+		return client.Result{Transition: "ok"}, nil
+	})
+	if err := w.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	r := <-warned
+	if !strings.Contains(r.Message, "machine or node the server does not have") {
+		t.Fatalf("first warning %q", r.Message)
+	}
+	if _, err := c.Machines.DefineMachine(t.Context(), &pb.DefineMachineRequest{Source: jobYAML}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Instances.StartInstance(t.Context(), &pb.StartInstanceRequest{Id: "j-1", Machine: "job"}); err != nil {
+		t.Fatal(err)
+	}
+	if id := <-handled; id != "j-1" {
+		t.Fatalf("handled %q", id)
 	}
 }
