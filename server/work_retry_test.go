@@ -151,3 +151,46 @@ func TestErrorsSayItOnce(t *testing.T) {
 		})
 	}
 }
+
+// TestTransitionBatchRetryReturnsTheRefill: the retry of an item whose
+// first call refilled its slot with another instance is answered with
+// that refill lease, while it is live.
+func TestTransitionBatchRetryReturnsTheRefill(t *testing.T) {
+	env := mustServer(t, server.Config{NoBundled: true})
+	define(t, env, chainYAML)
+	ctx := context.Background()
+	for _, id := range []string{"a", "b"} {
+		if _, err := env.instances.StartInstance(ctx, &pb.StartInstanceRequest{Id: id, Machine: "chain"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a, err := env.work.Ready(ctx, &pb.ReadyRequest{Worker: "w", Machine: "chain"})
+	if err != nil || a.GetInstance().GetId() != "a" {
+		t.Fatalf("ready: %v %v", a, err)
+	}
+	// a is delayed an hour (not continued): its slot is refilled with b.
+	req := &pb.TransitionBatchRequest{
+		Worker: "w", ContinueNodes: []string{"chain/first"}, Refill: true,
+		Transitions: []*pb.TransitionRequest{{Id: "a", Token: a.GetLease().GetToken(), Transition: "later", RequestId: "req-r"}},
+	}
+	first, err := env.work.TransitionBatch(ctx, req)
+	if err != nil || first.GetResults()[0].GetNext().GetId() != "b" {
+		t.Fatalf("first call: %v %v", first, err)
+	}
+	again, err := env.work.TransitionBatch(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := again.GetResults()[0]; r.GetCode() != 0 || !proto.Equal(r.GetNext(), first.GetResults()[0].GetNext()) ||
+		r.GetInstance().GetStatus() != pb.InstanceStatus_INSTANCE_STATUS_WAITING {
+		t.Fatalf("retry answered %v, want a WAITING and the refill %v", r, first.GetResults()[0].GetNext())
+	}
+	// b's lease given back: the retry no longer names it.
+	if _, err := env.work.Relinquish(ctx, &pb.RelinquishRequest{Id: "b", Token: first.GetResults()[0].GetNext().GetLease().GetToken()}); err != nil {
+		t.Fatal(err)
+	}
+	last, err := env.work.TransitionBatch(ctx, req)
+	if err != nil || last.GetResults()[0].GetCode() != 0 || last.GetResults()[0].GetNext() != nil {
+		t.Fatalf("retry after the refill ended: %v %v", last, err)
+	}
+}
