@@ -194,3 +194,41 @@ func TestTransitionBatchRetryReturnsTheRefill(t *testing.T) {
 		t.Fatalf("retry after the refill ended: %v %v", last, err)
 	}
 }
+
+// TestTransitionBatchRetryOfFinalItemReturnsTheRefill: the same for an
+// item whose instance went FINAL: the refill is recorded with the final
+// state in the one write a FINAL instance gets.
+func TestTransitionBatchRetryOfFinalItemReturnsTheRefill(t *testing.T) {
+	env := mustServer(t, server.Config{NoBundled: true})
+	define(t, env, chainYAML)
+	ctx := context.Background()
+	for _, id := range []string{"a", "b"} {
+		if _, err := env.instances.StartInstance(ctx, &pb.StartInstanceRequest{Id: id, Machine: "chain"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a, err := env.work.Ready(ctx, &pb.ReadyRequest{Worker: "w", Machine: "chain"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := env.work.Transition(ctx, &pb.TransitionRequest{Id: "a", Token: a.GetLease().GetToken(), Transition: "ok"}); err != nil {
+		t.Fatal(err)
+	}
+	a, err = env.work.Ready(ctx, &pb.ReadyRequest{Worker: "w", Machine: "chain", Node: "second"})
+	if err != nil || a.GetInstance().GetId() != "a" {
+		t.Fatalf("ready second: %v %v", a, err)
+	}
+	req := &pb.TransitionBatchRequest{
+		Worker: "w", ContinueNodes: []string{"chain/first"}, Refill: true,
+		Transitions: []*pb.TransitionRequest{{Id: "a", Token: a.GetLease().GetToken(), Transition: "ok", RequestId: "req-f"}},
+	}
+	first, err := env.work.TransitionBatch(ctx, req)
+	if err != nil || first.GetResults()[0].GetInstance().GetStatus() != pb.InstanceStatus_INSTANCE_STATUS_FINAL ||
+		first.GetResults()[0].GetNext().GetId() != "b" {
+		t.Fatalf("first call: %v %v", first, err)
+	}
+	again, err := env.work.TransitionBatch(ctx, req)
+	if err != nil || again.GetResults()[0].GetCode() != 0 || !proto.Equal(again.GetResults()[0].GetNext(), first.GetResults()[0].GetNext()) {
+		t.Fatalf("retry answered %v %v, want the refill %v", again, err, first.GetResults()[0].GetNext())
+	}
+}

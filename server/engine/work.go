@@ -253,7 +253,7 @@ func (e *Engine) Transition(ctx context.Context, a TransitionArgs) (fsm.Instance
 	}
 	var retried bool // by the last run of the update
 	out, err := e.updateInstance(ctx, a.ID, func(tx store.Tx, m *fsm.Machine, in fsm.Instance, now time.Time) (out fsm.Instance, err error) {
-		out, retried, err = e.transition(tx, m, in, a, ev, now)
+		out, retried, err = e.transition(tx, m, in, a, ev, now, nil)
 		return out, err
 	})
 	if err == nil && retried {
@@ -286,11 +286,12 @@ func transitionEvent(a TransitionArgs) (fsm.Report, error) {
 	return ev, nil
 }
 
-// transition applies a's event to in within tx.
-// retried says the attempt failed and the node will be tried again.
-func (e *Engine) transition(tx store.Tx, m *fsm.Machine, in fsm.Instance, a TransitionArgs, ev fsm.Report, now time.Time) (out fsm.Instance, retried bool, err error) {
+// transition applies a's event to in within tx. prepare is as for
+// applyPrepared. retried says the attempt failed and the node will be
+// tried again.
+func (e *Engine) transition(tx store.Tx, m *fsm.Machine, in fsm.Instance, a TransitionArgs, ev fsm.Report, now time.Time, prepare func(*fsm.Instance) error) (out fsm.Instance, retried bool, err error) {
 	ev.Jitter = e.jitter()
-	if retried, err = e.applyAttempt(tx, m, in, ev, now, a.Principal, &out); err != nil {
+	if retried, err = e.applyAttempt(tx, m, in, ev, now, a.Principal, &out, prepare); err != nil {
 		return out, false, err
 	}
 	return out, retried, learn(tx, m, in, out, a.Transition, now)
@@ -383,8 +384,29 @@ func (e *Engine) TransitionBatch(ctx context.Context, batch []TransitionArgs, co
 			if err != nil {
 				return err
 			}
+			// The lease this item's call grants besides (continuation or
+			// refill), decided before the transition is written, so that
+			// the applied request records it even when the instance goes
+			// FINAL (see fsm.Instance.LinkNext).
+			var grant fsm.Instance
+			var grants bool
+			prepare := func(out *fsm.Instance) error {
+				switch {
+				case continues(*out, cont):
+					grant, grants = *out, true
+				case cont.Refill:
+					var err error
+					if grant, grants, err = refillCandidate(tx, cont); err != nil {
+						return err
+					}
+				}
+				if grants {
+					out.LinkNext(a.RequestID, a.Token, grant.ID, grant.Token+1)
+				}
+				return nil
+			}
 			var retried bool
-			res[i].Instance, retried, err = e.transition(tx, m, in, a, evs[i], now)
+			res[i].Instance, retried, err = e.transition(tx, m, in, a, evs[i], now, prepare)
 			if isRefusal(err) {
 				// The core refuses before anything is written: the
 				// transaction is clean and the other items go on.
@@ -407,23 +429,23 @@ func (e *Engine) TransitionBatch(ctx context.Context, batch []TransitionArgs, co
 				}
 				continue
 			}
-			if out.Status != fsm.StatusReady || !slices.Contains(cont.Nodes, out.Machine+"/"+out.Node) {
-				if cont.Refill {
-					if res[i].Continued, err = e.refill(tx, cont, now, &res[i].Next); err != nil {
-						return err
-					}
-				}
-			} else {
-				if err := e.lease(tx, m, out, cont.Worker, cont.Principal, now, &res[i].Next); err != nil {
-					return err
-				}
-				res[i].Continued = true
+			if !grants {
+				continue
 			}
-			if res[i].Continued && a.RequestID != "" {
-				if err := linkNext(tx, a, res[i].Next); err != nil {
-					return err
-				}
+			if grant.ID == out.ID {
+				grant = out // continued: lease it as the transition left it
 			}
+			gm, err := e.machineVersion(tx, grant.Machine, grant.Version)
+			if err != nil {
+				return err
+			}
+			if err := e.lease(tx, gm, grant, cont.Worker, cont.Principal, now, &res[i].Next); err != nil {
+				return err
+			}
+			if res[i].Next.Lease.Token != grant.Token+1 {
+				panic(&fsm.InvariantError{Msg: fmt.Sprintf("instance %q leased with token %d; its grant recorded %d", grant.ID, res[i].Next.Lease.Token, grant.Token+1)})
+			}
+			res[i].Continued = true
 		}
 		return nil
 	})
@@ -434,17 +456,10 @@ func (e *Engine) TransitionBatch(ctx context.Context, batch []TransitionArgs, co
 	return res, nil
 }
 
-// linkNext records, on the applied request of a, the lease next the same
-// call granted (see fsm.Instance.LinkNext).
-func linkNext(tx store.Tx, a TransitionArgs, next fsm.Instance) error {
-	in, err := tx.Instance(a.ID)
-	if err != nil {
-		return err
-	}
-	if !in.LinkNext(a.RequestID, a.Token, next.ID, next.Lease.Token) {
-		return nil
-	}
-	return tx.PutInstance(in)
+// continues reports whether a transition that left out so is continued:
+// READY in one of cont's nodes.
+func continues(out fsm.Instance, cont Continuation) bool {
+	return out.Status == fsm.StatusReady && slices.Contains(cont.Nodes, out.Machine+"/"+out.Node)
 }
 
 // grantedNext loads into out the lease that the first call of the
@@ -472,36 +487,28 @@ func grantedNext(tx store.Tx, in fsm.Instance, a TransitionArgs, out *fsm.Instan
 	return true, nil
 }
 
-// refill leases to cont.Worker, within tx, the READY instance that Ready
-// would offer first among cont.Nodes (highest priority, then earliest due
-// time, then id), into out. ok is false when none is READY.
-func (e *Engine) refill(tx store.Tx, cont Continuation, now time.Time, out *fsm.Instance) (ok bool, err error) {
-	var best fsm.Instance
+// refillCandidate returns, within tx, the READY instance that Ready would
+// offer first among cont.Nodes (highest priority, then earliest due time,
+// then id). ok is false when none is READY.
+func refillCandidate(tx store.Tx, cont Continuation) (best fsm.Instance, ok bool, err error) {
 	for _, mn := range cont.Nodes {
 		machine, node, _ := strings.Cut(mn, "/")
 		ids, err := tx.Ready(store.ReadyFilter{Machine: machine, Node: node}, 1)
 		if err != nil {
-			return false, err
+			return best, false, err
 		}
 		if len(ids) == 0 {
 			continue
 		}
 		cur, err := tx.Instance(ids[0])
 		if err != nil {
-			return false, fmt.Errorf("ready instance %q: %w", ids[0], err)
+			return best, false, fmt.Errorf("ready instance %q: %w", ids[0], err)
 		}
 		if !ok || offeredBefore(cur, best) {
 			best, ok = cur, true
 		}
 	}
-	if !ok {
-		return false, nil
-	}
-	m, err := e.machineVersion(tx, best.Machine, best.Version)
-	if err != nil {
-		return false, err
-	}
-	return true, e.lease(tx, m, best, cont.Worker, cont.Principal, now, out)
+	return best, ok, nil
 }
 
 // offeredBefore reports whether Ready offers a before b.
