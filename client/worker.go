@@ -374,6 +374,7 @@ func (w *Worker) Stats() WorkerStats {
 func (w *Worker) poll(pollCtx, workCtx context.Context, r registration) {
 	want := w.opts.Batch
 	failures := int64(0) // Ready calls failed in a row
+	warned := false      // about a machine or node the server lacks
 	for {
 		// Take one slot (blocking), then whatever else is free up to want.
 		select {
@@ -405,9 +406,10 @@ func (w *Worker) poll(pollCtx, workCtx context.Context, r registration) {
 			switch {
 			case status.Code(err) != codes.NotFound:
 				w.log.Warn("Ready failed; retrying", "machine", r.machine, "node", r.node, "err", err, "backoff", wait)
-			case failures == 1:
+			case !warned:
 				// Said once: the handler waits, polling, until its machine
 				// or node is defined.
+				warned = true
 				w.log.Warn("handler registered for a machine or node the server does not have; polling until it is defined",
 					"machine", r.machine, "node", r.node, "err", err)
 			}

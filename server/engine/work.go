@@ -67,13 +67,19 @@ func (e *Engine) ReadyBatch(ctx context.Context, a ReadyArgs) ([]fsm.Instance, e
 	if a.Max < 0 || a.Max > MaxReadyBatch {
 		return nil, invalid("max_count", "must be between 0 and %d", MaxReadyBatch)
 	}
-	if err := e.checkReadyFilter(ctx, a.Machine, a.Node); err != nil {
-		return nil, err
-	}
 	n := max(a.Max, 1)
 	f := store.ReadyFilter{Machine: a.Machine, Node: a.Node}
 	if a.Wait == 0 {
-		return e.tryReady(ctx, f, a, n)
+		list, err := e.tryReady(ctx, f, a, n)
+		if len(list) > 0 || err != nil {
+			return list, err
+		}
+		// Nothing leased: say so if nothing ever could be. Looking only
+		// now keeps the check off the path that finds work.
+		return nil, e.checkReadyFilter(ctx, a.Machine, a.Node)
+	}
+	if err := e.checkReadyFilter(ctx, a.Machine, a.Node); err != nil {
+		return nil, err
 	}
 	// Register before looking, so that an instance made READY between the
 	// look and the wait still wakes this caller.
