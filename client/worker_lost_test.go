@@ -135,3 +135,17 @@ func TestWorkerWarnsOfAnUnknownMachine(t *testing.T) {
 		t.Fatalf("handled %q", id)
 	}
 }
+
+// TestWorkerCallBackoffJitters: the worker's call retries grow from
+// WorkerMinBackoff to WorkerMaxBackoff and are spread by the jitter draw,
+// so that a fleet of workers that lost the server together does not come
+// back in step.
+func TestWorkerCallBackoffJitters(t *testing.T) {
+	p := client.CallBackoff
+	if lo, hi := p.Delay(3, 0), p.Delay(3, 0.99); lo >= hi || lo < client.WorkerMinBackoff {
+		t.Fatalf("third retry waits %v..%v: no spread", lo, hi)
+	}
+	if d := p.Delay(100, 0.99); d != client.WorkerMaxBackoff {
+		t.Fatalf("late retry waits %v, want the cap %v", d, client.WorkerMaxBackoff)
+	}
+}
