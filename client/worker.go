@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"os"
 	"runtime/debug"
 	"slices"
@@ -14,6 +15,7 @@ import (
 	"unicode/utf8"
 
 	pb "github.com/dfsmr/dfsmr/gen/dfsmr/v1"
+	"github.com/dfsmr/dfsmr/internal/backoff"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -36,10 +38,15 @@ const (
 	// DefaultErrorParam is the default of WorkerOptions.ErrorParam.
 	DefaultErrorParam = "error"
 	// WorkerMinBackoff is the worker's first wait before it retries a call
-	// that failed with UNAVAILABLE; the wait doubles up to WorkerMaxBackoff.
+	// that failed with UNAVAILABLE; the wait doubles up to WorkerMaxBackoff,
+	// each wait spread by WorkerBackoffJitter.
 	WorkerMinBackoff = 20 * time.Millisecond
 	// WorkerMaxBackoff caps the worker's wait between retries.
 	WorkerMaxBackoff = 2 * time.Second
+	// WorkerBackoffJitter spreads each wait by up to this fraction either
+	// way, so that the workers of a fleet that lost the server together do
+	// not all come back at the same instant.
+	WorkerBackoffJitter = 0.2
 	// maxFlushers is how many TransitionBatch calls a worker keeps in
 	// flight at once: more than one, so that a batch fills while another
 	// commits, and the store's group commit can merge them.
@@ -192,6 +199,9 @@ type WorkerStats struct {
 	// Relinquished is the number of leases given back when stopping.
 	Relinquished uint64
 }
+
+// callBackoff is the wait before the worker's retry of one of its calls.
+var callBackoff = backoff.Policy{Growth: backoff.Exponential, Initial: WorkerMinBackoff, Max: WorkerMaxBackoff, Jitter: WorkerBackoffJitter}
 
 // Worker leases instances from a dfsmr server and runs a handler for each,
 // by machine and node: it long-polls Ready for as many instances as it has
@@ -363,7 +373,8 @@ func (w *Worker) Stats() WorkerStats {
 // poll it holds one, so an idle registration does not starve the others.
 func (w *Worker) poll(pollCtx, workCtx context.Context, r registration) {
 	want := w.opts.Batch
-	wait := WorkerMinBackoff
+	failures := int64(0) // Ready calls failed in a row
+	warned := false      // about a machine or node the server lacks
 	for {
 		// Take one slot (blocking), then whatever else is free up to want.
 		select {
@@ -390,14 +401,24 @@ func (w *Worker) poll(pollCtx, workCtx context.Context, r registration) {
 			return
 		}
 		if err != nil {
-			w.log.Warn("Ready failed; retrying", "machine", r.machine, "node", r.node, "err", err, "backoff", wait)
+			failures++
+			wait := callBackoff.Delay(failures, rand.Float64())
+			switch {
+			case status.Code(err) != codes.NotFound:
+				w.log.Warn("Ready failed; retrying", "machine", r.machine, "node", r.node, "err", err, "backoff", wait)
+			case !warned:
+				// Said once: the handler waits, polling, until its machine
+				// or node is defined.
+				warned = true
+				w.log.Warn("handler registered for a machine or node the server does not have; polling until it is defined",
+					"machine", r.machine, "node", r.node, "err", err)
+			}
 			if !sleep(pollCtx, wait) {
 				return
 			}
-			wait = min(2*wait, WorkerMaxBackoff)
 			continue
 		}
-		wait = WorkerMinBackoff
+		failures = 0
 		if len(list) == 0 {
 			want = 1
 			continue
@@ -725,27 +746,26 @@ func (w *Worker) giveBack(in *pb.Instance, why string) {
 }
 
 // retry calls f, each call bounded by CallTimeout, until it returns
-// anything but UNAVAILABLE, with a capped exponential backoff. It gives up
+// anything but UNAVAILABLE, with a capped exponential backoff and jitter. It gives up
 // when the lease of in expires (past that, the call cannot succeed with
 // this lease), or after one CallTimeout for a lease that never expires or
 // expires sooner. ctx ends it early.
 func (w *Worker) retry(ctx context.Context, in *pb.Instance, f func(ctx context.Context) error) error {
-	wait := WorkerMinBackoff
 	deadline := time.Now().Add(w.opts.CallTimeout)
 	if exp := in.GetLease().GetExpireTime(); exp != nil && exp.AsTime().After(deadline) {
 		deadline = exp.AsTime()
 	}
-	for {
+	for failures := int64(1); ; failures++ {
 		cctx, cancel := context.WithTimeout(ctx, w.opts.CallTimeout)
 		err := f(cctx)
 		cancel()
+		wait := callBackoff.Delay(failures, rand.Float64())
 		if status.Code(err) != codes.Unavailable || time.Now().Add(wait).After(deadline) {
 			return err
 		}
 		if !sleep(ctx, wait) {
 			return err
 		}
-		wait = min(2*wait, WorkerMaxBackoff)
 	}
 }
 

@@ -401,9 +401,6 @@ func (c *compiler) retry(path string, n *yaml.Node) fsm.Retry {
 		var d time.Duration
 		if d, initialOK = c.duration(p, initial.val); initialOK {
 			switch {
-			case d == 0:
-				c.errAt(initial.val, p, "must be positive")
-				initialOK = false
 			case d > fsm.MaxDelay:
 				c.errAt(initial.val, p, fmt.Sprintf("initial %s is longer than the limit of %s", FormatDuration(d), FormatDuration(fsm.MaxDelay)))
 				initialOK = false
@@ -425,12 +422,13 @@ func (c *compiler) retry(path string, n *yaml.Node) fsm.Retry {
 			}
 		}
 	}
+	// initial: 0s retries at once. Without max, the default max rises to an
+	// initial above it: an explicit initial is never cut by a default.
 	if initialOK && maxOK && r.Max < r.Initial {
-		switch {
-		case hasMax:
+		if hasMax {
 			c.errAt(maxE.val, join(path, "max"), fmt.Sprintf("max %s is less than initial %s", FormatDuration(r.Max), FormatDuration(r.Initial)))
-		default:
-			c.errAt(initial.val, join(path, "initial"), fmt.Sprintf("initial %s is more than the default max %s; set max too", FormatDuration(r.Initial), FormatDuration(r.Max)))
+		} else {
+			r.Max = r.Initial
 		}
 	}
 	if e, ok := f["jitter"]; ok {

@@ -21,8 +21,9 @@
 //	                           # omitted on a non-final node: DefaultTimeout = 1m
 //	    retry: {max_attempts: 8, backoff: exponential, initial: 1s, max: 5m, jitter: 0.2}
 //	                           # backoff fixed|linear|exponential; max_attempts >= 0 (0 = unlimited);
-//	                           # jitter in [0,1]; initial > 0; max >= initial. Omitted fields take the
-//	                           # defaults: max_attempts 10, exponential, initial 1s, max 5m, jitter 0.1
+//	                           # jitter in [0,1]; initial >= 0 (0s: retry at once); max >= initial.
+//	                           # Omitted fields take the defaults: max_attempts 10, exponential,
+//	                           # initial 1s, max 5m (raised to initial when initial is above it), jitter 0.1
 //	    transitions:           # mapping name -> target; <= 64 per node; names as for nodes
 //	      ok: uploadable                               # plain target
 //	      throttled: {to: downloadable, delay: 30s}   # delayed: 0 < delay <= fsm.MaxDelay

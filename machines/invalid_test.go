@@ -46,10 +46,8 @@ bad_names.yaml:3:3: nodes.9lives: invalid name "9lives": must match ^[A-Za-z][A-
 bad_names.yaml:5:29: nodes.9lives.transitions.not ok: invalid name "not ok": must match ^[A-Za-z][A-Za-z0-9_-]{0,63}$`},
 	{"bad_retry.yaml", `
 bad_retry.yaml:5:27: nodes.work.retry.max_attempts: max_attempts -1 must not be negative (0 means unlimited)
-bad_retry.yaml:5:40: nodes.work.retry.initial: must be positive
 bad_retry.yaml:5:51: nodes.work.retry.jitter: jitter 1.5 must be between 0 and 1
-bad_retry.yaml:8:32: nodes.other.retry.max: max 5s is less than initial 10s
-bad_retry.yaml:11:22: nodes.more.retry.initial: initial 10m is more than the default max 5m; set max too`},
+bad_retry.yaml:8:32: nodes.other.retry.max: max 5s is less than initial 10s`},
 	{"bad_timeout.yaml", `
 bad_timeout.yaml:5:27: nodes.work.timeout.percentile: percentile 100 must be between 0 and 100, exclusive
 bad_timeout.yaml:5:47: nodes.work.timeout.max: max 5s is less than min 10s

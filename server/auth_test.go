@@ -72,6 +72,7 @@ var securePrincipals = []struct {
 	{name: "root", roles: "admin"},
 	{name: "ops", roles: "operator"},
 	{name: "pool", roles: "worker"},
+	{name: "pool-b", roles: "worker"},
 	{name: "crawler-pool", roles: "worker", machines: "crawler"},
 	{name: "printer-7", roles: "device"},
 	{name: "viewer", roles: "reader"},
@@ -312,19 +313,29 @@ func TestWorkerRestrictedToItsMachines(t *testing.T) {
 	wantCode(t, err, codes.PermissionDenied)
 	_, err = restricted.Ready(ctx, &pb.ReadyRequest{Worker: "c"})
 	wantCode(t, err, codes.PermissionDenied)
-	// Holding another machine's lease token is no way around it.
+	// Holding another machine's lease token is no way around it, and the
+	// answer is the one for a missing id: the worker does not learn which
+	// ids exist on other machines.
+	missing := func(t *testing.T, err error) {
+		t.Helper()
+		st := wantCode(t, err, codes.NotFound)
+		_, gone := restricted.Heartbeat(ctx, &pb.HeartbeatRequest{Id: "report-9", Token: 1})
+		if want := strings.ReplaceAll(status.Convert(gone).Message(), "report-9", "report-1"); st.Message() != want {
+			t.Fatalf("message %q, want %q as for a missing id", st.Message(), want)
+		}
+	}
 	_, err = restricted.Heartbeat(ctx, &pb.HeartbeatRequest{Id: "report-1", Token: lease.GetLease().GetToken()})
-	wantCode(t, err, codes.PermissionDenied)
+	missing(t, err)
 	_, err = restricted.Transition(ctx, &pb.TransitionRequest{Id: "report-1", Token: lease.GetLease().GetToken(), Transition: "ok"})
-	wantCode(t, err, codes.PermissionDenied)
+	missing(t, err)
 	_, err = restricted.Relinquish(ctx, &pb.RelinquishRequest{Id: "report-1", Token: lease.GetLease().GetToken()})
-	wantCode(t, err, codes.PermissionDenied)
+	missing(t, err)
 
 	batch, err := restricted.TransitionBatch(ctx, &pb.TransitionBatchRequest{Transitions: []*pb.TransitionRequest{
 		{Id: "report-1", Token: lease.GetLease().GetToken(), Transition: "ok"},
 	}})
-	if err != nil || len(batch.GetResults()) != 1 || codes.Code(batch.GetResults()[0].GetCode()) != codes.PermissionDenied {
-		t.Fatalf("restricted batch on report: %v %v; want its item PERMISSION_DENIED", batch, err)
+	if err != nil || len(batch.GetResults()) != 1 || codes.Code(batch.GetResults()[0].GetCode()) != codes.NotFound {
+		t.Fatalf("restricted batch on report: %v %v; want its item NOT_FOUND", batch, err)
 	}
 	_, err = restricted.TransitionBatch(ctx, &pb.TransitionBatchRequest{Worker: "c", ContinueNodes: []string{"report/uploadable"},
 		Transitions: []*pb.TransitionRequest{{Id: "crawler-1", Token: 1, Transition: "ok"}}})

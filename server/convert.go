@@ -82,6 +82,7 @@ func changeToProto(c *fsm.Change) *pb.Change {
 		Params:      c.Params,
 		Reason:      c.Reason,
 		Device:      c.Device,
+		Worker:      c.Worker,
 	}
 }
 

@@ -54,6 +54,8 @@ func toStatus(log *slog.Logger, method string, err error) error {
 		return status.Error(codes.NotFound, err.Error())
 	case errors.Is(err, fsm.ErrStaleLease):
 		return status.Error(codes.Aborted, err.Error())
+	case errors.Is(err, fsm.ErrNotHolder):
+		return status.Error(codes.PermissionDenied, err.Error())
 	case errors.Is(err, fsm.ErrIllegalTransition), errors.Is(err, fsm.ErrFinal):
 		return status.Error(codes.FailedPrecondition, err.Error())
 	case errors.Is(err, engine.ErrAlreadyExists):

@@ -76,7 +76,8 @@ func (h *handlers) untilDraining(ctx context.Context) (context.Context, context.
 
 // actor names the caller of an instance or machine RPC in the changelog:
 // its principal, or its peer address without authentication. Work RPCs are
-// recorded under the lease's worker.
+// recorded under their principal too, or without authentication under the
+// worker name (see principal).
 func actor(ctx context.Context) string {
 	if p, ok := auth.FromContext(ctx); ok {
 		return p.Name
@@ -382,8 +383,20 @@ func (h *handlers) CancelInstance(ctx context.Context, req *pb.CancelInstanceReq
 	return &pb.CancelInstanceResponse{Instance: instanceToProto(&in, nil)}, nil
 }
 
+// principal is the authenticated caller of a work RPC, empty without
+// authentication. It holds the leases it takes and is the actor of the
+// changes its calls make; the worker name the request gives is recorded
+// beside it (Change.worker), a label the client chose.
+func principal(ctx context.Context) string {
+	if p, ok := auth.FromContext(ctx); ok {
+		return p.Name
+	}
+	return ""
+}
+
 // mayWork checks that a worker restricted to some machines may work on
-// instance id.
+// instance id. An instance of another machine is answered as a missing
+// one, so that such a worker does not learn which ids exist elsewhere.
 func (h *handlers) mayWork(ctx context.Context, id string) error {
 	if p, ok := auth.FromContext(ctx); !ok || !p.Restricted() {
 		return nil
@@ -392,7 +405,10 @@ func (h *handlers) mayWork(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
-	return auth.CheckMachine(ctx, in.Machine)
+	if auth.CheckMachine(ctx, in.Machine) != nil {
+		return fmt.Errorf("instance %q: %w", id, store.ErrNotFound)
+	}
+	return nil
 }
 
 func (h *handlers) Ready(ctx context.Context, req *pb.ReadyRequest) (*pb.ReadyResponse, error) {
@@ -413,7 +429,7 @@ func (h *handlers) Ready(ctx context.Context, req *pb.ReadyRequest) (*pb.ReadyRe
 		defer release()
 	}
 	list, err := h.eng.ReadyBatch(ctx, engine.ReadyArgs{
-		Worker: req.GetWorker(), Machine: req.GetMachine(), Node: req.GetNode(), Wait: wait, Max: int(req.GetMaxCount()),
+		Worker: req.GetWorker(), Principal: principal(ctx), Machine: req.GetMachine(), Node: req.GetNode(), Wait: wait, Max: int(req.GetMaxCount()),
 	})
 	if errors.Is(err, context.Canceled) && callCtx.Err() == nil && h.draining.Err() != nil {
 		return nil, errShuttingDown
@@ -429,8 +445,9 @@ func (h *handlers) Ready(ctx context.Context, req *pb.ReadyRequest) (*pb.ReadyRe
 	return resp, nil
 }
 
-func transitionArgs(req *pb.TransitionRequest) (engine.TransitionArgs, error) {
+func transitionArgs(ctx context.Context, req *pb.TransitionRequest) (engine.TransitionArgs, error) {
 	a := engine.TransitionArgs{
+		Principal:  principal(ctx),
 		ID:         req.GetId(),
 		Token:      req.GetToken(),
 		Transition: req.GetTransition(),
@@ -454,7 +471,7 @@ func (h *handlers) Transition(ctx context.Context, req *pb.TransitionRequest) (*
 	if err := h.mayWork(ctx, req.GetId()); err != nil {
 		return nil, err
 	}
-	a, err := transitionArgs(req)
+	a, err := transitionArgs(ctx, req)
 	if err != nil {
 		return nil, err
 	}
@@ -482,7 +499,7 @@ func (h *handlers) TransitionBatch(ctx context.Context, req *pb.TransitionBatchR
 	batch := make([]engine.TransitionArgs, len(reqs))
 	bad := make([]error, len(reqs))
 	for i, r := range reqs {
-		batch[i], bad[i] = transitionArgs(r)
+		batch[i], bad[i] = transitionArgs(ctx, r)
 		if bad[i] == nil {
 			// A worker restricted to some machines reports only on those.
 			bad[i] = h.mayWork(ctx, r.GetId())
@@ -492,7 +509,7 @@ func (h *handlers) TransitionBatch(ctx context.Context, req *pb.TransitionBatchR
 			batch[i].Token = 0
 		}
 	}
-	results, err := h.eng.TransitionBatch(ctx, batch, engine.Continuation{Worker: req.GetWorker(), Nodes: req.GetContinueNodes(), Refill: req.GetRefill()})
+	results, err := h.eng.TransitionBatch(ctx, batch, engine.Continuation{Worker: req.GetWorker(), Principal: principal(ctx), Nodes: req.GetContinueNodes(), Refill: req.GetRefill()})
 	if err != nil {
 		return nil, err
 	}
@@ -520,7 +537,7 @@ func (h *handlers) Heartbeat(ctx context.Context, req *pb.HeartbeatRequest) (*pb
 	if err := h.mayWork(ctx, req.GetId()); err != nil {
 		return nil, err
 	}
-	exp, err := h.eng.Heartbeat(ctx, req.GetId(), req.GetToken(), "")
+	exp, err := h.eng.Heartbeat(ctx, req.GetId(), req.GetToken(), principal(ctx))
 	if err != nil {
 		return nil, err
 	}
@@ -531,7 +548,7 @@ func (h *handlers) Relinquish(ctx context.Context, req *pb.RelinquishRequest) (*
 	if err := h.mayWork(ctx, req.GetId()); err != nil {
 		return nil, err
 	}
-	in, err := h.eng.Relinquish(ctx, req.GetId(), req.GetToken(), "")
+	in, err := h.eng.Relinquish(ctx, req.GetId(), req.GetToken(), principal(ctx))
 	if err != nil {
 		return nil, err
 	}

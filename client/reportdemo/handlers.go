@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"time"
@@ -11,6 +12,7 @@ import (
 	"github.com/dfsmr/dfsmr/client"
 	"github.com/dfsmr/dfsmr/client/reportapi"
 	pb "github.com/dfsmr/dfsmr/gen/dfsmr/v1"
+	"github.com/dfsmr/dfsmr/internal/backoff"
 )
 
 // Pipeline holds the steps of one report item. Its handlers are what a
@@ -73,30 +75,17 @@ func (p *Pipeline) HandleUpload(_ context.Context, in *pb.Instance) (client.Resu
 }
 
 // Retry is the serial loop's retry policy: the same as the machine's
-// download node, so that the comparison is fair.
+// download node (its growth, initial, max and jitter), so that the
+// comparison is fair.
 type Retry struct {
 	MaxAttempts int
-	Initial     time.Duration
-	Max         time.Duration
-	Exponential bool
+	Backoff     backoff.Policy
 }
 
-// delay is the wait after the attempt-th failure (from 1), without
-// jitter.
-func (r Retry) delay(attempt int) time.Duration {
-	d := r.Initial
-	if r.Exponential {
-		for range attempt - 1 {
-			d *= 2
-			if r.Max > 0 && d >= r.Max {
-				return r.Max
-			}
-		}
-	}
-	if r.Max > 0 && d > r.Max {
-		d = r.Max
-	}
-	return d
+// delay is the wait after the attempt-th failure (from 1), with the
+// jitter draw u in [0, 1).
+func (r Retry) delay(attempt int, u float64) time.Duration {
+	return r.Backoff.Delay(int64(attempt), u)
 }
 
 // retryPolicy reads the download node's retry policy from m.
@@ -106,12 +95,16 @@ func retryPolicy(m *pb.Machine) Retry {
 			continue
 		}
 		r := n.GetRetry()
-		return Retry{
-			MaxAttempts: int(r.GetMaxAttempts()),
-			Initial:     r.GetInitial().AsDuration(),
-			Max:         r.GetMax().AsDuration(),
-			Exponential: r.GetBackoff() == pb.Backoff_BACKOFF_EXPONENTIAL,
+		p := backoff.Policy{Initial: r.GetInitial().AsDuration(), Max: r.GetMax().AsDuration(), Jitter: r.GetJitter()}
+		switch r.GetBackoff() {
+		case pb.Backoff_BACKOFF_LINEAR:
+			p.Growth = backoff.Linear
+		case pb.Backoff_BACKOFF_EXPONENTIAL:
+			p.Growth = backoff.Exponential
+		default:
+			p.Growth = backoff.Fixed
 		}
+		return Retry{MaxAttempts: int(r.GetMaxAttempts()), Backoff: p}
 	}
 	return Retry{MaxAttempts: 1}
 }
@@ -136,7 +129,7 @@ func Serial(ctx context.Context, d *Downloader, u *Uploader, items []Item, polic
 				failed++
 				break
 			}
-			wait := policy.delay(attempt)
+			wait := policy.delay(attempt, rand.Float64())
 			if t, ok := errors.AsType[*ThrottledError](err); ok {
 				wait = t.RetryAfter
 			}

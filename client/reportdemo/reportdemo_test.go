@@ -17,6 +17,7 @@ import (
 	"github.com/dfsmr/dfsmr/client/reportapi"
 	"github.com/dfsmr/dfsmr/client/reportdemo"
 	pb "github.com/dfsmr/dfsmr/gen/dfsmr/v1"
+	"github.com/dfsmr/dfsmr/internal/backoff"
 	"github.com/dfsmr/dfsmr/server"
 )
 
@@ -133,7 +134,7 @@ func TestSerial(t *testing.T) {
 	u := &reportdemo.Uploader{Dir: t.TempDir()}
 	items := reportdemo.Items(20, reportapi.Clients(), time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
 	done, failed, err := reportdemo.Serial(t.Context(), &reportdemo.Downloader{BaseURL: api.URL()}, u, items,
-		reportdemo.Retry{MaxAttempts: 20, Initial: time.Millisecond, Max: 4 * time.Millisecond, Exponential: true})
+		reportdemo.Retry{MaxAttempts: 20, Backoff: backoff.Policy{Growth: backoff.Exponential, Initial: time.Millisecond, Max: 4 * time.Millisecond}})
 	if err != nil || done != 20 || failed != 0 {
 		t.Fatalf("Serial = %d done, %d failed, %v", done, failed, err)
 	}

@@ -20,8 +20,9 @@ import (
 //
 // retried says the attempt failed and the instance will try its node again
 // (not counting an attempt that used up the retries); the caller counts it
-// in Stats once the transaction is committed.
-func (e *Engine) applyAttempt(tx store.Tx, m *fsm.Machine, in fsm.Instance, ev fsm.Event, now time.Time, actor string, out *fsm.Instance) (retried bool, err error) {
+// in Stats once the transaction is committed. prepare, when not nil, may
+// amend the new instance before it is written (see applyPrepared).
+func (e *Engine) applyAttempt(tx store.Tx, m *fsm.Machine, in fsm.Instance, ev fsm.Event, now time.Time, actor string, out *fsm.Instance, prepare func(*fsm.Instance) error) (retried bool, err error) {
 	br, err := tx.Breaker(m.ID)
 	if err != nil {
 		return false, fmt.Errorf("breaker of machine %q: %w", m.ID, err)
@@ -35,7 +36,7 @@ func (e *Engine) applyAttempt(tx store.Tx, m *fsm.Machine, in fsm.Instance, ev f
 		ev = x
 	}
 	var next fsm.Instance
-	if err := e.apply(tx, m, in, ev, now, actor, &next); err != nil {
+	if err := e.applyPrepared(tx, m, in, ev, now, actor, &next, prepare); err != nil {
 		return false, err
 	}
 	if out != nil {

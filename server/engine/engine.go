@@ -286,7 +286,7 @@ func (e *Engine) applyDue(tx store.Tx, in fsm.Instance, now time.Time, retries *
 	}
 	if in.Status == fsm.StatusLeased {
 		// A lease timeout is a failed attempt: it counts for the breaker.
-		retried, err := e.applyAttempt(tx, m, in, fsm.Expire{Token: in.Lease.Token, Jitter: e.jitter()}, now, SystemActor, nil)
+		retried, err := e.applyAttempt(tx, m, in, fsm.Expire{Token: in.Lease.Token, Jitter: e.jitter()}, now, SystemActor, nil, nil)
 		if retried {
 			*retries++
 		}
@@ -299,6 +299,14 @@ func (e *Engine) applyDue(tx store.Tx, in fsm.Instance, now time.Time, retries *
 // receives the new instance. An empty actor is the lease's worker: work
 // calls are recorded under the worker that holds the lease.
 func (e *Engine) apply(tx store.Tx, m *fsm.Machine, in fsm.Instance, ev fsm.Event, now time.Time, actor string, out *fsm.Instance) error {
+	return e.applyPrepared(tx, m, in, ev, now, actor, out, nil)
+}
+
+// applyPrepared is apply with prepare, when not nil, called on the new
+// instance of an event that changed it, before it is written: the place to
+// record what else the same call does in the same transaction (see
+// TransitionBatch), since a FINAL instance cannot be written twice.
+func (e *Engine) applyPrepared(tx store.Tx, m *fsm.Machine, in fsm.Instance, ev fsm.Event, now time.Time, actor string, out *fsm.Instance, prepare func(*fsm.Instance) error) error {
 	if actor == "" {
 		actor = in.Lease.Worker
 	}
@@ -310,6 +318,11 @@ func (e *Engine) apply(tx store.Tx, m *fsm.Machine, in fsm.Instance, ev fsm.Even
 		return err
 	}
 	stampDevice(m, next, changes)
+	if changes != nil && prepare != nil {
+		if err := prepare(&next); err != nil {
+			return err
+		}
+	}
 	if out != nil {
 		*out = next
 	}

@@ -7,6 +7,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/dfsmr/dfsmr/server/fsm"
+	"github.com/dfsmr/dfsmr/server/store"
 )
 
 // ErrAlreadyExists is returned when StartInstance names an existing instance
@@ -45,6 +46,16 @@ const (
 	// MaxContinueNodes bounds the nodes one TransitionBatch continues in.
 	MaxContinueNodes = 64
 )
+
+// wrap adds context to an error of the store, except to a not-found error:
+// the store's message already names what was missing, and a message states
+// its fact once.
+func wrap(err error, format string, args ...any) error {
+	if err == nil || errors.Is(err, store.ErrNotFound) {
+		return err
+	}
+	return fmt.Errorf(format+": %w", append(args, err)...)
+}
 
 func invalid(field, format string, args ...any) error {
 	return &fsm.InvalidError{Field: field, Reason: fmt.Sprintf(format, args...)}

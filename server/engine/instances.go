@@ -133,7 +133,7 @@ func (e *Engine) GetInstance(ctx context.Context, id string) (in fsm.Instance, e
 	err = e.st.View(ctx, func(tx store.ReadTx) error {
 		var err error
 		if in, err = tx.Instance(id); err != nil {
-			return fmt.Errorf("instance %q: %w", id, err)
+			return wrap(err, "instance %q", id)
 		}
 		return nil
 	})
@@ -249,7 +249,7 @@ func (e *Engine) updateInstance(ctx context.Context, id string, op func(tx store
 	err = e.st.Update(ctx, func(tx store.Tx) error {
 		in, err := tx.Instance(id)
 		if err != nil {
-			return fmt.Errorf("instance %q: %w", id, err)
+			return wrap(err, "instance %q", id)
 		}
 		m, err := e.machineVersion(tx, in.Machine, in.Version)
 		if err != nil {

@@ -28,7 +28,7 @@ func (e *Engine) machineVersion(tx store.ReadTx, id string, version uint32) (*fs
 	}
 	rec, err := tx.Machine(id, version)
 	if err != nil {
-		return nil, fmt.Errorf("machine %q version %d: %w", id, version, err)
+		return nil, wrap(err, "machine %q version %d", id, version)
 	}
 	return e.compiled(rec)
 }
@@ -257,7 +257,7 @@ func (e *Engine) GetMachine(ctx context.Context, id string, version uint32) (inf
 			}
 		}
 		if info.Record.ID == "" {
-			return fmt.Errorf("machine %q version %d: %w", id, version, store.ErrNotFound)
+			return fmt.Errorf("machine %q version %d: %w", id, version, store.ErrNotFound) // version is not 0 here
 		}
 		info.Breaker, err = tx.Breaker(id)
 		if err != nil {

@@ -14,8 +14,13 @@ import (
 
 // ReadyArgs are the inputs of Ready.
 type ReadyArgs struct {
-	// Worker names the caller; it is recorded on the lease.
+	// Worker names the caller; it is recorded on the lease and in the
+	// LEASED change.
 	Worker string
+	// Principal is the authenticated caller, empty without authentication.
+	// It holds the leases (only it may use them) and is the changes'
+	// actor; without it the actor is Worker.
+	Principal string
 	// Machine and Node filter the instances offered (Node needs Machine).
 	Machine string
 	Node    string
@@ -65,7 +70,16 @@ func (e *Engine) ReadyBatch(ctx context.Context, a ReadyArgs) ([]fsm.Instance, e
 	n := max(a.Max, 1)
 	f := store.ReadyFilter{Machine: a.Machine, Node: a.Node}
 	if a.Wait == 0 {
-		return e.tryReady(ctx, f, a.Worker, n)
+		list, err := e.tryReady(ctx, f, a, n)
+		if len(list) > 0 || err != nil {
+			return list, err
+		}
+		// Nothing leased: say so if nothing ever could be. Looking only
+		// now keeps the check off the path that finds work.
+		return nil, e.checkReadyFilter(ctx, a.Machine, a.Node)
+	}
+	if err := e.checkReadyFilter(ctx, a.Machine, a.Node); err != nil {
+		return nil, err
 	}
 	// Register before looking, so that an instance made READY between the
 	// look and the wait still wakes this caller.
@@ -74,7 +88,7 @@ func (e *Engine) ReadyBatch(ctx context.Context, a ReadyArgs) ([]fsm.Instance, e
 	timer := e.clock.NewTimer(a.Wait)
 	defer timer.Stop()
 	for {
-		list, err := e.tryReady(ctx, f, a.Worker, n)
+		list, err := e.tryReady(ctx, f, a, n)
 		if len(list) > 0 || err != nil {
 			return list, err
 		}
@@ -88,8 +102,38 @@ func (e *Engine) ReadyBatch(ctx context.Context, a ReadyArgs) ([]fsm.Instance, e
 	}
 }
 
+// checkReadyFilter refuses, as not found, a Ready filter that can match
+// nothing: a machine that is not defined, or a node that no version of it
+// has (a node the latest version dropped may still hold instances of an
+// older one).
+func (e *Engine) checkReadyFilter(ctx context.Context, machine, node string) error {
+	if machine == "" {
+		return nil
+	}
+	return e.st.View(ctx, func(tx store.ReadTx) error {
+		m, err := e.machineVersion(tx, machine, 0)
+		if err != nil || node == "" || m.Node(node) != nil {
+			return err
+		}
+		recs, err := tx.MachineVersions(machine)
+		if err != nil {
+			return err
+		}
+		for _, r := range recs {
+			old, err := e.compiled(r)
+			if err != nil {
+				return err
+			}
+			if old.Node(node) != nil {
+				return nil
+			}
+		}
+		return fmt.Errorf("machine %q has no node %q: %w", machine, node, store.ErrNotFound)
+	})
+}
+
 // tryReady leases up to n READY instances matching f in one transaction.
-func (e *Engine) tryReady(ctx context.Context, f store.ReadyFilter, worker string, n int) (list []fsm.Instance, err error) {
+func (e *Engine) tryReady(ctx context.Context, f store.ReadyFilter, a ReadyArgs, n int) (list []fsm.Instance, err error) {
 	var more *wake
 	err = e.st.Update(ctx, func(tx store.Tx) error {
 		// The store may run this function more than once: start clean.
@@ -113,7 +157,7 @@ func (e *Engine) tryReady(ctx context.Context, f store.ReadyFilter, worker strin
 				return err
 			}
 			var in fsm.Instance
-			if err := e.lease(tx, m, cur, worker, now, &in); err != nil {
+			if err := e.lease(tx, m, cur, a.Worker, a.Principal, now, &in); err != nil {
 				return err
 			}
 			list = append(list, in)
@@ -131,14 +175,25 @@ func (e *Engine) tryReady(ctx context.Context, f store.ReadyFilter, worker strin
 	return list, nil
 }
 
-// lease leases the READY instance in to worker within tx, for its node's
-// lease duration, into out.
-func (e *Engine) lease(tx store.Tx, m *fsm.Machine, in fsm.Instance, worker string, now time.Time, out *fsm.Instance) error {
+// lease leases the READY instance in to worker, held by principal (empty
+// without authentication), within tx, for its node's lease duration, into
+// out.
+func (e *Engine) lease(tx store.Tx, m *fsm.Machine, in fsm.Instance, worker, principal string, now time.Time, out *fsm.Instance) error {
 	d, err := leaseFor(tx, m, in.Node)
 	if err != nil {
 		return err
 	}
-	return e.apply(tx, m, in, fsm.Acquire{Worker: worker, For: d}, now, worker, out)
+	return e.apply(tx, m, in, fsm.Acquire{Worker: worker, Holder: principal, For: d}, now, workActor(principal, worker), out)
+}
+
+// workActor is the changelog actor of a work call: the authenticated
+// principal, or without authentication the worker name the call gave
+// (empty: the lease's worker, see apply).
+func workActor(principal, worker string) string {
+	if principal != "" {
+		return principal
+	}
+	return worker
 }
 
 // leaseFor is how long a lease in node lasts (zero: never expires, and for
@@ -184,12 +239,16 @@ type TransitionArgs struct {
 	Token      uint64
 	Transition string
 	Params     map[string]string
-	// RequestID, when set, makes a retry of this call a no-op that returns
-	// the instance.
+	// RequestID, when set, makes a retry of this call (same request id
+	// and token, among the instance's last fsm.MaxApplied) a no-op that
+	// returns the instance.
 	RequestID string
 	// Delay, when not nil, overrides the transition's delay.
 	Delay *time.Duration
-	Actor string
+	// Principal is the authenticated caller, empty without authentication:
+	// it must hold the lease, and it is the change's actor (without it, the
+	// lease's worker is).
+	Principal string
 }
 
 // Transition reports the transition a worker took on its leased instance.
@@ -200,7 +259,7 @@ func (e *Engine) Transition(ctx context.Context, a TransitionArgs) (fsm.Instance
 	}
 	var retried bool // by the last run of the update
 	out, err := e.updateInstance(ctx, a.ID, func(tx store.Tx, m *fsm.Machine, in fsm.Instance, now time.Time) (out fsm.Instance, err error) {
-		out, retried, err = e.transition(tx, m, in, a, ev, now)
+		out, retried, err = e.transition(tx, m, in, a, ev, now, nil)
 		return out, err
 	})
 	if err == nil && retried {
@@ -223,7 +282,7 @@ func transitionEvent(a TransitionArgs) (fsm.Report, error) {
 	if a.Token == 0 {
 		return fsm.Report{}, invalid("token", "must be the lease's fencing token (non-zero)")
 	}
-	ev := fsm.Report{Token: a.Token, Transition: a.Transition, Params: a.Params, RequestID: a.RequestID}
+	ev := fsm.Report{Token: a.Token, Holder: a.Principal, Transition: a.Transition, Params: a.Params, RequestID: a.RequestID}
 	if a.Delay != nil {
 		if *a.Delay < 0 || *a.Delay > fsm.MaxDelay {
 			return fsm.Report{}, invalid("delay", "must be between 0 and %s", fsm.MaxDelay)
@@ -233,11 +292,12 @@ func transitionEvent(a TransitionArgs) (fsm.Report, error) {
 	return ev, nil
 }
 
-// transition applies a's event to in within tx.
-// retried says the attempt failed and the node will be tried again.
-func (e *Engine) transition(tx store.Tx, m *fsm.Machine, in fsm.Instance, a TransitionArgs, ev fsm.Report, now time.Time) (out fsm.Instance, retried bool, err error) {
+// transition applies a's event to in within tx. prepare is as for
+// applyPrepared. retried says the attempt failed and the node will be
+// tried again.
+func (e *Engine) transition(tx store.Tx, m *fsm.Machine, in fsm.Instance, a TransitionArgs, ev fsm.Report, now time.Time, prepare func(*fsm.Instance) error) (out fsm.Instance, retried bool, err error) {
 	ev.Jitter = e.jitter()
-	if retried, err = e.applyAttempt(tx, m, in, ev, now, a.Actor, &out); err != nil {
+	if retried, err = e.applyAttempt(tx, m, in, ev, now, a.Principal, &out, prepare); err != nil {
 		return out, false, err
 	}
 	return out, retried, learn(tx, m, in, out, a.Transition, now)
@@ -249,8 +309,9 @@ func (e *Engine) transition(tx store.Tx, m *fsm.Machine, in fsm.Instance, a Tran
 type TransitionResult struct {
 	Instance fsm.Instance
 	Err      error
-	// Next is the instance leased again by continuation; Continued says
-	// whether it was.
+	// Next is the instance leased by continuation or refill; Continued
+	// says whether there is one. For the retry of an item already applied,
+	// it is the lease the first call granted, while that lease is live.
 	Next      fsm.Instance
 	Continued bool
 }
@@ -260,7 +321,10 @@ type TransitionResult struct {
 // "machine/node".
 type Continuation struct {
 	Worker string
-	Nodes  []string
+	// Principal is the authenticated caller, empty without authentication
+	// (see ReadyArgs.Principal).
+	Principal string
+	Nodes     []string
 	// Refill leases, for each successful item that is not continued, the
 	// next READY instance in one of Nodes instead (in offer order).
 	Refill bool
@@ -317,7 +381,7 @@ func (e *Engine) TransitionBatch(ctx context.Context, batch []TransitionArgs, co
 			in, err := tx.Instance(a.ID)
 			if err != nil {
 				if errors.Is(err, store.ErrNotFound) {
-					res[i].Err = fmt.Errorf("instance %q: %w", a.ID, err)
+					res[i].Err = err
 					continue
 				}
 				return fmt.Errorf("instance %q: %w", a.ID, err)
@@ -326,8 +390,29 @@ func (e *Engine) TransitionBatch(ctx context.Context, batch []TransitionArgs, co
 			if err != nil {
 				return err
 			}
+			// The lease this item's call grants besides (continuation or
+			// refill), decided before the transition is written, so that
+			// the applied request records it even when the instance goes
+			// FINAL (see fsm.Instance.LinkNext).
+			var grant fsm.Instance
+			var grants bool
+			prepare := func(out *fsm.Instance) error {
+				switch {
+				case continues(*out, cont):
+					grant, grants = *out, true
+				case cont.Refill:
+					var err error
+					if grant, grants, err = refillCandidate(tx, cont); err != nil {
+						return err
+					}
+				}
+				if grants {
+					out.LinkNext(a.RequestID, a.Token, grant.ID, grant.Token+1)
+				}
+				return nil
+			}
 			var retried bool
-			res[i].Instance, retried, err = e.transition(tx, m, in, a, evs[i], now)
+			res[i].Instance, retried, err = e.transition(tx, m, in, a, evs[i], now, prepare)
 			if isRefusal(err) {
 				// The core refuses before anything is written: the
 				// transaction is clean and the other items go on.
@@ -341,16 +426,30 @@ func (e *Engine) TransitionBatch(ctx context.Context, batch []TransitionArgs, co
 				retries++
 			}
 			out := res[i].Instance
-			if out.Status != fsm.StatusReady || !slices.Contains(cont.Nodes, out.Machine+"/"+out.Node) {
-				if cont.Refill {
-					if res[i].Continued, err = e.refill(tx, cont, now, &res[i].Next); err != nil {
-						return err
-					}
+			if out.Rev == in.Rev {
+				// A retry of an item already applied: no new lease, but
+				// the one the first call granted, so that a worker that
+				// lost that reply learns the token it holds.
+				if res[i].Continued, err = grantedNext(tx, out, a, &res[i].Next); err != nil {
+					return err
 				}
 				continue
 			}
-			if err := e.lease(tx, m, out, cont.Worker, now, &res[i].Next); err != nil {
+			if !grants {
+				continue
+			}
+			if grant.ID == out.ID {
+				grant = out // continued: lease it as the transition left it
+			}
+			gm, err := e.machineVersion(tx, grant.Machine, grant.Version)
+			if err != nil {
 				return err
+			}
+			if err := e.lease(tx, gm, grant, cont.Worker, cont.Principal, now, &res[i].Next); err != nil {
+				return err
+			}
+			if res[i].Next.Lease.Token != grant.Token+1 {
+				panic(&fsm.InvariantError{Msg: fmt.Sprintf("instance %q leased with token %d; its grant recorded %d", grant.ID, res[i].Next.Lease.Token, grant.Token+1)})
 			}
 			res[i].Continued = true
 		}
@@ -363,36 +462,59 @@ func (e *Engine) TransitionBatch(ctx context.Context, batch []TransitionArgs, co
 	return res, nil
 }
 
-// refill leases to cont.Worker, within tx, the READY instance that Ready
-// would offer first among cont.Nodes (highest priority, then earliest due
-// time, then id), into out. ok is false when none is READY.
-func (e *Engine) refill(tx store.Tx, cont Continuation, now time.Time, out *fsm.Instance) (ok bool, err error) {
-	var best fsm.Instance
+// continues reports whether a transition that left out so is continued:
+// READY in one of cont's nodes.
+func continues(out fsm.Instance, cont Continuation) bool {
+	return out.Status == fsm.StatusReady && slices.Contains(cont.Nodes, out.Machine+"/"+out.Node)
+}
+
+// grantedNext loads into out the lease that the first call of the
+// applied request a granted by continuation or refill, if that lease is
+// still live. ok is false when there was none or it has ended.
+func grantedNext(tx store.Tx, in fsm.Instance, a TransitionArgs, out *fsm.Instance) (ok bool, err error) {
+	ap, found := in.FindApplied(a.RequestID, a.Token)
+	if !found || ap.NextID == "" {
+		return false, nil
+	}
+	next := in
+	if ap.NextID != in.ID {
+		next, err = tx.Instance(ap.NextID)
+		if errors.Is(err, store.ErrNotFound) {
+			return false, nil
+		}
+		if err != nil {
+			return false, err
+		}
+	}
+	if next.Status != fsm.StatusLeased || next.Lease.Token != ap.NextToken {
+		return false, nil
+	}
+	*out = next
+	return true, nil
+}
+
+// refillCandidate returns, within tx, the READY instance that Ready would
+// offer first among cont.Nodes (highest priority, then earliest due time,
+// then id). ok is false when none is READY.
+func refillCandidate(tx store.Tx, cont Continuation) (best fsm.Instance, ok bool, err error) {
 	for _, mn := range cont.Nodes {
 		machine, node, _ := strings.Cut(mn, "/")
 		ids, err := tx.Ready(store.ReadyFilter{Machine: machine, Node: node}, 1)
 		if err != nil {
-			return false, err
+			return best, false, err
 		}
 		if len(ids) == 0 {
 			continue
 		}
 		cur, err := tx.Instance(ids[0])
 		if err != nil {
-			return false, fmt.Errorf("ready instance %q: %w", ids[0], err)
+			return best, false, fmt.Errorf("ready instance %q: %w", ids[0], err)
 		}
 		if !ok || offeredBefore(cur, best) {
 			best, ok = cur, true
 		}
 	}
-	if !ok {
-		return false, nil
-	}
-	m, err := e.machineVersion(tx, best.Machine, best.Version)
-	if err != nil {
-		return false, err
-	}
-	return true, e.lease(tx, m, best, cont.Worker, now, out)
+	return best, ok, nil
 }
 
 // offeredBefore reports whether Ready offers a before b.
@@ -410,13 +532,14 @@ func offeredBefore(a, b fsm.Instance) bool {
 // caller's mistake or a lost race), as opposed to a failure of the store.
 func isRefusal(err error) bool {
 	var inv *fsm.InvalidError
-	return errors.Is(err, fsm.ErrStaleLease) || errors.Is(err, fsm.ErrIllegalTransition) ||
+	return errors.Is(err, fsm.ErrStaleLease) || errors.Is(err, fsm.ErrIllegalTransition) || errors.Is(err, fsm.ErrNotHolder) ||
 		errors.Is(err, fsm.ErrFinal) || errors.Is(err, fsm.ErrNotReady) || errors.As(err, &inv)
 }
 
 // Heartbeat extends a live lease by its node's timeout and returns the new
-// expiry (zero: never expires).
-func (e *Engine) Heartbeat(ctx context.Context, id string, token uint64, actor string) (time.Time, error) {
+// expiry (zero: never expires). principal is the authenticated caller,
+// empty without authentication (see TransitionArgs.Principal).
+func (e *Engine) Heartbeat(ctx context.Context, id string, token uint64, principal string) (time.Time, error) {
 	if err := checkText("id", id, true, MaxIDBytes); err != nil {
 		return time.Time{}, err
 	}
@@ -428,16 +551,19 @@ func (e *Engine) Heartbeat(ctx context.Context, id string, token uint64, actor s
 		if err != nil {
 			return out, err
 		}
-		err = e.apply(tx, m, in, fsm.Heartbeat{Token: token, For: d}, now, actor, &out)
+		err = e.apply(tx, m, in, fsm.Heartbeat{Token: token, Holder: principal, For: d}, now, principal, &out)
 		return out, err
 	})
 	return out.Lease.ExpiresAt, err
 }
 
 // Relinquish gives a lease back without counting a failed attempt.
-func (e *Engine) Relinquish(ctx context.Context, id string, token uint64, actor string) (fsm.Instance, error) {
+// principal is as for Heartbeat.
+func (e *Engine) Relinquish(ctx context.Context, id string, token uint64, principal string) (fsm.Instance, error) {
 	if token == 0 {
 		return fsm.Instance{}, invalid("token", "must be the lease's fencing token (non-zero)")
 	}
-	return e.applyTo(ctx, id, actor, func(*fsm.Machine, fsm.Instance) fsm.Event { return fsm.Relinquish{Token: token} })
+	return e.applyTo(ctx, id, principal, func(*fsm.Machine, fsm.Instance) fsm.Event {
+		return fsm.Relinquish{Token: token, Holder: principal}
+	})
 }

@@ -3,6 +3,7 @@ package fsm
 import (
 	"fmt"
 	"maps"
+	"slices"
 	"time"
 )
 
@@ -46,8 +47,13 @@ func Start(m *Machine, a StartArgs, now time.Time) (Instance, []Change, error) {
 func Apply(m *Machine, in Instance, ev Event, now time.Time) (Instance, []Change, error) {
 	assert(in.Machine == m.ID && in.Version == m.Version,
 		"instance %q runs %s@%d, applied with machine %s", in.ID, in.Machine, in.Version, m)
-	if r, ok := ev.(Report); ok && r.RequestID != "" && r.RequestID == in.LastRequest && r.Token == in.Token {
-		return in.Clone(), nil, nil
+	if r, ok := ev.(Report); ok {
+		if a, ok := in.FindApplied(r.RequestID, r.Token); ok {
+			if a.Holder != "" && a.Holder != r.Holder {
+				return Instance{}, nil, &NotHolderError{Instance: in.ID, Caller: r.Holder}
+			}
+			return in.Clone(), nil, nil
+		}
 	}
 	if in.Status == StatusFinal {
 		if tok, ok := eventToken(ev); ok {
@@ -113,6 +119,15 @@ func checkLease(in *Instance, token uint64) error {
 	return nil
 }
 
+// checkHolder refuses a caller other than the principal that took the
+// live lease. A lease taken without authentication binds no one.
+func checkHolder(in *Instance, holder string) error {
+	if in.Lease.Holder != "" && in.Lease.Holder != holder {
+		return &NotHolderError{Instance: in.ID, Caller: holder}
+	}
+	return nil
+}
+
 func acquire(in *Instance, e Acquire, now time.Time) ([]Change, error) {
 	if in.Status != StatusReady {
 		return nil, fmt.Errorf("instance %q is %s: %w", in.ID, in.Status, ErrNotReady)
@@ -123,16 +138,21 @@ func acquire(in *Instance, e Acquire, now time.Time) ([]Change, error) {
 	from := *in
 	in.Token++
 	in.Status = StatusLeased
-	in.Lease = Lease{Token: in.Token, Worker: e.Worker, AcquiredAt: now}
+	in.Lease = Lease{Token: in.Token, Worker: e.Worker, Holder: e.Holder, AcquiredAt: now}
 	if e.For > 0 {
 		in.Lease.ExpiresAt = now.Add(e.For)
 	}
 	in.DueAt = time.Time{}
-	return []Change{newChange(ChangeLeased, from, in, now)}, nil
+	c := newChange(ChangeLeased, from, in, now)
+	c.Worker = e.Worker
+	return []Change{c}, nil
 }
 
 func report(m *Machine, in *Instance, e Report, now time.Time) ([]Change, error) {
 	if err := checkLease(in, e.Token); err != nil {
+		return nil, err
+	}
+	if err := checkHolder(in, e.Holder); err != nil {
 		return nil, err
 	}
 	t, err := lookup(m, in, e.Transition)
@@ -146,12 +166,23 @@ func report(m *Machine, in *Instance, e Report, now time.Time) ([]Change, error)
 	if e.OverrideDelay && (e.Delay < 0 || e.Delay > MaxDelay) {
 		return nil, &InvalidError{Field: "delay", Reason: fmt.Sprintf("must be between 0 and %s", MaxDelay)}
 	}
-	in.LastRequest = e.RequestID
-	return move(m, in, t, ChangeTransitioned, e.Params, e.Delay, e.OverrideDelay, e.Jitter, e.ExtraDelay, now), nil
+	if e.RequestID != "" {
+		in.Applied = append(in.Applied, Applied{RequestID: e.RequestID, Token: e.Token, Holder: in.Lease.Holder})
+		if n := len(in.Applied); n > MaxApplied {
+			in.Applied = slices.Clone(in.Applied[n-MaxApplied:])
+		}
+	}
+	worker := in.Lease.Worker
+	changes := move(m, in, t, ChangeTransitioned, e.Params, e.Delay, e.OverrideDelay, e.Jitter, e.ExtraDelay, now)
+	changes[0].Worker = worker
+	return changes, nil
 }
 
 func heartbeat(in *Instance, e Heartbeat, now time.Time) ([]Change, error) {
 	if err := checkLease(in, e.Token); err != nil {
+		return nil, err
+	}
+	if err := checkHolder(in, e.Holder); err != nil {
 		return nil, err
 	}
 	if e.For < 0 {
@@ -162,17 +193,24 @@ func heartbeat(in *Instance, e Heartbeat, now time.Time) ([]Change, error) {
 	if e.For > 0 {
 		in.Lease.ExpiresAt = now.Add(e.For)
 	}
-	return []Change{newChange(ChangeHeartbeat, from, in, now)}, nil
+	c := newChange(ChangeHeartbeat, from, in, now)
+	c.Worker = in.Lease.Worker
+	return []Change{c}, nil
 }
 
 func relinquish(in *Instance, e Relinquish, now time.Time) ([]Change, error) {
 	if err := checkLease(in, e.Token); err != nil {
 		return nil, err
 	}
+	if err := checkHolder(in, e.Holder); err != nil {
+		return nil, err
+	}
 	from := *in
 	in.Lease = Lease{}
 	in.Status, in.DueAt = StatusReady, now
-	return []Change{newChange(ChangeRelinquished, from, in, now)}, nil
+	c := newChange(ChangeRelinquished, from, in, now)
+	c.Worker = from.Lease.Worker
+	return []Change{c}, nil
 }
 
 func signal(m *Machine, in *Instance, e Signal, now time.Time) ([]Change, error) {
@@ -355,5 +393,6 @@ func finish(prev, in Instance, changes []Change, now time.Time) (Instance, []Cha
 	assert(in.Status != StatusLeased || in.Lease.Token == in.Token, "instance %q: live lease %d is not the last token %d", in.ID, in.Lease.Token, in.Token)
 	assert(in.Status != StatusWaiting || !in.DueAt.IsZero(), "instance %q: WAITING without a due time", in.ID)
 	assert(in.Attempt >= 1, "instance %q: attempt %d", in.ID, in.Attempt)
+	assert(len(in.Applied) <= MaxApplied, "instance %q: %d applied requests kept", in.ID, len(in.Applied))
 	return in, changes, nil
 }

@@ -2,6 +2,7 @@ package fsm
 
 import (
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 )
@@ -278,7 +279,7 @@ func TestReportIdempotentRequest(t *testing.T) {
 	tok := in.Lease.Token
 	ev := Report{Token: tok, Transition: "ok", RequestID: "r1"}
 	after, ch := mustApply(t, m, in, ev, t0)
-	if len(ch) != 1 || after.LastRequest != "r1" {
+	if len(ch) != 1 || len(after.Applied) != 1 || after.Applied[0] != (Applied{RequestID: "r1", Token: tok}) {
 		t.Fatalf("first report: %+v", after)
 	}
 	again, ch, err := Apply(m, after, ev, t0.Add(time.Second))
@@ -295,6 +296,139 @@ func TestReportIdempotentRequest(t *testing.T) {
 	final, _ := mustApply(t, m, leased(t, m), Report{Token: 1, Transition: "give_up", RequestID: "r9"}, t0)
 	if _, ch, err := Apply(m, final, Report{Token: 1, Transition: "give_up", RequestID: "r9"}, t0); err != nil || ch != nil {
 		t.Fatalf("repeat on final: %v %v", ch, err)
+	}
+}
+
+// TestReportRetryWindow: a Transition retried with its request id and
+// token is answered without effect as long as it is among the instance's
+// last MaxApplied applied requests, whatever happened to the instance
+// since: leased again, moved on, or FINAL.
+func TestReportRetryWindow(t *testing.T) {
+	m := testMachine()
+	// loop runs n error edges in node a under request ids r1..rn, each
+	// after a new lease; node a retries up to 3 attempts, so the machine
+	// gets a generous retry policy here.
+	m.Nodes["a"].Retry = Retry{MaxAttempts: 100, Backoff: BackoffFixed}
+	loop := func(t *testing.T, n int) (Instance, []Report) {
+		in := mustStart(t, m)
+		var sent []Report
+		for i := range n {
+			in, _ = mustApply(t, m, in, Acquire{Worker: "w", For: time.Second}, t0)
+			r := Report{Token: in.Lease.Token, Transition: "error", RequestID: fmt.Sprintf("r%d", i+1)}
+			in, _ = mustApply(t, m, in, r, t0)
+			sent = append(sent, r)
+		}
+		return in, sent
+	}
+	tests := []struct {
+		name   string
+		n      int // reports applied
+		retry  int // index of the report retried
+		then   func(t *testing.T, in Instance) Instance
+		repeat bool
+	}{
+		{name: "last, not leased since", n: 1, retry: 0, repeat: true},
+		{name: "last, leased again since", n: 1, retry: 0, repeat: true,
+			then: func(t *testing.T, in Instance) Instance {
+				in, _ = mustApply(t, m, in, Acquire{Worker: "w", For: time.Second}, t0)
+				return in
+			}},
+		{name: "oldest in the window", n: MaxApplied, retry: 0, repeat: true},
+		{name: "pushed out of the window", n: MaxApplied + 1, retry: 0, repeat: false},
+		{name: "newest of a full window", n: MaxApplied + 1, retry: MaxApplied, repeat: true},
+		{name: "after going final", n: 3, retry: 1, repeat: true,
+			then: func(t *testing.T, in Instance) Instance {
+				in, _ = mustApply(t, m, in, Acquire{Worker: "w", For: time.Second}, t0)
+				in, _ = mustApply(t, m, in, Report{Token: in.Lease.Token, Transition: "give_up"}, t0)
+				return in
+			}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			in, sent := loop(t, tt.n)
+			if tt.then != nil {
+				in = tt.then(t, in)
+			}
+			out, ch, err := Apply(m, in, sent[tt.retry], t0.Add(time.Minute))
+			if !tt.repeat {
+				if err == nil {
+					t.Fatalf("retry out of the window applied: %v", ch)
+				}
+				return
+			}
+			if err != nil || ch != nil || out.Rev != in.Rev || out.Status != in.Status || out.Token != in.Token {
+				t.Fatalf("repeat: ch %v err %v; got %+v want %+v", ch, err, out, in)
+			}
+			if len(out.Applied) > MaxApplied {
+				t.Fatalf("%d applied kept", len(out.Applied))
+			}
+		})
+	}
+}
+
+// TestLeaseHolder: a lease taken by a principal is used by that principal
+// only; without authentication (no holder) the token alone suffices.
+func TestLeaseHolder(t *testing.T) {
+	m := testMachine()
+	start := mustStart(t, m)
+	bound, _ := mustApply(t, m, start, Acquire{Worker: "w", Holder: "alice", For: time.Second}, t0)
+	tok := bound.Lease.Token
+	for _, ev := range []Event{
+		Report{Token: tok, Holder: "bob", Transition: "ok"},
+		Report{Token: tok, Transition: "ok"},
+		Heartbeat{Token: tok, Holder: "bob", For: time.Second},
+		Relinquish{Token: tok, Holder: "bob"},
+	} {
+		var nh *NotHolderError
+		if _, _, err := Apply(m, bound, ev, t0); !errors.As(err, &nh) || !errors.Is(err, ErrNotHolder) {
+			t.Errorf("%T from another principal: err = %v", ev, err)
+		}
+	}
+	for _, ev := range []Event{
+		Report{Token: tok, Holder: "alice", Transition: "ok"},
+		Heartbeat{Token: tok, Holder: "alice", For: time.Second},
+		Relinquish{Token: tok, Holder: "alice"},
+	} {
+		mustApply(t, m, bound, ev, t0)
+	}
+	// A retry of alice's applied Transition is hers too.
+	done, _ := mustApply(t, m, bound, Report{Token: tok, Holder: "alice", Transition: "ok", RequestID: "q"}, t0)
+	if _, _, err := Apply(m, done, Report{Token: tok, Holder: "bob", Transition: "ok", RequestID: "q"}, t0); !errors.Is(err, ErrNotHolder) {
+		t.Errorf("retry by another principal: err = %v", err)
+	}
+	if _, ch, err := Apply(m, done, Report{Token: tok, Holder: "alice", Transition: "ok", RequestID: "q"}, t0); err != nil || ch != nil {
+		t.Errorf("retry by the holder: %v %v", ch, err)
+	}
+	unbound, _ := mustApply(t, m, start, Acquire{Worker: "w", For: time.Second}, t0)
+	mustApply(t, m, unbound, Report{Token: unbound.Lease.Token, Holder: "anyone", Transition: "ok"}, t0)
+}
+
+// TestChangeWorker: the changes of work events carry the lease's worker
+// name; other changes carry none.
+func TestChangeWorker(t *testing.T) {
+	m := testMachine()
+	in, ch := mustApply(t, m, mustStart(t, m), Acquire{Worker: "w1", For: time.Second}, t0)
+	if ch[0].Worker != "w1" {
+		t.Fatalf("LEASED worker %q", ch[0].Worker)
+	}
+	hb, ch := mustApply(t, m, in, Heartbeat{Token: in.Lease.Token, For: time.Second}, t0)
+	if ch[0].Worker != "w1" {
+		t.Fatalf("HEARTBEAT worker %q", ch[0].Worker)
+	}
+	if _, ch := mustApply(t, m, hb, Relinquish{Token: in.Lease.Token}, t0); ch[0].Worker != "w1" {
+		t.Fatalf("RELINQUISHED worker %q", ch[0].Worker)
+	}
+	_, ch = mustApply(t, m, in, Report{Token: in.Lease.Token, Transition: "error"}, t0)
+	if ch[0].Kind != ChangeTransitioned || ch[0].Worker != "w1" {
+		t.Fatalf("TRANSITIONED worker %q", ch[0].Worker)
+	}
+	// Three attempts: the third error ends in dfsmr.failed, a change of the
+	// server's own without a worker.
+	in, _ = mustApply(t, m, mustStart(t, m), Acquire{Worker: "w1", For: time.Second}, t0)
+	in.Attempt = 3
+	_, ch = mustApply(t, m, in, Report{Token: in.Lease.Token, Transition: "error"}, t0)
+	if len(ch) != 2 || ch[1].Kind != ChangeFailed || ch[1].Worker != "" {
+		t.Fatalf("changes %+v", ch)
 	}
 }
 

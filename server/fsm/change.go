@@ -136,4 +136,8 @@ type Change struct {
 	// Device is the device of DEVICE_* changes and of job transitions a
 	// device's round records; empty otherwise.
 	Device string
+	// Worker is the worker name of the lease, for LEASED (the name the
+	// Acquire gave), TRANSITIONED by a worker, HEARTBEAT and RELINQUISHED
+	// changes: a label the worker chose, recorded beside the actor.
+	Worker string
 }

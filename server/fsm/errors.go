@@ -20,6 +20,8 @@ var (
 	ErrNotDue = errors.New("instance is not due")
 	// ErrInvalid: an event carries an invalid value.
 	ErrInvalid = errors.New("invalid event")
+	// ErrNotHolder: the caller is not the principal that holds the lease.
+	ErrNotHolder = errors.New("not the lease holder")
 )
 
 // IllegalTransitionError names the node and transition that were refused.
@@ -54,6 +56,20 @@ func (e *StaleLeaseError) Error() string {
 
 // Unwrap makes errors.Is(err, ErrStaleLease) true.
 func (e *StaleLeaseError) Unwrap() error { return ErrStaleLease }
+
+// NotHolderError says that a principal other than the lease's holder
+// presented its token. The message names neither the holder nor the token.
+type NotHolderError struct {
+	Instance string
+	Caller   string
+}
+
+func (e *NotHolderError) Error() string {
+	return fmt.Sprintf("instance %q: %s does not hold its lease: only the principal that leased it may use the lease", e.Instance, e.Caller)
+}
+
+// Unwrap makes errors.Is(err, ErrNotHolder) true.
+func (e *NotHolderError) Unwrap() error { return ErrNotHolder }
 
 // InvalidError names the event field that is wrong.
 type InvalidError struct {

@@ -22,8 +22,11 @@ type StartArgs struct {
 
 // Acquire leases a READY instance to a worker.
 type Acquire struct {
-	// Worker identifies the lease holder.
+	// Worker identifies the lease holder (the name it gave itself).
 	Worker string
+	// Holder is the authenticated principal taking the lease; empty
+	// without authentication (see Lease.Holder).
+	Holder string
 	// For is the lease duration; zero means the lease never expires.
 	For time.Duration
 }
@@ -33,11 +36,15 @@ type Acquire struct {
 type Report struct {
 	// Token must be the live lease's fencing token.
 	Token uint64
+	// Holder is the authenticated principal reporting; it must be the
+	// lease's holder. Empty without authentication.
+	Holder string
 	// Transition is the name of a non-signal transition of the node.
 	Transition string
 	// Params are merged into the instance's params.
 	Params map[string]string
-	// RequestID, when set, makes a retry of the same report a no-op.
+	// RequestID, when set, makes a retry of the same report (same request
+	// id and token, one of the instance's last MaxApplied) a no-op.
 	RequestID string
 	// Delay overrides the transition's delay when OverrideDelay is set
 	// (a worker passing on a Retry-After, say).
@@ -54,13 +61,17 @@ type Report struct {
 // Heartbeat extends a live lease to now+For (zero: never expires).
 type Heartbeat struct {
 	Token uint64
-	For   time.Duration
+	// Holder is the authenticated caller; it must be the lease's holder.
+	Holder string
+	For    time.Duration
 }
 
 // Relinquish gives a live lease back; the instance is READY again at once
 // and the attempt does not count as failed.
 type Relinquish struct {
 	Token uint64
+	// Holder is the authenticated caller; it must be the lease's holder.
+	Holder string
 }
 
 // Signal applies a transition marked as a signal; it needs no lease and

@@ -2,6 +2,7 @@ package fsm
 
 import (
 	"maps"
+	"slices"
 	"time"
 )
 
@@ -66,9 +67,11 @@ type Instance struct {
 	// Token is the last fencing token issued for this instance. It only
 	// ever grows, across restarts, because it is stored with the instance.
 	Token uint64
-	// LastRequest is the request id of the last applied Transition, so that
-	// a retry of the same call is recognised and answered without effect.
-	LastRequest string
+	// Applied are the last MaxApplied Transitions applied with a request
+	// id, oldest first, so that a retry of any of them is recognised and
+	// answered without effect, even after the instance was leased again or
+	// went FINAL.
+	Applied []Applied
 	// Rev counts the changes applied to the instance, from 1 at start.
 	Rev uint64
 	// CreatedAt and UpdatedAt are clock values of the first and last change.
@@ -83,16 +86,68 @@ type Lease struct {
 	Token uint64
 	// Worker identifies the holder (free text chosen by the worker).
 	Worker string
+	// Holder is the authenticated principal that took the lease; only it
+	// may report on, extend or give back the lease. Empty when the server
+	// runs without authentication: then any caller with the token may.
+	Holder string
 	// AcquiredAt is when the lease was granted.
 	AcquiredAt time.Time
 	// ExpiresAt is when the lease times out; zero means never.
 	ExpiresAt time.Time
 }
 
-// Clone returns a deep copy of the instance (params are copied).
+// MaxApplied bounds Instance.Applied: a Transition retried with its
+// request id is recognised as long as fewer than MaxApplied Transitions
+// with a request id were applied to the instance after it.
+const MaxApplied = 8
+
+// Applied records one Transition applied with a request id.
+type Applied struct {
+	// RequestID and Token are the request id and the token the Transition
+	// presented; a retry must present both.
+	RequestID string
+	Token     uint64
+	// Holder is the lease's holder when it was applied (see Lease.Holder).
+	Holder string
+	// NextID and NextToken name the lease the same call granted by
+	// continuation or refill (see TransitionBatch); empty and zero when it
+	// granted none.
+	NextID    string
+	NextToken uint64
+}
+
+// Clone returns a deep copy of the instance (params and applied requests
+// are copied).
 func (in Instance) Clone() Instance {
 	in.Params = maps.Clone(in.Params)
+	in.Applied = slices.Clone(in.Applied)
 	return in
+}
+
+// FindApplied returns the applied Transition with requestID and token.
+func (in *Instance) FindApplied(requestID string, token uint64) (Applied, bool) {
+	if requestID == "" {
+		return Applied{}, false
+	}
+	for _, a := range in.Applied {
+		if a.RequestID == requestID && a.Token == token {
+			return a, true
+		}
+	}
+	return Applied{}, false
+}
+
+// LinkNext records on the applied Transition with requestID and token the
+// lease (nextID, nextToken) its call granted, so that a retry of the call
+// can answer with it too. It reports whether such a Transition is recorded.
+func (in *Instance) LinkNext(requestID string, token uint64, nextID string, nextToken uint64) bool {
+	for i := range in.Applied {
+		if a := &in.Applied[i]; requestID != "" && a.RequestID == requestID && a.Token == token {
+			a.NextID, a.NextToken = nextID, nextToken
+			return true
+		}
+	}
+	return false
 }
 
 // DueTime returns the time at which the scheduler must look at the instance

@@ -2,8 +2,9 @@ package fsm
 
 import (
 	"fmt"
-	"math"
 	"time"
+
+	"github.com/dfsmr/dfsmr/internal/backoff"
 )
 
 // SystemPrefix starts every reserved node and transition name.
@@ -226,32 +227,21 @@ type Retry struct {
 // first retry). u is a uniform random draw in [0, 1) supplied by the caller;
 // it only matters when Jitter is non-zero.
 func (r Retry) Delay(attempt int32, u float64) time.Duration {
-	retry := int64(attempt) - 1
-	if retry < 1 || r.Initial <= 0 {
-		return 0
-	}
-	var d float64
+	return r.Policy().Delay(int64(attempt)-1, u)
+}
+
+// Policy returns the retry policy as the shared backoff calculation's.
+func (r Retry) Policy() backoff.Policy {
+	p := backoff.Policy{Initial: r.Initial, Max: r.Max, Jitter: r.Jitter}
 	switch r.Backoff {
 	case BackoffLinear:
-		d = float64(r.Initial) * float64(retry)
+		p.Growth = backoff.Linear
 	case BackoffExponential:
-		d = float64(r.Initial) * math.Pow(2, float64(retry-1))
+		p.Growth = backoff.Exponential
 	default:
-		d = float64(r.Initial)
+		p.Growth = backoff.Fixed
 	}
-	if r.Jitter > 0 {
-		d *= 1 + r.Jitter*(2*u-1)
-	}
-	if r.Max > 0 && d > float64(r.Max) {
-		d = float64(r.Max)
-	}
-	if d > float64(math.MaxInt64) {
-		d = float64(math.MaxInt64)
-	}
-	if d < 0 {
-		d = 0
-	}
-	return time.Duration(d)
+	return p
 }
 
 // Exhausted reports whether attempt number attempt is past the policy.

@@ -52,6 +52,9 @@ type opRec struct {
 	out       *output // nil: ambiguous
 	delivered bool
 	failed    bool // the server answered with a failure of its own
+	// again says a transition with the same instance, request id and
+	// token was delivered before: the server may answer it as a retry.
+	again bool
 
 	inst fsm.Instance // what an answered call returned
 }
@@ -280,7 +283,10 @@ func (s *sim) learn(a *actor, rec *opRec) {
 		}
 	case opTransition:
 		if o.Code == codeOK {
-			if o.Token != in.Token {
+			// A retry of an applied transition is answered with the
+			// instance as it is now, maybe leased again since; a first
+			// delivery shows the state the transition made, its token.
+			if o.Token != in.Token && !rec.again {
 				s.failf("transition of %s with token %d took effect under token %d", in.ID, in.Token, o.Token)
 			}
 			s.chk.ack(acked{id: in.ID, kind: fsm.ChangeTransitioned, token: in.Token, name: in.Name})
@@ -310,11 +316,22 @@ func (s *sim) learn(a *actor, rec *opRec) {
 	}
 }
 
+// sentKey names a transition request as the server's retry window does.
+type sentKey struct {
+	id, request string
+	token       uint64
+}
+
 // exec delivers one copy of a call to the server.
 func (s *sim) exec(rec *opRec) {
 	s.res.Delivered++
 	rec.delivered = true
 	a, in := rec.c.a, rec.in
+	if in.Kind == opTransition && in.Request != "" {
+		k := sentKey{in.ID, in.Request, in.Token}
+		rec.again = s.sent[k]
+		s.sent[k] = true
+	}
 	if s.cfg.Bugs.StaleTokens && (in.Kind == opTransition || in.Kind == opHeartbeat || in.Kind == opRelinquish) {
 		in.Token = s.liveToken(in.ID, in.Token)
 	}
@@ -339,9 +356,9 @@ func (s *sim) exec(rec *opRec) {
 		case opTransition:
 			res, err = s.eng.Transition(s.ctx, engine.TransitionArgs{ID: in.ID, Token: in.Token, Transition: in.Name, RequestID: in.Request})
 		case opHeartbeat:
-			_, err = s.eng.Heartbeat(s.ctx, in.ID, in.Token, a.name)
+			_, err = s.eng.Heartbeat(s.ctx, in.ID, in.Token, "")
 		case opRelinquish:
-			res, err = s.eng.Relinquish(s.ctx, in.ID, in.Token, a.name)
+			res, err = s.eng.Relinquish(s.ctx, in.ID, in.Token, "")
 		case opSignal:
 			res, err = s.eng.SignalInstance(s.ctx, in.ID, in.Name, nil, a.name)
 		case opCancel:

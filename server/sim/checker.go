@@ -26,6 +26,9 @@ type shadow struct {
 	version uint32
 	rev     uint64
 	final   bool
+	// due is the due time (WAITING) or lease expiry (LEASED) its last
+	// change recorded, on the server's clock.
+	due time.Time
 }
 
 // checker holds what the invariants are checked against: the changelog as
@@ -224,9 +227,18 @@ func (s *sim) follow(c fsm.Change) {
 		if c.ToNode != c.FromNode || c.Transition != fsm.TransitionTimeout {
 			bad("a timeout that moved the instance")
 		}
+		// Whatever the server's clock did, a lease ends no earlier than
+		// its expiry by that clock: in real time, early by at most the
+		// forward steps taken since.
+		if c.At.Before(sh.due) {
+			bad("the lease timed out at %v, before its expiry %v", c.At, sh.due)
+		}
 	case fsm.ChangeWoken:
 		if sh.status != fsm.StatusWaiting || c.ToStatus != fsm.StatusReady || c.ToNode != c.FromNode {
 			bad("a wake of a %s instance", sh.status)
+		}
+		if c.At.Before(sh.due) {
+			bad("woken at %v, before its due time %v", c.At, sh.due)
 		}
 	case fsm.ChangeFailed:
 		if c.ToNode != fsm.NodeFailed || c.ToStatus != fsm.StatusFinal {
@@ -247,6 +259,7 @@ func (s *sim) follow(c fsm.Change) {
 		bad("status %s in node %s", c.ToStatus, c.ToNode)
 	}
 	sh.node, sh.status, sh.token, sh.version = c.ToNode, c.ToStatus, c.Token, c.Version
+	sh.due = c.DueAt
 	sh.rev++
 	sh.final = c.ToStatus == fsm.StatusFinal
 }

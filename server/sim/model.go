@@ -94,14 +94,49 @@ type output struct {
 	Attempt int32
 }
 
-// state is the model of one instance.
+// state is the model of one instance. It is comparable: Applied is an
+// array.
 type state struct {
 	Exists  bool
 	Node    string
 	Status  status
 	Token   uint64
 	Attempt int32
-	LastReq string
+	// Applied are the (request id, token) pairs of the last
+	// fsm.MaxApplied transitions applied with a request id, newest last;
+	// NApplied of them are set.
+	Applied  [fsm.MaxApplied]applied
+	NApplied int
+}
+
+// applied is a transition applied with a request id.
+type applied struct {
+	Request string
+	Token   uint64
+}
+
+// isRetry reports whether in repeats a transition s has applied.
+func (s *state) isRetry(in input) bool {
+	for _, a := range s.Applied[:s.NApplied] {
+		if in.Request != "" && a == (applied{in.Request, in.Token}) {
+			return true
+		}
+	}
+	return false
+}
+
+// remember records the applied transition in, dropping the oldest one
+// past fsm.MaxApplied.
+func (s *state) remember(in input) {
+	if in.Request == "" {
+		return
+	}
+	if s.NApplied == len(s.Applied) {
+		copy(s.Applied[:], s.Applied[1:])
+		s.NApplied--
+	}
+	s.Applied[s.NApplied] = applied{in.Request, in.Token}
+	s.NApplied++
 }
 
 func (s state) view() output {
@@ -134,7 +169,9 @@ func step(s state, in input) (state, output) {
 		s.Status = stLeased
 		return s, s.view()
 	case opTransition:
-		if in.Request != "" && in.Request == s.LastReq && in.Token == s.Token {
+		if s.isRetry(in) {
+			// A retry of any recent applied transition, whatever happened
+			// since: no effect, the instance as it is.
 			return s, s.view()
 		}
 		if s.Status != stLeased || s.Token != in.Token {
@@ -145,7 +182,7 @@ func step(s state, in input) (state, output) {
 			return fail(codeIllegal)
 		}
 		s = move(s, t)
-		s.LastReq = in.Request
+		s.remember(in)
 		return s, s.view()
 	case opHeartbeat, opRelinquish:
 		if s.Status != stLeased || s.Token != in.Token {
@@ -278,7 +315,7 @@ var model = porcupine.NondeterministicModel{
 	Hash: func(st any) uint64 {
 		s := st.(state)
 		h := fnv.New64a()
-		fmt.Fprintf(h, "%v|%s|%d|%d|%d|%s", s.Exists, s.Node, s.Status, s.Token, s.Attempt, s.LastReq)
+		fmt.Fprintf(h, "%v|%s|%d|%d|%d|%v", s.Exists, s.Node, s.Status, s.Token, s.Attempt, s.Applied[:s.NApplied])
 		return h.Sum64()
 	},
 	DescribeOperation: func(in, out any) string {
@@ -289,7 +326,7 @@ var model = porcupine.NondeterministicModel{
 		if !s.Exists {
 			return "absent"
 		}
-		return fmt.Sprintf("%s %s token=%d attempt=%d last=%q", s.Node, s.Status, s.Token, s.Attempt, s.LastReq)
+		return fmt.Sprintf("%s %s token=%d attempt=%d applied=%v", s.Node, s.Status, s.Token, s.Attempt, s.Applied[:s.NApplied])
 	},
 }
 

@@ -43,8 +43,12 @@ type Config struct {
 }
 
 // DrainTicks bounds the ticks after the faults stop within which every
-// instance must reach a final node.
+// instance must reach a final node. Steps of the server's clock back add
+// to it (see drainBound): they delay what was due by their size.
 const DrainTicks = 400
+
+// drainTick is how far real time moves per tick once the faults stop.
+const drainTick = 5 * time.Second
 
 // Result sums up a run.
 type Result struct {
@@ -59,8 +63,9 @@ type Result struct {
 	// Lost and Duplicated the requests the network dropped or copied.
 	Delivered, Lost, Duplicated int
 	// Crashes counts server crashes; StoreFaults the failed commits
-	// (before or after the commit) that did not crash it.
-	Crashes, StoreFaults int
+	// (before or after the commit) that did not crash it; ClockSteps the
+	// steps of the server's clock, back or forward.
+	Crashes, StoreFaults, ClockSteps int
 	// Instances and Changes are the final counts in the store.
 	Instances int
 	Changes   uint64
@@ -88,6 +93,7 @@ func (r *Result) Add(o Result) {
 	r.Duplicated += o.Duplicated
 	r.Crashes += o.Crashes
 	r.StoreFaults += o.StoreFaults
+	r.ClockSteps += o.ClockSteps
 	r.Instances += o.Instances
 	r.Changes += o.Changes
 	r.Ops += o.Ops
@@ -148,11 +154,15 @@ const (
 )
 
 type sim struct {
-	cfg  Config
-	ctx  context.Context
-	rng  *rand.Rand
-	clk  *clock.Fake
-	path string
+	cfg Config
+	ctx context.Context
+	rng *rand.Rand
+	clk *clock.Fake // real time: only forward
+	// srvClk is the server's clock: real time plus the clock steps;
+	// stepsBack sums the steps back.
+	srvClk    *serverClock
+	stepsBack time.Duration
+	path      string
 
 	bolt *bolt.Store
 	fs   *faultStore
@@ -171,6 +181,9 @@ type sim struct {
 	nextCID int
 	nextID  int
 	res     Result
+	// sent holds the transition requests delivered so far (see
+	// opRec.again).
+	sent map[sentKey]bool
 
 	// committed holds the changes of commits not yet checked, as the
 	// commit hook delivered them.
@@ -195,7 +208,9 @@ func Run(cfg Config) (res Result, err error) {
 		trace: sha256.New(),
 		res:   Result{Seed: cfg.Seed, Ticks: cfg.Ticks},
 		jobs:  map[string]*jobShadow{},
+		sent:  map[sentKey]bool{},
 	}
+	s.srvClk = &serverClock{real: s.clk}
 	s.chk.init()
 	dir, err := os.MkdirTemp(cfg.Dir, fmt.Sprintf("dst-%d-", cfg.Seed))
 	if err != nil {
@@ -263,8 +278,8 @@ func (s *sim) run() {
 	s.tracef("faults stop")
 	start := s.tick
 	for ; ; s.tick++ {
-		if s.tick-start > DrainTicks {
-			s.failf("liveness: %d instances and %d jobs not final %d ticks after the faults stopped", s.unfinished(), s.liveJobs(), DrainTicks)
+		if bound := s.drainBound(); s.tick-start > bound {
+			s.failf("liveness: %d instances and %d jobs not final %d ticks after the faults stopped", s.unfinished(), s.liveJobs(), bound)
 		}
 		s.step()
 		if s.unfinished() == 0 && s.liveJobs() == 0 && len(s.reqs) == 0 && len(s.resps) == 0 && s.idle() {
@@ -276,6 +291,12 @@ func (s *sim) run() {
 	s.finalState()
 	s.linearizable()
 	s.res.Hash = hex.EncodeToString(s.trace.Sum(nil))
+}
+
+// drainBound is DrainTicks plus the ticks that the server clock's steps
+// back delay due work by: a step back of d delays what was due by d.
+func (s *sim) drainBound() int {
+	return DrainTicks + int((s.stepsBack+drainTick-1)/drainTick)
 }
 
 // open opens the store at s.path and makes a new engine over it: the
@@ -294,7 +315,7 @@ func (s *sim) open() {
 	s.bolt = b
 	s.fs = &faultStore{inner: b, pick: s.pickFault, bugs: s.cfg.Bugs}
 	s.eng = engine.New(s.fs, engine.Options{
-		Clock:  s.clk,
+		Clock:  s.srvClk,
 		Rand:   rand.New(rand.NewPCG(s.rng.Uint64(), s.rng.Uint64())),
 		Logger: slog.New(slog.DiscardHandler),
 	})
@@ -385,10 +406,13 @@ func (s *sim) step() {
 		s.tracef("clock jumps %v", d)
 		s.clk.Advance(d)
 	}
+	if s.active && s.rng.Float64() < pClockStep {
+		s.stepClock()
+	}
 	if s.active {
 		s.clk.Advance(time.Duration(s.rng.IntN(2000)) * time.Millisecond)
 	} else {
-		s.clk.Advance(5 * time.Second)
+		s.clk.Advance(drainTick)
 	}
 	s.fire()
 	for _, a := range s.actors {
@@ -413,7 +437,8 @@ func (s *sim) step() {
 // fire does what the engine's scheduler does when its timer fires: pop
 // what is due from the heap and fire it in one transaction.
 func (s *sim) fire() {
-	due := s.heap.PopDue(s.clk.Now(), 256)
+	// The scheduler reads the server's clock, steps and all.
+	due := s.heap.PopDue(s.srvClk.Now(), 256)
 	if len(due) == 0 {
 		return
 	}
@@ -434,7 +459,7 @@ func (s *sim) fire() {
 		if !errors.Is(err, errCrashed) {
 			// As the scheduler does after a failed Fire: try again later.
 			// (After a crash the new heap came from the store.)
-			retry := s.clk.Now().Add(sched.DefaultRetry)
+			retry := s.srvClk.Now().Add(sched.DefaultRetry)
 			for _, id := range ids {
 				s.heap.Set(id, retry)
 			}

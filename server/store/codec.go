@@ -36,8 +36,10 @@ import (
 // Record tags: type in the high nibble, format version in the low one.
 const (
 	tagInstanceV1  byte = 0x11
+	tagInstanceV2  byte = 0x12 // V1 + Lease.Holder, Applied in place of LastRequest
 	tagChangeV1    byte = 0x21
 	tagChangeV2    byte = 0x22 // V1 + Device
+	tagChangeV3    byte = 0x23 // V2 + Worker
 	tagDeviceV1    byte = 0x61
 	tagMachineV1   byte = 0x31
 	tagDurationsV1 byte = 0x41
@@ -83,7 +85,7 @@ func FromUnixNanos(n int64) time.Time {
 
 // AppendInstance appends the encoding of in to dst.
 func AppendInstance(dst []byte, in *fsm.Instance) []byte {
-	b := append(dst, tagInstanceV1)
+	b := append(dst, tagInstanceV2)
 	b = appendString(b, in.ID)
 	b = appendString(b, in.Machine)
 	b = binary.AppendUvarint(b, uint64(in.Version))
@@ -95,22 +97,35 @@ func AppendInstance(dst []byte, in *fsm.Instance) []byte {
 	b = appendTime(b, in.DueAt)
 	b = binary.AppendUvarint(b, in.Lease.Token)
 	b = appendString(b, in.Lease.Worker)
+	b = appendString(b, in.Lease.Holder)
 	b = appendTime(b, in.Lease.AcquiredAt)
 	b = appendTime(b, in.Lease.ExpiresAt)
 	b = binary.AppendUvarint(b, in.Token)
-	b = appendString(b, in.LastRequest)
+	b = binary.AppendUvarint(b, uint64(len(in.Applied)))
+	for _, a := range in.Applied {
+		b = appendString(b, a.RequestID)
+		b = binary.AppendUvarint(b, a.Token)
+		b = appendString(b, a.Holder)
+		b = appendString(b, a.NextID)
+		b = binary.AppendUvarint(b, a.NextToken)
+	}
 	b = binary.AppendUvarint(b, in.Rev)
 	b = appendTime(b, in.CreatedAt)
 	b = appendTime(b, in.UpdatedAt)
 	return b
 }
 
-// DecodeInstance decodes a record written by AppendInstance. The result
-// shares no memory with b. Malformed input gives an error wrapping
-// ErrCorrupt, never a panic.
+// DecodeInstance decodes a record written by AppendInstance, in the current
+// format (V2) or the one before it (V1: no lease holder, and only the last
+// request id, which becomes the one applied request, with the instance's
+// last token). The result shares no memory with b. Malformed input gives an
+// error wrapping ErrCorrupt, never a panic.
 func DecodeInstance(b []byte) (fsm.Instance, error) {
 	r := reader{b: b}
-	r.tag(tagInstanceV1)
+	tag := r.byte()
+	if r.err == nil && tag != tagInstanceV1 && tag != tagInstanceV2 {
+		r.fail("record tag %#x, want %#x or %#x", tag, tagInstanceV1, tagInstanceV2)
+	}
 	var in fsm.Instance
 	in.ID = r.string()
 	in.Machine = r.string()
@@ -123,10 +138,19 @@ func DecodeInstance(b []byte) (fsm.Instance, error) {
 	in.DueAt = r.time()
 	in.Lease.Token = r.uvarint()
 	in.Lease.Worker = r.string()
+	if tag == tagInstanceV2 {
+		in.Lease.Holder = r.string()
+	}
 	in.Lease.AcquiredAt = r.time()
 	in.Lease.ExpiresAt = r.time()
 	in.Token = r.uvarint()
-	in.LastRequest = r.string()
+	if tag == tagInstanceV1 {
+		if last := r.string(); last != "" {
+			in.Applied = []fsm.Applied{{RequestID: last, Token: in.Token}}
+		}
+	} else {
+		in.Applied = r.applied()
+	}
 	in.Rev = r.uvarint()
 	in.CreatedAt = r.time()
 	in.UpdatedAt = r.time()
@@ -136,9 +160,35 @@ func DecodeInstance(b []byte) (fsm.Instance, error) {
 	return in, nil
 }
 
+// applied reads an instance's applied requests: a count of at most
+// fsm.MaxApplied, then each entry. None decodes as nil.
+func (r *reader) applied() []fsm.Applied {
+	n := r.uvarint()
+	if n == 0 || r.err != nil {
+		return nil
+	}
+	if n > fsm.MaxApplied {
+		r.fail("%d applied requests, at most %d", n, fsm.MaxApplied)
+		return nil
+	}
+	out := make([]fsm.Applied, n)
+	for i := range out {
+		a := &out[i]
+		a.RequestID = r.string()
+		a.Token = r.uvarint()
+		a.Holder = r.string()
+		a.NextID = r.string()
+		a.NextToken = r.uvarint()
+	}
+	if r.err != nil {
+		return nil
+	}
+	return out
+}
+
 // AppendChange appends the encoding of c to dst.
 func AppendChange(dst []byte, c *fsm.Change) []byte {
-	b := append(dst, tagChangeV2)
+	b := append(dst, tagChangeV3)
 	b = binary.AppendUvarint(b, c.Seq)
 	b = appendTime(b, c.At)
 	b = appendString(b, c.Actor)
@@ -157,17 +207,18 @@ func AppendChange(dst []byte, c *fsm.Change) []byte {
 	b = appendParams(b, c.Params)
 	b = appendString(b, c.Reason)
 	b = appendString(b, c.Device)
+	b = appendString(b, c.Worker)
 	return b
 }
 
 // DecodeChange decodes a record written by AppendChange, in the current
-// format (V2) or the one before it (V1, without Device). The result shares
-// no memory with b.
+// format (V3) or an older one (V2, without Worker; V1, without Device
+// either). The result shares no memory with b.
 func DecodeChange(b []byte) (fsm.Change, error) {
 	r := reader{b: b}
 	tag := r.byte()
-	if r.err == nil && tag != tagChangeV1 && tag != tagChangeV2 {
-		r.fail("record tag %#x, want %#x or %#x", tag, tagChangeV1, tagChangeV2)
+	if r.err == nil && tag != tagChangeV1 && tag != tagChangeV2 && tag != tagChangeV3 {
+		r.fail("record tag %#x, want %#x, %#x or %#x", tag, tagChangeV1, tagChangeV2, tagChangeV3)
 	}
 	var c fsm.Change
 	c.Seq = r.uvarint()
@@ -188,8 +239,11 @@ func DecodeChange(b []byte) (fsm.Change, error) {
 	c.DueAt = r.time()
 	c.Params = r.params()
 	c.Reason = r.string()
-	if tag == tagChangeV2 {
+	if tag >= tagChangeV2 {
 		c.Device = r.string()
+	}
+	if tag == tagChangeV3 {
+		c.Worker = r.string()
 	}
 	if err := r.finish("change"); err != nil {
 		return fsm.Change{}, err

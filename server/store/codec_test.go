@@ -2,8 +2,10 @@ package store_test
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
+	"maps"
 	"math"
 	"reflect"
 	"slices"
@@ -29,14 +31,18 @@ func sampleInstance() fsm.Instance {
 		Lease: fsm.Lease{
 			Token:      9,
 			Worker:     "worker-1",
+			Holder:     "alice",
 			AcquiredAt: now,
 			ExpiresAt:  now.Add(30 * time.Second),
 		},
-		Token:       9,
-		LastRequest: "req-8",
-		Rev:         17,
-		CreatedAt:   now.Add(-time.Hour),
-		UpdatedAt:   now,
+		Token: 9,
+		Applied: []fsm.Applied{
+			{RequestID: "req-7", Token: 8, Holder: "alice", NextID: "report-42", NextToken: 9},
+			{RequestID: "req-6", Token: 7},
+		},
+		Rev:       17,
+		CreatedAt: now.Add(-time.Hour),
+		UpdatedAt: now,
 	}
 }
 
@@ -48,7 +54,7 @@ func sampleChange() fsm.Change {
 		FromNode: "downloadable", ToNode: "uploadable",
 		FromStatus: fsm.StatusLeased, ToStatus: fsm.StatusReady,
 		Token: 9, Attempt: 1, DueAt: now, Params: map[string]string{"size": "12"},
-		Reason: "because", Device: "printer-1",
+		Reason: "because", Device: "printer-1", Worker: "host-3/pid-12",
 	}
 }
 
@@ -138,17 +144,75 @@ func TestChangeRoundtrip(t *testing.T) {
 // TestChangeV1Decodes: changes written before Device existed still decode.
 func TestChangeV1Decodes(t *testing.T) {
 	c := sampleChange()
-	c.Device = ""
+	c.Device, c.Worker = "", ""
 	b := store.AppendChange(nil, &c)
-	// V1 is V2 without the trailing Device string (here empty: one zero
-	// length byte).
-	v1 := append([]byte{0x21}, b[1:len(b)-1]...)
+	// V1 is V3 without the trailing Device and Worker strings (here empty:
+	// one zero length byte each).
+	v1 := append([]byte{0x21}, b[1:len(b)-2]...)
 	got, err := store.DecodeChange(v1)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !reflect.DeepEqual(got, c) {
 		t.Fatalf("v1 decode:\n got %+v\nwant %+v", got, c)
+	}
+}
+
+// TestChangeV2Decodes: changes written before Worker existed still decode.
+func TestChangeV2Decodes(t *testing.T) {
+	c := sampleChange()
+	c.Worker = ""
+	b := store.AppendChange(nil, &c)
+	v2 := append([]byte{0x22}, b[1:len(b)-1]...)
+	got, err := store.DecodeChange(v2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, c) {
+		t.Fatalf("v2 decode:\n got %+v\nwant %+v", got, c)
+	}
+}
+
+// TestInstanceV1Decodes: instances written before lease holders and the
+// applied-request window existed still decode; their last request id is
+// the one applied request, with the instance's last token, which is what
+// the V1 rule recognised as a retry.
+func TestInstanceV1Decodes(t *testing.T) {
+	in := sampleInstance()
+	in.Lease.Holder = ""
+	in.Applied = []fsm.Applied{{RequestID: "req-8", Token: in.Token}}
+	// The V1 layout, field by field, as it was written.
+	b := []byte{0x11}
+	str := func(s string) { b = binary.AppendUvarint(b, uint64(len(s))); b = append(b, s...) }
+	tm := func(t time.Time) { b = binary.BigEndian.AppendUint64(b, uint64(store.UnixNanos(t))) }
+	str(in.ID)
+	str(in.Machine)
+	b = binary.AppendUvarint(b, uint64(in.Version))
+	str(in.Node)
+	b = append(b, byte(in.Status))
+	b = binary.AppendUvarint(b, uint64(len(in.Params)))
+	for _, k := range slices.Sorted(maps.Keys(in.Params)) {
+		str(k)
+		str(in.Params[k])
+	}
+	b = binary.AppendVarint(b, int64(in.Priority))
+	b = binary.AppendVarint(b, int64(in.Attempt))
+	tm(in.DueAt)
+	b = binary.AppendUvarint(b, in.Lease.Token)
+	str(in.Lease.Worker)
+	tm(in.Lease.AcquiredAt)
+	tm(in.Lease.ExpiresAt)
+	b = binary.AppendUvarint(b, in.Token)
+	str("req-8")
+	b = binary.AppendUvarint(b, in.Rev)
+	tm(in.CreatedAt)
+	tm(in.UpdatedAt)
+	got, err := store.DecodeInstance(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, in) {
+		t.Fatalf("v1 decode:\n got %+v\nwant %+v", got, in)
 	}
 }
 

@@ -183,8 +183,12 @@ type Change struct {
 	Seq uint64 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
 	// When the change was committed (the server clock of the operation).
 	Time *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=time,proto3" json:"time,omitempty"`
-	// Who caused the change: the worker, the client's identity, or "dfsmr"
-	// for the server itself (timeouts, wake-ups, upgrades).
+	// Who caused the change. With authentication on, the authenticated
+	// principal, for every call (work calls included). Without it, the
+	// caller's peer address, or for work calls (LEASED, TRANSITIONED,
+	// HEARTBEAT, RELINQUISHED) the worker name the client gave (see worker),
+	// which nothing checks. "dfsmr" for the server itself (timeouts,
+	// wake-ups, upgrades); "device:<id>" for a device's rounds.
 	Actor string `protobuf:"bytes,3,opt,name=actor,proto3" json:"actor,omitempty"`
 	// What happened.
 	Kind ChangeKind `protobuf:"varint,4,opt,name=kind,proto3,enum=dfsmr.v1.ChangeKind" json:"kind,omitempty"`

@@ -212,7 +212,9 @@ type Lease struct {
 	// Fencing token: Transition, Heartbeat and Relinquish must present it. It
 	// is strictly greater than any token issued before for the instance.
 	Token uint64 `protobuf:"varint,1,opt,name=token,proto3" json:"token,omitempty"`
-	// Who holds the lease: the worker named in ReadyRequest.worker.
+	// Who holds the lease: the worker named in ReadyRequest.worker (a label;
+	// with authentication on, the lease also belongs to the principal that
+	// took it, and only that principal may use it).
 	Worker string `protobuf:"bytes,2,opt,name=worker,proto3" json:"worker,omitempty"`
 	// When the lease was granted.
 	AcquireTime *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=acquire_time,json=acquireTime,proto3" json:"acquire_time,omitempty"`

@@ -687,9 +687,12 @@ type Retry struct {
 	MaxAttempts int32 `protobuf:"varint,1,opt,name=max_attempts,json=maxAttempts,proto3" json:"max_attempts,omitempty"`
 	// How the delay grows from one retry to the next.
 	Backoff Backoff `protobuf:"varint,2,opt,name=backoff,proto3,enum=dfsmr.v1.Backoff" json:"backoff,omitempty"`
-	// Delay before the first retry. Zero: retry at once.
+	// Delay before the first retry. Zero (YAML `initial: 0s`): retry at
+	// once, every time. Default 1s; at most 366 days.
 	Initial *durationpb.Duration `protobuf:"bytes,3,opt,name=initial,proto3" json:"initial,omitempty"`
-	// Cap on the delay. Zero: no cap.
+	// Cap on the delay, after the jitter. Zero: no cap. Default 5m, raised
+	// to initial when the definition sets an initial above 5m and no max; a
+	// max set below initial is refused at definition time.
 	Max *durationpb.Duration `protobuf:"bytes,4,opt,name=max,proto3" json:"max,omitempty"`
 	// Spreads each delay uniformly by up to this fraction (0 to 1) either
 	// way, so that the retries of many instances do not line up. Zero: no

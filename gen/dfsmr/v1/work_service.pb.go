@@ -26,15 +26,21 @@ const (
 // ReadyRequest asks for the next piece of work.
 type ReadyRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Who is asking, recorded in the lease and the changelog, e.g.
-	// "host-3/pid-1234". Required (empty is INVALID_ARGUMENT); at most 256
+	// Who is asking, recorded in the lease (Lease.worker) and in
+	// Change.worker, e.g. "host-3/pid-1234": a label the client chooses. With
+	// authentication on the changelog's actor is the authenticated principal;
+	// without it, this name. Required (empty is INVALID_ARGUMENT); at most 256
 	// bytes.
 	Worker string `protobuf:"bytes,1,opt,name=worker,proto3" json:"worker,omitempty"`
 	// Only instances of this machine id. Empty: any machine. A machine that is
-	// not defined matches nothing (no error), so workers may start before
-	// their machine is defined.
+	// not defined is NOT_FOUND naming it, so that a typo is told at once (a
+	// worker that starts before its machine is defined retries). For a worker
+	// principal restricted to some machines, required and one of them
+	// (PERMISSION_DENIED otherwise).
 	Machine string `protobuf:"bytes,2,opt,name=machine,proto3" json:"machine,omitempty"`
-	// Only instances in this node. Empty: any node.
+	// Only instances in this node. Empty: any node. Needs machine
+	// (INVALID_ARGUMENT without it); a node that no version of the machine
+	// has is NOT_FOUND naming it.
 	Node string `protobuf:"bytes,3,opt,name=node,proto3" json:"node,omitempty"`
 	// How long to wait for work when none is READY now. Default 0: return at
 	// once. At most 5m; negative or longer is INVALID_ARGUMENT. Give the call
@@ -190,8 +196,11 @@ type TransitionRequest struct {
 	// Instance id. Required (empty is INVALID_ARGUMENT); NOT_FOUND if there is
 	// no such instance.
 	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	// Fencing token of the lease (Lease.token). ABORTED if it is not the live
-	// lease's.
+	// Fencing token of the lease (Lease.token). Required: 0 is
+	// INVALID_ARGUMENT, checked before the id is looked up (so also for an
+	// unknown id). ABORTED if it is not the live lease's (unless the call is a
+	// retry, see request_id); PERMISSION_DENIED if the lease is another
+	// principal's.
 	Token uint64 `protobuf:"varint,2,opt,name=token,proto3" json:"token,omitempty"`
 	// Name of a non-signal transition of the current node, e.g. "ok",
 	// "throttled", "error". Required (empty is INVALID_ARGUMENT);
@@ -201,10 +210,20 @@ type TransitionRequest struct {
 	// Params merged into the instance's params, for the next nodes' workers.
 	// Optional; same limits as StartInstanceRequest.params.
 	Params map[string]string `protobuf:"bytes,4,rep,name=params,proto3" json:"params,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	// Makes retries safe: a retry with the same request_id after the first
-	// call succeeded returns the same result instead of ABORTED. Only the
-	// instance's last applied Transition is remembered. Optional (empty: no
-	// deduplication); at most 128 bytes.
+	// Makes retries safe. The server remembers, per instance, the request_id
+	// and token of the last 8 Transitions applied with a request_id. A call
+	// with the request_id and token of one of them is a retry: it changes
+	// nothing and returns the instance as it is now (which may be leased
+	// again, to this worker or another, moved on, or FINAL), instead of
+	// ABORTED or FAILED_PRECONDITION. In a TransitionBatch, such an item's
+	// result also carries in next the lease the first call granted by
+	// continuation or refill, as long as that lease is still live (next is
+	// unset once it has ended), so that a worker that lost the first reply
+	// learns the token it holds. Past 8 later Transitions with a request id,
+	// a retry is treated as a new call (and is then refused as stale). Only
+	// the principal that held the lease may retry (PERMISSION_DENIED
+	// otherwise). Optional (empty: no deduplication); at most 128 bytes;
+	// unique per lease, e.g. "worker-name/token".
 	RequestId string `protobuf:"bytes,5,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	// Overrides the transition's delay, e.g. with a server's Retry-After: the
 	// instance waits this long (WAITING) before the target node is offered.
@@ -351,7 +370,8 @@ type TransitionBatchRequest struct {
 	// instances of higher priority. Empty: no continuation. At most 64
 	// entries, each MACHINE/NODE (INVALID_ARGUMENT otherwise).
 	ContinueNodes []string `protobuf:"bytes,2,rep,name=continue_nodes,json=continueNodes,proto3" json:"continue_nodes,omitempty"`
-	// The worker name recorded on continued leases. Required when
+	// The worker name recorded on continued leases and in their changes'
+	// Change.worker (a label, as ReadyRequest.worker). Required when
 	// continue_nodes is set (INVALID_ARGUMENT otherwise); at most 256 bytes.
 	Worker string `protobuf:"bytes,3,opt,name=worker,proto3" json:"worker,omitempty"`
 	// With continue_nodes: an item whose instance is not continued (it went
@@ -474,7 +494,8 @@ type TransitionResult struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The status code (google.rpc.Code) that Transition would have
 	// returned for this item: 0 (OK), ABORTED (10) for a stale token,
-	// NOT_FOUND (5), FAILED_PRECONDITION (9), INVALID_ARGUMENT (3).
+	// NOT_FOUND (5), FAILED_PRECONDITION (9), INVALID_ARGUMENT (3),
+	// PERMISSION_DENIED (7) for another principal's lease.
 	Code int32 `protobuf:"varint,1,opt,name=code,proto3" json:"code,omitempty"`
 	// The error message when code is not 0; empty otherwise.
 	Message string `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
@@ -483,7 +504,9 @@ type TransitionResult struct {
 	// The instance leased again by continuation (see
 	// TransitionBatchRequest.continue_nodes), or the instance leased in its
 	// place by refill (TransitionBatchRequest.refill), LEASED with its new
-	// lease in Instance.lease; unset when neither happened.
+	// lease in Instance.lease; unset when neither happened. For a retried
+	// item (see TransitionRequest.request_id), the lease the first call
+	// granted, while it is live.
 	Next          *Instance `protobuf:"bytes,4,opt,name=next,proto3" json:"next,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -553,7 +576,9 @@ type HeartbeatRequest struct {
 	// Instance id. Required (empty is INVALID_ARGUMENT); NOT_FOUND if there is
 	// no such instance.
 	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	// Fencing token of the lease. ABORTED if it is not the live lease's.
+	// Fencing token of the lease. Required: 0 is INVALID_ARGUMENT, also for
+	// an unknown id. ABORTED if it is not the live lease's;
+	// PERMISSION_DENIED if the lease is another principal's.
 	Token         uint64 `protobuf:"varint,2,opt,name=token,proto3" json:"token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -656,7 +681,9 @@ type RelinquishRequest struct {
 	// Instance id. Required (empty is INVALID_ARGUMENT); NOT_FOUND if there is
 	// no such instance.
 	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	// Fencing token of the lease. ABORTED if it is not the live lease's.
+	// Fencing token of the lease. Required: 0 is INVALID_ARGUMENT, also for
+	// an unknown id. ABORTED if it is not the live lease's;
+	// PERMISSION_DENIED if the lease is another principal's.
 	Token         uint64 `protobuf:"varint,2,opt,name=token,proto3" json:"token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

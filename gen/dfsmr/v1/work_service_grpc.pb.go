@@ -40,12 +40,23 @@ const (
 // valid Transition wins and the other gets ABORTED.
 //
 // Errors: INVALID_ARGUMENT with google.rpc.BadRequest field violations for
-// bad input; NOT_FOUND for an unknown instance; ABORTED when the token is
-// not the live lease's (stale: the lease expired, was relinquished, revoked
-// by a signal or cancel, or taken over); FAILED_PRECONDITION for an illegal
-// transition (not a transition of the current node, or a signal transition)
-// or a FINAL instance; RESOURCE_EXHAUSTED when a server limit is reached
-// (for example too many waiting Ready calls).
+// bad input; NOT_FOUND for an unknown instance (and, for a worker restricted
+// to some machines, an instance of another machine: the same answer);
+// ABORTED when the token is not the live lease's (stale: the lease expired,
+// was relinquished, revoked by a signal or cancel, or taken over);
+// PERMISSION_DENIED, with authentication on, when the caller is not the
+// principal that took the lease (see below); FAILED_PRECONDITION for an
+// illegal transition (not a transition of the current node, or a signal
+// transition) or a FINAL instance; RESOURCE_EXHAUSTED when a server limit is
+// reached (for example too many waiting Ready calls).
+//
+// With authentication on, a lease belongs to the principal whose Ready (or
+// TransitionBatch continuation or refill) took it: Transition, Heartbeat,
+// Relinquish and TransitionBatch items from any other principal, an admin
+// included, are PERMISSION_DENIED, whatever token they present. The
+// changes of work calls are recorded with that principal as their actor and
+// the request's worker name in Change.worker. Without authentication
+// leases bind no one, and the actor is the worker name.
 type WorkServiceClient interface {
 	// Ready leases the next READY instance matching the filters: highest
 	// priority first, then earliest due time, then id. With a wait, it blocks
@@ -158,12 +169,23 @@ func (c *workServiceClient) Relinquish(ctx context.Context, in *RelinquishReques
 // valid Transition wins and the other gets ABORTED.
 //
 // Errors: INVALID_ARGUMENT with google.rpc.BadRequest field violations for
-// bad input; NOT_FOUND for an unknown instance; ABORTED when the token is
-// not the live lease's (stale: the lease expired, was relinquished, revoked
-// by a signal or cancel, or taken over); FAILED_PRECONDITION for an illegal
-// transition (not a transition of the current node, or a signal transition)
-// or a FINAL instance; RESOURCE_EXHAUSTED when a server limit is reached
-// (for example too many waiting Ready calls).
+// bad input; NOT_FOUND for an unknown instance (and, for a worker restricted
+// to some machines, an instance of another machine: the same answer);
+// ABORTED when the token is not the live lease's (stale: the lease expired,
+// was relinquished, revoked by a signal or cancel, or taken over);
+// PERMISSION_DENIED, with authentication on, when the caller is not the
+// principal that took the lease (see below); FAILED_PRECONDITION for an
+// illegal transition (not a transition of the current node, or a signal
+// transition) or a FINAL instance; RESOURCE_EXHAUSTED when a server limit is
+// reached (for example too many waiting Ready calls).
+//
+// With authentication on, a lease belongs to the principal whose Ready (or
+// TransitionBatch continuation or refill) took it: Transition, Heartbeat,
+// Relinquish and TransitionBatch items from any other principal, an admin
+// included, are PERMISSION_DENIED, whatever token they present. The
+// changes of work calls are recorded with that principal as their actor and
+// the request's worker name in Change.worker. Without authentication
+// leases bind no one, and the actor is the worker name.
 type WorkServiceServer interface {
 	// Ready leases the next READY instance matching the filters: highest
 	// priority first, then earliest due time, then id. With a wait, it blocks

@@ -56,6 +56,9 @@ func (r *readTx) Machine(id string, version uint32) (store.MachineRecord, error)
 	} else {
 		k, v = latestMachine(b.Cursor(), id)
 	}
+	if v == nil && version == 0 {
+		return store.MachineRecord{}, fmt.Errorf("machine %q: %w", id, store.ErrNotFound)
+	}
 	if v == nil {
 		return store.MachineRecord{}, fmt.Errorf("machine %q version %d: %w", id, version, store.ErrNotFound)
 	}

@@ -20,10 +20,10 @@ func fullInstance(id string) fsm.Instance {
 		Priority: -12, Attempt: 3,
 		DueAt: base.Add(-time.Hour),
 		Lease: fsm.Lease{
-			Token: 7, Worker: "worker-7",
+			Token: 7, Worker: "worker-7", Holder: "alice",
 			AcquiredAt: base, ExpiresAt: base.Add(30 * time.Second),
 		},
-		Token: 7, LastRequest: "req-6", Rev: 11,
+		Token: 7, Applied: []fsm.Applied{{RequestID: "req-6", Token: 6, Holder: "alice"}}, Rev: 11,
 		CreatedAt: base.Add(-24 * time.Hour), UpdatedAt: time.Now(),
 	}
 }
