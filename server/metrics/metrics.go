@@ -134,6 +134,10 @@ func New(src Sources) *Metrics {
 			Help: "Corrupt store records met: by the file check at start and by calls that failed with DATA_LOSS on one. Run dfsmrd check on a backup.",
 		}),
 	}
+	// Both limits show from the start, at 0, so that a rate over them works
+	// before the first refusal.
+	m.connsRefused.WithLabelValues("total")
+	m.connsRefused.WithLabelValues("per_ip")
 	m.reg.MustRegister(
 		m.grpc,
 		collectors.NewGoCollector(),
