@@ -9,10 +9,13 @@ import (
 	"sync/atomic"
 	"syscall"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/dfsmr/dfsmr/client"
 	pb "github.com/dfsmr/dfsmr/gen/dfsmr/v1"
@@ -172,5 +175,56 @@ func TestReplacedFileRefusesWrites(t *testing.T) {
 	}
 	if _, err := env.instances.GetInstance(ctx, &pb.GetInstanceRequest{Id: "before"}); err != nil {
 		t.Fatalf("a read after the file was replaced: %v", err)
+	}
+}
+
+// TestCorruptDueRecordDoesNotStopOthers: a damaged record among instances
+// that come due together is skipped by the scheduler; the others still
+// become READY (a failing batch used to be retried forever, firing none).
+func TestCorruptDueRecordDoesNotStopOthers(t *testing.T) {
+	ctx := t.Context()
+	const secret = "due-payload-0123456789-abcdef"
+	env := mustServer(t, server.Config{})
+	due := timestamppb.New(time.Now().Add(300 * time.Millisecond))
+	for _, id := range []string{"a", "victim", "z"} {
+		req := &pb.StartInstanceRequest{Id: id, Machine: "report", StartTime: due}
+		if id == "victim" {
+			req.Params = map[string]string{"p": secret}
+		}
+		if _, err := env.instances.StartInstance(ctx, req); err != nil {
+			t.Fatal(err)
+		}
+	}
+	env.stop(t)
+	b, err := os.ReadFile(env.db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; ; {
+		j := bytes.Index(b[i:], []byte(secret))
+		if j < 0 {
+			break
+		}
+		b[i+j+3] ^= 0x01
+		i += j + len(secret)
+	}
+	if err := os.WriteFile(env.db, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	again := mustServer(t, server.Config{DB: env.db})
+	got := map[string]bool{}
+	deadline := time.Now().Add(10 * time.Second)
+	for len(got) < 2 && time.Now().Before(deadline) {
+		resp, err := again.work.Ready(ctx, &pb.ReadyRequest{Worker: "w", Machine: "report", MaxCount: 3, Wait: durationpb.New(time.Second)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, l := range resp.GetInstances() {
+			got[l.GetId()] = true
+		}
+	}
+	if !got["a"] || !got["z"] || got["victim"] {
+		t.Fatalf("leased %v, want a and z (victim is damaged)", got)
 	}
 }

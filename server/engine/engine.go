@@ -209,6 +209,11 @@ func (e *Engine) dueOne(tx store.Tx, id string, now time.Time, retries *int) (ap
 	if errors.Is(err, store.ErrNotFound) {
 		return false, store.Due{}, nil
 	}
+	if errors.Is(err, store.ErrCorrupt) {
+		// The store logged and counted it; one damaged record must not stop
+		// the others in its batch from firing, batch after batch.
+		return false, store.Due{}, nil
+	}
 	if err != nil {
 		return false, store.Due{}, fmt.Errorf("due instance %q: %w", id, err)
 	}
