@@ -41,26 +41,10 @@ func TestCorruptRecordIsDataLoss(t *testing.T) {
 		}
 	}
 	env.stop(t)
-	b, err := os.ReadFile(env.db)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// Every copy: the instance record, its changelog entry and stale copies
-	// in free pages.
-	for i := 0; ; {
-		j := bytes.Index(b[i:], []byte(secret))
-		if j < 0 {
-			break
-		}
-		b[i+j+3] ^= 0x01
-		i += j + len(secret)
-	}
-	if err := os.WriteFile(env.db, b, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	flipEvery(t, env.db, secret)
 
 	again := mustServer(t, server.Config{DB: env.db, MetricsAddr: "127.0.0.1:0"})
-	_, err = again.instances.GetInstance(ctx, &pb.GetInstanceRequest{Id: "victim"})
+	_, err := again.instances.GetInstance(ctx, &pb.GetInstanceRequest{Id: "victim"})
 	if status.Code(err) != codes.DataLoss || !strings.Contains(err.Error(), `instances/"victim"`) || !strings.Contains(err.Error(), env.db) {
 		t.Fatalf("GetInstance of the damaged record: %v, want DATA_LOSS naming instances/\"victim\" in %s", err, env.db)
 	}
@@ -196,21 +180,7 @@ func TestCorruptDueRecordDoesNotStopOthers(t *testing.T) {
 		}
 	}
 	env.stop(t)
-	b, err := os.ReadFile(env.db)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i := 0; ; {
-		j := bytes.Index(b[i:], []byte(secret))
-		if j < 0 {
-			break
-		}
-		b[i+j+3] ^= 0x01
-		i += j + len(secret)
-	}
-	if err := os.WriteFile(env.db, b, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	flipEvery(t, env.db, secret)
 
 	again := mustServer(t, server.Config{DB: env.db})
 	got := map[string]bool{}
@@ -226,5 +196,26 @@ func TestCorruptDueRecordDoesNotStopOthers(t *testing.T) {
 	}
 	if !got["a"] || !got["z"] || got["victim"] {
 		t.Fatalf("leased %v, want a and z (victim is damaged)", got)
+	}
+}
+
+// flipEvery flips one bit in every copy of secret in the file: the
+// instance record, its changelog entry and stale copies in free pages.
+func flipEvery(t *testing.T, path, secret string) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; ; {
+		j := bytes.Index(b[i:], []byte(secret))
+		if j < 0 {
+			break
+		}
+		b[i+j+3] ^= 0x01
+		i += j + len(secret)
+	}
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
 	}
 }
