@@ -12,6 +12,13 @@
 //
 // Supported field types: string, bool, the integer and float kinds,
 // time.Duration and []string (comma-separated in flags and environment).
+//
+// The flags are pflag flags (--name, two dashes), so that dfsmrd parses its
+// command line like the dfsmr CLI. Why not a configuration library (koanf,
+// ff): they merge sources well but still want each flag defined by hand,
+// and a new field of the server's configuration would then need a flag, an
+// environment name and a documentation row kept in step with it; the walk
+// here derives all of them from the struct, in fewer lines than that glue.
 package config
 
 import (
