@@ -58,9 +58,9 @@ func TestSimulation(t *testing.T) {
 			total.Crashes, total.StoreFaults, total.Instances, total.Changes, total.Ops,
 			total.DeviceCalls, total.Commands, total.Rejected, total.Prints, total.PowerLosses, total.Signals)
 		// The budget must crash the server often: at least 200 times in
-		// 256 seeds, and proportionally in fewer (the seeds are fixed, so
-		// the count is too).
-		if total.Crashes*ciSeeds < 200*n {
+		// 256 seeds, and proportionally in 16 or more (about three per
+		// seed is usual; fewer seeds vary too much to hold to it).
+		if n >= 16 && total.Crashes*ciSeeds < 200*n {
 			t.Errorf("%d simulated crashes in %d seeds; the CI budget needs at least 200 per %d seeds", total.Crashes, n, ciSeeds)
 		}
 	})
