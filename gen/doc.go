@@ -5,4 +5,4 @@ package gen
 
 // go generate runs in this directory; buf must run at the repository root,
 // where buf.yaml and buf.gen.yaml live.
-//go:generate sh -c "cd .. && go tool buf generate"
+//go:generate sh -c "cd .. && go tool -modfile=tools/go.mod buf generate"

@@ -89,6 +89,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		}
 	}()
 	root := a.rootCommand()
+	a.extendRoot(root) // --version and shell completion of ids
 	root.SetArgs(args)
 	root.SetIn(stdin)
 	root.SetOut(stdout)

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -13,6 +12,7 @@ import (
 
 	"github.com/dfsmr/dfsmr/internal/config"
 	"github.com/dfsmr/dfsmr/server"
+	"github.com/spf13/pflag"
 )
 
 func writeConfig(t *testing.T, text string) string {
@@ -98,7 +98,7 @@ func TestEverySettingDocumented(t *testing.T) {
 		docs += string(b)
 	}
 	cfg := server.Config{}
-	b := config.Bind(flag.NewFlagSet("x", flag.ContinueOnError), &cfg, envPrefix)
+	b := config.Bind(pflag.NewFlagSet("x", pflag.ContinueOnError), &cfg, envPrefix)
 	for _, s := range b.Settings() {
 		row := fmt.Sprintf("| `%s` | `%s` | `%s` |", s[0], s[1], s[2])
 		if !strings.Contains(docs, row) {

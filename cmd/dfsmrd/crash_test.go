@@ -19,7 +19,17 @@ import (
 	pb "github.com/dfsmr/dfsmr/gen/dfsmr/v1"
 )
 
-var cycles = flag.Int("cycles", 30, "kill -9 cycles of TestKill9KeepsAcknowledgedWrites")
+var flagCycles = flag.Int("cycles", 0, "kill -9 cycles of TestKill9KeepsAcknowledgedWrites; 0: 30, or 3 with -short")
+
+func cycles() int {
+	switch {
+	case *flagCycles > 0:
+		return *flagCycles
+	case testing.Short():
+		return 3
+	}
+	return 30
+}
 
 // childEnv makes the test binary run as dfsmrd: the crash test starts and
 // kills the real server main, not an in-process imitation.
@@ -77,15 +87,12 @@ type acked struct {
 }
 
 func TestKill9KeepsAcknowledgedWrites(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts and kills real server processes")
-	}
 	db := filepath.Join(t.TempDir(), "dfsmr.db")
 	a := &acked{starts: map[string]bool{}, transitions: map[string]uint64{}}
 	seed := rand.Uint64()
 	t.Logf("seed %d", seed)
 	rng := rand.New(rand.NewPCG(seed, 0))
-	for cycle := range *cycles {
+	for cycle := range cycles() {
 		cmd, addr := startChild(t, db)
 		c, err := client.Dial(addr)
 		if err != nil {
@@ -262,6 +269,6 @@ func verify(t *testing.T, c *client.Client, a *acked) {
 	}
 	t.Logf("%d cycles: starts %d attempted, %d acknowledged; transitions %d attempted, %d acknowledged; "+
 		"%d instances, %d transitions stored; lost %d, duplicated %d; changelog 1..%d gap-free",
-		*cycles, a.triedStarts, len(a.starts), a.triedTransitions, len(a.transitions),
+		cycles(), a.triedStarts, len(a.starts), a.triedTransitions, len(a.transitions),
 		len(list), len(transitionsOf), lost, duplicated, len(seqs))
 }

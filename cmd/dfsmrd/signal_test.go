@@ -79,9 +79,6 @@ func (c *child) await(t *testing.T, s string) string {
 // the second SIGTERM is what ends it ("stop forced"). The process exits 0,
 // and the file holds every start it acknowledged.
 func TestSecondSignalForcesStop(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts real server processes")
-	}
 	db := filepath.Join(t.TempDir(), "dfsmr.db")
 	c := startLoggingChild(t, "--db", db, "--stop-timeout", "1h")
 	// A fixed window (no BDP growth) makes the stuck stream small to fill.

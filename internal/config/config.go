@@ -12,12 +12,18 @@
 //
 // Supported field types: string, bool, the integer and float kinds,
 // time.Duration and []string (comma-separated in flags and environment).
+//
+// The flags are pflag flags (--name, two dashes), so that dfsmrd parses its
+// command line like the dfsmr CLI. Why not a configuration library (koanf,
+// ff): they merge sources well but still want each flag defined by hand,
+// and a new field of the server's configuration would then need a flag, an
+// environment name and a documentation row kept in step with it; the walk
+// here derives all of them from the struct, in fewer lines than that glue.
 package config
 
 import (
 	"bytes"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -26,6 +32,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/spf13/pflag"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -59,7 +66,7 @@ type Binding struct {
 // Binding that Load uses once fs is parsed. It panics if dst is not a
 // pointer to a struct or a setting has an unsupported type: both are
 // programming errors that every test run finds.
-func Bind(fs *flag.FlagSet, dst any, envPrefix string) *Binding {
+func Bind(fs *pflag.FlagSet, dst any, envPrefix string) *Binding {
 	rv := reflect.ValueOf(dst)
 	if rv.Kind() != reflect.Pointer || rv.Elem().Kind() != reflect.Struct {
 		panic(fmt.Sprintf("config: Bind needs a pointer to a struct, got %T", dst))
@@ -71,29 +78,44 @@ func Bind(fs *flag.FlagSet, dst any, envPrefix string) *Binding {
 		if usage == "" {
 			usage = s.key
 		}
-		usage += " (env " + s.env + ")"
-		record := func(v string) error {
-			if _, err := parse(s.typ, v); err != nil {
-				return err
-			}
-			b.flags[s.flag] = v
-			return nil
-		}
-		cur := b.root.FieldByIndex(s.index)
+		f := fs.VarPF(&flagValue{b: b, s: s, shown: format(b.root.FieldByIndex(s.index))}, s.flag, "", usage+" (env "+s.env+")")
 		if s.typ.Kind() == reflect.Bool {
-			fs.BoolFunc(s.flag, usage+defaultNote(cur), record)
-		} else {
-			fs.Func(s.flag, usage+defaultNote(cur), record)
+			f.NoOptDefVal = "true"
 		}
 	}
 	return b
 }
 
-func defaultNote(v reflect.Value) string {
-	if v.IsZero() {
-		return ""
+// flagValue records a setting's flag for Load, which applies it after the
+// file and the environment.
+type flagValue struct {
+	b     *Binding
+	s     setting
+	shown string // the value before parsing: the default in the usage
+}
+
+func (v *flagValue) Set(raw string) error {
+	if _, err := parse(v.s.typ, raw); err != nil {
+		return err
 	}
-	return " (default " + format(v) + ")"
+	v.b.flags[v.s.flag] = raw
+	v.shown = raw
+	return nil
+}
+
+func (v *flagValue) String() string { return v.shown }
+
+// Type names the value in the usage: "--stop-timeout duration".
+func (v *flagValue) Type() string {
+	switch {
+	case v.s.typ == durationType:
+		return "duration"
+	case v.s.typ.Kind() == reflect.Slice:
+		return "strings"
+	case v.s.typ.Kind() == reflect.String:
+		return "string"
+	}
+	return v.s.typ.Kind().String()
 }
 
 func (b *Binding) walk(t reflect.Type, index []int, keyPrefix, flagPrefix, envPrefix string) {

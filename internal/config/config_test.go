@@ -1,7 +1,6 @@
 package config_test
 
 import (
-	"flag"
 	"io"
 	"os"
 	"path/filepath"
@@ -10,6 +9,7 @@ import (
 	"time"
 
 	"github.com/dfsmr/dfsmr/internal/config"
+	"github.com/spf13/pflag"
 )
 
 type tlsGroup struct {
@@ -45,7 +45,7 @@ func writeFile(t *testing.T, text string) string {
 func load(t *testing.T, args []string, env map[string]string, file string) (testConfig, error) {
 	t.Helper()
 	c := defaults()
-	fs := flag.NewFlagSet("test", flag.ContinueOnError)
+	fs := pflag.NewFlagSet("test", pflag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	b := config.Bind(fs, &c, "DFSMR")
 	if err := fs.Parse(args); err != nil {
@@ -128,8 +128,8 @@ func TestErrors(t *testing.T) {
 		{name: "bad file duration", file: "stop_timeout: soon\n", want: "line 1"},
 		{name: "bad env", env: map[string]string{"DFSMR_WORKERS": "many"}, want: `environment DFSMR_WORKERS: "many" is not a valid int`},
 		{name: "bad env duration", env: map[string]string{"DFSMR_STOP_TIMEOUT": "5"}, want: "environment DFSMR_STOP_TIMEOUT"},
-		{name: "bad flag", args: []string{"--ratio", "half"}, want: `invalid value "half" for flag -ratio`},
-		{name: "unknown flag", args: []string{"--nope"}, want: "flag provided but not defined: -nope"},
+		{name: "bad flag", args: []string{"--ratio", "half"}, want: `invalid argument "half" for "--ratio" flag: "half" is not a valid float64`},
+		{name: "unknown flag", args: []string{"--nope"}, want: "unknown flag: --nope"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			file := ""
@@ -159,7 +159,7 @@ func TestEmptyFile(t *testing.T) {
 func TestRedactedRoundTrip(t *testing.T) {
 	c := testConfig{Addr: "h:1", Timeout: 90 * time.Second, Workers: 7, Ratio: 0.25, Verbose: true,
 		Peers: []string{"a", "b"}, TLS: tlsGroup{CertFile: "c.pem", Password: "hunter2"}}
-	b := config.Bind(flag.NewFlagSet("x", flag.ContinueOnError), &c, "DFSMR")
+	b := config.Bind(pflag.NewFlagSet("x", pflag.ContinueOnError), &c, "DFSMR")
 	out, err := b.Redacted()
 	if err != nil {
 		t.Fatal(err)
@@ -184,7 +184,7 @@ func TestRedactedRoundTrip(t *testing.T) {
 
 func TestSettingsNamesEverySource(t *testing.T) {
 	var c testConfig
-	b := config.Bind(flag.NewFlagSet("x", flag.ContinueOnError), &c, "DFSMR")
+	b := config.Bind(pflag.NewFlagSet("x", pflag.ContinueOnError), &c, "DFSMR")
 	got := b.Settings()
 	want := [4]string{"tls.cert_file", "--tls-cert-file", "DFSMR_TLS_CERT_FILE", "certificate file"}
 	if len(got) != 8 || got[6] != want {
@@ -201,5 +201,5 @@ func TestBindRejectsUnsupportedTypes(t *testing.T) {
 	var c struct {
 		M map[string]string `yaml:"m"`
 	}
-	config.Bind(flag.NewFlagSet("x", flag.ContinueOnError), &c, "DFSMR")
+	config.Bind(pflag.NewFlagSet("x", pflag.ContinueOnError), &c, "DFSMR")
 }

@@ -33,9 +33,6 @@ func TestConformance(t *testing.T) {
 // TestConformanceNoBatching runs the suite with group commit off, so that
 // every behaviour also holds for one operation per transaction.
 func TestConformanceNoBatching(t *testing.T) {
-	if testing.Short() {
-		t.Skip("short")
-	}
 	storetest.Exercise(t, func(t *testing.T, cfg storetest.Config) store.Store {
 		return mustOpen(t, filepath.Join(cfg.Dir, "dfsmr.db"), bolt.Options{CommitHook: cfg.Hook, MaxBatch: 1})
 	})
@@ -269,9 +266,6 @@ func TestHelperProcess(t *testing.T) {
 }
 
 func TestKill9(t *testing.T) {
-	if testing.Short() {
-		t.Skip("short")
-	}
 	path := filepath.Join(t.TempDir(), "db")
 	r := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 1))
 	acked := map[uint64]string{}
