@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/dfsmr/dfsmr/server/store/bolt"
 )
 
 // TestHelpOnStdout: --help is asked for, so it goes to stdout and exits 0.
@@ -112,5 +114,38 @@ func TestLogsAbsoluteDatabasePath(t *testing.T) {
 		}
 	case <-time.After(time.Minute):
 		t.Fatal("dfsmrd did not log serving in a minute")
+	}
+}
+
+// TestCheckCommand: dfsmrd check FILE exits 0 with a summary for a sound
+// file, 1 naming the damage for a truncated one, 2 without a file.
+func TestCheckCommand(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "dfsmr.db")
+	st, err := bolt.Open(path, bolt.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
+	}
+	var stdout, stderr bytes.Buffer
+	if code := run([]string{"check", path}, &stdout, &stderr); code != exitOK || !strings.Contains(stdout.String(), "OK: no problems found") {
+		t.Fatalf("check of a sound file: exit %d, stdout %q, stderr %q", code, stdout.String(), stderr.String())
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, b[:len(b)/2+100], 0o600); err != nil {
+		t.Fatal(err)
+	}
+	stdout.Reset()
+	stderr.Reset()
+	if code := run([]string{"check", path}, &stdout, &stderr); code != exitFailed || !strings.Contains(stderr.String(), "truncated") || !strings.Contains(stderr.String(), path) {
+		t.Fatalf("check of a truncated file: exit %d, stdout %q, stderr %q; want exit 1 naming the file and the truncation", code, stdout.String(), stderr.String())
+	}
+	stderr.Reset()
+	if code := run([]string{"check"}, &stdout, &stderr); code != exitUsage {
+		t.Fatalf("check without a file: exit %d, stderr %q", code, stderr.String())
 	}
 }
