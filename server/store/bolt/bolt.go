@@ -287,7 +287,13 @@ func (s *Store) noteCorrupt(err error) error {
 
 func (s *Store) initBuckets() error {
 	sealed := 0
-	err := s.db.Update(func(tx *bbolt.Tx) error {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	err := s.db.Update(func(tx *bbolt.Tx) (err error) {
+		defer func() {
+			if p := recover(); p != nil {
+				err = s.bboltPanic(p)
+			}
+		}()
 		for _, name := range allBuckets {
 			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 				return fmt.Errorf("create bucket %s: %w", name, err)

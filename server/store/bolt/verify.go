@@ -203,6 +203,13 @@ func (c *fileCheck) mark(id uint64, overflow uint64) bool {
 	return true
 }
 
+// pageType tells whether flags are exactly one of the page types in want:
+// bbolt asserts one type flag and nothing else (a panic on a goroutine of
+// its own, which no recover catches), so a stray bit must be found here.
+func pageType(flags, want uint16) bool {
+	return flags&want != 0 && flags&(flags-1) == 0
+}
+
 // page reads page id with its overflow pages and checks its header.
 func (c *fileCheck) page(id uint64, wantFlags uint16) []byte {
 	ps := int64(c.meta.pageSize)
@@ -221,7 +228,7 @@ func (c *fileCheck) page(id uint64, wantFlags uint16) []byte {
 	case le.Uint64(p) != id:
 		c.structuralf("page %d holds page id %d", id, le.Uint64(p))
 		return nil
-	case le.Uint16(p[8:])&wantFlags == 0:
+	case !pageType(le.Uint16(p[8:]), wantFlags):
 		c.structuralf("page %d has type %#x, want %#x", id, le.Uint16(p[8:]), wantFlags)
 		return nil
 	case !c.mark(id, overflow):
@@ -270,7 +277,7 @@ func (c *fileCheck) checkFreelist() {
 func (c *fileCheck) walkRoot() {
 	type sub struct{ name, header []byte }
 	var subs []sub
-	c.walkTree(c.meta.root, 0, func(k, v []byte, flags uint32) {
+	c.walkTree(c.meta.root, 0, nil, nil, func(k, v []byte, flags uint32) {
 		if flags&bucketLeafFlag == 0 {
 			c.structuralf("the root holds key %q that is not a bucket", k)
 			return
@@ -313,14 +320,19 @@ func (c *fileCheck) walkBucket(v []byte, depth int, leaf func(k, v []byte, flags
 	}
 	root := binary.LittleEndian.Uint64(v)
 	if root != 0 {
-		c.walkTree(root, depth, leaf)
+		c.walkTree(root, depth, nil, nil, leaf)
 		return
 	}
 	// An inline bucket: its one leaf page follows the header.
-	c.leaf(v[bucketHeaderSize:], "inline page", leaf)
+	c.leaf(v[bucketHeaderSize:], "inline page", nil, nil, leaf)
 }
 
-func (c *fileCheck) walkTree(id uint64, depth int, leaf func(k, v []byte, flags uint32)) {
+// walkTree walks the subtree at page id, whose keys must lie in [lo, hi)
+// (nil: unbounded), the bounds its parent branch element and the next one
+// set: bbolt checks the same when it rebuilds the freelist at open, and it
+// must never be the first to find a damaged page (it panics then, with a
+// goroutine still reading the file).
+func (c *fileCheck) walkTree(id uint64, depth int, lo, hi []byte, leaf func(k, v []byte, flags uint32)) {
 	if depth > maxTreeDepth {
 		c.structuralf("page %d: tree deeper than %d", id, maxTreeDepth)
 		return
@@ -331,11 +343,12 @@ func (c *fileCheck) walkTree(id uint64, depth int, leaf func(k, v []byte, flags 
 	}
 	where := fmt.Sprintf("page %d", id)
 	if binary.LittleEndian.Uint16(p[8:])&leafPageFlag != 0 {
-		c.leaf(p, where, leaf)
+		c.leaf(p, where, lo, hi, leaf)
 		return
 	}
 	count := int(binary.LittleEndian.Uint16(p[10:]))
-	var prev []byte
+	keys := make([][]byte, 0, count)
+	children := make([]uint64, 0, count)
 	for i := range count {
 		e := pageHeaderSize + i*elementSize
 		if e+elementSize > len(p) {
@@ -343,29 +356,44 @@ func (c *fileCheck) walkTree(id uint64, depth int, leaf func(k, v []byte, flags 
 			return
 		}
 		pos, ksize := uint64(binary.LittleEndian.Uint32(p[e:])), uint64(binary.LittleEndian.Uint32(p[e+4:]))
-		child := binary.LittleEndian.Uint64(p[e+8:])
 		if uint64(e)+pos+ksize > uint64(len(p)) {
 			c.structuralf("%s: element %d points outside the page", where, i)
 			return
 		}
 		k := p[uint64(e)+pos : uint64(e)+pos+ksize]
-		if i > 0 && bytes.Compare(prev, k) >= 0 {
+		if i > 0 && bytes.Compare(keys[i-1], k) >= 0 {
 			c.structuralf("%s: keys out of order at element %d", where, i)
 			return
 		}
-		prev = k
-		c.walkTree(child, depth+1, leaf)
+		if !inBounds(k, lo, hi) {
+			c.structuralf("%s: key of element %d is outside the range its parent gives", where, i)
+			return
+		}
+		keys = append(keys, k)
+		children = append(children, binary.LittleEndian.Uint64(p[e+8:]))
 	}
+	for i, child := range children {
+		next := hi
+		if i+1 < len(keys) {
+			next = keys[i+1]
+		}
+		c.walkTree(child, depth+1, keys[i], next, leaf)
+	}
+}
+
+// inBounds tells whether lo <= k < hi, a nil bound being no bound.
+func inBounds(k, lo, hi []byte) bool {
+	return (lo == nil || bytes.Compare(k, lo) >= 0) && (hi == nil || bytes.Compare(k, hi) < 0)
 }
 
 // leaf checks a leaf page and hands its entries on; nested buckets are
 // walked in turn.
-func (c *fileCheck) leaf(p []byte, where string, leaf func(k, v []byte, flags uint32)) {
+func (c *fileCheck) leaf(p []byte, where string, lo, hi []byte, leaf func(k, v []byte, flags uint32)) {
 	if len(p) < pageHeaderSize {
 		c.structuralf("%s: short", where)
 		return
 	}
-	if binary.LittleEndian.Uint16(p[8:])&leafPageFlag == 0 {
+	if !pageType(binary.LittleEndian.Uint16(p[8:]), leafPageFlag) {
 		c.structuralf("%s: type %#x, want a leaf", where, binary.LittleEndian.Uint16(p[8:]))
 		return
 	}
@@ -388,6 +416,10 @@ func (c *fileCheck) leaf(p []byte, where string, leaf func(k, v []byte, flags ui
 		v := p[uint64(e)+pos+ksize : uint64(e)+pos+ksize+vsize]
 		if i > 0 && bytes.Compare(prev, k) >= 0 {
 			c.structuralf("%s: keys out of order at element %d", where, i)
+			return
+		}
+		if !inBounds(k, lo, hi) {
+			c.structuralf("%s: key of element %d is outside the range its parent gives", where, i)
 			return
 		}
 		prev = k
