@@ -19,14 +19,14 @@ type bulkFlags struct {
 	reason                string
 }
 
-func (f *bulkFlags) add(cmd *cobra.Command, withStatus bool, nodeUsage string) {
+func (f *bulkFlags) add(cmd *cobra.Command, withStatus bool, nodeUsage, allUsage string) {
 	fl := cmd.Flags()
 	fl.StringVar(&f.machine, "machine", "", "act on the instances of this machine instead of one ID")
 	fl.StringVar(&f.node, "node", "", nodeUsage+" (needs --machine)")
 	if withStatus {
 		fl.StringVar(&f.status, "status", "", "only instances with this status: waiting, ready, leased or held")
 	}
-	fl.BoolVar(&f.all, "all", false, "act with no filter at all (every instance)")
+	fl.BoolVar(&f.all, "all", false, allUsage)
 	fl.BoolVar(&f.dryRun, "dry-run", false, "count the matching instances and change nothing")
 	fl.BoolVar(&f.yes, "yes", false, "do not ask for confirmation")
 	fl.StringVar(&f.reason, "reason", "", "why, recorded in the changelog")
@@ -121,8 +121,11 @@ func interactive(r io.Reader) bool {
 func (a *app) cancelCommand() *cobra.Command {
 	var f bulkFlags
 	cmd := &cobra.Command{
-		Use:   "cancel ID | cancel --machine M [--node N] [--status S] [--dry-run] [--yes]",
-		Short: "Cancel an instance, or every instance a filter selects (they end in dfsmr.aborted)",
+		Use:   "cancel [ID]",
+		Short: "Cancel an instance, or all a filter selects (they end in dfsmr.aborted)",
+		Example: `  dfsmr cancel r-1 --reason "customer cancelled"
+  dfsmr cancel --machine report --node uploadable --status waiting --dry-run
+  dfsmr cancel --machine report --status waiting --yes`,
 		Long: `Cancel ID ends one instance in dfsmr.aborted.
 
 With --machine (and optionally --node and --status), or --status alone, or
@@ -158,15 +161,18 @@ cancelled (FAILED_PRECONDITION) and you count again.`,
 			})
 		}),
 	}
-	f.add(cmd, true, "only instances in this node")
+	f.add(cmd, true, "only instances in this node", "act with no filter: every instance that is not FINAL")
 	return cmd
 }
 
 func (a *app) retryCommand() *cobra.Command {
 	var f bulkFlags
 	cmd := &cobra.Command{
-		Use:   "retry ID | retry --machine M [--node N] [--dry-run] [--yes]",
-		Short: "Run a failed instance again from the node it failed in, or every failed one a filter selects",
+		Use:   "retry [ID]",
+		Short: "Run a failed instance again from the node it failed in, or all a filter selects",
+		Example: `  dfsmr retry r-7 --reason "mirror back up"
+  dfsmr retry --machine report --node uploadable --dry-run
+  dfsmr retry --machine report --yes`,
 		Long: `Retry ID takes an instance that ended in dfsmr.failed (its node's attempts
 used up) back to the node it failed in, READY there with attempt 1. Any other
 instance, cancelled ones included, is refused (FAILED_PRECONDITION).
@@ -196,6 +202,6 @@ cancel does: --dry-run only counts, --yes skips the question.`,
 			})
 		}),
 	}
-	f.add(cmd, false, "only instances that failed in this node")
+	f.add(cmd, false, "only instances that failed in this node", "act with no filter: every failed instance of every machine")
 	return cmd
 }
