@@ -56,7 +56,8 @@ func toStatus(log *slog.Logger, method string, err error) error {
 		return status.Error(codes.Aborted, err.Error())
 	case errors.Is(err, fsm.ErrNotHolder):
 		return status.Error(codes.PermissionDenied, err.Error())
-	case errors.Is(err, fsm.ErrIllegalTransition), errors.Is(err, fsm.ErrFinal):
+	case errors.Is(err, fsm.ErrIllegalTransition), errors.Is(err, fsm.ErrFinal), errors.Is(err, fsm.ErrNotRetryable),
+		errors.Is(err, engine.ErrCountChanged), errors.Is(err, engine.ErrBulkTooLarge):
 		return status.Error(codes.FailedPrecondition, err.Error())
 	case errors.Is(err, engine.ErrAlreadyExists):
 		return status.Error(codes.AlreadyExists, err.Error())

@@ -383,6 +383,43 @@ func (h *handlers) CancelInstance(ctx context.Context, req *pb.CancelInstanceReq
 	return &pb.CancelInstanceResponse{Instance: instanceToProto(&in, nil)}, nil
 }
 
+func (h *handlers) RetryInstance(ctx context.Context, req *pb.RetryInstanceRequest) (*pb.RetryInstanceResponse, error) {
+	in, err := h.eng.RetryInstance(ctx, req.GetId(), req.GetReason(), actor(ctx))
+	if err != nil {
+		return nil, err
+	}
+	return &pb.RetryInstanceResponse{Instance: instanceToProto(&in, nil)}, nil
+}
+
+func (h *handlers) CancelInstances(ctx context.Context, req *pb.CancelInstancesRequest) (*pb.CancelInstancesResponse, error) {
+	if s := req.GetStatus(); s < 0 || s > pb.InstanceStatus_INSTANCE_STATUS_HELD {
+		return nil, &fsm.InvalidError{Field: "status", Reason: "unknown status"}
+	}
+	a := engine.BulkArgs{Machine: req.GetMachine(), Node: req.GetNode(), Status: fsm.Status(req.GetStatus()), All: req.GetAll(),
+		DryRun: req.GetDryRun(), Reason: req.GetReason(), Actor: actor(ctx)}
+	if req.ExpectedCount != nil {
+		a.Expected, a.HasExpected = int(req.GetExpectedCount()), true
+	}
+	r, err := h.eng.CancelInstances(ctx, a)
+	if err != nil {
+		return nil, err
+	}
+	return &pb.CancelInstancesResponse{Matched: uint32(r.Matched), Changed: uint32(r.Changed), Skipped: uint32(r.Skipped), SampleIds: r.Sample}, nil
+}
+
+func (h *handlers) RetryInstances(ctx context.Context, req *pb.RetryInstancesRequest) (*pb.RetryInstancesResponse, error) {
+	a := engine.BulkArgs{Machine: req.GetMachine(), Node: req.GetNode(), All: req.GetAll(),
+		DryRun: req.GetDryRun(), Reason: req.GetReason(), Actor: actor(ctx)}
+	if req.ExpectedCount != nil {
+		a.Expected, a.HasExpected = int(req.GetExpectedCount()), true
+	}
+	r, err := h.eng.RetryInstances(ctx, a)
+	if err != nil {
+		return nil, err
+	}
+	return &pb.RetryInstancesResponse{Matched: uint32(r.Matched), Changed: uint32(r.Changed), Skipped: uint32(r.Skipped), SampleIds: r.Sample}, nil
+}
+
 // principal is the authenticated caller of a work RPC, empty without
 // authentication. It holds the leases it takes and is the actor of the
 // changes its calls make; the worker name the request gives is recorded

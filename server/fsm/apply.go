@@ -384,10 +384,16 @@ func fill(c *Change, in *Instance) {
 // finish stamps the bookkeeping fields and checks the invariants that no
 // event may break.
 func finish(prev, in Instance, changes []Change, now time.Time) (Instance, []Change, error) {
+	assert(prev.Status != StatusFinal, "instance %q: final instance changed", in.ID)
+	return settle(prev, in, changes, now)
+}
+
+// settle is finish without the rule that a FINAL instance never changes:
+// RetryFailed is the one way out of dfsmr.failed.
+func settle(prev, in Instance, changes []Change, now time.Time) (Instance, []Change, error) {
 	in.Rev = prev.Rev + uint64(len(changes))
 	in.UpdatedAt = now
 	assert(len(changes) > 0, "instance %q: event applied without a change", in.ID)
-	assert(prev.Status != StatusFinal, "instance %q: final instance changed", in.ID)
 	assert(in.Token >= prev.Token, "instance %q: token went down from %d to %d", in.ID, prev.Token, in.Token)
 	assert((in.Status == StatusLeased) == (in.Lease.Token != 0), "instance %q: %s with lease token %d", in.ID, in.Status, in.Lease.Token)
 	assert(in.Status != StatusLeased || in.Lease.Token == in.Token, "instance %q: live lease %d is not the last token %d", in.ID, in.Lease.Token, in.Token)

@@ -62,6 +62,10 @@ const (
 	// ChangeDeviceNotice: something for an operator (Reason), about the
 	// job Instance on the device Device.
 	ChangeDeviceNotice
+	// ChangeRetried: an operator retried an instance that had failed
+	// (system transition dfsmr.retry): it left dfsmr.failed for the node
+	// it failed in, READY there with attempt 1 (see Retry).
+	ChangeRetried
 )
 
 var changeKindNames = [...]string{
@@ -87,6 +91,7 @@ var changeKindNames = [...]string{
 	ChangeDeviceCommand:  "DEVICE_COMMAND",
 	ChangeDeviceRejected: "DEVICE_REJECTED",
 	ChangeDeviceNotice:   "DEVICE_NOTICE",
+	ChangeRetried:        "RETRIED",
 }
 
 func (k ChangeKind) String() string {

@@ -22,6 +22,9 @@ var (
 	ErrInvalid = errors.New("invalid event")
 	// ErrNotHolder: the caller is not the principal that holds the lease.
 	ErrNotHolder = errors.New("not the lease holder")
+	// ErrNotRetryable: only an instance that ended in dfsmr.failed can be
+	// retried.
+	ErrNotRetryable = errors.New("instance cannot be retried")
 )
 
 // IllegalTransitionError names the node and transition that were refused.

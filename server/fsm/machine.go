@@ -26,6 +26,9 @@ const (
 	TransitionCancel = "dfsmr.cancel"
 	// TransitionFail is the system transition recorded when retries run out.
 	TransitionFail = "dfsmr.fail"
+	// TransitionRetry is the system transition recorded when an operator
+	// retries a failed instance (RetryInstance).
+	TransitionRetry = "dfsmr.retry"
 )
 
 // Kind says who drives a machine's instances.

@@ -91,6 +91,11 @@ const (
 	// (a part to take off the bed, a failed print): reason is the notice,
 	// instance the job, device the printer.
 	ChangeKind_CHANGE_KIND_DEVICE_NOTICE ChangeKind = 21
+	// CHANGE_KIND_RETRIED: an operator retried an instance that had failed
+	// (RetryInstance, RetryInstances; system transition dfsmr.retry): it left
+	// dfsmr.failed (from_node) for the node it failed in (to_node), READY
+	// there with attempt 1. reason is the operator's.
+	ChangeKind_CHANGE_KIND_RETRIED ChangeKind = 22
 )
 
 // Enum value maps for ChangeKind.
@@ -118,6 +123,7 @@ var (
 		19: "CHANGE_KIND_DEVICE_COMMAND",
 		20: "CHANGE_KIND_DEVICE_REJECTED",
 		21: "CHANGE_KIND_DEVICE_NOTICE",
+		22: "CHANGE_KIND_RETRIED",
 	}
 	ChangeKind_value = map[string]int32{
 		"CHANGE_KIND_UNSPECIFIED":     0,
@@ -142,6 +148,7 @@ var (
 		"CHANGE_KIND_DEVICE_COMMAND":  19,
 		"CHANGE_KIND_DEVICE_REJECTED": 20,
 		"CHANGE_KIND_DEVICE_NOTICE":   21,
+		"CHANGE_KIND_RETRIED":         22,
 	}
 )
 
@@ -200,7 +207,8 @@ type Change struct {
 	// Machine version after the change.
 	Version uint32 `protobuf:"varint,7,opt,name=version,proto3" json:"version,omitempty"`
 	// Name of the transition taken, including system transitions
-	// (dfsmr.timeout, dfsmr.cancel, dfsmr.fail, dfsmr.upgrade, dfsmr.abort);
+	// (dfsmr.timeout, dfsmr.cancel, dfsmr.fail, dfsmr.retry, dfsmr.upgrade,
+	// dfsmr.abort);
 	// empty when the change took none (LEASED, HEARTBEAT, WOKEN, ...).
 	Transition string `protobuf:"bytes,8,opt,name=transition,proto3" json:"transition,omitempty"`
 	// Node before the change; empty for STARTED and MACHINE_DEFINED.
@@ -221,8 +229,8 @@ type Change struct {
 	DueTime *timestamppb.Timestamp `protobuf:"bytes,15,opt,name=due_time,json=dueTime,proto3" json:"due_time,omitempty"`
 	// Params merged in by this change (the initial params for STARTED).
 	Params map[string]string `protobuf:"bytes,16,rep,name=params,proto3" json:"params,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	// Free text: the cancel reason, the cause of a failure or of an upgrade
-	// abort. Often empty.
+	// Free text: the cancel or retry reason, the cause of a failure or of an
+	// upgrade abort. Often empty.
 	Reason string `protobuf:"bytes,17,opt,name=reason,proto3" json:"reason,omitempty"`
 	// Machine version before the change, for UPGRADED and ABORTED; 0
 	// otherwise.
@@ -441,7 +449,7 @@ const file_dfsmr_v1_change_proto_rawDesc = "" +
 	"\x06worker\x18\x14 \x01(\tR\x06worker\x1a9\n" +
 	"\vParamsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01*\x80\x05\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01*\x99\x05\n" +
 	"\n" +
 	"ChangeKind\x12\x1b\n" +
 	"\x17CHANGE_KIND_UNSPECIFIED\x10\x00\x12\x17\n" +
@@ -466,7 +474,8 @@ const file_dfsmr_v1_change_proto_rawDesc = "" +
 	"\x18CHANGE_KIND_DEVICE_MOVED\x10\x12\x12\x1e\n" +
 	"\x1aCHANGE_KIND_DEVICE_COMMAND\x10\x13\x12\x1f\n" +
 	"\x1bCHANGE_KIND_DEVICE_REJECTED\x10\x14\x12\x1d\n" +
-	"\x19CHANGE_KIND_DEVICE_NOTICE\x10\x15B-Z+github.com/dfsmr/dfsmr/gen/dfsmr/v1;dfsmrv1b\x06proto3"
+	"\x19CHANGE_KIND_DEVICE_NOTICE\x10\x15\x12\x17\n" +
+	"\x13CHANGE_KIND_RETRIED\x10\x16B-Z+github.com/dfsmr/dfsmr/gen/dfsmr/v1;dfsmrv1b\x06proto3"
 
 var (
 	file_dfsmr_v1_change_proto_rawDescOnce sync.Once

@@ -691,6 +691,464 @@ func (x *CancelInstanceResponse) GetInstance() *Instance {
 	return nil
 }
 
+// RetryInstanceRequest retries a failed instance.
+type RetryInstanceRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Instance id. Required (empty is INVALID_ARGUMENT); NOT_FOUND if there is
+	// no such instance.
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// Why, recorded in the changelog (Change.reason). Optional; at most 1 KiB,
+	// else INVALID_ARGUMENT.
+	Reason        string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RetryInstanceRequest) Reset() {
+	*x = RetryInstanceRequest{}
+	mi := &file_dfsmr_v1_instance_service_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RetryInstanceRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RetryInstanceRequest) ProtoMessage() {}
+
+func (x *RetryInstanceRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_dfsmr_v1_instance_service_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RetryInstanceRequest.ProtoReflect.Descriptor instead.
+func (*RetryInstanceRequest) Descriptor() ([]byte, []int) {
+	return file_dfsmr_v1_instance_service_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *RetryInstanceRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *RetryInstanceRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+// RetryInstanceResponse returns the retried instance.
+type RetryInstanceResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The instance, now READY in the node it had failed in, attempt 1.
+	Instance      *Instance `protobuf:"bytes,1,opt,name=instance,proto3" json:"instance,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RetryInstanceResponse) Reset() {
+	*x = RetryInstanceResponse{}
+	mi := &file_dfsmr_v1_instance_service_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RetryInstanceResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RetryInstanceResponse) ProtoMessage() {}
+
+func (x *RetryInstanceResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_dfsmr_v1_instance_service_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RetryInstanceResponse.ProtoReflect.Descriptor instead.
+func (*RetryInstanceResponse) Descriptor() ([]byte, []int) {
+	return file_dfsmr_v1_instance_service_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *RetryInstanceResponse) GetInstance() *Instance {
+	if x != nil {
+		return x.Instance
+	}
+	return nil
+}
+
+// CancelInstancesRequest selects the instances to cancel. At least one of
+// machine and status, or all, is required.
+type CancelInstancesRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Only instances of this machine id (any version). Empty: any machine.
+	// An unknown machine matches nothing.
+	Machine string `protobuf:"bytes,1,opt,name=machine,proto3" json:"machine,omitempty"`
+	// Only instances currently in this node of the machine. Empty: any node.
+	// Set without machine is INVALID_ARGUMENT.
+	Node string `protobuf:"bytes,2,opt,name=node,proto3" json:"node,omitempty"`
+	// Only instances with this status. Default UNSPECIFIED: any status that
+	// is not FINAL. FINAL, or a value out of the enum, is INVALID_ARGUMENT.
+	Status InstanceStatus `protobuf:"varint,3,opt,name=status,proto3,enum=dfsmr.v1.InstanceStatus" json:"status,omitempty"`
+	// Act with an empty filter: every instance that is not FINAL. Default
+	// false: an empty filter is INVALID_ARGUMENT, so that a forgotten flag
+	// never cancels everything.
+	All bool `protobuf:"varint,4,opt,name=all,proto3" json:"all,omitempty"`
+	// Count the matching instances and change nothing. Default false.
+	DryRun bool `protobuf:"varint,5,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	// The number of matching instances the caller expects (the count a
+	// confirmation showed). Unset: no check. If set and another number
+	// matches now, FAILED_PRECONDITION naming both, and nothing changes.
+	ExpectedCount *uint32 `protobuf:"varint,6,opt,name=expected_count,json=expectedCount,proto3,oneof" json:"expected_count,omitempty"`
+	// Why, recorded in every change (Change.reason). Optional; at most
+	// 1 KiB, else INVALID_ARGUMENT.
+	Reason        string `protobuf:"bytes,7,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CancelInstancesRequest) Reset() {
+	*x = CancelInstancesRequest{}
+	mi := &file_dfsmr_v1_instance_service_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CancelInstancesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CancelInstancesRequest) ProtoMessage() {}
+
+func (x *CancelInstancesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_dfsmr_v1_instance_service_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CancelInstancesRequest.ProtoReflect.Descriptor instead.
+func (*CancelInstancesRequest) Descriptor() ([]byte, []int) {
+	return file_dfsmr_v1_instance_service_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *CancelInstancesRequest) GetMachine() string {
+	if x != nil {
+		return x.Machine
+	}
+	return ""
+}
+
+func (x *CancelInstancesRequest) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *CancelInstancesRequest) GetStatus() InstanceStatus {
+	if x != nil {
+		return x.Status
+	}
+	return InstanceStatus_INSTANCE_STATUS_UNSPECIFIED
+}
+
+func (x *CancelInstancesRequest) GetAll() bool {
+	if x != nil {
+		return x.All
+	}
+	return false
+}
+
+func (x *CancelInstancesRequest) GetDryRun() bool {
+	if x != nil {
+		return x.DryRun
+	}
+	return false
+}
+
+func (x *CancelInstancesRequest) GetExpectedCount() uint32 {
+	if x != nil && x.ExpectedCount != nil {
+		return *x.ExpectedCount
+	}
+	return 0
+}
+
+func (x *CancelInstancesRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+// CancelInstancesResponse says what the bulk cancel counted and did.
+type CancelInstancesResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// How many instances matched when the call counted them.
+	Matched uint32 `protobuf:"varint,1,opt,name=matched,proto3" json:"matched,omitempty"`
+	// How many of them were cancelled; 0 for a dry run.
+	Changed uint32 `protobuf:"varint,2,opt,name=changed,proto3" json:"changed,omitempty"`
+	// How many of them were left alone because they went FINAL or left the
+	// filter before their batch ran; 0 for a dry run.
+	Skipped uint32 `protobuf:"varint,3,opt,name=skipped,proto3" json:"skipped,omitempty"`
+	// The first 20 matching instance ids, in id order.
+	SampleIds     []string `protobuf:"bytes,4,rep,name=sample_ids,json=sampleIds,proto3" json:"sample_ids,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CancelInstancesResponse) Reset() {
+	*x = CancelInstancesResponse{}
+	mi := &file_dfsmr_v1_instance_service_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CancelInstancesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CancelInstancesResponse) ProtoMessage() {}
+
+func (x *CancelInstancesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_dfsmr_v1_instance_service_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CancelInstancesResponse.ProtoReflect.Descriptor instead.
+func (*CancelInstancesResponse) Descriptor() ([]byte, []int) {
+	return file_dfsmr_v1_instance_service_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *CancelInstancesResponse) GetMatched() uint32 {
+	if x != nil {
+		return x.Matched
+	}
+	return 0
+}
+
+func (x *CancelInstancesResponse) GetChanged() uint32 {
+	if x != nil {
+		return x.Changed
+	}
+	return 0
+}
+
+func (x *CancelInstancesResponse) GetSkipped() uint32 {
+	if x != nil {
+		return x.Skipped
+	}
+	return 0
+}
+
+func (x *CancelInstancesResponse) GetSampleIds() []string {
+	if x != nil {
+		return x.SampleIds
+	}
+	return nil
+}
+
+// RetryInstancesRequest selects the failed instances to retry. machine, or
+// all, is required.
+type RetryInstancesRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Only failed instances of this machine id (any version). Empty: any
+	// machine, which needs all. An unknown machine matches nothing.
+	Machine string `protobuf:"bytes,1,opt,name=machine,proto3" json:"machine,omitempty"`
+	// Only instances that failed in this node of the machine (the from_node
+	// of their FAILED change). Empty: any node. Set without machine is
+	// INVALID_ARGUMENT.
+	Node string `protobuf:"bytes,2,opt,name=node,proto3" json:"node,omitempty"`
+	// Act with an empty filter: every failed instance of every machine.
+	// Default false: an empty filter is INVALID_ARGUMENT.
+	All bool `protobuf:"varint,3,opt,name=all,proto3" json:"all,omitempty"`
+	// Count the matching instances and change nothing. Default false.
+	DryRun bool `protobuf:"varint,4,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	// The number of matching instances the caller expects; as in
+	// CancelInstancesRequest.expected_count.
+	ExpectedCount *uint32 `protobuf:"varint,5,opt,name=expected_count,json=expectedCount,proto3,oneof" json:"expected_count,omitempty"`
+	// Why, recorded in every change (Change.reason). Optional; at most
+	// 1 KiB, else INVALID_ARGUMENT.
+	Reason        string `protobuf:"bytes,6,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RetryInstancesRequest) Reset() {
+	*x = RetryInstancesRequest{}
+	mi := &file_dfsmr_v1_instance_service_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RetryInstancesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RetryInstancesRequest) ProtoMessage() {}
+
+func (x *RetryInstancesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_dfsmr_v1_instance_service_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RetryInstancesRequest.ProtoReflect.Descriptor instead.
+func (*RetryInstancesRequest) Descriptor() ([]byte, []int) {
+	return file_dfsmr_v1_instance_service_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *RetryInstancesRequest) GetMachine() string {
+	if x != nil {
+		return x.Machine
+	}
+	return ""
+}
+
+func (x *RetryInstancesRequest) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *RetryInstancesRequest) GetAll() bool {
+	if x != nil {
+		return x.All
+	}
+	return false
+}
+
+func (x *RetryInstancesRequest) GetDryRun() bool {
+	if x != nil {
+		return x.DryRun
+	}
+	return false
+}
+
+func (x *RetryInstancesRequest) GetExpectedCount() uint32 {
+	if x != nil && x.ExpectedCount != nil {
+		return *x.ExpectedCount
+	}
+	return 0
+}
+
+func (x *RetryInstancesRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+// RetryInstancesResponse says what the bulk retry counted and did.
+type RetryInstancesResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// How many failed instances matched when the call counted them.
+	Matched uint32 `protobuf:"varint,1,opt,name=matched,proto3" json:"matched,omitempty"`
+	// How many of them were retried; 0 for a dry run.
+	Changed uint32 `protobuf:"varint,2,opt,name=changed,proto3" json:"changed,omitempty"`
+	// How many of them were left alone because they were no longer in
+	// dfsmr.failed (retried meanwhile) when their batch ran; 0 for a dry run.
+	Skipped uint32 `protobuf:"varint,3,opt,name=skipped,proto3" json:"skipped,omitempty"`
+	// The first 20 matching instance ids, in id order.
+	SampleIds     []string `protobuf:"bytes,4,rep,name=sample_ids,json=sampleIds,proto3" json:"sample_ids,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RetryInstancesResponse) Reset() {
+	*x = RetryInstancesResponse{}
+	mi := &file_dfsmr_v1_instance_service_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RetryInstancesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RetryInstancesResponse) ProtoMessage() {}
+
+func (x *RetryInstancesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_dfsmr_v1_instance_service_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RetryInstancesResponse.ProtoReflect.Descriptor instead.
+func (*RetryInstancesResponse) Descriptor() ([]byte, []int) {
+	return file_dfsmr_v1_instance_service_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *RetryInstancesResponse) GetMatched() uint32 {
+	if x != nil {
+		return x.Matched
+	}
+	return 0
+}
+
+func (x *RetryInstancesResponse) GetChanged() uint32 {
+	if x != nil {
+		return x.Changed
+	}
+	return 0
+}
+
+func (x *RetryInstancesResponse) GetSkipped() uint32 {
+	if x != nil {
+		return x.Skipped
+	}
+	return 0
+}
+
+func (x *RetryInstancesResponse) GetSampleIds() []string {
+	if x != nil {
+		return x.SampleIds
+	}
+	return nil
+}
+
 var File_dfsmr_v1_instance_service_proto protoreflect.FileDescriptor
 
 const file_dfsmr_v1_instance_service_proto_rawDesc = "" +
@@ -743,13 +1201,50 @@ const file_dfsmr_v1_instance_service_proto_rawDesc = "" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\"H\n" +
 	"\x16CancelInstanceResponse\x12.\n" +
-	"\binstance\x18\x01 \x01(\v2\x12.dfsmr.v1.InstanceR\binstance2\xab\x03\n" +
+	"\binstance\x18\x01 \x01(\v2\x12.dfsmr.v1.InstanceR\binstance\">\n" +
+	"\x14RetryInstanceRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"G\n" +
+	"\x15RetryInstanceResponse\x12.\n" +
+	"\binstance\x18\x01 \x01(\v2\x12.dfsmr.v1.InstanceR\binstance\"\xfa\x01\n" +
+	"\x16CancelInstancesRequest\x12\x18\n" +
+	"\amachine\x18\x01 \x01(\tR\amachine\x12\x12\n" +
+	"\x04node\x18\x02 \x01(\tR\x04node\x120\n" +
+	"\x06status\x18\x03 \x01(\x0e2\x18.dfsmr.v1.InstanceStatusR\x06status\x12\x10\n" +
+	"\x03all\x18\x04 \x01(\bR\x03all\x12\x17\n" +
+	"\adry_run\x18\x05 \x01(\bR\x06dryRun\x12*\n" +
+	"\x0eexpected_count\x18\x06 \x01(\rH\x00R\rexpectedCount\x88\x01\x01\x12\x16\n" +
+	"\x06reason\x18\a \x01(\tR\x06reasonB\x11\n" +
+	"\x0f_expected_count\"\x86\x01\n" +
+	"\x17CancelInstancesResponse\x12\x18\n" +
+	"\amatched\x18\x01 \x01(\rR\amatched\x12\x18\n" +
+	"\achanged\x18\x02 \x01(\rR\achanged\x12\x18\n" +
+	"\askipped\x18\x03 \x01(\rR\askipped\x12\x1d\n" +
+	"\n" +
+	"sample_ids\x18\x04 \x03(\tR\tsampleIds\"\xc7\x01\n" +
+	"\x15RetryInstancesRequest\x12\x18\n" +
+	"\amachine\x18\x01 \x01(\tR\amachine\x12\x12\n" +
+	"\x04node\x18\x02 \x01(\tR\x04node\x12\x10\n" +
+	"\x03all\x18\x03 \x01(\bR\x03all\x12\x17\n" +
+	"\adry_run\x18\x04 \x01(\bR\x06dryRun\x12*\n" +
+	"\x0eexpected_count\x18\x05 \x01(\rH\x00R\rexpectedCount\x88\x01\x01\x12\x16\n" +
+	"\x06reason\x18\x06 \x01(\tR\x06reasonB\x11\n" +
+	"\x0f_expected_count\"\x85\x01\n" +
+	"\x16RetryInstancesResponse\x12\x18\n" +
+	"\amatched\x18\x01 \x01(\rR\amatched\x12\x18\n" +
+	"\achanged\x18\x02 \x01(\rR\achanged\x12\x18\n" +
+	"\askipped\x18\x03 \x01(\rR\askipped\x12\x1d\n" +
+	"\n" +
+	"sample_ids\x18\x04 \x03(\tR\tsampleIds2\xaa\x05\n" +
 	"\x0fInstanceService\x12P\n" +
 	"\rStartInstance\x12\x1e.dfsmr.v1.StartInstanceRequest\x1a\x1f.dfsmr.v1.StartInstanceResponse\x12J\n" +
 	"\vGetInstance\x12\x1c.dfsmr.v1.GetInstanceRequest\x1a\x1d.dfsmr.v1.GetInstanceResponse\x12P\n" +
 	"\rListInstances\x12\x1e.dfsmr.v1.ListInstancesRequest\x1a\x1f.dfsmr.v1.ListInstancesResponse\x12S\n" +
 	"\x0eSignalInstance\x12\x1f.dfsmr.v1.SignalInstanceRequest\x1a .dfsmr.v1.SignalInstanceResponse\x12S\n" +
-	"\x0eCancelInstance\x12\x1f.dfsmr.v1.CancelInstanceRequest\x1a .dfsmr.v1.CancelInstanceResponseB-Z+github.com/dfsmr/dfsmr/gen/dfsmr/v1;dfsmrv1b\x06proto3"
+	"\x0eCancelInstance\x12\x1f.dfsmr.v1.CancelInstanceRequest\x1a .dfsmr.v1.CancelInstanceResponse\x12P\n" +
+	"\rRetryInstance\x12\x1e.dfsmr.v1.RetryInstanceRequest\x1a\x1f.dfsmr.v1.RetryInstanceResponse\x12V\n" +
+	"\x0fCancelInstances\x12 .dfsmr.v1.CancelInstancesRequest\x1a!.dfsmr.v1.CancelInstancesResponse\x12S\n" +
+	"\x0eRetryInstances\x12\x1f.dfsmr.v1.RetryInstancesRequest\x1a .dfsmr.v1.RetryInstancesResponseB-Z+github.com/dfsmr/dfsmr/gen/dfsmr/v1;dfsmrv1b\x06proto3"
 
 var (
 	file_dfsmr_v1_instance_service_proto_rawDescOnce sync.Once
@@ -763,51 +1258,65 @@ func file_dfsmr_v1_instance_service_proto_rawDescGZIP() []byte {
 	return file_dfsmr_v1_instance_service_proto_rawDescData
 }
 
-var file_dfsmr_v1_instance_service_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_dfsmr_v1_instance_service_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_dfsmr_v1_instance_service_proto_goTypes = []any{
-	(*StartInstanceRequest)(nil),   // 0: dfsmr.v1.StartInstanceRequest
-	(*StartInstanceResponse)(nil),  // 1: dfsmr.v1.StartInstanceResponse
-	(*GetInstanceRequest)(nil),     // 2: dfsmr.v1.GetInstanceRequest
-	(*GetInstanceResponse)(nil),    // 3: dfsmr.v1.GetInstanceResponse
-	(*ListInstancesRequest)(nil),   // 4: dfsmr.v1.ListInstancesRequest
-	(*ListInstancesResponse)(nil),  // 5: dfsmr.v1.ListInstancesResponse
-	(*SignalInstanceRequest)(nil),  // 6: dfsmr.v1.SignalInstanceRequest
-	(*SignalInstanceResponse)(nil), // 7: dfsmr.v1.SignalInstanceResponse
-	(*CancelInstanceRequest)(nil),  // 8: dfsmr.v1.CancelInstanceRequest
-	(*CancelInstanceResponse)(nil), // 9: dfsmr.v1.CancelInstanceResponse
-	nil,                            // 10: dfsmr.v1.StartInstanceRequest.ParamsEntry
-	nil,                            // 11: dfsmr.v1.SignalInstanceRequest.ParamsEntry
-	(*timestamppb.Timestamp)(nil),  // 12: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),    // 13: google.protobuf.Duration
-	(*Instance)(nil),               // 14: dfsmr.v1.Instance
-	(InstanceStatus)(0),            // 15: dfsmr.v1.InstanceStatus
+	(*StartInstanceRequest)(nil),    // 0: dfsmr.v1.StartInstanceRequest
+	(*StartInstanceResponse)(nil),   // 1: dfsmr.v1.StartInstanceResponse
+	(*GetInstanceRequest)(nil),      // 2: dfsmr.v1.GetInstanceRequest
+	(*GetInstanceResponse)(nil),     // 3: dfsmr.v1.GetInstanceResponse
+	(*ListInstancesRequest)(nil),    // 4: dfsmr.v1.ListInstancesRequest
+	(*ListInstancesResponse)(nil),   // 5: dfsmr.v1.ListInstancesResponse
+	(*SignalInstanceRequest)(nil),   // 6: dfsmr.v1.SignalInstanceRequest
+	(*SignalInstanceResponse)(nil),  // 7: dfsmr.v1.SignalInstanceResponse
+	(*CancelInstanceRequest)(nil),   // 8: dfsmr.v1.CancelInstanceRequest
+	(*CancelInstanceResponse)(nil),  // 9: dfsmr.v1.CancelInstanceResponse
+	(*RetryInstanceRequest)(nil),    // 10: dfsmr.v1.RetryInstanceRequest
+	(*RetryInstanceResponse)(nil),   // 11: dfsmr.v1.RetryInstanceResponse
+	(*CancelInstancesRequest)(nil),  // 12: dfsmr.v1.CancelInstancesRequest
+	(*CancelInstancesResponse)(nil), // 13: dfsmr.v1.CancelInstancesResponse
+	(*RetryInstancesRequest)(nil),   // 14: dfsmr.v1.RetryInstancesRequest
+	(*RetryInstancesResponse)(nil),  // 15: dfsmr.v1.RetryInstancesResponse
+	nil,                             // 16: dfsmr.v1.StartInstanceRequest.ParamsEntry
+	nil,                             // 17: dfsmr.v1.SignalInstanceRequest.ParamsEntry
+	(*timestamppb.Timestamp)(nil),   // 18: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),     // 19: google.protobuf.Duration
+	(*Instance)(nil),                // 20: dfsmr.v1.Instance
+	(InstanceStatus)(0),             // 21: dfsmr.v1.InstanceStatus
 }
 var file_dfsmr_v1_instance_service_proto_depIdxs = []int32{
-	10, // 0: dfsmr.v1.StartInstanceRequest.params:type_name -> dfsmr.v1.StartInstanceRequest.ParamsEntry
-	12, // 1: dfsmr.v1.StartInstanceRequest.start_time:type_name -> google.protobuf.Timestamp
-	13, // 2: dfsmr.v1.StartInstanceRequest.start_delay:type_name -> google.protobuf.Duration
-	14, // 3: dfsmr.v1.StartInstanceResponse.instance:type_name -> dfsmr.v1.Instance
-	14, // 4: dfsmr.v1.GetInstanceResponse.instance:type_name -> dfsmr.v1.Instance
-	15, // 5: dfsmr.v1.ListInstancesRequest.status:type_name -> dfsmr.v1.InstanceStatus
-	14, // 6: dfsmr.v1.ListInstancesResponse.instances:type_name -> dfsmr.v1.Instance
-	11, // 7: dfsmr.v1.SignalInstanceRequest.params:type_name -> dfsmr.v1.SignalInstanceRequest.ParamsEntry
-	14, // 8: dfsmr.v1.SignalInstanceResponse.instance:type_name -> dfsmr.v1.Instance
-	14, // 9: dfsmr.v1.CancelInstanceResponse.instance:type_name -> dfsmr.v1.Instance
-	0,  // 10: dfsmr.v1.InstanceService.StartInstance:input_type -> dfsmr.v1.StartInstanceRequest
-	2,  // 11: dfsmr.v1.InstanceService.GetInstance:input_type -> dfsmr.v1.GetInstanceRequest
-	4,  // 12: dfsmr.v1.InstanceService.ListInstances:input_type -> dfsmr.v1.ListInstancesRequest
-	6,  // 13: dfsmr.v1.InstanceService.SignalInstance:input_type -> dfsmr.v1.SignalInstanceRequest
-	8,  // 14: dfsmr.v1.InstanceService.CancelInstance:input_type -> dfsmr.v1.CancelInstanceRequest
-	1,  // 15: dfsmr.v1.InstanceService.StartInstance:output_type -> dfsmr.v1.StartInstanceResponse
-	3,  // 16: dfsmr.v1.InstanceService.GetInstance:output_type -> dfsmr.v1.GetInstanceResponse
-	5,  // 17: dfsmr.v1.InstanceService.ListInstances:output_type -> dfsmr.v1.ListInstancesResponse
-	7,  // 18: dfsmr.v1.InstanceService.SignalInstance:output_type -> dfsmr.v1.SignalInstanceResponse
-	9,  // 19: dfsmr.v1.InstanceService.CancelInstance:output_type -> dfsmr.v1.CancelInstanceResponse
-	15, // [15:20] is the sub-list for method output_type
-	10, // [10:15] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	16, // 0: dfsmr.v1.StartInstanceRequest.params:type_name -> dfsmr.v1.StartInstanceRequest.ParamsEntry
+	18, // 1: dfsmr.v1.StartInstanceRequest.start_time:type_name -> google.protobuf.Timestamp
+	19, // 2: dfsmr.v1.StartInstanceRequest.start_delay:type_name -> google.protobuf.Duration
+	20, // 3: dfsmr.v1.StartInstanceResponse.instance:type_name -> dfsmr.v1.Instance
+	20, // 4: dfsmr.v1.GetInstanceResponse.instance:type_name -> dfsmr.v1.Instance
+	21, // 5: dfsmr.v1.ListInstancesRequest.status:type_name -> dfsmr.v1.InstanceStatus
+	20, // 6: dfsmr.v1.ListInstancesResponse.instances:type_name -> dfsmr.v1.Instance
+	17, // 7: dfsmr.v1.SignalInstanceRequest.params:type_name -> dfsmr.v1.SignalInstanceRequest.ParamsEntry
+	20, // 8: dfsmr.v1.SignalInstanceResponse.instance:type_name -> dfsmr.v1.Instance
+	20, // 9: dfsmr.v1.CancelInstanceResponse.instance:type_name -> dfsmr.v1.Instance
+	20, // 10: dfsmr.v1.RetryInstanceResponse.instance:type_name -> dfsmr.v1.Instance
+	21, // 11: dfsmr.v1.CancelInstancesRequest.status:type_name -> dfsmr.v1.InstanceStatus
+	0,  // 12: dfsmr.v1.InstanceService.StartInstance:input_type -> dfsmr.v1.StartInstanceRequest
+	2,  // 13: dfsmr.v1.InstanceService.GetInstance:input_type -> dfsmr.v1.GetInstanceRequest
+	4,  // 14: dfsmr.v1.InstanceService.ListInstances:input_type -> dfsmr.v1.ListInstancesRequest
+	6,  // 15: dfsmr.v1.InstanceService.SignalInstance:input_type -> dfsmr.v1.SignalInstanceRequest
+	8,  // 16: dfsmr.v1.InstanceService.CancelInstance:input_type -> dfsmr.v1.CancelInstanceRequest
+	10, // 17: dfsmr.v1.InstanceService.RetryInstance:input_type -> dfsmr.v1.RetryInstanceRequest
+	12, // 18: dfsmr.v1.InstanceService.CancelInstances:input_type -> dfsmr.v1.CancelInstancesRequest
+	14, // 19: dfsmr.v1.InstanceService.RetryInstances:input_type -> dfsmr.v1.RetryInstancesRequest
+	1,  // 20: dfsmr.v1.InstanceService.StartInstance:output_type -> dfsmr.v1.StartInstanceResponse
+	3,  // 21: dfsmr.v1.InstanceService.GetInstance:output_type -> dfsmr.v1.GetInstanceResponse
+	5,  // 22: dfsmr.v1.InstanceService.ListInstances:output_type -> dfsmr.v1.ListInstancesResponse
+	7,  // 23: dfsmr.v1.InstanceService.SignalInstance:output_type -> dfsmr.v1.SignalInstanceResponse
+	9,  // 24: dfsmr.v1.InstanceService.CancelInstance:output_type -> dfsmr.v1.CancelInstanceResponse
+	11, // 25: dfsmr.v1.InstanceService.RetryInstance:output_type -> dfsmr.v1.RetryInstanceResponse
+	13, // 26: dfsmr.v1.InstanceService.CancelInstances:output_type -> dfsmr.v1.CancelInstancesResponse
+	15, // 27: dfsmr.v1.InstanceService.RetryInstances:output_type -> dfsmr.v1.RetryInstancesResponse
+	20, // [20:28] is the sub-list for method output_type
+	12, // [12:20] is the sub-list for method input_type
+	12, // [12:12] is the sub-list for extension type_name
+	12, // [12:12] is the sub-list for extension extendee
+	0,  // [0:12] is the sub-list for field type_name
 }
 
 func init() { file_dfsmr_v1_instance_service_proto_init() }
@@ -817,13 +1326,15 @@ func file_dfsmr_v1_instance_service_proto_init() {
 	}
 	file_dfsmr_v1_instance_proto_init()
 	file_dfsmr_v1_instance_status_proto_init()
+	file_dfsmr_v1_instance_service_proto_msgTypes[12].OneofWrappers = []any{}
+	file_dfsmr_v1_instance_service_proto_msgTypes[14].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_dfsmr_v1_instance_service_proto_rawDesc), len(file_dfsmr_v1_instance_service_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   12,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

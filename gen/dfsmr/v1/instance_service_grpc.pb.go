@@ -19,11 +19,14 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	InstanceService_StartInstance_FullMethodName  = "/dfsmr.v1.InstanceService/StartInstance"
-	InstanceService_GetInstance_FullMethodName    = "/dfsmr.v1.InstanceService/GetInstance"
-	InstanceService_ListInstances_FullMethodName  = "/dfsmr.v1.InstanceService/ListInstances"
-	InstanceService_SignalInstance_FullMethodName = "/dfsmr.v1.InstanceService/SignalInstance"
-	InstanceService_CancelInstance_FullMethodName = "/dfsmr.v1.InstanceService/CancelInstance"
+	InstanceService_StartInstance_FullMethodName   = "/dfsmr.v1.InstanceService/StartInstance"
+	InstanceService_GetInstance_FullMethodName     = "/dfsmr.v1.InstanceService/GetInstance"
+	InstanceService_ListInstances_FullMethodName   = "/dfsmr.v1.InstanceService/ListInstances"
+	InstanceService_SignalInstance_FullMethodName  = "/dfsmr.v1.InstanceService/SignalInstance"
+	InstanceService_CancelInstance_FullMethodName  = "/dfsmr.v1.InstanceService/CancelInstance"
+	InstanceService_RetryInstance_FullMethodName   = "/dfsmr.v1.InstanceService/RetryInstance"
+	InstanceService_CancelInstances_FullMethodName = "/dfsmr.v1.InstanceService/CancelInstances"
+	InstanceService_RetryInstances_FullMethodName  = "/dfsmr.v1.InstanceService/RetryInstances"
 )
 
 // InstanceServiceClient is the client API for InstanceService service.
@@ -37,8 +40,10 @@ const (
 // bad input; NOT_FOUND for an unknown instance, machine or version;
 // ALREADY_EXISTS when StartInstance reuses an id with different content;
 // FAILED_PRECONDITION when the instance is FINAL or a signal is not a
-// signal transition of the instance's current node; RESOURCE_EXHAUSTED when
-// a server limit is reached.
+// signal transition of the instance's current node, when a retried instance
+// is not in dfsmr.failed, or when a bulk action's expected_count differs
+// from the number matching; RESOURCE_EXHAUSTED when a server limit is
+// reached.
 type InstanceServiceClient interface {
 	// StartInstance creates an instance in the machine's start node: READY at
 	// once, or WAITING until start_time / start_delay. It is idempotent by id:
@@ -71,6 +76,37 @@ type InstanceServiceClient interface {
 	// FAILED_PRECONDITION if the instance is already FINAL; NOT_FOUND if there
 	// is no such instance.
 	CancelInstance(ctx context.Context, in *CancelInstanceRequest, opts ...grpc.CallOption) (*CancelInstanceResponse, error)
+	// RetryInstance runs again an instance that ended in the final system
+	// node dfsmr.failed (its node's max_attempts used up): it goes back to
+	// the node it failed in (the from_node of its FAILED change), READY with
+	// attempt 1, keeping its params, priority and machine version, and the
+	// changelog records a RETRIED change (system transition dfsmr.retry).
+	// It is idempotent by state: once retried the instance is no longer in
+	// dfsmr.failed, and a repeated call is FAILED_PRECONDITION and changes
+	// nothing. FAILED_PRECONDITION also for any other instance, cancelled
+	// and aborted ones included (they were ended on purpose), and for a job
+	// of a device (submit a new order instead); NOT_FOUND if there is no
+	// such instance.
+	RetryInstance(ctx context.Context, in *RetryInstanceRequest, opts ...grpc.CallOption) (*RetryInstanceResponse, error)
+	// CancelInstances cancels, as CancelInstance does, every instance that
+	// is not FINAL and matches the filter. The matching instances are
+	// counted in one consistent read; with dry_run the call stops there and
+	// returns the count. With expected_count set to the count an operator
+	// confirmed, another count is FAILED_PRECONDITION and nothing changes.
+	// The counted instances are then cancelled 256 per transaction, each
+	// checked again: one that went FINAL or left the filter meanwhile is
+	// skipped, one that came to match after the count is not touched. An
+	// error ends the call; the batches before it stay committed (a dry run
+	// shows what is left). An empty filter without all is INVALID_ARGUMENT;
+	// more than 100000 matching instances (outside a dry run) is
+	// FAILED_PRECONDITION: narrow the filter.
+	CancelInstances(ctx context.Context, in *CancelInstancesRequest, opts ...grpc.CallOption) (*CancelInstancesResponse, error)
+	// RetryInstances retries, as RetryInstance does, every instance in
+	// dfsmr.failed of a machine (of every machine with all) that failed in
+	// a given node (any node when empty). Jobs of devices do not match.
+	// Counting, dry_run, expected_count, batches and limits are those of
+	// CancelInstances.
+	RetryInstances(ctx context.Context, in *RetryInstancesRequest, opts ...grpc.CallOption) (*RetryInstancesResponse, error)
 }
 
 type instanceServiceClient struct {
@@ -131,6 +167,36 @@ func (c *instanceServiceClient) CancelInstance(ctx context.Context, in *CancelIn
 	return out, nil
 }
 
+func (c *instanceServiceClient) RetryInstance(ctx context.Context, in *RetryInstanceRequest, opts ...grpc.CallOption) (*RetryInstanceResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RetryInstanceResponse)
+	err := c.cc.Invoke(ctx, InstanceService_RetryInstance_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *instanceServiceClient) CancelInstances(ctx context.Context, in *CancelInstancesRequest, opts ...grpc.CallOption) (*CancelInstancesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CancelInstancesResponse)
+	err := c.cc.Invoke(ctx, InstanceService_CancelInstances_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *instanceServiceClient) RetryInstances(ctx context.Context, in *RetryInstancesRequest, opts ...grpc.CallOption) (*RetryInstancesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RetryInstancesResponse)
+	err := c.cc.Invoke(ctx, InstanceService_RetryInstances_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // InstanceServiceServer is the server API for InstanceService service.
 // All implementations must embed UnimplementedInstanceServiceServer
 // for forward compatibility.
@@ -142,8 +208,10 @@ func (c *instanceServiceClient) CancelInstance(ctx context.Context, in *CancelIn
 // bad input; NOT_FOUND for an unknown instance, machine or version;
 // ALREADY_EXISTS when StartInstance reuses an id with different content;
 // FAILED_PRECONDITION when the instance is FINAL or a signal is not a
-// signal transition of the instance's current node; RESOURCE_EXHAUSTED when
-// a server limit is reached.
+// signal transition of the instance's current node, when a retried instance
+// is not in dfsmr.failed, or when a bulk action's expected_count differs
+// from the number matching; RESOURCE_EXHAUSTED when a server limit is
+// reached.
 type InstanceServiceServer interface {
 	// StartInstance creates an instance in the machine's start node: READY at
 	// once, or WAITING until start_time / start_delay. It is idempotent by id:
@@ -176,6 +244,37 @@ type InstanceServiceServer interface {
 	// FAILED_PRECONDITION if the instance is already FINAL; NOT_FOUND if there
 	// is no such instance.
 	CancelInstance(context.Context, *CancelInstanceRequest) (*CancelInstanceResponse, error)
+	// RetryInstance runs again an instance that ended in the final system
+	// node dfsmr.failed (its node's max_attempts used up): it goes back to
+	// the node it failed in (the from_node of its FAILED change), READY with
+	// attempt 1, keeping its params, priority and machine version, and the
+	// changelog records a RETRIED change (system transition dfsmr.retry).
+	// It is idempotent by state: once retried the instance is no longer in
+	// dfsmr.failed, and a repeated call is FAILED_PRECONDITION and changes
+	// nothing. FAILED_PRECONDITION also for any other instance, cancelled
+	// and aborted ones included (they were ended on purpose), and for a job
+	// of a device (submit a new order instead); NOT_FOUND if there is no
+	// such instance.
+	RetryInstance(context.Context, *RetryInstanceRequest) (*RetryInstanceResponse, error)
+	// CancelInstances cancels, as CancelInstance does, every instance that
+	// is not FINAL and matches the filter. The matching instances are
+	// counted in one consistent read; with dry_run the call stops there and
+	// returns the count. With expected_count set to the count an operator
+	// confirmed, another count is FAILED_PRECONDITION and nothing changes.
+	// The counted instances are then cancelled 256 per transaction, each
+	// checked again: one that went FINAL or left the filter meanwhile is
+	// skipped, one that came to match after the count is not touched. An
+	// error ends the call; the batches before it stay committed (a dry run
+	// shows what is left). An empty filter without all is INVALID_ARGUMENT;
+	// more than 100000 matching instances (outside a dry run) is
+	// FAILED_PRECONDITION: narrow the filter.
+	CancelInstances(context.Context, *CancelInstancesRequest) (*CancelInstancesResponse, error)
+	// RetryInstances retries, as RetryInstance does, every instance in
+	// dfsmr.failed of a machine (of every machine with all) that failed in
+	// a given node (any node when empty). Jobs of devices do not match.
+	// Counting, dry_run, expected_count, batches and limits are those of
+	// CancelInstances.
+	RetryInstances(context.Context, *RetryInstancesRequest) (*RetryInstancesResponse, error)
 	mustEmbedUnimplementedInstanceServiceServer()
 }
 
@@ -200,6 +299,15 @@ func (UnimplementedInstanceServiceServer) SignalInstance(context.Context, *Signa
 }
 func (UnimplementedInstanceServiceServer) CancelInstance(context.Context, *CancelInstanceRequest) (*CancelInstanceResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method CancelInstance not implemented")
+}
+func (UnimplementedInstanceServiceServer) RetryInstance(context.Context, *RetryInstanceRequest) (*RetryInstanceResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RetryInstance not implemented")
+}
+func (UnimplementedInstanceServiceServer) CancelInstances(context.Context, *CancelInstancesRequest) (*CancelInstancesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CancelInstances not implemented")
+}
+func (UnimplementedInstanceServiceServer) RetryInstances(context.Context, *RetryInstancesRequest) (*RetryInstancesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RetryInstances not implemented")
 }
 func (UnimplementedInstanceServiceServer) mustEmbedUnimplementedInstanceServiceServer() {}
 func (UnimplementedInstanceServiceServer) testEmbeddedByValue()                         {}
@@ -312,6 +420,60 @@ func _InstanceService_CancelInstance_Handler(srv interface{}, ctx context.Contex
 	return interceptor(ctx, in, info, handler)
 }
 
+func _InstanceService_RetryInstance_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RetryInstanceRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(InstanceServiceServer).RetryInstance(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: InstanceService_RetryInstance_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(InstanceServiceServer).RetryInstance(ctx, req.(*RetryInstanceRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _InstanceService_CancelInstances_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CancelInstancesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(InstanceServiceServer).CancelInstances(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: InstanceService_CancelInstances_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(InstanceServiceServer).CancelInstances(ctx, req.(*CancelInstancesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _InstanceService_RetryInstances_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RetryInstancesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(InstanceServiceServer).RetryInstances(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: InstanceService_RetryInstances_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(InstanceServiceServer).RetryInstances(ctx, req.(*RetryInstancesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // InstanceService_ServiceDesc is the grpc.ServiceDesc for InstanceService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -338,6 +500,18 @@ var InstanceService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "CancelInstance",
 			Handler:    _InstanceService_CancelInstance_Handler,
+		},
+		{
+			MethodName: "RetryInstance",
+			Handler:    _InstanceService_RetryInstance_Handler,
+		},
+		{
+			MethodName: "CancelInstances",
+			Handler:    _InstanceService_CancelInstances_Handler,
+		},
+		{
+			MethodName: "RetryInstances",
+			Handler:    _InstanceService_RetryInstances_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -619,12 +619,15 @@ func checkInstance(in *fsm.Instance) error {
 }
 
 // checkSuccessor asserts the invariants between an instance's stored state
-// and the one that replaces it: a final instance never changes and a
-// fencing token never goes down. Breaking them is a bug upstream; the
-// store refuses the write so that it cannot reach the disk.
+// and the one that replaces it: a final instance never changes, but for an
+// operator's retry out of dfsmr.failed (one change, to a working status;
+// see fsm.RetryFailed), and a fencing token never goes down. Breaking them
+// is a bug upstream; the store refuses the write so that it cannot reach
+// the disk.
 func checkSuccessor(old, in *fsm.Instance) error {
+	retried := old.Node == fsm.NodeFailed && in.Status != fsm.StatusFinal && in.Rev == old.Rev+1
 	switch {
-	case old.Status == fsm.StatusFinal:
+	case old.Status == fsm.StatusFinal && !retried:
 		return fmt.Errorf("put instance %q: %w", in.ID, &fsm.InvariantError{Msg: "a final instance changed"})
 	case in.Token < old.Token:
 		return fmt.Errorf("put instance %q: %w", in.ID, &fsm.InvariantError{

@@ -184,6 +184,26 @@ func (s *suite) instances(t *testing.T) {
 		equal(t, "final instance", getInstance(t, st, "f"), norm(in))
 	})
 
+	t.Run("FailedMayBeRetriedOnce", func(t *testing.T) {
+		st := s.fresh(t)
+		in := inst("f", "m", fsm.NodeFailed, fsm.StatusFinal, 0, base)
+		put(t, st, in)
+		// Still FINAL elsewhere, or more than one change: refused.
+		moved := in
+		moved.Node, moved.Rev = "end", in.Rev+1
+		skipped := in
+		skipped.Node, skipped.Status, skipped.Rev = "n", fsm.StatusReady, in.Rev+2
+		for _, bad := range []fsm.Instance{moved, skipped} {
+			if err := st.Update(ctx, func(tx store.Tx) error { return tx.PutInstance(bad) }); !isInvariant(err) {
+				t.Fatalf("changing a failed instance to %s %s rev %d: %v, want an *fsm.InvariantError", bad.Node, bad.Status, bad.Rev, err)
+			}
+		}
+		retried := in
+		retried.Node, retried.Status, retried.Rev, retried.DueAt = "n", fsm.StatusReady, in.Rev+1, base
+		put(t, st, retried)
+		equal(t, "retried instance", getInstance(t, st, "f"), norm(retried))
+	})
+
 	t.Run("TokenNeverDecreases", func(t *testing.T) {
 		st := s.fresh(t)
 		in := inst("t", "m", "n", fsm.StatusLeased, 0, base)
