@@ -44,6 +44,20 @@ type confirmView struct {
 	Count int
 	Job   *fsm.Instance
 	Back  string
+	// Changed says the viewer confirmed another count, which no longer
+	// matched: nothing was done.
+	Changed bool
+}
+
+// urlValues encodes key, value pairs, leaving out empty values.
+func urlValues(kv ...string) string {
+	q := url.Values{}
+	for i := 0; i+1 < len(kv); i += 2 {
+		if kv[i+1] != "" {
+			q.Set(kv[i], kv[i+1])
+		}
+	}
+	return q.Encode()
 }
 
 // confirmPage shows what an action will do and asks to confirm it; a bulk
@@ -62,7 +76,7 @@ func (h *Handler) confirmPage(w http.ResponseWriter, r *http.Request, v *viewer)
 		h.fail(w, r, v, err)
 		return
 	}
-	cv := &confirmView{Action: action, ID: q.Get("id"), Signal: q.Get("signal"), Q: readQuery(r), Back: safeNext(q.Get("back"))}
+	cv := &confirmView{Changed: q.Get("changed") != "", Action: action, ID: q.Get("id"), Signal: q.Get("signal"), Q: readQuery(r), Back: safeNext(q.Get("back"))}
 	switch action {
 	case actCancelMany, actRetryMany:
 		n, err := h.bulk(r, action, cv.Q, true, 0, v)
@@ -147,6 +161,13 @@ func (h *Handler) act(w http.ResponseWriter, r *http.Request) {
 		if err == nil {
 			h.log.Info("web bulk action", "action", action, "principal", v.name, "count", n)
 		}
+	}
+	if countChanged(err) {
+		// Ask again, with the count as it is now.
+		q := readQuery(r)
+		again := h.url("/confirm") + "?" + urlValues("action", action, "machine", q.Machine, "node", q.Node, "status", q.Status, "changed", "1")
+		http.Redirect(w, r, again, http.StatusSeeOther)
+		return
 	}
 	if err != nil {
 		h.fail(w, r, v, err)
