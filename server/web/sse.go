@@ -99,13 +99,7 @@ func (h *Handler) events(w http.ResponseWriter, r *http.Request, _ *viewer) {
 	defer h.streams.Done()
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
-	go func() {
-		select {
-		case <-h.done:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
+	defer context.AfterFunc(h.closed, cancel)()
 
 	rc := http.NewResponseController(w)
 	hdr := w.Header()

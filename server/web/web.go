@@ -89,9 +89,10 @@ type Handler struct {
 	mux   *http.ServeMux
 	pages map[string]*template.Template
 
-	done      chan struct{}
-	closeOnce sync.Once
-	streams   sync.WaitGroup
+	// closed ends when Close is called, and with it every event stream.
+	closed  context.Context
+	close   context.CancelFunc
+	streams sync.WaitGroup
 }
 
 // New builds the dashboard's handler.
@@ -111,7 +112,8 @@ func New(o Options) (*Handler, error) {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
-	h := &Handler{o: o, log: o.Logger.With(logKeyComponent, "web"), done: make(chan struct{})}
+	h := &Handler{o: o, log: o.Logger.With(logKeyComponent, "web")}
+	h.closed, h.close = context.WithCancel(context.Background())
 	if err := h.parseTemplates(); err != nil {
 		return nil, err
 	}
@@ -169,7 +171,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // its HTTP listener down, as streams never end on their own. It waits for
 // them to return. Close is idempotent.
 func (h *Handler) Close() {
-	h.closeOnce.Do(func() { close(h.done) })
+	h.close()
 	h.streams.Wait()
 }
 

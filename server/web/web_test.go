@@ -38,7 +38,7 @@ type env struct {
 }
 
 // principals of the tokens file mustServer writes when auth is on.
-var principals = map[string]auth.Role{"olga": auth.RoleOperator, "rita": auth.RoleReader}
+var principals = map[string]auth.Role{"olga": auth.RoleOperator, "rita": auth.RoleReader, "p1": auth.RoleDevice}
 
 // mustServer starts a server with the dashboard on 127.0.0.1:0; with
 // withAuth, a tokens file lists olga (operator) and rita (reader).
@@ -492,8 +492,17 @@ func TestEventsResumeWithoutGap(t *testing.T) {
 func TestEventsBadResumePoint(t *testing.T) {
 	e := mustServer(t, false, nil)
 	b := e.browser(t)
-	b.get("/")
+	b.get("/instances")
 	if code, body := b.get("/events?after=x"); code != http.StatusBadRequest || !strings.Contains(body, "after") {
 		t.Errorf("after=x: %d\n%s", code, body)
 	}
+}
+
+func mustURL(tb testing.TB, s string) *url.URL {
+	tb.Helper()
+	u, err := url.Parse(s)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return u
 }
