@@ -138,7 +138,12 @@ func (h *Handler) act(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	id := f.Get("id")
 	back := safeNext(f.Get("back"))
-	if back == "" {
+	switch {
+	case back != "":
+	case action == actCancelMany || action == actRetryMany:
+		q := readQuery(r)
+		back = h.url("/instances") + "?" + urlValues("machine", q.Machine, "node", q.Node, "status", q.Status)
+	default:
 		back = h.url("/instances/" + url.PathEscape(id))
 	}
 	switch action {

@@ -10,11 +10,13 @@ import (
 
 // Graph geometry, in SVG user units.
 const (
-	colWidth  = 210
-	rowHeight = 92
-	nodeW     = 160
+	colWidth  = 330
+	rowHeight = 140
+	nodeW     = 170
 	nodeH     = 62
 	margin    = 24
+	// top leaves room for the loops over the first row.
+	top = 90
 )
 
 // graph is a machine laid out for drawing: nodes in columns by their
@@ -87,7 +89,7 @@ func layout(m *fsm.Machine, counts map[string]map[fsm.Status]int, rates map[edge
 	g := &graph{}
 	for _, name := range sortedSystemLast(order) {
 		r := rank[name]
-		x, y := margin+r*colWidth, margin+cols[r]*rowHeight
+		x, y := margin+r*colWidth, top+cols[r]*rowHeight
 		cols[r]++
 		pos[name] = [2]int{x, y}
 		n := gnode{Name: name, X: x, Y: y, Start: name == m.Start}
@@ -108,18 +110,24 @@ func layout(m *fsm.Machine, counts map[string]map[fsm.Status]int, rates map[edge
 	}
 	for _, name := range m.Order {
 		node := m.Nodes[name]
-		for i, tn := range node.Order {
+		loops, out := 0, 0
+		for _, tn := range node.Order {
 			t := node.Transitions[tn]
 			e := gedge{Label: tn, Signal: t.Signal, Rate: rates[edgeKey{name, tn}]}
 			a, b := pos[name], pos[t.To]
-			e.Path, e.LX, e.LY = edgePath(a, b, i)
+			if name == t.To {
+				e.Path, e.LX, e.LY = loopPath(a, loops)
+				loops++
+			} else {
+				e.Path, e.LX, e.LY = edgePath(a, b, out)
+				out++
+			}
 			if e.Rate > 0 {
 				e.Label += fmt.Sprintf(" · %.1f/min", e.Rate)
 			}
 			g.Edges = append(g.Edges, e)
 		}
 	}
-	g.H += 30 // room for loops over the top row's labels
 	return g
 }
 
@@ -137,15 +145,10 @@ func sortedSystemLast(order []string) []string {
 }
 
 // edgePath returns the path from node box a to node box b (top-left
-// corners) and the label position. i, the transition's index in its node,
-// spreads parallel edges apart.
+// corners) and the label position. i, the index of the edge among its
+// node's edges to other nodes, spreads parallel edges apart.
 func edgePath(a, b [2]int, i int) (string, int, int) {
 	ax, ay := a[0]+nodeW/2, a[1]+nodeH/2
-	if a == b {
-		// A loop over the node's right edge.
-		x, y := a[0]+nodeW, a[1]+12+i*8
-		return fmt.Sprintf("M%d,%d C%d,%d %d,%d %d,%d", x, y, x+40, y-30, x+40, y+40, x, y+nodeH/2), x + 18, y - 12
-	}
 	bx, by := b[0]+nodeW/2, b[1]+nodeH/2
 	// Start and end on the boxes' borders, not their centres.
 	sx, sy := border(ax, ay, bx, by)
@@ -161,6 +164,16 @@ func edgePath(a, b [2]int, i int) (string, int, int) {
 	}
 	cx, cy := mx+int(-dy/l*bend), my+int(dx/l*bend)
 	return fmt.Sprintf("M%d,%d Q%d,%d %d,%d", sx, sy, cx, cy, ex, ey), (mx + cx) / 2, (my+cy)/2 - 4
+}
+
+// loopPath draws the k-th self loop of the node box at a as an arc over
+// its top edge, each loop higher than the one before; its label sits on
+// the arc's top.
+func loopPath(a [2]int, k int) (string, int, int) {
+	cx, y := a[0]+nodeW/2, a[1]
+	h := 34 + 22*k
+	w := 28 + 10*k
+	return fmt.Sprintf("M%d,%d C%d,%d %d,%d %d,%d", cx-w/2, y, cx-w, y-h, cx+w, y-h, cx+w/2, y), cx, y - h*3/4 - 3
 }
 
 // border moves from a box's centre (x, y) towards (tx, ty) to its border.
