@@ -365,7 +365,8 @@ func TestBulkCancelCancelsExactlyTheCounted(t *testing.T) {
 	_, body = o.get(strings.TrimPrefix(loc, e.srvPrefix()))
 	mustContain(t, "second confirmation", body, `<strong id="count">6</strong>`, "changed before you confirmed")
 	form.Set("expected", "6")
-	if code, body, loc := o.post("/act", form); code != http.StatusSeeOther || loc != "/instances?machine=crawler" {
+	form.Del("back") // back to the filtered list
+	if code, body, loc := o.post("/act", form); code != http.StatusSeeOther || loc != "/instances?machine=crawler&status=READY" {
 		t.Fatalf("bulk cancel: %d to %q\n%s", code, loc, body)
 	}
 	for _, id := range []string{"c-0", "c-1", "c-2", "c-3", "c-4", "c-late"} {
@@ -505,4 +506,83 @@ func mustURL(tb testing.TB, s string) *url.URL {
 		tb.Fatal(err)
 	}
 	return u
+}
+
+// flaky fails for good at its first error: its instances reach
+// dfsmr.failed, which the dashboard retries.
+const flaky = `id: flaky
+nodes:
+  work:
+    start: true
+    timeout: 30s
+    retry: {max_attempts: 1, backoff: fixed, initial: 1s}
+    transitions:
+      ok: done
+      error: work
+  done: {final: true}
+`
+
+// fail starts instance id of flaky and fails it into dfsmr.failed.
+func (e *env) fail(tb testing.TB, id string) {
+	tb.Helper()
+	ctx := context.Background()
+	eng := e.srv.Engine()
+	e.start(tb, "flaky", id, nil)
+	in, ok, err := eng.Ready(ctx, engine.ReadyArgs{Machine: "flaky", Worker: "w"})
+	if err != nil || !ok || in.ID != id {
+		tb.Fatalf("lease %s: %v %v %v", id, in.ID, ok, err)
+	}
+	if in, err = eng.Transition(ctx, engine.TransitionArgs{ID: id, Token: in.Lease.Token, Transition: "error"}); err != nil || in.Node != fsm.NodeFailed {
+		tb.Fatalf("fail %s: %s %v", id, in.Node, err)
+	}
+}
+
+func TestRetryFailedInstances(t *testing.T) {
+	e := mustServer(t, true, nil)
+	if _, _, err := e.srv.Engine().DefineMachine(context.Background(), "flaky.yaml", []byte(flaky), "test"); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"f-1", "f-2", "f-3"} {
+		e.fail(t, id)
+	}
+	o := e.login(t, "olga")
+	_, body := o.get("/instances/f-1")
+	mustContain(t, "failed instance", body, "Retry…")
+	csrf := o.csrf("/confirm?action=retry&id=f-1")
+	if code, body, _ := o.post("/act", url.Values{"csrf": {csrf}, "action": {"retry"}, "id": {"f-1"}}); code != http.StatusSeeOther {
+		t.Fatalf("retry: %d\n%s", code, body)
+	}
+	if in := e.instance(t, "f-1"); in.Node != "work" || in.Status != fsm.StatusReady {
+		t.Fatalf("f-1 after retry: %s %s", in.Node, in.Status)
+	}
+	// Retrying a running instance is refused with the server's status.
+	if code, _, _ := o.post("/act", url.Values{"csrf": {csrf}, "action": {"retry"}, "id": {"f-1"}}); code != http.StatusConflict {
+		t.Errorf("retry of a running instance: %d, want 409", code)
+	}
+	_, body = o.get("/confirm?action=retry-many&machine=flaky&node=dfsmr.failed")
+	if m := countRE.FindStringSubmatch(body); m == nil || m[1] != "2" {
+		t.Fatalf("retry-many count: %v\n%s", m, body)
+	}
+	form := url.Values{"csrf": {csrf}, "action": {"retry-many"}, "machine": {"flaky"}, "node": {"dfsmr.failed"}, "expected": {"2"}}
+	if code, body, _ := o.post("/act", form); code != http.StatusSeeOther {
+		t.Fatalf("retry-many: %d\n%s", code, body)
+	}
+	for _, id := range []string{"f-2", "f-3"} {
+		if in := e.instance(t, id); in.Node != "work" {
+			t.Errorf("%s after retry-many: %s", id, in.Node)
+		}
+	}
+}
+
+func TestDashboardBeyondLoopbackNeedsTLSAndAuth(t *testing.T) {
+	_, err := server.New(context.Background(), server.Config{DB: filepath.Join(t.TempDir(), "d.db"), Addr: "127.0.0.1:0", HTTPAddr: "0.0.0.0:0"})
+	if err == nil || !strings.Contains(err.Error(), "refusing to listen on 0.0.0.0:0") {
+		t.Fatalf("dashboard on every interface without TLS and tokens: %v", err)
+	}
+	for _, c := range []server.Config{{HTTPReadOnly: true}, {HTTPAddr: "127.0.0.1:0", HTTPPrefix: "dfsmr/"}} {
+		c.DB, c.Addr = filepath.Join(t.TempDir(), "d.db"), "127.0.0.1:0"
+		if _, err := server.New(context.Background(), c); err == nil {
+			t.Errorf("%+v: accepted", c)
+		}
+	}
 }
