@@ -63,21 +63,23 @@
   }
 
   // A page with a #live part fetches it again shortly after a change, at
-  // most one fetch at a time, and once more if changes came meanwhile: the
-  // last change is never left out.
+  // most one fetch at a time and at most two a second, and once more if
+  // changes came meanwhile: the last change is never left out.
   var live = document.getElementById('live');
   if (live && body.dataset.events) {
-    var busy = false, again = false;
+    var busy = false, again = false, lastStart = 0;
     var refresh = function () {
       if (busy) { again = true; return; }
       busy = true;
+      var wait = Math.max(100, 500 - (Date.now() - lastStart));
       setTimeout(function () {
+        lastStart = Date.now();
         fetch(location.href, { headers: { 'X-Fragment': '1' }, credentials: 'same-origin' })
           .then(function (r) { return r.ok ? r.text() : Promise.reject(r.status); })
           .then(function (html) { live.innerHTML = html; tick(); })
           .catch(function () {})
           .then(function () { busy = false; if (again) { again = false; refresh(); } });
-      }, 100);
+      }, wait);
     };
     follow(body.dataset.events, function (c) {
       if (body.dataset.page === 'printers') alertPrint(c);
