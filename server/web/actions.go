@@ -120,7 +120,7 @@ func (h *Handler) act(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !hmac.Equal([]byte(r.PostForm.Get(csrfField)), []byte(v.csrf)) {
-		h.log.Warn("web action refused: missing or wrong CSRF token", "remote", r.RemoteAddr)
+		h.log.Warn("web action refused: missing or wrong CSRF token", logKeyRemote, r.RemoteAddr)
 		http.Error(w, "missing or wrong CSRF token", http.StatusForbidden)
 		return
 	}
@@ -164,7 +164,7 @@ func (h *Handler) act(w http.ResponseWriter, r *http.Request) {
 		var n int
 		n, err = h.bulk(r, action, readQuery(r), false, expected, v)
 		if err == nil {
-			h.log.Info("web bulk action", "action", action, "principal", v.name, "count", n)
+			h.log.Info("web bulk action", logKeyAction, action, logKeyPrincipal, v.name, logKeyCount, n)
 		}
 	}
 	if countChanged(err) {

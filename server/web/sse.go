@@ -125,10 +125,13 @@ func (h *Handler) events(w http.ResponseWriter, r *http.Request, _ *viewer) {
 		return rc.Flush()
 	}
 	defer func() {
-		// Unblock a write stuck on a browser that stopped reading, then
-		// wait for it.
-		_ = rc.SetWriteDeadline(time.Now())
-		mu.Lock()
+		if !mu.TryLock() {
+			// A write is under way, perhaps stuck on a browser that
+			// stopped reading: cut it short, then wait for it. Otherwise
+			// the response ends cleanly.
+			_ = rc.SetWriteDeadline(time.Now())
+			mu.Lock()
+		}
 		ended = true
 		mu.Unlock()
 	}()
@@ -161,7 +164,7 @@ func (h *Handler) events(w http.ResponseWriter, r *http.Request, _ *viewer) {
 	case errors.As(err, &lag):
 		// Ending the response makes EventSource reconnect with the
 		// Last-Event-ID it saw, which is at or past ResumeFrom - 1.
-		h.log.Info("web event stream lagging; the browser reconnects", "resume_from", lag.ResumeFrom)
+		h.log.Info("web event stream lagging; the browser reconnects", logKeyResumeFrom, lag.ResumeFrom)
 	}
 }
 

@@ -4,12 +4,15 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"runtime"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/dfsmr/dfsmr/server"
 )
 
 // TestEventStreams200BoundedMemory holds 200 browsers' worth of event
@@ -92,4 +95,28 @@ func heapInUse() uint64 {
 	var m runtime.MemStats
 	runtime.ReadMemStats(&m)
 	return m.HeapInuse + m.StackInuse
+}
+
+// TestStopEndsEventStreams: event streams never end on their own, so the
+// server's Stop ends them instead of waiting its StopTimeout out.
+func TestStopEndsEventStreams(t *testing.T) {
+	e := mustServer(t, false, func(c *server.Config) { c.StopTimeout = time.Minute })
+	b := e.browser(t)
+	b.get("/instances")
+	resp := b.stream(context.Background(), "/events", "")
+	defer resp.Body.Close()
+	r := bufio.NewReader(resp.Body)
+	if line, err := r.ReadString('\n'); err != nil || !strings.HasPrefix(line, ": dfsmr changelog") {
+		t.Fatalf("first line %q: %v", line, err)
+	}
+	begin := time.Now()
+	if err := e.srv.Stop(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(begin); took > 10*time.Second {
+		t.Fatalf("Stop took %v with an event stream open", took)
+	}
+	if _, err := io.Copy(io.Discard, r); err != nil {
+		t.Fatalf("the stream did not end cleanly: %v", err)
+	}
 }

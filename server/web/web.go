@@ -42,9 +42,14 @@ const (
 
 // Log attribute keys.
 const (
-	logKeyComponent = "component"
-	logKeyErr       = "err"
-	logKeyPath      = "path"
+	logKeyComponent  = "component"
+	logKeyErr        = "err"
+	logKeyPath       = "path"
+	logKeyRemote     = "remote"
+	logKeyAction     = "action"
+	logKeyPrincipal  = "principal"
+	logKeyCount      = "count"
+	logKeyResumeFrom = "resume_from"
 )
 
 //go:embed templates/*.html
@@ -305,7 +310,7 @@ func (h *Handler) login(w http.ResponseWriter, r *http.Request) {
 	tok := strings.TrimSpace(r.PostFormValue("token"))
 	next := safeNext(r.PostFormValue("next"))
 	if _, err := h.authenticate(r.Context(), tok); tok == "" || err != nil {
-		h.log.Info("web login refused", "remote", r.RemoteAddr)
+		h.log.Info("web login refused", logKeyRemote, r.RemoteAddr)
 		h.render(w, r, "login", &viewer{}, map[string]any{"Next": next, "Error": "Unknown or revoked token."}, http.StatusUnauthorized)
 		return
 	}
