@@ -154,9 +154,12 @@ try {
       await p.goto(base + url);
       await shot(p, name);
     }
-    await p.goto(base + '/instances?machine=report&status=WAITING');
-    const first = p.locator('table.list tbody a').first();
-    if (await first.count() === 0) await p.goto(base + '/instances?machine=report');
+    // An instance waiting for its next try shows the countdown; else one
+    // leased shows its lease.
+    for (const status of ['WAITING', 'LEASED', '']) {
+      await p.goto(base + '/instances?machine=report&status=' + status);
+      if (await p.locator('table.list tbody a').count() > 0) break;
+    }
     await p.locator('table.list tbody a').first().click();
     await p.waitForURL(/\/instances\/[^?]+$/);
     await shot(p, 'instance');
