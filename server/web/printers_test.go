@@ -1,6 +1,7 @@
 package web_test
 
 import (
+	"bufio"
 	"context"
 	"math/rand/v2"
 	"net/http"
@@ -60,10 +61,11 @@ func TestPrinterWallRetrieval(t *testing.T) {
 	// between the order and the wait.
 	resp := o.stream(ctx, "/events?machine=print_job&tail=0", "")
 	defer resp.Body.Close()
+	events := bufio.NewReader(resp.Body)
 	next := func(want ...string) sseEvent {
 		t.Helper()
 		for {
-			ev := readEvents(t, resp.Body, 1)[0]
+			ev := readEvents(t, events, 1)[0]
 			ok := true
 			for _, w := range want {
 				ok = ok && strings.Contains(ev.data, w)
@@ -74,7 +76,7 @@ func TestPrinterWallRetrieval(t *testing.T) {
 		}
 	}
 	online := o.stream(ctx, "/events?device=p1&kind=DEVICE_ONLINE&tail=1000", "")
-	readEvents(t, online.Body, 1)
+	readEvents(t, bufio.NewReader(online.Body), 1)
 	online.Body.Close()
 	if _, _, err := e.srv.Engine().SubmitOrder(ctx, engine.OrderArgs{ID: "o1", Model: "gear", Quantity: 1, Printer: "p1", Actor: "test"}); err != nil {
 		t.Fatal(err)

@@ -405,13 +405,18 @@ func TestPathPrefix(t *testing.T) {
 type sseEvent struct{ id, event, data string }
 
 // readEvents reads events from an SSE body until n "change" events came.
-func readEvents(tb testing.TB, body io.Reader, n int) []sseEvent {
+// Pass the same reader to every call on one stream: it keeps what it read
+// ahead.
+func readEvents(tb testing.TB, r *bufio.Reader, n int) []sseEvent {
 	tb.Helper()
-	sc := bufio.NewScanner(body)
 	var out []sseEvent
 	var cur sseEvent
-	for len(out) < n && sc.Scan() {
-		line := sc.Text()
+	for len(out) < n {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			tb.Fatalf("stream ended after %d events, want %d: %v", len(out), n, err)
+		}
+		line = strings.TrimSuffix(line, "\n")
 		switch {
 		case line == "":
 			if cur.event == "change" {
@@ -425,9 +430,6 @@ func readEvents(tb testing.TB, body io.Reader, n int) []sseEvent {
 		case strings.HasPrefix(line, "data: "):
 			cur.data = line[6:]
 		}
-	}
-	if len(out) < n {
-		tb.Fatalf("stream ended after %d events, want %d: %v", len(out), n, sc.Err())
 	}
 	return out
 }
@@ -462,7 +464,7 @@ func TestEventsResumeWithoutGap(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	resp := b.stream(ctx, "/events?machine=crawler&kind=STARTED&tail=10", "")
-	evs := readEvents(t, resp.Body, 3)
+	evs := readEvents(t, bufio.NewReader(resp.Body), 3)
 	resp.Body.Close()
 	for i, ev := range evs {
 		if !strings.Contains(ev.data, fmt.Sprintf(`"instance":"c-%d"`, i)) || !strings.Contains(ev.data, `"kind":"STARTED"`) {
@@ -474,7 +476,7 @@ func TestEventsResumeWithoutGap(t *testing.T) {
 	e.start(t, "crawler", "c-3", nil)
 	resp = b.stream(ctx, "/events?machine=crawler&kind=STARTED&after=0", last)
 	defer resp.Body.Close()
-	evs2 := readEvents(t, resp.Body, 2)
+	evs2 := readEvents(t, bufio.NewReader(resp.Body), 2)
 	if evs2[0].id != evs[2].id || !strings.Contains(evs2[1].data, `"instance":"c-3"`) {
 		t.Fatalf("resumed after %s: %+v", last, evs2)
 	}
@@ -484,7 +486,7 @@ func TestEventsResumeWithoutGap(t *testing.T) {
 	if _, err := e.srv.Engine().CancelInstance(ctx, "c-0", "", "test"); err != nil {
 		t.Fatal(err)
 	}
-	ev := readEvents(t, resp2.Body, 1)[0]
+	ev := readEvents(t, bufio.NewReader(resp2.Body), 1)[0]
 	if !strings.Contains(ev.data, `"kind":"CANCELED"`) || !strings.Contains(ev.data, `"instance":"c-0"`) {
 		t.Fatalf("kind filter: %+v", ev)
 	}
