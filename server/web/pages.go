@@ -128,7 +128,7 @@ func (h *Handler) machinePage(w http.ResponseWriter, r *http.Request, v *viewer)
 		h.fail(w, r, v, err)
 		return
 	}
-	head := h.o.Hub.Head()
+	head, _ := r.Context().Value(headKey{}).(uint64)
 	counts := map[string]map[fsm.Status]int{}
 	capped, err := h.scan(ctx, store.InstanceFilter{Machine: id}, func(in fsm.Instance) {
 		if counts[in.Node] == nil {

@@ -86,8 +86,8 @@ func (h *Handler) renderPage(w http.ResponseWriter, r *http.Request, p *page, co
 	if p.Title == "" {
 		p.Title = p.Name
 	}
-	if p.Head == 0 {
-		p.Head = h.o.Hub.Head()
+	if head, ok := r.Context().Value(headKey{}).(uint64); ok && p.Head == 0 {
+		p.Head = head
 	}
 	tmpl := "layout"
 	if r.Header.Get("X-Fragment") != "" {

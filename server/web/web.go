@@ -287,9 +287,15 @@ func (h *Handler) view(method string, page func(http.ResponseWriter, *http.Reque
 			h.fail(w, r, v, status.Errorf(codes.PermissionDenied, "%s (roles %v) may not see this page: it needs %s", v.name, v.p.Roles, method))
 			return
 		}
-		page(w, r, v)
+		// The head before the page reads anything: its live part follows
+		// the changes after it, so none that the page missed is skipped.
+		page(w, r.WithContext(context.WithValue(r.Context(), headKey{}, h.o.Hub.Head())), v)
 	}
 }
+
+// headKey is the request context key of the changelog head read before a
+// page.
+type headKey struct{}
 
 func (h *Handler) loginPage(w http.ResponseWriter, r *http.Request) {
 	if h.o.Auth == nil {
