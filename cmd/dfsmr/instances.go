@@ -271,22 +271,3 @@ and revokes any live one.`,
 	cmd.Flags().StringArrayVar(&kvs, "param", nil, paramUsage)
 	return cmd
 }
-
-func (a *app) cancelCommand() *cobra.Command {
-	req := &pb.CancelInstanceRequest{}
-	cmd := &cobra.Command{
-		Use:   "cancel ID",
-		Short: "Cancel an instance (it ends in dfsmr.aborted)",
-		Args:  args(cobra.ExactArgs(1)),
-		RunE: runE(func(_ *cobra.Command, ids []string) error {
-			req.Id = ids[0]
-			return unary(a, func(c *client.Client) (*pb.CancelInstanceResponse, error) {
-				return c.Instances.CancelInstance(a.ctx, req)
-			}, func(resp *pb.CancelInstanceResponse) error {
-				return a.printInstanceRow(resp.GetInstance())
-			})
-		}),
-	}
-	cmd.Flags().StringVar(&req.Reason, "reason", "", "why, recorded in the changelog")
-	return cmd
-}

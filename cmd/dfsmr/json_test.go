@@ -70,6 +70,7 @@ func TestJSONEveryCommand(t *testing.T) {
 		{path: "get", args: []string{"get", "j1", "--history"}},
 		{path: "signal", args: []string{"signal", "j1", "hold"}},
 		{path: "cancel", args: []string{"cancel", "j1"}},
+		{path: "retry", args: []string{"retry", "--machine", "job", "--dry-run"}},
 		{path: "ready", args: []string{"ready", "--machine", "job", "--worker", "w1"}},
 		{path: "heartbeat"}, {path: "relinquish"}, {path: "transition"}, // filled in below with the token
 		{path: "changes", args: []string{"changes"}},

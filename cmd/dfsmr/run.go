@@ -170,7 +170,7 @@ then one line per field violation); 2 usage error; 3 "ready" found no work.`,
 		root.AddCommand(c)
 	}
 	for _, c := range []*cobra.Command{
-		a.startCommand(), a.instancesCommand(), a.getCommand(), a.signalCommand(), a.cancelCommand(),
+		a.startCommand(), a.instancesCommand(), a.getCommand(), a.signalCommand(), a.cancelCommand(), a.retryCommand(),
 	} {
 		c.GroupID = "instances"
 		root.AddCommand(c)
@@ -395,7 +395,7 @@ func indentLines(s string) string {
 }
 
 // isTerminal reports whether w is a terminal.
-func isTerminal(w io.Writer) bool {
+func isTerminal(w any) bool {
 	f, ok := w.(*os.File)
 	if !ok {
 		return false

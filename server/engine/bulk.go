@@ -77,13 +77,27 @@ func (e *Engine) CancelInstances(ctx context.Context, a BulkArgs) (BulkResult, e
 	if err := a.check(a.Status != fsm.StatusUnspecified); err != nil {
 		return BulkResult{}, err
 	}
+	f, match, act := e.cancelPlan(a)
+	return e.bulk(ctx, a, f, match, act)
+}
+
+// matchFunc says whether an instance is one a bulk action acts on; actFunc
+// acts on one, in the batch's transaction.
+type (
+	matchFunc func(store.ReadTx, fsm.Instance) (bool, error)
+	actFunc   func(store.Tx, *fsm.Machine, fsm.Instance, time.Time) error
+)
+
+// cancelPlan is what CancelInstances selects and does.
+func (e *Engine) cancelPlan(a BulkArgs) (store.InstanceFilter, matchFunc, actFunc) {
 	f := store.InstanceFilter{Machine: a.Machine, Node: a.Node, Status: a.Status}
 	match := func(_ store.ReadTx, in fsm.Instance) (bool, error) {
 		return in.Status != fsm.StatusFinal && matches(f, in), nil
 	}
-	return e.bulk(ctx, a, f, match, func(tx store.Tx, m *fsm.Machine, in fsm.Instance, now time.Time) error {
+	act := func(tx store.Tx, m *fsm.Machine, in fsm.Instance, now time.Time) error {
 		return e.apply(tx, m, in, fsm.Cancel{Reason: a.Reason}, now, a.Actor, nil)
-	})
+	}
+	return f, match, act
 }
 
 // RetryInstances retries, like RetryInstance, every instance in
@@ -144,14 +158,29 @@ func matches(f store.InstanceFilter, in fsm.Instance) bool {
 }
 
 // bulk counts the instances of f that match in one read, checks the
-// caller's expected count, and unless it is a dry run applies act to each,
-// BulkBatch per transaction, checking match again first.
+// caller's expected count, and unless it is a dry run applies act to each
+// (see bulkApply).
 func (e *Engine) bulk(ctx context.Context, a BulkArgs, f store.InstanceFilter,
-	match func(store.ReadTx, fsm.Instance) (bool, error),
-	act func(store.Tx, *fsm.Machine, fsm.Instance, time.Time) error) (BulkResult, error) {
-	var res BulkResult
-	var ids []string
-	err := e.st.View(ctx, func(tx store.ReadTx) error {
+	match matchFunc, act actFunc) (BulkResult, error) {
+	res, ids, err := e.bulkCount(ctx, f, a.DryRun, match)
+	switch {
+	case err != nil:
+		return BulkResult{}, err
+	case a.HasExpected && a.Expected != res.Matched:
+		return BulkResult{}, &CountChangedError{Expected: a.Expected, Found: res.Matched}
+	case a.DryRun:
+		return res, nil
+	case res.Matched > MaxBulk:
+		return BulkResult{}, fmt.Errorf("%d instances match; the limit is %d: narrow the filter: %w", res.Matched, MaxBulk, ErrBulkTooLarge)
+	}
+	res.Changed, res.Skipped, err = e.bulkApply(ctx, ids, match, act)
+	return res, err
+}
+
+// bulkCount counts the instances of f that match, in one read. Unless
+// countOnly, it returns their ids too, up to MaxBulk+1 of them.
+func (e *Engine) bulkCount(ctx context.Context, f store.InstanceFilter, countOnly bool, match matchFunc) (res BulkResult, ids []string, err error) {
+	err = e.st.View(ctx, func(tx store.ReadTx) error {
 		res, ids = BulkResult{}, nil
 		for after := ""; ; {
 			chunk, err := tx.Instances(f, after, historyChunk)
@@ -170,7 +199,7 @@ func (e *Engine) bulk(ctx context.Context, a BulkArgs, f store.InstanceFilter,
 				if len(res.Sample) < BulkSample {
 					res.Sample = append(res.Sample, in.ID)
 				}
-				if !a.DryRun && len(ids) <= MaxBulk {
+				if !countOnly && len(ids) <= MaxBulk {
 					ids = append(ids, in.ID)
 				}
 			}
@@ -180,27 +209,25 @@ func (e *Engine) bulk(ctx context.Context, a BulkArgs, f store.InstanceFilter,
 			after = chunk[len(chunk)-1].ID
 		}
 	})
-	switch {
-	case err != nil:
-		return BulkResult{}, err
-	case a.HasExpected && a.Expected != res.Matched:
-		return BulkResult{}, &CountChangedError{Expected: a.Expected, Found: res.Matched}
-	case a.DryRun:
-		return res, nil
-	case res.Matched > MaxBulk:
-		return BulkResult{}, fmt.Errorf("%d instances match; the limit is %d: narrow the filter: %w", res.Matched, MaxBulk, ErrBulkTooLarge)
-	}
+	return res, ids, err
+}
+
+// bulkApply applies act to the instances ids, BulkBatch per transaction,
+// each one loaded and checked with match again first: one that no longer
+// matches (or no longer exists) is skipped. An error ends it; the batches
+// before stay committed and are counted.
+func (e *Engine) bulkApply(ctx context.Context, ids []string, match matchFunc, act actFunc) (changed, skipped int, err error) {
 	for len(ids) > 0 {
 		batch := ids[:min(len(ids), BulkBatch)]
 		ids = ids[len(batch):]
-		var changed, skipped int
+		var c, s int
 		err := e.st.Update(ctx, func(tx store.Tx) error {
-			changed, skipped = 0, 0
+			c, s = 0, 0
 			now := e.clock.Now()
 			for _, id := range batch {
 				in, err := tx.Instance(id)
 				if errors.Is(err, store.ErrNotFound) {
-					skipped++
+					s++
 					continue
 				}
 				if err != nil {
@@ -211,7 +238,7 @@ func (e *Engine) bulk(ctx context.Context, a BulkArgs, f store.InstanceFilter,
 					return err
 				}
 				if !ok {
-					skipped++
+					s++
 					continue
 				}
 				m, err := e.machineVersion(tx, in.Machine, in.Version)
@@ -221,15 +248,14 @@ func (e *Engine) bulk(ctx context.Context, a BulkArgs, f store.InstanceFilter,
 				if err := act(tx, m, in, now); err != nil {
 					return err
 				}
-				changed++
+				c++
 			}
 			return nil
 		})
 		if err != nil {
-			return res, err
+			return changed, skipped, err
 		}
-		res.Changed += changed
-		res.Skipped += skipped
+		changed, skipped = changed+c, skipped+s
 	}
-	return res, nil
+	return changed, skipped, nil
 }

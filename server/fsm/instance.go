@@ -18,7 +18,8 @@ const (
 	StatusReady
 	// StatusLeased instances are held by a worker until the lease ends.
 	StatusLeased
-	// StatusFinal instances are in a final node and never change again.
+	// StatusFinal instances are in a final node and never change again,
+	// but for an operator's retry out of dfsmr.failed (RetryFailed).
 	StatusFinal
 	// StatusHeld instances belong to a machine of kind job: never leased,
 	// moved by their device's rounds (Drive) and by signals.

@@ -37,7 +37,8 @@ const (
 	// transition, relinquishes, or the lease times out.
 	InstanceStatus_INSTANCE_STATUS_LEASED InstanceStatus = 3
 	// INSTANCE_STATUS_FINAL instances are in a final node (their own, or
-	// dfsmr.failed / dfsmr.aborted) and never change again.
+	// dfsmr.failed / dfsmr.aborted) and never change again, but for an
+	// operator's retry of one in dfsmr.failed (InstanceService.RetryInstance).
 	InstanceStatus_INSTANCE_STATUS_FINAL InstanceStatus = 4
 	// INSTANCE_STATUS_HELD instances belong to a machine of kind job: they
 	// are never leased; their device's reconcile rounds and operator signals
