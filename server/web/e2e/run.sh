@@ -2,7 +2,8 @@
 # Runs the dashboard's browser end-to-end test (TestBrowser) on a fresh
 # Debian machine: installs Debian's chromium and node when missing, the
 # pinned playwright-core (never a browser download), then runs the test.
-# It refreshes the screenshots under docs/screenshots.
+# It refreshes the screenshots under docs/screenshots, or writes them to
+# $DFSMR_SCREENSHOTS when set.
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../../.." && pwd)
