@@ -81,6 +81,20 @@ type Config struct {
 	// loopback only; name the host to expose it ("0.0.0.0:9464"). Zero:
 	// no metrics endpoint.
 	MetricsAddr string `yaml:"metrics_addr" help:"HTTP address of the Prometheus /metrics endpoint, empty for none; a bare :port listens on loopback"`
+	// HTTPAddr, when set, is the address of the web dashboard (see
+	// docs/dashboard.md). An address without a host (":8080") listens on
+	// loopback only. Like Addr, it refuses to listen beyond loopback
+	// without TLS and Tokens unless Insecure is set; under TLS it serves
+	// HTTPS with TLSCert, and with Tokens browsers log in with a token.
+	// Zero: no dashboard.
+	HTTPAddr string `yaml:"http_addr" help:"address of the web dashboard, empty for none; a bare :port listens on loopback"`
+	// HTTPReadOnly makes the dashboard refuse every action, whatever the
+	// viewer's role. Zero: operators act.
+	HTTPReadOnly bool `yaml:"http_read_only" help:"the web dashboard only shows; it refuses every action"`
+	// HTTPPrefix is the path the dashboard is served under behind a
+	// reverse proxy ("/dfsmr"): it starts with a slash and does not end
+	// with one. Zero: the root.
+	HTTPPrefix string `yaml:"http_prefix" help:"path prefix of the web dashboard behind a reverse proxy, such as /dfsmr"`
 	// Pprof adds the Go profiler under /debug/pprof/ on MetricsAddr.
 	// Zero: off. It needs MetricsAddr.
 	Pprof bool `yaml:"pprof" help:"serve /debug/pprof/ on the metrics address"`
@@ -213,6 +227,9 @@ func (c Config) Validate() error {
 			return fmt.Errorf("metrics address %q: %w", c.MetricsAddr, err)
 		}
 	}
+	if err := c.validateHTTP(); err != nil {
+		return err
+	}
 	if c.Pprof && c.MetricsAddr == "" {
 		return errors.New("pprof needs a metrics address")
 	}
@@ -236,6 +253,8 @@ type Server struct {
 	metrics *metrics.Metrics // nil when MetricsAddr is empty
 	http    *http.Server     // the metrics endpoint, once started
 	httpLis net.Listener
+	// web is the dashboard, nil when HTTPAddr is empty.
+	web *webServer
 
 	// draining ends, at the start of Stop, the calls that would otherwise
 	// wait for work (long-polling Ready), so a graceful stop does not wait
@@ -320,6 +339,13 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if err := s.loadMachines(ctx); err != nil {
 		st.Close()
 		return nil, err
+	}
+
+	if cfg.HTTPAddr != "" {
+		if s.web, err = newWebServer(cfg, s.engine, s.hub, g); err != nil {
+			st.Close()
+			return nil, err
+		}
 	}
 
 	h := &handlers{eng: s.engine, hub: s.hub, log: cfg.Logger, sessions: s.sessions, draining: s.draining, reads: newReadSlots(cfg.MaxConcurrentReads)}
@@ -479,8 +505,16 @@ func (s *Server) Start(ctx context.Context, lis net.Listener) error {
 		_ = lis.Close()
 		return err
 	}
+	if err := s.web.start(s.log); err != nil {
+		_ = lis.Close()
+		if s.http != nil {
+			_ = s.http.Close()
+		}
+		return err
+	}
 	if err := s.engine.Start(ctx); err != nil {
 		_ = lis.Close()
+		s.web.stop(ctx)
 		return err
 	}
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
@@ -547,6 +581,8 @@ func (s *Server) Stop(ctx context.Context) error {
 	s.stopOnce.Do(func() {
 		s.health.Shutdown()
 		s.drain()
+		// The dashboard's event streams never end on their own either.
+		s.web.stop(ctx)
 		// Streams never end on their own: close the hub first so that
 		// watchers get UNAVAILABLE and GracefulStop can finish.
 		s.hub.Close()

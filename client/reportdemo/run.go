@@ -19,6 +19,7 @@ import (
 	"github.com/dfsmr/dfsmr/client/reportapi"
 	pb "github.com/dfsmr/dfsmr/gen/dfsmr/v1"
 	"github.com/dfsmr/dfsmr/server"
+	"google.golang.org/grpc"
 )
 
 // Defaults of Config.
@@ -74,6 +75,9 @@ type Config struct {
 	ProgressTTY bool
 	// Logger receives the server's and the worker's logs; nil: discarded.
 	Logger *slog.Logger
+	// DialOptions are added when dialing Addr, such as the credentials of
+	// a server with authentication (client.WithToken). Nil: none.
+	DialOptions []grpc.DialOption
 }
 
 // Labels of the progress lines of the two runs.
@@ -172,7 +176,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		defer srv.Stop(context.WithoutCancel(ctx))
 		addr = srv.Addr()
 	}
-	c, err := client.Dial(addr)
+	c, err := client.Dial(addr, cfg.DialOptions...)
 	if err != nil {
 		return Result{}, err
 	}
