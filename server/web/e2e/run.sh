@@ -7,11 +7,18 @@
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../../.." && pwd)
-if ! command -v chromium >/dev/null 2>&1 || ! command -v node >/dev/null 2>&1; then
+# Install only what is missing: a machine may have its node from another
+# package than Debian's, which Debian's npm would conflict with.
+missing=""
+command -v chromium >/dev/null 2>&1 || missing="chromium"
+command -v node >/dev/null 2>&1 || missing="$missing nodejs"
+command -v npm >/dev/null 2>&1 || missing="$missing npm"
+if [ -n "$missing" ]; then
 	sudo=""
 	[ "$(id -u)" = 0 ] || sudo=sudo
 	$sudo apt-get update
-	$sudo apt-get install -y chromium nodejs npm
+	# shellcheck disable=SC2086 # a list of package names
+	$sudo apt-get install -y $missing
 fi
 cd "$here"
 if [ ! -d node_modules/playwright-core ]; then
