@@ -10,9 +10,9 @@ import (
 
 // Graph geometry, in SVG user units.
 const (
-	colWidth  = 330
+	colWidth  = 360
 	rowHeight = 140
-	nodeW     = 170
+	nodeW     = 240
 	nodeH     = 62
 	margin    = 24
 	// top leaves room for the loops over the first row.
