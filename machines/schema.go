@@ -73,6 +73,8 @@ var keyDocs = map[string]string{
 	"rule.command":    "The device transition to send as a command; the device node must be blocking.",
 	"rule.transition": "The job transition to record (not a signal).",
 	"rule.notice":     "Text for an operator, recorded with the transition.",
+	"rule.forgotten":  "The job transition to record instead of the command when the device carried the command out already and forgot the job.",
+	"rule.wait":       "Why a rule with neither command nor transition does nothing: what it waits for, or why the pair cannot happen.",
 
 	"breaker.window":       "How many recent attempt outcomes the breaker keeps.",
 	"breaker.min_outcomes": "How many outcomes the window needs before the breaker may open.",
@@ -189,6 +191,8 @@ func Schema() ([]byte, error) {
 			"command":    ref("name"),
 			"transition": ref("name"),
 			"notice":     obj{"type": "string", "maxLength": MaxDescriptionBytes},
+			"wait":       obj{"type": "string", "maxLength": MaxDescriptionBytes},
+			"forgotten":  ref("name"),
 		}, "device", "job"),
 		"breakerPolicy": mapping("breaker", obj{
 			"window":       obj{"type": "integer", "minimum": 1, "maximum": fsm.MaxBreakerWindow, "default": br.Window},

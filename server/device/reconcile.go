@@ -39,6 +39,12 @@ type Report struct {
 	Progress float64
 	// Rejection, when set, says the device refused a command.
 	Rejection *Rejection
+	// LastCommand is the seq of the last command the device carried out,
+	// kept by the device across power cuts; 0 when it never carried one
+	// out or does not keep count. It tells a lost command (seq above
+	// LastCommand: send it again) from a forgotten job (the command was
+	// carried out, yet the device no longer holds the job).
+	LastCommand uint64
 }
 
 // Rejection is a device's refusal of a command that no longer matched its
@@ -125,7 +131,7 @@ func Reconcile(in Input) (Decision, error) {
 	if m == nil || m.Reconcile == nil {
 		return Decision{}, fmt.Errorf("%w: machine without a reconcile table", errInvariant)
 	}
-	r := &round{in: in, tab: m.Reconcile, d: in.Device.Clone()}
+	r := &round{in: in, tab: m.Reconcile, d: in.Device.Clone(), from: in.Device.Node, sent: in.Device.Pending}
 	if in.Report != nil {
 		if err := r.report(*in.Report); err != nil {
 			return Decision{}, err
@@ -134,11 +140,18 @@ func Reconcile(in Input) (Decision, error) {
 	if err := r.reconcile(); err != nil {
 		return Decision{}, err
 	}
+	if r.cmd == nil && !r.stop {
+		r.signal()
+	}
 	return r.out(), nil
 }
 
 type round struct {
-	in      Input
+	in Input
+	// from and sent are the device's node and pending command before the
+	// report.
+	from    string
+	sent    store.Command
 	tab     *fsm.ReconcileTable
 	d       store.Device
 	jobs    []fsm.Instance
@@ -244,9 +257,11 @@ func (r *round) reachable(from, to string, withPending bool) bool {
 		for _, name := range n.Order {
 			t := n.Transitions[name]
 			next := state{t.To, s.used}
-			if r.tab.IsCommand(name) {
+			if r.tab.IsCommand(name) || t.Signal {
+				// Commands and operator signals: the device takes them
+				// only when told, so only the one sent last counts.
 				p := r.d.Pending
-				if !withPending || s.used || p.Name != name || p.Node != s.node {
+				if !withPending || s.used || p.Seq == 0 || p.Name != name || p.Node != s.node {
 					continue
 				}
 				next.used = true
@@ -283,6 +298,14 @@ func (r *round) reconcile() error {
 					c.Reason = fmt.Sprintf("no reconcile rule for device node %q and job node %q: nothing sent", r.d.Node, job.Node)
 					r.changes = append(r.changes, c)
 				}
+				return nil
+			}
+			if rule.Forgotten != "" && r.forgot(rule, job.ID) {
+				rule = fsm.Rule{Device: rule.Device, Job: rule.Job, Transition: rule.Forgotten,
+					Notice: fmt.Sprintf("the printer carried out the %s command for this job, then reported %s without it: it forgot the job (a power cut?); it is not sent again", rule.Command, r.d.Node)}
+			} else if rule.Command == "" && rule.Transition != "" && r.outstanding(job.ID) {
+				// The command sent for this job in this node may still
+				// be carried out: the next report says.
 				return nil
 			}
 			next, err := r.apply(rule, *job, r.in.JobMachine)
@@ -349,17 +372,81 @@ func (r *round) command(name string, job fsm.Instance) error {
 	if n == nil || !n.Blocking || n.Transitions[name] == nil {
 		return fmt.Errorf("%w: command %q to device %q in node %q", errInvariant, name, r.d.ID, r.d.Node)
 	}
-	if p := r.d.Pending; r.in.Report == nil && p.Name == name && p.Node == r.d.Node && p.Job == job.ID {
+	if p := r.d.Pending; r.in.Report == nil && p.Seq != 0 && p.Name == name && p.Node == r.d.Node && p.Job == job.ID {
 		// The device has not answered the very same command yet: a round
 		// of the server's own would only send a duplicate. Its next report
 		// says whether the command was carried out, refused or lost.
 		return nil
 	}
+	r.send(name, job.ID, job.Params)
+	return nil
+}
+
+// send sends command name about job to the device, with a new seq.
+func (r *round) send(name, job string, params map[string]string) {
 	r.d.CommandSeq++
-	r.d.Pending = store.Command{Seq: r.d.CommandSeq, Name: name, Node: r.d.Node, Job: job.ID}
-	r.cmd = &Command{Command: r.d.Pending, Params: maps.Clone(job.Params)}
-	c := r.change(fsm.ChangeDeviceCommand, job.ID)
+	r.d.Pending = store.Command{Seq: r.d.CommandSeq, Name: name, Node: r.d.Node, Job: job}
+	r.cmd = &Command{Command: r.d.Pending, Params: maps.Clone(params)}
+	c := r.change(fsm.ChangeDeviceCommand, job)
 	c.Transition, c.Token, c.FromNode = name, r.d.CommandSeq, r.d.Node
 	r.changes = append(r.changes, c)
-	return nil
+}
+
+// carriedOut reports whether the device's report says it carried out
+// command p: its last command is p or a later one.
+func (r *round) carriedOut(p store.Command) bool {
+	rep := r.in.Report
+	return rep != nil && p.Seq != 0 && rep.LastCommand >= p.Seq
+}
+
+// forgot reports whether the device forgot job: it reports rule's pair
+// without holding the job, after it came there from another node while
+// holding it (a printer back idle after a power cut), or after it carried
+// out the rule's command for the job.
+func (r *round) forgot(rule fsm.Rule, job string) bool {
+	rep := r.in.Report
+	if rep == nil || rep.Job != "" {
+		return false
+	}
+	if r.from != "" && r.from != r.d.Node {
+		return true
+	}
+	p := r.sent
+	return p.Name == rule.Command && p.Node == rule.Device && p.Job == job && r.carriedOut(p)
+}
+
+// outstanding reports whether a command about job, sent in the device's
+// node, may still be carried out: neither answered, nor refused, nor lost
+// with the stream it was sent on (the first report of a new stream).
+func (r *round) outstanding(job string) bool {
+	p := r.d.Pending
+	if p.Seq == 0 || p.Job != job || p.Node != r.d.Node {
+		return false
+	}
+	return !r.carriedOut(p) && !(r.in.Report != nil && r.in.First)
+}
+
+// signal sends the device the signal an operator gave it (a pending command
+// not sent yet, Seq 0), or sends it again when the device reports it is
+// still in the node the signal is for and has not carried it out (lost).
+func (r *round) signal() {
+	p := r.d.Pending
+	n := r.in.Machine.Node(r.d.Node)
+	if p.Name == "" || p.Node != r.d.Node || n == nil || n.Transitions[p.Name] == nil || !n.Transitions[p.Name].Signal {
+		return
+	}
+	switch {
+	case p.Seq == 0:
+	case r.carriedOut(p):
+		// Carried out, and the device is in that node again: done with.
+		r.d.Pending = store.Command{}
+		return
+	case r.in.Report == nil:
+		return // sent and not answered yet
+	}
+	var params map[string]string
+	if r.in.Job != nil && r.in.Job.ID == p.Job {
+		params = r.in.Job.Params
+	}
+	r.send(p.Name, p.Job, params)
 }

@@ -2,6 +2,7 @@ package device_test
 
 import (
 	"errors"
+	"fmt"
 	"slices"
 	"testing"
 	"time"
@@ -128,8 +129,32 @@ func TestReconcile(t *testing.T) {
 			want:    want{steps: []string{"cur:finished"}, job: "cur", notices: 1}},
 		{name: "device holds a job the server did not give it", stored: "printing", report: &device.Report{Seq: 2, Node: "printing", Job: "stranger"}, job: "printing",
 			want: want{job: "cur", notices: 1}},
-		{name: "no rule: operators are told", stored: "waiting_retrieval", report: &device.Report{Seq: 2, Node: "error", Job: "cur"}, job: "awaiting_retrieval",
-			want: want{job: "cur", notices: 1}},
+		{name: "fault with the part on the bed: waits for the operator", stored: "waiting_retrieval", report: &device.Report{Seq: 2, Node: "error", Job: "cur"}, job: "awaiting_retrieval",
+			want: want{job: "cur"}},
+		{name: "print carried out, then forgotten (power cut): the job fails, never printed twice", stored: "ready", report: &device.Report{Seq: 1, Node: "ready", LastCommand: 3}, job: "printing", head: true,
+			pending: store.Command{Seq: 3, Name: "print", Node: "ready", Job: "cur"},
+			want:    want{steps: []string{"cur:failed"}, job: "cur", notices: 1}},
+		{name: "print command lost, the device echoes an older command: sent again", stored: "ready", report: &device.Report{Seq: 1, Node: "ready", LastCommand: 2}, job: "printing", head: true,
+			pending: store.Command{Seq: 3, Name: "print", Node: "ready", Job: "cur"},
+			want:    want{command: "print:cur", job: "cur"}},
+		{name: "printing, then back ready without the job: forgotten", stored: "printing", report: &device.Report{Seq: 1, Node: "ready"}, job: "printing", head: true,
+			want: want{steps: []string{"cur:failed"}, job: "cur", notices: 1}},
+		{name: "forgotten job waits for the operator", stored: "ready", report: &device.Report{Seq: 2, Node: "ready"}, job: "failed", head: true,
+			want: want{job: "cur"}},
+		{name: "fault cleared with the part: the job is done, next job", stored: "error", report: &device.Report{Seq: 2, Node: "ready", LastCommand: 3}, job: "awaiting_retrieval", head: true,
+			pending: store.Command{Seq: 3, Name: "cleared", Node: "error", Job: "cur"},
+			want:    want{command: "print:head", steps: []string{"cur:cleared", "head:dispatch"}, dispatched: true, job: "head"}},
+		{name: "cancel a printing job: the printer is told to stop", stored: "printing", job: "canceling",
+			want: want{command: "cancel:cur", job: "cur"}},
+		{name: "cancel confirmed: the job ends, the bed waits for the operator", stored: "printing", report: &device.Report{Seq: 2, Node: "waiting_retrieval", Job: "cur"}, job: "canceling", head: true,
+			pending: store.Command{Seq: 3, Name: "cancel", Node: "printing", Job: "cur"},
+			want:    want{steps: []string{"cur:stopped"}, notices: 1}},
+		{name: "cancel with the print command outstanding waits", stored: "ready", report: &device.Report{Seq: 2, Node: "ready", LastCommand: 2}, job: "canceling",
+			pending: store.Command{Seq: 3, Name: "print", Node: "ready", Job: "cur"},
+			want:    want{job: "cur"}},
+		{name: "cancel after the print was lost with its stream: the job ends", stored: "ready", report: &device.Report{Seq: 1, Node: "ready", LastCommand: 2}, job: "canceling",
+			pending: store.Command{Seq: 3, Name: "print", Node: "ready", Job: "cur"},
+			want:    want{steps: []string{"cur:stopped"}}},
 		{name: "current job cancelled: the next one", stored: "ready", report: &device.Report{Seq: 2, Node: "ready"}, job: "canceled", head: true,
 			want: want{command: "print:head", steps: []string{"head:dispatch"}, dispatched: true, job: "head"}},
 	}
@@ -281,5 +306,57 @@ func TestReconcileRejection(t *testing.T) {
 				t.Fatalf("a busy printer's round decided %+v", d)
 			}
 		})
+	}
+}
+
+// TestReconcileDeviceSignal: an operator's signal on the printer itself is
+// sent by the next round, again when the printer reports it was not carried
+// out, and lets the printer leave error.
+func TestReconcileDeviceSignal(t *testing.T) {
+	pm, _ := bundled(t)
+	asked := store.Command{Name: "cleared", Node: "error"}
+	sent := store.Command{Seq: 4, Name: "cleared", Node: "error"}
+	for _, tt := range []struct {
+		name    string
+		pending store.Command
+		report  *device.Report
+		want    string // command name:seq, or "" none
+	}{
+		{"server round sends the operator's signal", asked, nil, "cleared:4"},
+		{"the printer's report sends it too", asked, &device.Report{Seq: 2, Node: "error"}, "cleared:4"},
+		{"server round does not repeat it", sent, nil, ""},
+		{"not carried out: sent again", sent, &device.Report{Seq: 2, Node: "error", LastCommand: 3}, "cleared:5"},
+		{"carried out, and in error again: done with", sent, &device.Report{Seq: 2, Node: "error", LastCommand: 4}, ""},
+		{"no signal, no command", store.Command{}, &device.Report{Seq: 2, Node: "error"}, ""},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			seq := tt.pending.Seq
+			if seq == 0 {
+				seq = 3
+			}
+			d, err := device.Reconcile(device.Input{Machine: pm, Now: now, Report: tt.report,
+				Device: store.Device{ID: "p1", Node: "error", ReportSeq: 1, CommandSeq: seq, Pending: tt.pending}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := ""
+			if d.Command != nil {
+				got = fmt.Sprintf("%s:%d", d.Command.Name, d.Command.Seq)
+				if d.Device.Pending != d.Command.Command || d.Command.Node != "error" {
+					t.Errorf("pending %+v for command %+v", d.Device.Pending, d.Command.Command)
+				}
+			}
+			if got != tt.want {
+				t.Errorf("command %q, want %q", got, tt.want)
+			}
+		})
+	}
+	// The printer leaves error only with the signal sent to it.
+	for _, p := range []store.Command{sent, asked, {}} {
+		_, err := device.Reconcile(device.Input{Machine: pm, Now: now, Report: &device.Report{Seq: 2, Node: "ready"},
+			Device: store.Device{ID: "p1", Node: "error", ReportSeq: 1, CommandSeq: 4, Pending: p}})
+		if ok := err == nil; ok != (p == sent) {
+			t.Errorf("error -> ready with pending %+v: err %v", p, err)
+		}
 	}
 }
