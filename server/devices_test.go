@@ -173,11 +173,15 @@ func (p *testPrinter) carry(cmd *pb.DeviceCommand) *pb.DeviceCommand {
 		}
 		p.printed[cmd.GetJobId()] = true
 		p.state = client.DeviceState{Node: "printing", Job: cmd.GetJobId()}
-	case "done", "recover":
+	case "done", "recover", "cleared":
 		p.state = client.DeviceState{Node: "ready"}
+	case "cancel":
+		// The partial part stays on the bed; the job is over.
+		p.state = client.DeviceState{Node: "waiting_retrieval"}
 	default:
 		p.t.Fatalf("%s: unknown command %v", p.id, cmd)
 	}
+	p.state.LastCommand = p.lastCmd
 	return p.report()
 }
 

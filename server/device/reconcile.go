@@ -205,6 +205,10 @@ func (r *round) report(rep Report) error {
 		// left that node, it is done with, carried out or not.
 		r.d.Pending = store.Command{}
 	}
+	if r.carriedOut(r.d.Pending) {
+		// Carried out: whatever it was for is what the report shows.
+		r.d.Pending = store.Command{}
+	}
 	r.d.Node, r.d.Progress, r.d.ReportSeq, r.d.LastSeen = rep.Node, rep.Progress, rep.Seq, r.in.Now
 	if from != rep.Node {
 		c := r.change(fsm.ChangeDeviceMoved, rep.Job)
@@ -428,20 +432,15 @@ func (r *round) outstanding(job string) bool {
 
 // signal sends the device the signal an operator gave it (a pending command
 // not sent yet, Seq 0), or sends it again when the device reports it is
-// still in the node the signal is for and has not carried it out (lost).
+// still in the node the signal is for and has not carried it out (lost; a
+// report that says it was carried out cleared it).
 func (r *round) signal() {
 	p := r.d.Pending
 	n := r.in.Machine.Node(r.d.Node)
 	if p.Name == "" || p.Node != r.d.Node || n == nil || n.Transitions[p.Name] == nil || !n.Transitions[p.Name].Signal {
 		return
 	}
-	switch {
-	case p.Seq == 0:
-	case r.carriedOut(p):
-		// Carried out, and the device is in that node again: done with.
-		r.d.Pending = store.Command{}
-		return
-	case r.in.Report == nil:
+	if p.Seq != 0 && r.in.Report == nil {
 		return // sent and not answered yet
 	}
 	var params map[string]string
