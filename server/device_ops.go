@@ -18,6 +18,35 @@ func (h *handlers) SignalDevice(ctx context.Context, req *pb.SignalDeviceRequest
 	return &pb.SignalDeviceResponse{Device: deviceToProto(&d, -1)}, nil
 }
 
+func (h *handlers) GetOrder(ctx context.Context, req *pb.GetOrderRequest) (*pb.GetOrderResponse, error) {
+	if err := checkNames("order_id", req.GetOrderId()); err != nil {
+		return nil, err
+	}
+	release, err := h.reads.acquire(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	o, err := h.eng.GetOrder(ctx, req.GetOrderId())
+	if err != nil {
+		return nil, err
+	}
+	resp := &pb.GetOrderResponse{OrderId: o.ID, Nodes: map[string]uint32{}, Reprints: uint32(o.Reprints)}
+	for i := range o.Jobs {
+		resp.Jobs = append(resp.Jobs, instanceToProto(&o.Jobs[i], nil))
+		resp.Nodes[o.Jobs[i].Node]++
+	}
+	return resp, nil
+}
+
+func (h *handlers) ReprintJob(ctx context.Context, req *pb.ReprintJobRequest) (*pb.ReprintJobResponse, error) {
+	in, err := h.eng.ReprintJob(ctx, req.GetJobId(), actor(ctx))
+	if err != nil {
+		return nil, err
+	}
+	return &pb.ReprintJobResponse{Job: instanceToProto(&in, nil)}, nil
+}
+
 // deviceToProto converts a device; queueLen < 0 leaves queue_length unset.
 func deviceToProto(d *store.Device, queueLen int) *pb.Device {
 	p := &pb.Device{

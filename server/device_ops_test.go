@@ -8,6 +8,7 @@ import (
 	pb "github.com/dfsmr/dfsmr/gen/dfsmr/v1"
 	"github.com/dfsmr/dfsmr/server"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 func signalDevice(t *testing.T, env *testEnv, id, signal string) error {
@@ -151,4 +152,66 @@ func TestForgottenJobNeverPrintedTwice(t *testing.T) {
 	wantNoCmd(t, p.connect())
 	wantJob(t, env, "o-2", "failed")
 	wantJob(t, env, "o-3", "queued")
+}
+
+// TestOrderStatusAndReprint: an order's jobs by node; a job whose print
+// failed is reprinted as a new job of the same order, on the same printer,
+// once however often the operator asks.
+func TestOrderStatusAndReprint(t *testing.T) {
+	env := mustServer(t, server.Config{})
+	devs := pb.NewDeviceServiceClient(env.conn)
+	ctx := context.Background()
+	p := newPrinter(t, env, "p1", "")
+	wantNoCmd(t, p.connect())
+	order(t, env, &pb.SubmitOrderRequest{OrderId: "o", Model: "m", Quantity: 2, Printer: "p1"})
+	wantNoCmd(t, p.carry(p.pushed()))
+	p.fail()
+	wantNoCmd(t, p.report())
+	if _, err := devs.ReprintJob(ctx, &pb.ReprintJobRequest{JobId: "o-1"}); status.Code(err) != codes.FailedPrecondition {
+		t.Fatalf("reprint of a failed job the printer still holds: %v, want FailedPrecondition", err)
+	}
+	operator(t, env, "o-1", "recovered")
+	print2 := p.carry(p.pushed()) // recover, then the next job
+	wantCmd(t, print2, "print", "o-2")
+	wantNoCmd(t, p.carry(print2))
+	wantJob(t, env, "o-1", "scrapped")
+
+	re, err := devs.ReprintJob(ctx, &pb.ReprintJobRequest{JobId: "o-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if j := re.GetJob(); j.GetId() != "o-1r1" || j.GetNode() != "queued" || j.GetParams()["reprint_of"] != "o-1" || j.GetParams()["order"] != "o" || j.GetParams()["printer"] != "p1" {
+		t.Fatalf("reprint %v", j)
+	}
+	if again, err := devs.ReprintJob(ctx, &pb.ReprintJobRequest{JobId: "o-1"}); err != nil || again.GetJob().GetId() != "o-1r1" {
+		t.Fatalf("second reprint: %v, %v; want o-1r1 again", again, err)
+	}
+	if _, err := devs.ReprintJob(ctx, &pb.ReprintJobRequest{JobId: "nope"}); status.Code(err) != codes.NotFound {
+		t.Fatalf("reprint of an unknown job: %v", err)
+	}
+	if _, err := devs.ReprintJob(ctx, &pb.ReprintJobRequest{}); status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("reprint without a job: %v", err)
+	}
+
+	st, err := devs.GetOrder(ctx, &pb.GetOrderRequest{OrderId: "o"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, j := range st.GetJobs() {
+		ids = append(ids, j.GetId())
+	}
+	if strings.Join(ids, " ") != "o-1 o-1r1 o-2" || st.GetReprints() != 1 ||
+		st.GetNodes()["scrapped"] != 1 || st.GetNodes()["queued"] != 1 || st.GetNodes()["printing"] != 1 {
+		t.Fatalf("order status %v", st)
+	}
+	if _, err := devs.GetOrder(ctx, &pb.GetOrderRequest{OrderId: "x"}); status.Code(err) != codes.NotFound {
+		t.Fatalf("unknown order: %v", err)
+	}
+
+	// The reprint prints after the job before it.
+	p.finish()
+	wantNoCmd(t, p.report())
+	operator(t, env, "o-2", "retrieved")
+	wantCmd(t, p.carry(p.pushed()), "print", "o-1r1")
 }
