@@ -228,7 +228,7 @@ func TestPrintJob(t *testing.T) {
 	want := map[string]map[string]string{
 		"queued":             {"dispatch": "printing", "cancel": "canceled"},
 		"printing":           {"finished": "awaiting_retrieval", "failed": "failed", "cancel": "canceling"},
-		"canceling":          {"stopped": "canceled"},
+		"canceling":          {"stopped": "canceled", "finished": "awaiting_retrieval", "failed": "failed"},
 		"awaiting_retrieval": {"retrieved": "retrieved", "cleared": "done"},
 		"retrieved":          {"acknowledged": "done"},
 		"done":               {},

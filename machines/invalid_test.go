@@ -108,9 +108,9 @@ reconcile_jobs.yaml:12:53: reconcile.rules[2].transition: node "printing" of job
 reconcile_jobs.yaml:13:63: reconcile.rules[3].transition: transition "retrieved" of job machine "print_job" is a signal: operators send it, the device's round does not
 reconcile_jobs.yaml:14:7: reconcile.rules[4]: a rule for job "none" (a device with no job) can only wait: it has no job to move nor to send a command about
 reconcile_jobs.yaml:15:58: reconcile.rules[5].wait: a wait reason explains a rule that does nothing: drop it, or the rule's command and transition
-reconcile_jobs.yaml:16:36: reconcile.rules[6].forgotten: forgotten replaces the rule's command when the device carried it out already: give the rule a command
+reconcile_jobs.yaml:16:36: reconcile.rules[6].forgotten: forgotten replaces the rule's command or transition when the device dropped the job: give the rule one
 reconcile_jobs.yaml:16:47: reconcile.rules[6].forgotten: transition "recovered" of job machine "print_job" is a signal: operators send it, the device's round does not
-reconcile_jobs.yaml:17:39: reconcile.rules[7].forgotten: forgotten replaces the rule's command when the device carried it out already: give the rule a command`},
+reconcile_jobs.yaml:17:39: reconcile.rules[7].forgotten: forgotten replaces the rule's command or transition when the device dropped the job: give the rule one`},
 	{"reconcile_kinds.yaml", `
 reconcile_kinds.yaml:5:5: nodes.work.blocking: only a device machine (kind: device) has blocking nodes
 reconcile_kinds.yaml:8:1: reconcile: only a device machine (kind: device) has a reconcile table`},

@@ -19,9 +19,10 @@ const MaxRules = 256
 //	    - {device: ready, job: queued, command: print, transition: dispatch}
 //	    - {device: error, job: none, wait: signal the printer cleared}
 //
-// A rule with a command may name in forgotten the job transition to record
-// instead when the device already carried the command out and reports the
-// same pair again: it forgot the job (see device.Reconcile).
+// A rule may name in forgotten the job transition to record instead of its
+// command and transition when the device dropped the job: it reports the
+// pair without it after it held it, or after it carried out the rule's
+// command (see device.Reconcile).
 //
 // Job "none" (fsm.NoJob) is a device with no job and an empty queue; such
 // a rule only waits. A rule with neither command nor transition may say
@@ -188,8 +189,8 @@ func (c *compiler) rule(path string, m, jobs *fsm.Machine, n *yaml.Node) (fsm.Ru
 		return s
 	}
 	r.Transition = jobTransition("transition")
-	if r.Forgotten = jobTransition("forgotten"); r.Forgotten != "" && r.Command == "" {
-		c.errAt(f["forgotten"].key, join(path, "forgotten"), "forgotten replaces the rule's command when the device carried it out already: give the rule a command")
+	if r.Forgotten = jobTransition("forgotten"); r.Forgotten != "" && r.Command == "" && r.Transition == "" {
+		c.errAt(f["forgotten"].key, join(path, "forgotten"), "forgotten replaces the rule's command or transition when the device dropped the job: give the rule one")
 		ok = false
 	}
 	if e, found := f["notice"]; found {

@@ -94,7 +94,7 @@ func TestCancelPrintingJob(t *testing.T) {
 	wantJob(t, env, "o-1", "canceling") // not before the printer confirmed
 	wantNoCmd(t, p.carry(stop))
 	wantJob(t, env, "o-1", "canceled")
-	if n := notices(t, env, "o-1"); len(n) != 1 || !strings.HasPrefix(n[0], "print stopped") {
+	if n := notices(t, env, "o-1"); len(n) != 1 || !strings.Contains(n[0], "without the job it held") {
 		t.Fatalf("notices %q", n)
 	}
 	wantJob(t, env, "o-2", "queued")
@@ -110,6 +110,14 @@ func TestCancelPrintingJob(t *testing.T) {
 		t.Fatal(err)
 	}
 	wantJob(t, env, "q-1", "dfsmr.aborted")
+	// A part on the bed is no print to stop: the cancel is refused, the
+	// job stays the printer's.
+	wantNoCmd(t, p.carry(p.report()))
+	p.finish()
+	wantNoCmd(t, p.report())
+	_, err := env.instances.CancelInstance(context.Background(), &pb.CancelInstanceRequest{Id: "o-2"})
+	wantCode(t, err, codes.FailedPrecondition)
+	wantJob(t, env, "o-2", "awaiting_retrieval")
 }
 
 // TestForgottenJobNeverPrintedTwice: a printer that carried out a print
@@ -137,7 +145,7 @@ func TestForgottenJobNeverPrintedTwice(t *testing.T) {
 	p.state.LastCommand = p.lastCmd
 	wantNoCmd(t, p.connect())
 	wantJob(t, env, "o-1", "failed")
-	if n := notices(t, env, "o-1"); len(n) != 1 || !strings.Contains(n[0], "forgot the job") {
+	if n := notices(t, env, "o-1"); len(n) != 1 || !strings.Contains(n[0], "forgot it") {
 		t.Fatalf("notices %q", n)
 	}
 	operator(t, env, "o-1", "recovered")

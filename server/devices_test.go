@@ -537,12 +537,12 @@ func TestScenario8_StaleCommandRejectedNothingBreaks(t *testing.T) {
 	next := p.carry(done)
 	wantCmd(t, next, "print", "o-2")
 	// A late done (the part is long gone) is refused too. The printer is
-	// still ready, so the round sends the print of o-2 again, with a newer
-	// seq; carried out, it makes the first print of o-2 late in turn.
+	// still ready, so the round sends the print of o-2 again, with its
+	// seq; carried out, it makes the first copy of it late in turn.
 	again := p.carry(done)
 	wantCmd(t, again, "print", "o-2")
-	if again.GetSeq() <= next.GetSeq() {
-		t.Fatalf("print sent again with seq %d, not newer than %d", again.GetSeq(), next.GetSeq())
+	if again.GetSeq() != next.GetSeq() {
+		t.Fatalf("print sent again with seq %d, want its seq %d", again.GetSeq(), next.GetSeq())
 	}
 	wantNoCmd(t, p.carry(again))
 	wantNoCmd(t, p.carry(next))

@@ -306,7 +306,7 @@ func (r *round) reconcile() error {
 			}
 			if rule.Forgotten != "" && r.forgot(rule, job.ID) {
 				rule = fsm.Rule{Device: rule.Device, Job: rule.Job, Transition: rule.Forgotten,
-					Notice: fmt.Sprintf("the printer carried out the %s command for this job, then reported %s without it: it forgot the job (a power cut?); it is not sent again", rule.Command, r.d.Node)}
+					Notice: fmt.Sprintf("the device reports %s without the job it held: it stopped or forgot it (a power cut?); %s recorded, nothing is sent again", r.d.Node, rule.Forgotten)}
 			} else if rule.Command == "" && rule.Transition != "" && r.outstanding(job.ID) {
 				// The command sent for this job in this node may still
 				// be carried out: the next report says.
@@ -376,14 +376,31 @@ func (r *round) command(name string, job fsm.Instance) error {
 	if n == nil || !n.Blocking || n.Transitions[name] == nil {
 		return fmt.Errorf("%w: command %q to device %q in node %q", errInvariant, name, r.d.ID, r.d.Node)
 	}
-	if p := r.d.Pending; r.in.Report == nil && p.Seq != 0 && p.Name == name && p.Node == r.d.Node && p.Job == job.ID {
-		// The device has not answered the very same command yet: a round
-		// of the server's own would only send a duplicate. Its next report
-		// says whether the command was carried out, refused or lost.
+	if p := r.d.Pending; p.Seq != 0 && p.Name == name && p.Node == r.d.Node && p.Job == job.ID {
+		if r.in.Report == nil {
+			// The device has not answered the very same command yet: a
+			// round of the server's own would only send a duplicate. Its
+			// next report says whether it was carried out, refused or lost.
+			return nil
+		}
+		r.resend(p, job.Params)
 		return nil
 	}
 	r.send(name, job.ID, job.Params)
 	return nil
+}
+
+// resend sends pending command p again, with its seq: the device reported
+// without having carried it out (lost, or still on its way). A device
+// carries a seq out once, so whichever copy comes first is the one; the
+// seq staying the same is what lets a later report's last command tell a
+// lost command from a forgotten job.
+func (r *round) resend(p store.Command, params map[string]string) {
+	r.cmd = &Command{Command: p, Params: maps.Clone(params)}
+	c := r.change(fsm.ChangeDeviceCommand, p.Job)
+	c.Transition, c.Token, c.FromNode = p.Name, p.Seq, p.Node
+	c.Reason = "sent again: not carried out yet"
+	r.changes = append(r.changes, c)
 }
 
 // send sends command name about job to the device, with a new seq.
@@ -403,10 +420,10 @@ func (r *round) carriedOut(p store.Command) bool {
 	return rep != nil && p.Seq != 0 && rep.LastCommand >= p.Seq
 }
 
-// forgot reports whether the device forgot job: it reports rule's pair
+// forgot reports whether the device dropped job: it reports rule's pair
 // without holding the job, after it came there from another node while
-// holding it (a printer back idle after a power cut), or after it carried
-// out the rule's command for the job.
+// holding it (a printer back idle after a power cut, or stopped by a
+// cancel), or after it carried out the rule's command for the job.
 func (r *round) forgot(rule fsm.Rule, job string) bool {
 	rep := r.in.Report
 	if rep == nil || rep.Job != "" {
@@ -431,21 +448,23 @@ func (r *round) outstanding(job string) bool {
 }
 
 // signal sends the device the signal an operator gave it (a pending command
-// not sent yet, Seq 0), or sends it again when the device reports it is
-// still in the node the signal is for and has not carried it out (lost; a
-// report that says it was carried out cleared it).
+// not sent yet, Seq 0), or sends it again, with its seq, when the device
+// reports it is still in the node the signal is for and has not carried it
+// out (a report that says it was carried out cleared it).
 func (r *round) signal() {
 	p := r.d.Pending
 	n := r.in.Machine.Node(r.d.Node)
 	if p.Name == "" || p.Node != r.d.Node || n == nil || n.Transitions[p.Name] == nil || !n.Transitions[p.Name].Signal {
 		return
 	}
-	if p.Seq != 0 && r.in.Report == nil {
-		return // sent and not answered yet
-	}
 	var params map[string]string
 	if r.in.Job != nil && r.in.Job.ID == p.Job {
 		params = r.in.Job.Params
 	}
-	r.send(p.Name, p.Job, params)
+	switch {
+	case p.Seq == 0:
+		r.send(p.Name, p.Job, params)
+	case r.in.Report != nil:
+		r.resend(p, params)
+	}
 }

@@ -146,9 +146,14 @@ func TestReconcile(t *testing.T) {
 			want:    want{command: "print:head", steps: []string{"cur:cleared", "head:dispatch"}, dispatched: true, job: "head"}},
 		{name: "cancel a printing job: the printer is told to stop", stored: "printing", job: "canceling",
 			want: want{command: "cancel:cur", job: "cur"}},
-		{name: "cancel confirmed: the job ends, the bed waits for the operator", stored: "printing", report: &device.Report{Seq: 2, Node: "waiting_retrieval", Job: "cur"}, job: "canceling", head: true,
+		{name: "cancel confirmed: the job ends, the bed waits for the operator", stored: "printing", report: &device.Report{Seq: 2, Node: "waiting_retrieval", LastCommand: 3}, job: "canceling", head: true,
 			pending: store.Command{Seq: 3, Name: "cancel", Node: "printing", Job: "cur"},
 			want:    want{steps: []string{"cur:stopped"}, notices: 1}},
+		{name: "finished before the cancel came: the part waits for the operator", stored: "printing", report: &device.Report{Seq: 2, Node: "waiting_retrieval", Job: "cur", Progress: 1}, job: "canceling", head: true,
+			pending: store.Command{Seq: 3, Name: "cancel", Node: "printing", Job: "cur"},
+			want:    want{steps: []string{"cur:finished"}, job: "cur", notices: 1}},
+		{name: "failed before the cancel came", stored: "printing", report: &device.Report{Seq: 2, Node: "error", Job: "cur"}, job: "canceling",
+			want: want{steps: []string{"cur:failed"}, job: "cur", notices: 1}},
 		{name: "cancel with the print command outstanding waits", stored: "ready", report: &device.Report{Seq: 2, Node: "ready", LastCommand: 2}, job: "canceling",
 			pending: store.Command{Seq: 3, Name: "print", Node: "ready", Job: "cur"},
 			want:    want{job: "cur"}},
@@ -181,8 +186,14 @@ func TestReconcile(t *testing.T) {
 			cmd := ""
 			if d.Command != nil {
 				cmd = d.Command.Name + ":" + d.Command.Job
-				if d.Command.Seq != 4 || d.Device.CommandSeq != 4 || d.Device.Pending != d.Command.Command {
-					t.Errorf("command %+v, device seq %d pending %+v; want seq 4 pending", d.Command, d.Device.CommandSeq, d.Device.Pending)
+				// A new command gets seq 4; the pending one sent again
+				// keeps its seq 3.
+				seq := uint64(4)
+				if p := tt.pending; p.Name == d.Command.Name && p.Job == d.Command.Job && p.Node == d.Command.Node {
+					seq = 3
+				}
+				if d.Command.Seq != seq || d.Device.CommandSeq != max(seq, 3) || d.Device.Pending != d.Command.Command {
+					t.Errorf("command %+v, device seq %d pending %+v; want seq %d pending", d.Command, d.Device.CommandSeq, d.Device.Pending, seq)
 				}
 				if d.Command.Params["model"] != "benchy" {
 					t.Errorf("command params %v, want the job's", d.Command.Params)
@@ -325,7 +336,7 @@ func TestReconcileDeviceSignal(t *testing.T) {
 		{"server round sends the operator's signal", asked, nil, "cleared:4"},
 		{"the printer's report sends it too", asked, &device.Report{Seq: 2, Node: "error"}, "cleared:4"},
 		{"server round does not repeat it", sent, nil, ""},
-		{"not carried out: sent again", sent, &device.Report{Seq: 2, Node: "error", LastCommand: 3}, "cleared:5"},
+		{"not carried out: sent again, same seq", sent, &device.Report{Seq: 2, Node: "error", LastCommand: 3}, "cleared:4"},
 		{"carried out, and in error again: done with", sent, &device.Report{Seq: 2, Node: "error", LastCommand: 4}, ""},
 		{"no signal, no command", store.Command{}, &device.Report{Seq: 2, Node: "error"}, ""},
 	} {

@@ -73,16 +73,13 @@ func deviceSignals(n *fsm.Node) []string {
 }
 
 // cancelEvent is the event of CancelInstance on in: the cancel signal of
-// its job machine when its device holds it (the device must stop first),
-// else the system cancel (dfsmr.aborted).
+// its job machine when its device holds it (the device must stop first;
+// a node without that signal refuses the cancel), else the system cancel
+// (dfsmr.aborted).
 func (e *Engine) cancelEvent(tx store.ReadTx, m *fsm.Machine, in fsm.Instance, reason string) (fsm.Event, error) {
 	cancel := fsm.Event(fsm.Cancel{Reason: reason})
 	dev := in.Params[JobParamDevice]
 	if m.Kind != fsm.KindJob || dev == "" || in.Status == fsm.StatusFinal {
-		return cancel, nil
-	}
-	n := m.Node(in.Node)
-	if t := n.Transitions[SignalCancel]; t == nil || !t.Signal {
 		return cancel, nil
 	}
 	d, err := tx.Device(dev)
@@ -91,6 +88,12 @@ func (e *Engine) cancelEvent(tx store.ReadTx, m *fsm.Machine, in fsm.Instance, r
 	}
 	if d.Job != in.ID {
 		return cancel, nil
+	}
+	if t := m.Node(in.Node).Transitions[SignalCancel]; t == nil || !t.Signal {
+		// Ending it behind the printer's back would leave the printer
+		// holding a job the server no longer knows.
+		return nil, fmt.Errorf("job %q is held by printer %q in node %q, which has no %s signal: %w",
+			in.ID, dev, in.Node, SignalCancel, fsm.ErrIllegalTransition)
 	}
 	var params map[string]string
 	if reason != "" {

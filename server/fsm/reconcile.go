@@ -28,10 +28,10 @@ type Rule struct {
 	// out of Job to record on the job.
 	Transition string
 	// Forgotten, when set, is a non-signal job transition recorded instead
-	// of sending Command when the device carried that command out for the
-	// job already, or came to Device from another node while holding the
-	// job, and reports the pair without the job: it forgot the job (a
-	// power cut). The command is then never sent again.
+	// of Transition and Command when the device reports the pair without
+	// the job after it came to Device from another node while holding it,
+	// or after it carried out Command for it: it dropped the job (it
+	// stopped, or forgot it in a power cut). Command is then not sent.
 	Forgotten string
 	// Notice, when set, is told to operators (a changelog entry) when the
 	// rule's transition is recorded.

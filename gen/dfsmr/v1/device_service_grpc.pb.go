@@ -65,10 +65,12 @@ type DeviceServiceClient interface {
 	// concerning the device changes (a new job queued on it, an operator
 	// signal on its job); those send a ConnectResponse (report_seq 0) only
 	// when they carry a command. Commands are only sent to a device in a
-	// blocking node (ready, waiting_retrieval, error). Lost or late commands
-	// are never re-sent as such: the next round decides again, with a new
-	// command seq, so a device recognises a late command and rejects it
-	// (report.rejection).
+	// blocking node (printing takes cancel). A command the device reports
+	// neither carried out (report.last_command_seq below its seq) nor
+	// refused is sent again with the same seq while the round still decides
+	// it: a device carries out a seq once and rejects one not newer than the
+	// last it carried out (report.rejection), so whichever copy comes first
+	// is the one. A new decision gets a new seq.
 	//
 	// End: the device closes its side (or its connection drops): the server
 	// marks it offline; its job stays as it is and is never given to another
@@ -215,10 +217,12 @@ type DeviceServiceServer interface {
 	// concerning the device changes (a new job queued on it, an operator
 	// signal on its job); those send a ConnectResponse (report_seq 0) only
 	// when they carry a command. Commands are only sent to a device in a
-	// blocking node (ready, waiting_retrieval, error). Lost or late commands
-	// are never re-sent as such: the next round decides again, with a new
-	// command seq, so a device recognises a late command and rejects it
-	// (report.rejection).
+	// blocking node (printing takes cancel). A command the device reports
+	// neither carried out (report.last_command_seq below its seq) nor
+	// refused is sent again with the same seq while the round still decides
+	// it: a device carries out a seq once and rejects one not newer than the
+	// last it carried out (report.rejection), so whichever copy comes first
+	// is the one. A new decision gets a new seq.
 	//
 	// End: the device closes its side (or its connection drops): the server
 	// marks it offline; its job stays as it is and is never given to another
