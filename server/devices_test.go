@@ -145,7 +145,7 @@ func (p *testPrinter) stale(cmd *pb.DeviceCommand) string {
 		return fmt.Sprintf("stale: decided for %s, the printer is %s", cmd.GetNode(), p.state.Node)
 	case cmd.GetName() == "print" && p.printed[cmd.GetJobId()]:
 		return "stale: job " + cmd.GetJobId() + " was printed already"
-	case cmd.GetName() != "print" && cmd.GetJobId() != p.state.Job:
+	case cmd.GetName() == "done" && cmd.GetJobId() != p.state.Job:
 		return "stale: the printer holds job " + p.state.Job
 	}
 	return ""

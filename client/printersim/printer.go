@@ -269,8 +269,10 @@ func (p *Printer) refuse(c *pb.DeviceCommand) string {
 		return fmt.Sprintf("%s is not a command of node %s", c.GetName(), p.node)
 	case c.GetName() == CommandPrint && c.GetJobId() == "":
 		return "print without a job"
-	case c.GetName() == CommandCleared:
-		// An operator's signal: whatever was on the bed is off.
+	case c.GetName() == CommandCleared, c.GetName() == CommandRecover:
+		// An operator fixed the printer: whatever failed or was on the
+		// bed is gone, job or not (a printer that forgot its job in a
+		// power cut may have faulted idle since).
 	case c.GetName() != CommandPrint && c.GetJobId() != p.job:
 		return fmt.Sprintf("stale: %s is about job %q, printer holds %q", c.GetName(), c.GetJobId(), p.job)
 	}

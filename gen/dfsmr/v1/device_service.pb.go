@@ -379,8 +379,10 @@ func (x *ConnectResponse) GetCommand() *DeviceCommand {
 
 // DeviceCommand tells a device to take one of its device machine's
 // transitions. A device carries it out only when it still matches its
-// state (it is in `node`, and for done/recover holds `job_id`) and seq is
-// newer than any command it carried out; otherwise it rejects it.
+// state (it is in `node`; for done and cancel it holds `job_id`; recover
+// and cleared hold whatever job, or none: an operator fixed the printer)
+// and seq is newer than any command it carried out; otherwise it rejects
+// it.
 type DeviceCommand struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Command sequence number, per device, strictly increasing across
