@@ -193,7 +193,8 @@ func TestPrinterReconcile(t *testing.T) {
 	}
 	for _, want := range []fsm.Rule{
 		{Device: "ready", Job: "queued", Command: "print", Transition: "dispatch"},
-		{Device: "ready", Job: "printing", Command: "print", Forgotten: "failed"},
+		{Device: "ready", Job: "printing", Command: "print", Forgotten: "failed",
+			ForgottenNotice: "the printer carried out the print and forgot the job (a power cut?); it is not printed again; check the bed, then signal recovered"},
 		{Device: "ready", Job: "retrieved", Transition: "acknowledged"},
 		{Device: "ready", Job: "recovering", Transition: "reset"},
 		{Device: "ready", Job: "awaiting_retrieval", Transition: "cleared"},

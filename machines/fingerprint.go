@@ -133,6 +133,7 @@ func Fingerprint(m *fsm.Machine) string {
 					str(r.Device)
 					str(r.Job)
 					str(r.Forgotten)
+					str(r.ForgottenNotice)
 				}
 				if r.Wait != "" {
 					str("wait")

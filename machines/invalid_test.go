@@ -100,7 +100,7 @@ reconcile_device.yaml:18:47: reconcile.rules[4].command: node "ready" has no tra
 reconcile_device.yaml:19:50: reconcile.rules[5].command: node "printing" is not blocking: commands only go to a device waiting for one (mark the node blocking: true)
 reconcile_device.yaml:20:39: reconcile.rules[6].notice: a notice is told when the rule's transition is recorded: give the rule a transition
 reconcile_device.yaml:21:7: reconcile.rules[7].device: required: a node of this device machine
-reconcile_device.yaml:22:40: reconcile.rules[8].colour: unknown field "colour"; want one of: device, job, command, transition, notice, wait, forgotten`},
+reconcile_device.yaml:22:40: reconcile.rules[8].colour: unknown field "colour"; want one of: device, job, command, transition, notice, wait, forgotten, forgotten_notice`},
 	{"reconcile_jobs.yaml", `
 reconcile_jobs.yaml:10:28: reconcile.rules[0].job: unknown node "queueing" of job machine "print_job"
 reconcile_jobs.yaml:11:28: reconcile.rules[1].job: node "done" of job machine "print_job" is final: a finished job is no longer the device's

@@ -204,6 +204,17 @@ func (c *compiler) rule(path string, m, jobs *fsm.Machine, n *yaml.Node) (fsm.Ru
 			r.Notice = s
 		}
 	}
+	if e, found := f["forgotten_notice"]; found {
+		if s, good := c.str(join(path, "forgotten_notice"), e.val); good {
+			if len(s) > MaxDescriptionBytes {
+				c.errAt(e.val, join(path, "forgotten_notice"), fmt.Sprintf("notice is %d bytes, longer than the limit of %d", len(s), MaxDescriptionBytes))
+			}
+			if r.Forgotten == "" {
+				c.errAt(e.key, join(path, "forgotten_notice"), "told when the forgotten transition is recorded: give the rule one")
+			}
+			r.ForgottenNotice = s
+		}
+	}
 	if e, found := f["wait"]; found {
 		if s, good := c.str(join(path, "wait"), e.val); good {
 			if len(s) > MaxDescriptionBytes {

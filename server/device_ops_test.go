@@ -94,7 +94,7 @@ func TestCancelPrintingJob(t *testing.T) {
 	wantJob(t, env, "o-1", "canceling") // not before the printer confirmed
 	wantNoCmd(t, p.carry(stop))
 	wantJob(t, env, "o-1", "canceled")
-	if n := notices(t, env, "o-1"); len(n) != 1 || !strings.Contains(n[0], "without the job it held") {
+	if n := notices(t, env, "o-1"); len(n) != 1 || !strings.HasPrefix(n[0], "print stopped") {
 		t.Fatalf("notices %q", n)
 	}
 	wantJob(t, env, "o-2", "queued")
@@ -145,7 +145,7 @@ func TestForgottenJobNeverPrintedTwice(t *testing.T) {
 	p.state.LastCommand = p.lastCmd
 	wantNoCmd(t, p.connect())
 	wantJob(t, env, "o-1", "failed")
-	if n := notices(t, env, "o-1"); len(n) != 1 || !strings.Contains(n[0], "forgot it") {
+	if n := notices(t, env, "o-1"); len(n) != 1 || !strings.Contains(n[0], "forgot the job") {
 		t.Fatalf("notices %q", n)
 	}
 	operator(t, env, "o-1", "recovered")

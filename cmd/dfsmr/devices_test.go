@@ -154,4 +154,12 @@ func TestOrderStatusReprintAndCleared(t *testing.T) {
 	}
 	c.fails(exitFailed, []string{"NOT_FOUND"}, "order", "status", "nosuch")
 	c.fails(exitUsage, nil, "cleared")
+
+	// A cancelled print stops; the notice names the command that clears
+	// the printer.
+	p.report("printing", "o-1r1")
+	contains(t, c.ok("cancel", "o-1r1"), "o-1r1", "canceling")
+	p.pushed("cancel", "o-1r1")
+	p.report("waiting_retrieval", "")
+	contains(t, c.ok("changes", "--kind", "device_notice"), "! notice        p1 o-1r1 -> dfsmr cleared p1: print stopped")
 }

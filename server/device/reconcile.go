@@ -305,8 +305,11 @@ func (r *round) reconcile() error {
 				return nil
 			}
 			if rule.Forgotten != "" && r.forgot(rule, job.ID) {
-				rule = fsm.Rule{Device: rule.Device, Job: rule.Job, Transition: rule.Forgotten,
-					Notice: fmt.Sprintf("the device reports %s without the job it held: it stopped or forgot it (a power cut?); %s recorded, nothing is sent again", r.d.Node, rule.Forgotten)}
+				notice := rule.ForgottenNotice
+				if notice == "" {
+					notice = fmt.Sprintf("the device reports %s without the job it held: it stopped or forgot it; %s recorded, nothing is sent again", r.d.Node, rule.Forgotten)
+				}
+				rule = fsm.Rule{Device: rule.Device, Job: rule.Job, Transition: rule.Forgotten, Notice: notice}
 			} else if rule.Command == "" && rule.Transition != "" && r.outstanding(job.ID) {
 				// The command sent for this job in this node may still
 				// be carried out: the next report says.

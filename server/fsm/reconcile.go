@@ -33,6 +33,9 @@ type Rule struct {
 	// or after it carried out Command for it: it dropped the job (it
 	// stopped, or forgot it in a power cut). Command is then not sent.
 	Forgotten string
+	// ForgottenNotice, when set, is told to operators when Forgotten is
+	// recorded.
+	ForgottenNotice string
 	// Notice, when set, is told to operators (a changelog entry) when the
 	// rule's transition is recorded.
 	Notice string
