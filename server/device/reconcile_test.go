@@ -371,3 +371,37 @@ func TestReconcileDeviceSignal(t *testing.T) {
 		}
 	}
 }
+
+// TestReconcileNoRuleTellsOperators: a device machine whose table misses
+// a pair sends nothing for it and tells operators, on the device's report.
+func TestReconcileNoRuleTellsOperators(t *testing.T) {
+	_, jm := bundled(t)
+	src := `id: tiny
+kind: device
+nodes:
+  ready: {start: true, blocking: true, timeout: 0, transitions: {print: busy, retire: gone}}
+  busy: {timeout: 0, transitions: {finish: ready}}
+  gone: {final: true}
+reconcile:
+  jobs: print_job
+  rules:
+    - {device: ready, job: queued, command: print, transition: dispatch}
+`
+	m, err := machines.CompileWith("tiny.yaml", []byte(src), func(id string) (*fsm.Machine, bool) { return jm, id == jm.ID })
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Version = 1
+	in := device.Input{Machine: m, Now: now, Device: store.Device{ID: "p1", Node: "busy", Job: "cur", ReportSeq: 1},
+		Job: jobAt("cur", "printing", jm), JobMachine: jm}
+	for _, rep := range []*device.Report{{Seq: 2, Node: "busy", Job: "cur"}, nil} {
+		in.Report = rep
+		d, err := device.Reconcile(in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := map[bool]int{true: 1, false: 0}[rep != nil]; kinds(d, fsm.ChangeDeviceNotice) != want || d.Command != nil || len(d.Jobs) != 0 {
+			t.Errorf("report %v: decision %+v, want %d notice and nothing else", rep, d, want)
+		}
+	}
+}

@@ -167,11 +167,15 @@ type DeviceReport struct {
 	// The device's node in its device machine (printer: ready, printing,
 	// waiting_retrieval, error). Required. It must be reachable from the last
 	// node the server knows by transitions the device takes on its own
-	// (printing -> waiting_retrieval, anything -> error) or by the last
-	// command sent to it; otherwise the stream ends with FAILED_PRECONDITION.
+	// (printing -> waiting_retrieval, printing -> ready after a power cut
+	// that lost the job, anything -> error) or by the last command sent to
+	// it (operator signals such as cleared included); otherwise the stream
+	// ends with FAILED_PRECONDITION.
 	Node string `protobuf:"bytes,2,opt,name=node,proto3" json:"node,omitempty"`
 	// The job the device holds (printing it, or its part still on the bed, or
-	// failed in it). Empty in ready, and in error when no job was involved.
+	// failed in it). Empty in ready, in error when no job was involved, and
+	// in waiting_retrieval after a cancel (the partial part belongs to no
+	// job).
 	JobId string `protobuf:"bytes,3,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
 	// Progress of the job in [0, 1]; informational.
 	Progress float64 `protobuf:"fixed64,4,opt,name=progress,proto3" json:"progress,omitempty"`
