@@ -223,3 +223,37 @@ func TestOrderStatusAndReprint(t *testing.T) {
 	operator(t, env, "o-2", "retrieved")
 	wantCmd(t, p.carry(p.pushed()), "print", "o-1r1")
 }
+
+// TestDeviceSignalWaitsForAnOutstandingCommand: a printer signal does not
+// replace a command the printer may be carrying out (its report is checked
+// against that command); the same signal again is a no-op.
+func TestDeviceSignalWaitsForAnOutstandingCommand(t *testing.T) {
+	env := mustServer(t, server.Config{})
+	p := newPrinter(t, env, "p1", "")
+	wantNoCmd(t, p.connect())
+	order(t, env, &pb.SubmitOrderRequest{OrderId: "o", Model: "m", Quantity: 1, Printer: "p1"})
+	wantNoCmd(t, p.carry(p.pushed()))
+	p.fail()
+	wantNoCmd(t, p.report())
+	operator(t, env, "o-1", "recovered")
+	rec := p.pushed()
+	wantCmd(t, rec, "recover", "o-1")
+	wantCode(t, signalDevice(t, env, "p1", "cleared"), codes.FailedPrecondition)
+	wantNoCmd(t, p.carry(rec))
+	wantJob(t, env, "o-1", "scrapped")
+
+	p.fail()
+	wantNoCmd(t, p.report())
+	if err := signalDevice(t, env, "p1", "cleared"); err != nil {
+		t.Fatal(err)
+	}
+	cl := p.pushed()
+	if err := signalDevice(t, env, "p1", "cleared"); err != nil { // sent already
+		t.Fatal(err)
+	}
+	wantCmd(t, cl, "cleared", "")
+	wantNoCmd(t, p.carry(cl))
+	if d := deviceOf(t, env, "p1"); d.GetNode() != "ready" {
+		t.Fatalf("p1 in %s, want ready", d.GetNode())
+	}
+}

@@ -19,7 +19,10 @@ const SignalCancel = "cancel"
 // reported. The next round of the device sends it as a command (the signal
 // is the device's pending command, not sent yet: Seq 0); the commit pokes
 // the device's session, so an online device gets it at once. The change
-// is a SIGNALED change of the device (no instance), under actor.
+// is a SIGNALED change of the device (no instance), under actor. While
+// another command sent in the same node is unanswered the signal is
+// refused (the device's next report is checked against that command); the
+// same signal, sent already, is a no-op.
 func (e *Engine) SignalDevice(ctx context.Context, id, name, actor string) (store.Device, error) {
 	if err := checkText("device_id", id, true, MaxIDBytes); err != nil {
 		return store.Device{}, err
@@ -45,6 +48,15 @@ func (e *Engine) SignalDevice(ctx context.Context, id, name, actor string) (stor
 		if t == nil || !t.Signal {
 			return fmt.Errorf("device %q in node %q has no signal %q (its signals there: %v): %w",
 				id, d.Node, name, deviceSignals(n), fsm.ErrIllegalTransition)
+		}
+		if p := d.Pending; p.Seq != 0 && p.Node == d.Node && (p.Name != name || p.Job != d.Job) {
+			// The device may be carrying it out: its report must be
+			// checked against it, so it stays the pending command.
+			return fmt.Errorf("device %q has command %s (seq %d) outstanding; signal %s once it answered: %w",
+				id, p.Name, p.Seq, name, fsm.ErrIllegalTransition)
+		}
+		if p := d.Pending; p.Seq != 0 && p.Name == name && p.Node == d.Node {
+			return nil // sent already: the same signal again is a no-op
 		}
 		now := e.clock.Now()
 		d.Pending = store.Command{Name: name, Node: d.Node, Job: d.Job}
