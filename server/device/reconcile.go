@@ -312,7 +312,13 @@ func (r *round) reconcile() error {
 				rule = fsm.Rule{Device: rule.Device, Job: rule.Job, Transition: rule.Forgotten, Notice: notice}
 			} else if rule.Command == "" && rule.Transition != "" && r.outstanding(job.ID) {
 				// The command sent for this job in this node may still
-				// be carried out: the next report says.
+				// be carried out: the next report says. A report that
+				// says it was not gets it again (same seq, carried out
+				// once), so that a lost copy does not keep the job
+				// waiting.
+				if r.in.Report != nil {
+					r.resend(r.d.Pending, job.Params)
+				}
 				return nil
 			}
 			next, err := r.apply(rule, *job, r.in.JobMachine)
