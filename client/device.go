@@ -9,11 +9,14 @@ import (
 )
 
 // DeviceState is what a device reports: its node in its device machine,
-// the job it holds (empty when none) and the job's progress in [0, 1].
+// the job it holds (empty when none), the job's progress in [0, 1], and
+// the seq of the last command it carried out (0: none), which the device
+// must keep across power cuts (see DeviceReport.last_command_seq).
 type DeviceState struct {
-	Node     string
-	Job      string
-	Progress float64
+	Node        string
+	Job         string
+	Progress    float64
+	LastCommand uint64
 }
 
 // Device is one device's Connect stream: the device side of the reactive
@@ -70,7 +73,8 @@ func (d *Device) send(reg *pb.DeviceRegistration, s DeviceState, rej *pb.Command
 	d.seq++
 	return d.stream.Send(&pb.ConnectRequest{
 		Register: reg,
-		Report:   &pb.DeviceReport{Seq: d.seq, Node: s.Node, JobId: s.Job, Progress: s.Progress, Rejection: rej},
+		Report: &pb.DeviceReport{Seq: d.seq, Node: s.Node, JobId: s.Job, Progress: s.Progress, Rejection: rej,
+			LastCommandSeq: s.LastCommand},
 	})
 }
 

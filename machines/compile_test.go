@@ -147,9 +147,9 @@ func TestPrinter(t *testing.T) {
 	}
 	want := map[string]map[string]string{
 		"ready":             {"print": "printing", "fault": "error", "retire": "retired"},
-		"printing":          {"finish": "waiting_retrieval", "fail": "error"},
-		"waiting_retrieval": {"done": "ready", "fault": "error"},
-		"error":             {"recover": "ready"},
+		"printing":          {"finish": "waiting_retrieval", "fail": "error", "cancel": "waiting_retrieval", "lost": "ready"},
+		"waiting_retrieval": {"done": "ready", "fault": "error", "cleared": "ready"},
+		"error":             {"recover": "ready", "cleared": "ready"},
 		"retired":           {},
 	}
 	checkEdges(t, m, want)
@@ -162,9 +162,14 @@ func TestPrinter(t *testing.T) {
 		t.Error("retired is not final")
 	}
 	for name, n := range m.Nodes {
-		want := name == "ready" || name == "waiting_retrieval" || name == "error"
+		want := name != "retired"
 		if n.Blocking != want {
 			t.Errorf("node %s blocking = %v, want %v", name, n.Blocking, want)
+		}
+		for tn, tr := range n.Transitions {
+			if got, want := tr.Signal, tn == "cleared"; got != want {
+				t.Errorf("%s.%s signal = %v, want %v (cleared is the printer's operator signal)", name, tn, got, want)
+			}
 		}
 	}
 }
@@ -186,32 +191,30 @@ func TestPrinterReconcile(t *testing.T) {
 	if tab == nil || tab.Jobs != "print_job" {
 		t.Fatalf("Reconcile = %+v, want a table over print_job", tab)
 	}
-	want := []fsm.Rule{
+	for _, want := range []fsm.Rule{
 		{Device: "ready", Job: "queued", Command: "print", Transition: "dispatch"},
-		{Device: "ready", Job: "printing", Command: "print"},
+		{Device: "ready", Job: "printing", Command: "print", Forgotten: "failed",
+			ForgottenNotice: "the printer carried out the print and forgot the job (a power cut?); it is not printed again; check the bed, then signal recovered"},
 		{Device: "ready", Job: "retrieved", Transition: "acknowledged"},
 		{Device: "ready", Job: "recovering", Transition: "reset"},
-		{Device: "printing", Job: "printing"},
+		{Device: "ready", Job: "awaiting_retrieval", Transition: "cleared"},
+		{Device: "printing", Job: "canceling", Command: "cancel"},
 		{Device: "waiting_retrieval", Job: "printing", Transition: "finished", Notice: "print finished; take the part off the bed, then signal retrieved"},
-		{Device: "waiting_retrieval", Job: "awaiting_retrieval"},
 		{Device: "waiting_retrieval", Job: "retrieved", Command: "done"},
 		{Device: "error", Job: "printing", Transition: "failed", Notice: "print failed; clear the printer, then signal recovered"},
-		{Device: "error", Job: "failed"},
 		{Device: "error", Job: "recovering", Command: "recover"},
+	} {
+		if got, ok := tab.Lookup(want.Device, want.Job); !ok || got != want {
+			t.Errorf("Lookup(%s, %s) = %+v, %v; want %+v", want.Device, want.Job, got, ok, want)
+		}
 	}
-	if !reflect.DeepEqual(tab.Rules, want) {
-		t.Errorf("rules:\n got %+v\nwant %+v", tab.Rules, want)
-	}
-	for _, c := range []string{"print", "done", "recover"} {
+	for _, c := range []string{"print", "done", "recover", "cancel"} {
 		if !tab.IsCommand(c) {
 			t.Errorf("%s is not a command", c)
 		}
 	}
-	if tab.IsCommand("finish") || tab.IsCommand("fault") {
+	if tab.IsCommand("finish") || tab.IsCommand("fault") || tab.IsCommand("lost") {
 		t.Error("a transition the printer takes on its own counts as a command")
-	}
-	if r, ok := tab.Lookup("printing", "queued"); ok {
-		t.Errorf("Lookup(printing, queued) = %+v, want no rule", r)
 	}
 	// Without a resolver the job side is not checked, and the table is the
 	// same.
@@ -225,8 +228,9 @@ func TestPrintJob(t *testing.T) {
 	m := bundledMachine(t, "print_job.yaml")
 	want := map[string]map[string]string{
 		"queued":             {"dispatch": "printing", "cancel": "canceled"},
-		"printing":           {"finished": "awaiting_retrieval", "failed": "failed"},
-		"awaiting_retrieval": {"retrieved": "retrieved"},
+		"printing":           {"finished": "awaiting_retrieval", "failed": "failed", "cancel": "canceling"},
+		"canceling":          {"stopped": "canceled", "finished": "awaiting_retrieval", "failed": "failed"},
+		"awaiting_retrieval": {"retrieved": "retrieved", "cleared": "done"},
 		"retrieved":          {"acknowledged": "done"},
 		"done":               {},
 		"failed":             {"recovered": "recovering"},
@@ -235,7 +239,7 @@ func TestPrintJob(t *testing.T) {
 		"canceled":           {},
 	}
 	checkEdges(t, m, want)
-	signals := map[string]bool{"queued.cancel": true, "awaiting_retrieval.retrieved": true, "failed.recovered": true}
+	signals := map[string]bool{"queued.cancel": true, "printing.cancel": true, "awaiting_retrieval.retrieved": true, "failed.recovered": true}
 	for name, n := range m.Nodes {
 		if !n.Timeout.Never() {
 			t.Errorf("node %s timeout = %+v, want never", name, n.Timeout)
@@ -609,5 +613,56 @@ func TestReportLeasesOutlastReading(t *testing.T) {
 	}
 	if got := m.Nodes["uploadable"].Timeout.Min; got < reading {
 		t.Errorf("uploadable lease before learning %v, want at least %v", got, reading)
+	}
+}
+
+// TestPrinterEveryPairHasARule: no printer is ever stuck without a word.
+// For every node of the printer machine a printer can be in, and every node
+// its job can be in (or none: no job, empty queue), the reconcile table has
+// a rule that acts (a command or a job transition), or one that says what
+// it waits for.
+func TestPrinterEveryPairHasARule(t *testing.T) {
+	resolve := bundledResolver(t)
+	pm, ok := resolve("printer")
+	if !ok {
+		t.Fatal("no bundled printer machine")
+	}
+	jm, ok := resolve(pm.Reconcile.Jobs)
+	if !ok {
+		t.Fatalf("no job machine %q", pm.Reconcile.Jobs)
+	}
+	jobNodes := []string{fsm.NoJob}
+	for _, name := range jm.Order {
+		if !jm.Nodes[name].Final {
+			jobNodes = append(jobNodes, name)
+		}
+	}
+	pairs := 0
+	for _, d := range pm.Order {
+		if pm.Nodes[d].Final {
+			continue
+		}
+		for _, j := range jobNodes {
+			pairs++
+			r, ok := pm.Reconcile.Lookup(d, j)
+			switch {
+			case !ok:
+				t.Errorf("printer %s, job %s: no rule", d, j)
+			case r.Command == "" && r.Transition == "" && r.Wait == "":
+				t.Errorf("printer %s, job %s: the rule does nothing and says not why (give it a wait reason)", d, j)
+			}
+		}
+	}
+	if want := 4 * 8; pairs != want {
+		t.Errorf("%d pairs, want %d: a node was added; check its rules", pairs, want)
+	}
+	// An operator who is told to signal the printer cleared can: the signal
+	// is declared wherever a wait reason asks for it.
+	for _, r := range pm.Reconcile.Rules {
+		if strings.Contains(r.Wait, "signal the printer cleared") {
+			if tr := pm.Nodes[r.Device].Transitions["cleared"]; tr == nil || !tr.Signal {
+				t.Errorf("rule (%s, %s) waits for the printer signal cleared, which node %s does not declare", r.Device, r.Job, r.Device)
+			}
+		}
 	}
 }

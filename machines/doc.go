@@ -59,15 +59,23 @@
 //	  jobs: print_job          # a machine of kind job
 //	  rules:                   # 1..MaxRules; at most one rule per (device, job) pair
 //	    - device: ready        # required: a non-final node of this machine
-//	      job: queued          # required: a non-final node of the job machine
+//	      job: queued          # required: a non-final node of the job machine,
+//	                           # or none: no job and an empty queue (wait only)
 //	      command: print       # optional: a transition out of the device node,
 //	                           # which must be blocking
 //	      transition: dispatch # optional: a non-signal transition out of the job node
 //	      notice: free text    # optional, needs a transition; at most 1024 bytes
+//	      forgotten: failed    # optional: a job transition recorded instead when
+//	                           # the device dropped the job (see fsm.Rule)
+//	      forgotten_notice: .. # optional, needs forgotten
+//	      wait: free text      # optional, only without command and transition:
+//	                           # what the pair waits for
 //
 // A round looks up (the device's node, its current job's node or, with no
-// current job, its queue head's node): it records the transition on the job
-// and sends the command. Rule order does not matter. Only device machines
+// current job, its queue head's node, or none): it records the transition
+// on the job and sends the command. A device machine's signal transitions
+// (signal: true) are operators' actions on the device, sent to it as
+// commands (engine.SignalDevice). Rule order does not matter. Only device machines
 // have blocking nodes and a reconcile table; a job machine's transitions
 // have no delay and never lead back to their own node (a job never waits
 // or retries on its own). Compile checks the table against the device

@@ -125,6 +125,23 @@ func Fingerprint(m *fsm.Machine) string {
 				str(r.Transition)
 				str(r.Notice)
 			}
+			// Wait reasons and forgotten transitions came later: tables
+			// without any keep the fingerprint they always had.
+			for _, r := range rules {
+				if r.Forgotten != "" {
+					str("forgotten")
+					str(r.Device)
+					str(r.Job)
+					str(r.Forgotten)
+					str(r.ForgottenNotice)
+				}
+				if r.Wait != "" {
+					str("wait")
+					str(r.Device)
+					str(r.Job)
+					str(r.Wait)
+				}
+			}
 		}
 	}
 	// Likewise a breaker policy other than the default: a machine without

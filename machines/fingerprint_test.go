@@ -117,8 +117,11 @@ func TestFingerprintDevice(t *testing.T) {
 	for _, tt := range []struct{ name, old, new string }{
 		{"blocking", "    start: true\n    blocking: true\n", "    start: true\n"},
 		{"jobs", "jobs: print_job", "jobs: other_job"},
-		{"rule job", "{device: error, job: failed}", "{device: error, job: failing}"},
-		{"rule command", "{device: ready, job: printing, command: print}", "{device: ready, job: printing}"},
+		{"rule job", "{device: error, job: recovering, command: recover}", "{device: error, job: failing, command: recover}"},
+		{"rule command", "job: printing\n      command: print\n", "job: printing\n      command: retire\n"},
+		{"forgotten", "forgotten: failed\n", "forgotten: finished\n"},
+		{"forgotten notice", "it is not printed again;", "it is not printed;"},
+		{"wait", "wait: \"idle; the next order wakes it\"", "wait: \"idle\""},
 		{"rule transition", "transition: reset}", "transition: scrap}"},
 		{"notice", "bed, then signal retrieved", "bed, then signal"},
 	} {
@@ -130,7 +133,7 @@ func TestFingerprintDevice(t *testing.T) {
 			// A command needs a blocking node: drop the rules that send
 			// one from ready.
 			changed = strings.Replace(changed, "command: print, ", "", 1)
-			changed = strings.Replace(changed, "{device: ready, job: printing, command: print}", "{device: ready, job: printing}", 1)
+			changed = strings.Replace(changed, "      command: print\n      forgotten: failed\n", "      forgotten: failed\n      transition: failed\n", 1)
 		}
 		fp := Fingerprint(mustCompile(t, tt.name, changed))
 		if prev, dup := seen[fp]; dup {

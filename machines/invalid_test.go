@@ -100,12 +100,17 @@ reconcile_device.yaml:18:47: reconcile.rules[4].command: node "ready" has no tra
 reconcile_device.yaml:19:50: reconcile.rules[5].command: node "printing" is not blocking: commands only go to a device waiting for one (mark the node blocking: true)
 reconcile_device.yaml:20:39: reconcile.rules[6].notice: a notice is told when the rule's transition is recorded: give the rule a transition
 reconcile_device.yaml:21:7: reconcile.rules[7].device: required: a node of this device machine
-reconcile_device.yaml:22:40: reconcile.rules[8].colour: unknown field "colour"; want one of: device, job, command, transition, notice`},
+reconcile_device.yaml:22:40: reconcile.rules[8].colour: unknown field "colour"; want one of: device, job, command, transition, notice, wait, forgotten, forgotten_notice`},
 	{"reconcile_jobs.yaml", `
 reconcile_jobs.yaml:10:28: reconcile.rules[0].job: unknown node "queueing" of job machine "print_job"
 reconcile_jobs.yaml:11:28: reconcile.rules[1].job: node "done" of job machine "print_job" is final: a finished job is no longer the device's
-reconcile_jobs.yaml:12:53: reconcile.rules[2].transition: node "printing" of job machine "print_job" has no transition "vanish" (it has [finished failed])
-reconcile_jobs.yaml:13:63: reconcile.rules[3].transition: transition "retrieved" of job machine "print_job" is a signal: operators send it, the device's round does not`},
+reconcile_jobs.yaml:12:53: reconcile.rules[2].transition: node "printing" of job machine "print_job" has no transition "vanish" (it has [finished failed cancel])
+reconcile_jobs.yaml:13:63: reconcile.rules[3].transition: transition "retrieved" of job machine "print_job" is a signal: operators send it, the device's round does not
+reconcile_jobs.yaml:14:7: reconcile.rules[4]: a rule for job "none" (a device with no job) can only wait: it has no job to move nor to send a command about
+reconcile_jobs.yaml:15:58: reconcile.rules[5].wait: a wait reason explains a rule that does nothing: drop it, or the rule's command and transition
+reconcile_jobs.yaml:16:36: reconcile.rules[6].forgotten: forgotten replaces the rule's command or transition when the device dropped the job: give the rule one
+reconcile_jobs.yaml:16:47: reconcile.rules[6].forgotten: transition "recovered" of job machine "print_job" is a signal: operators send it, the device's round does not
+reconcile_jobs.yaml:17:39: reconcile.rules[7].forgotten: forgotten replaces the rule's command or transition when the device dropped the job: give the rule one`},
 	{"reconcile_kinds.yaml", `
 reconcile_kinds.yaml:5:5: nodes.work.blocking: only a device machine (kind: device) has blocking nodes
 reconcile_kinds.yaml:8:1: reconcile: only a device machine (kind: device) has a reconcile table`},

@@ -17,6 +17,16 @@ const MaxRules = 256
 //	  jobs: print_job
 //	  rules:
 //	    - {device: ready, job: queued, command: print, transition: dispatch}
+//	    - {device: error, job: none, wait: signal the printer cleared}
+//
+// A rule may name in forgotten the job transition to record instead of its
+// command and transition when the device dropped the job: it reports the
+// pair without it after it held it, or after it carried out the rule's
+// command (see device.Reconcile).
+//
+// Job "none" (fsm.NoJob) is a device with no job and an empty queue; such
+// a rule only waits. A rule with neither command nor transition may say
+// why in wait.
 //
 // It runs after the nodes are compiled, so device nodes and commands are
 // checked here; the job machine's nodes and transitions are checked when a
@@ -129,7 +139,12 @@ func (c *compiler) rule(path string, m, jobs *fsm.Machine, n *yaml.Node) (fsm.Ru
 	var jobNode *fsm.Node
 	if s, at, found := name("job"); found {
 		r.Job = s
-		if jobs != nil {
+		if s == fsm.NoJob {
+			if jobs != nil && jobs.Node(s) != nil {
+				c.errAt(at, join(path, "job"), fmt.Sprintf("job machine %q has a node %q, the name rules use for a device with no job: rename the node", jobs.ID, s))
+				ok = false
+			}
+		} else if jobs != nil {
 			switch jobNode = jobs.Node(s); {
 			case jobNode == nil:
 				c.errAt(at, join(path, "job"), fmt.Sprintf("unknown node %q of job machine %q", s, jobs.ID))
@@ -156,18 +171,27 @@ func (c *compiler) rule(path string, m, jobs *fsm.Machine, n *yaml.Node) (fsm.Ru
 			}
 		}
 	}
-	if s, at, found := name("transition"); found {
-		r.Transition = s
+	jobTransition := func(field string) string {
+		s, at, found := name(field)
+		if !found {
+			return ""
+		}
 		if jobNode != nil {
 			switch t := jobNode.Transitions[s]; {
 			case t == nil:
-				c.errAt(at, join(path, "transition"), fmt.Sprintf("node %q of job machine %q has no transition %q (it has %v)", r.Job, jobs.ID, s, jobNode.Order))
+				c.errAt(at, join(path, field), fmt.Sprintf("node %q of job machine %q has no transition %q (it has %v)", r.Job, jobs.ID, s, jobNode.Order))
 				ok = false
 			case t.Signal:
-				c.errAt(at, join(path, "transition"), fmt.Sprintf("transition %q of job machine %q is a signal: operators send it, the device's round does not", s, jobs.ID))
+				c.errAt(at, join(path, field), fmt.Sprintf("transition %q of job machine %q is a signal: operators send it, the device's round does not", s, jobs.ID))
 				ok = false
 			}
 		}
+		return s
+	}
+	r.Transition = jobTransition("transition")
+	if r.Forgotten = jobTransition("forgotten"); r.Forgotten != "" && r.Command == "" && r.Transition == "" {
+		c.errAt(f["forgotten"].key, join(path, "forgotten"), "forgotten replaces the rule's command or transition when the device dropped the job: give the rule one")
+		ok = false
 	}
 	if e, found := f["notice"]; found {
 		if s, good := c.str(join(path, "notice"), e.val); good {
@@ -179,6 +203,32 @@ func (c *compiler) rule(path string, m, jobs *fsm.Machine, n *yaml.Node) (fsm.Ru
 			}
 			r.Notice = s
 		}
+	}
+	if e, found := f["forgotten_notice"]; found {
+		if s, good := c.str(join(path, "forgotten_notice"), e.val); good {
+			if len(s) > MaxDescriptionBytes {
+				c.errAt(e.val, join(path, "forgotten_notice"), fmt.Sprintf("notice is %d bytes, longer than the limit of %d", len(s), MaxDescriptionBytes))
+			}
+			if r.Forgotten == "" {
+				c.errAt(e.key, join(path, "forgotten_notice"), "told when the forgotten transition is recorded: give the rule one")
+			}
+			r.ForgottenNotice = s
+		}
+	}
+	if e, found := f["wait"]; found {
+		if s, good := c.str(join(path, "wait"), e.val); good {
+			if len(s) > MaxDescriptionBytes {
+				c.errAt(e.val, join(path, "wait"), fmt.Sprintf("wait is %d bytes, longer than the limit of %d", len(s), MaxDescriptionBytes))
+			}
+			if r.Command != "" || r.Transition != "" || r.Forgotten != "" {
+				c.errAt(e.key, join(path, "wait"), "a wait reason explains a rule that does nothing: drop it, or the rule's command and transition")
+			}
+			r.Wait = s
+		}
+	}
+	if r.Job == fsm.NoJob && (r.Command != "" || r.Transition != "" || r.Forgotten != "") {
+		c.errAt(n, path, fmt.Sprintf("a rule for job %q (a device with no job) can only wait: it has no job to move nor to send a command about", fsm.NoJob))
+		ok = false
 	}
 	return r, ok
 }

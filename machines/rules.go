@@ -17,7 +17,7 @@ var (
 	retryKeys      = []string{"max_attempts", "backoff", "initial", "max", "jitter"}
 	transitionKeys = []string{"to", "delay", "signal"}
 	reconcileKeys  = []string{"jobs", "rules"}
-	ruleKeys       = []string{"device", "job", "command", "transition", "notice"}
+	ruleKeys       = []string{"device", "job", "command", "transition", "notice", "wait", "forgotten", "forgotten_notice"}
 	breakerKeys    = []string{"window", "min_outcomes", "open_share", "close_share", "close_streak", "delay"}
 )
 

@@ -53,9 +53,12 @@ var wantRoles = map[string][]auth.Role{
 
 	"/dfsmr.v1.AdminService/Backup": {auth.RoleAdmin},
 
-	"/dfsmr.v1.DeviceService/Connect":     {auth.RoleAdmin, auth.RoleDevice},
-	"/dfsmr.v1.DeviceService/ListDevices": {auth.RoleAdmin, auth.RoleOperator, auth.RoleReader},
-	"/dfsmr.v1.DeviceService/SubmitOrder": {auth.RoleAdmin, auth.RoleOperator},
+	"/dfsmr.v1.DeviceService/Connect":      {auth.RoleAdmin, auth.RoleDevice},
+	"/dfsmr.v1.DeviceService/ListDevices":  {auth.RoleAdmin, auth.RoleOperator, auth.RoleReader},
+	"/dfsmr.v1.DeviceService/SubmitOrder":  {auth.RoleAdmin, auth.RoleOperator},
+	"/dfsmr.v1.DeviceService/SignalDevice": {auth.RoleAdmin, auth.RoleOperator},
+	"/dfsmr.v1.DeviceService/ReprintJob":   {auth.RoleAdmin, auth.RoleOperator},
+	"/dfsmr.v1.DeviceService/GetOrder":     {auth.RoleAdmin, auth.RoleOperator, auth.RoleReader},
 }
 
 // secure is a TLS server with a tokens file: one token principal per role,

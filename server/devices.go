@@ -42,7 +42,7 @@ func (c deviceConn) Recv() (device.Message, error) {
 	if rep == nil {
 		return device.Message{}, &fsm.InvalidError{Field: "report", Reason: "required on every message"}
 	}
-	m.Report = device.Report{Seq: rep.GetSeq(), Node: rep.GetNode(), Job: rep.GetJobId(), Progress: rep.GetProgress()}
+	m.Report = device.Report{Seq: rep.GetSeq(), Node: rep.GetNode(), Job: rep.GetJobId(), Progress: rep.GetProgress(), LastCommand: rep.GetLastCommandSeq()}
 	if rej := rep.GetRejection(); rej != nil {
 		m.Report.Rejection = &device.Rejection{CommandSeq: rej.GetCommandSeq(), Reason: rej.GetReason()}
 	}

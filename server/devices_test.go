@@ -145,7 +145,7 @@ func (p *testPrinter) stale(cmd *pb.DeviceCommand) string {
 		return fmt.Sprintf("stale: decided for %s, the printer is %s", cmd.GetNode(), p.state.Node)
 	case cmd.GetName() == "print" && p.printed[cmd.GetJobId()]:
 		return "stale: job " + cmd.GetJobId() + " was printed already"
-	case cmd.GetName() != "print" && cmd.GetJobId() != p.state.Job:
+	case cmd.GetName() == "done" && cmd.GetJobId() != p.state.Job:
 		return "stale: the printer holds job " + p.state.Job
 	}
 	return ""
@@ -173,11 +173,15 @@ func (p *testPrinter) carry(cmd *pb.DeviceCommand) *pb.DeviceCommand {
 		}
 		p.printed[cmd.GetJobId()] = true
 		p.state = client.DeviceState{Node: "printing", Job: cmd.GetJobId()}
-	case "done", "recover":
+	case "done", "recover", "cleared":
 		p.state = client.DeviceState{Node: "ready"}
+	case "cancel":
+		// The partial part stays on the bed; the job is over.
+		p.state = client.DeviceState{Node: "waiting_retrieval"}
 	default:
 		p.t.Fatalf("%s: unknown command %v", p.id, cmd)
 	}
+	p.state.LastCommand = p.lastCmd
 	return p.report()
 }
 
@@ -533,12 +537,12 @@ func TestScenario8_StaleCommandRejectedNothingBreaks(t *testing.T) {
 	next := p.carry(done)
 	wantCmd(t, next, "print", "o-2")
 	// A late done (the part is long gone) is refused too. The printer is
-	// still ready, so the round sends the print of o-2 again, with a newer
-	// seq; carried out, it makes the first print of o-2 late in turn.
+	// still ready, so the round sends the print of o-2 again, with its
+	// seq; carried out, it makes the first copy of it late in turn.
 	again := p.carry(done)
 	wantCmd(t, again, "print", "o-2")
-	if again.GetSeq() <= next.GetSeq() {
-		t.Fatalf("print sent again with seq %d, not newer than %d", again.GetSeq(), next.GetSeq())
+	if again.GetSeq() != next.GetSeq() {
+		t.Fatalf("print sent again with seq %d, want its seq %d", again.GetSeq(), next.GetSeq())
 	}
 	wantNoCmd(t, p.carry(again))
 	wantNoCmd(t, p.carry(next))

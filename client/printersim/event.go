@@ -45,6 +45,20 @@ const (
 	// EventRecoverySignaled: an operator cleared a failed printer and
 	// signalled recovered, and the server acknowledged it.
 	EventRecoverySignaled
+	// EventCanceled: the printer carried out cancel: it stopped printing.
+	EventCanceled
+	// EventDeviceCleared: the printer carried out cleared, the operator's
+	// signal on the printer itself.
+	EventDeviceCleared
+	// EventCancelRequested: an operator cancelled a printing job, and the
+	// server acknowledged it.
+	EventCancelRequested
+	// EventClearSignaled: an operator fixed a printer, cleared its bed and
+	// signalled the printer cleared, and the server acknowledged it.
+	EventClearSignaled
+	// EventForgot: the plug was pulled and the printer lost its job: it
+	// comes back ready, with only its last command seq.
+	EventForgot
 )
 
 var kindNames = map[EventKind]string{
@@ -61,6 +75,11 @@ var kindNames = map[EventKind]string{
 	EventDisconnected:     "disconnected",
 	EventRetrieved:        "operator-retrieved",
 	EventRecoverySignaled: "operator-recovered",
+	EventCanceled:         "canceled",
+	EventDeviceCleared:    "device-cleared",
+	EventCancelRequested:  "operator-canceled",
+	EventClearSignaled:    "operator-cleared",
+	EventForgot:           "power-loss-forgot",
 }
 
 func (k EventKind) String() string {

@@ -34,8 +34,8 @@ func ExamplePrinter() {
 	// Output:
 	// 08:00:00.000 printer-1    printing           job=o-1 cmd=1 benchy
 	// stale: print was decided for node ready, printer is in printing with job o-1
-	// {Node:printing Job:o-1 Progress:0.5}
+	// {Node:printing Job:o-1 Progress:0.5 LastCommand:1}
 	// 09:00:00.000 printer-1    finished           job=o-1
 	// 09:00:00.000 printer-1    cleared            job=o-1 cmd=3
-	// {Node:ready Job: Progress:0}
+	// {Node:ready Job: Progress:0 LastCommand:3}
 }

@@ -23,6 +23,10 @@ const (
 	CommandPrint   = "print"
 	CommandDone    = "done"
 	CommandRecover = "recover"
+	CommandCancel  = "cancel"
+	// CommandCleared is the printer's operator signal, sent as a command:
+	// an operator fixed the printer and cleared its bed.
+	CommandCleared = "cleared"
 )
 
 // ParamModel is the print command's param that names the model to print.
@@ -53,6 +57,10 @@ type Profile struct {
 	// during a print, at a uniformly drawn point of it: the printer stops
 	// without a word and comes back in error, holding the job. Zero: never.
 	PowerLossRate float64
+	// ForgetRate is the probability, in [0, 1], that a printer whose plug
+	// was pulled comes back ready instead, having forgotten the job (its
+	// firmware keeps only the last command seq). Zero: never.
+	ForgetRate float64
 }
 
 // WithDefaults returns p with its zero fields set to their defaults.
@@ -77,6 +85,8 @@ func (p Profile) Validate() error {
 		return fmt.Errorf("fail rate %v is not in [0, 1]", p.FailRate)
 	case !(p.PowerLossRate >= 0 && p.PowerLossRate <= 1):
 		return fmt.Errorf("power loss rate %v is not in [0, 1]", p.PowerLossRate)
+	case !(p.ForgetRate >= 0 && p.ForgetRate <= 1):
+		return fmt.Errorf("forget rate %v is not in [0, 1]", p.ForgetRate)
 	}
 	return nil
 }
@@ -95,7 +105,9 @@ func (p Profile) Validate() error {
 //
 // The plug is only ever pulled during a print (Profile.PowerLossRate): an
 // interrupted print cannot be resumed, so the printer comes back in error,
-// holding the job (its firmware keeps its node, job and last command seq).
+// holding the job (its firmware keeps its node, job and last command seq),
+// or, with Profile.ForgetRate, ready without the job: it kept only its last
+// command seq, which it reports, as the device contract asks.
 //
 // A Printer is not safe for concurrent use.
 type Printer struct {
@@ -111,6 +123,8 @@ type Printer struct {
 	start, end, failAt, powerAt time.Time
 	// progress is frozen when a print stops early.
 	progress float64
+	// forget is set when the current print's power loss loses the job.
+	forget bool
 
 	lastCmd uint64
 }
@@ -148,7 +162,7 @@ func (p *Printer) Progress(now time.Time) float64 {
 
 // State returns what the printer reports at now.
 func (p *Printer) State(now time.Time) client.DeviceState {
-	return client.DeviceState{Node: p.node, Job: p.job, Progress: p.Progress(now)}
+	return client.DeviceState{Node: p.node, Job: p.job, Progress: p.Progress(now), LastCommand: p.lastCmd}
 }
 
 // Next returns when the printer will change on its own (the print ends,
@@ -168,9 +182,9 @@ func (p *Printer) Next() (at time.Time, ok bool) {
 
 // Advance moves the printer to now: a print that came to its end finishes
 // or fails, whichever comes first. It returns what happened, if anything.
-// A pulled plug is an event too (EventPowerLoss): the printer is then in
-// error; the caller drops the connection and brings the printer back
-// after a while.
+// A pulled plug is an event too (EventPowerLoss; EventForgot when the
+// printer comes back ready without its job): the caller drops the
+// connection and brings the printer back after a while.
 func (p *Printer) Advance(now time.Time) (Event, bool) {
 	at, ok := p.Next()
 	if !ok || now.Before(at) {
@@ -179,6 +193,9 @@ func (p *Printer) Advance(now time.Time) (Event, bool) {
 	p.progress = p.Progress(at)
 	ev := Event{At: at, Printer: p.id, Job: p.job}
 	switch {
+	case at.Equal(p.powerAt) && p.forget:
+		ev.Kind = EventForgot
+		p.node, p.job, p.model, p.progress = NodeReady, "", "", 0
 	case at.Equal(p.powerAt):
 		ev.Kind = EventPowerLoss
 		p.node = NodeError
@@ -214,15 +231,28 @@ func (p *Printer) Command(c *pb.DeviceCommand, now time.Time) (Event, *pb.Comman
 	case CommandRecover:
 		ev.Kind = EventRecovered
 		p.node, p.job, p.model, p.progress = NodeReady, "", "", 0
+	case CommandCancel:
+		// The print stops; the partial part stays on the bed, the job is
+		// over.
+		ev.Kind = EventCanceled
+		p.progress = p.Progress(now)
+		p.node, p.job, p.model = NodeWaitingRetrieval, "", ""
+		p.start, p.end, p.failAt, p.powerAt = time.Time{}, time.Time{}, time.Time{}, time.Time{}
+	case CommandCleared:
+		ev.Kind = EventDeviceCleared
+		p.node, p.job, p.model, p.progress = NodeReady, "", "", 0
 	}
 	return ev, nil
 }
 
-// commandNode is the node each command is taken from.
+// commandNode is the node each command is taken from; cleared is taken
+// from error and waiting_retrieval.
 var commandNode = map[string]string{
 	CommandPrint:   NodeReady,
 	CommandDone:    NodeWaitingRetrieval,
 	CommandRecover: NodeError,
+	CommandCancel:  NodePrinting,
+	CommandCleared: NodeError,
 }
 
 // refuse returns why c does not match the printer's state, or "".
@@ -235,10 +265,14 @@ func (p *Printer) refuse(c *pb.DeviceCommand) string {
 		return fmt.Sprintf("late: command seq %d is not newer than %d, already carried out", c.GetSeq(), p.lastCmd)
 	case c.GetNode() != p.node:
 		return fmt.Sprintf("stale: %s was decided for node %s, printer is in %s%s", c.GetName(), c.GetNode(), p.node, p.holding())
-	case p.node != from:
+	case p.node != from && !(c.GetName() == CommandCleared && p.node == NodeWaitingRetrieval):
 		return fmt.Sprintf("%s is not a command of node %s", c.GetName(), p.node)
 	case c.GetName() == CommandPrint && c.GetJobId() == "":
 		return "print without a job"
+	case c.GetName() == CommandCleared, c.GetName() == CommandRecover:
+		// An operator fixed the printer: whatever failed or was on the
+		// bed is gone, job or not (a printer that forgot its job in a
+		// power cut may have faulted idle since).
 	case c.GetName() != CommandPrint && c.GetJobId() != p.job:
 		return fmt.Sprintf("stale: %s is about job %q, printer holds %q", c.GetName(), c.GetJobId(), p.job)
 	}
@@ -257,6 +291,11 @@ func (p *Printer) holding() string {
 // print's luck never shifts the next one's.
 func (p *Printer) print(job, model string, now time.Time) {
 	u, failU, failAt, powerU, powerAt := p.rng.Float64(), p.rng.Float64(), p.rng.Float64(), p.rng.Float64(), p.rng.Float64()
+	p.forget = false
+	if p.prof.ForgetRate > 0 {
+		// Drawn for every print of such a printer, used or not.
+		p.forget = p.rng.Float64() < p.prof.ForgetRate
+	}
 	d := p.prof.PrintTime
 	if j := p.prof.PrintJitter; j > 0 {
 		d = time.Duration(float64(d) * (1 + j*(2*u-1)))

@@ -53,7 +53,7 @@ func TestPrintCycle(t *testing.T) {
 	if _, ok := p.Advance(end.Add(-time.Nanosecond)); ok {
 		t.Fatal("the print ended early")
 	}
-	if st := p.State(t0.Add(15 * time.Second)); st != (client.DeviceState{Node: "printing", Job: "j1", Progress: 0.25}) {
+	if st := p.State(t0.Add(15 * time.Second)); st != (client.DeviceState{Node: "printing", Job: "j1", Progress: 0.25, LastCommand: 4}) {
 		t.Fatalf("state at a quarter: %+v", st)
 	}
 	ev, ok := p.Advance(end.Add(time.Second))
@@ -216,5 +216,41 @@ func TestProfileValidate(t *testing.T) {
 	}
 	if d := (printersim.Profile{}).WithDefaults(); d.PrintTime != printersim.DefaultPrintTime || d.PrintJitter != printersim.DefaultPrintJitter {
 		t.Fatalf("defaults: %+v", d)
+	}
+}
+
+// TestPrinterCancelClearedAndForget: cancel stops a print and drops the
+// job, leaving the bed for an operator's cleared; a power loss with
+// ForgetRate 1 brings the printer back ready without its job, still
+// reporting the last command it carried out.
+func TestPrinterCancelClearedAndForget(t *testing.T) {
+	p := newPrinter(printersim.Profile{PrintTime: time.Minute, PrintJitter: -1}, 1)
+	mustCarry(t, p, cmd(1, "print", "ready", "j1"), t0, printersim.EventPrinting)
+	if _, rej := p.Command(cmd(2, "cleared", "printing", ""), t0); rej == nil {
+		t.Fatal("cleared carried out while printing")
+	}
+	mustCarry(t, p, cmd(2, "cancel", "printing", "j1"), t0.Add(30*time.Second), printersim.EventCanceled)
+	if st := p.State(t0.Add(time.Minute)); st != (client.DeviceState{Node: "waiting_retrieval", Progress: 0.5, LastCommand: 2}) {
+		t.Fatalf("after cancel: %+v", st)
+	}
+	if _, ok := p.Next(); ok {
+		t.Fatal("a stopped print still ends")
+	}
+	mustCarry(t, p, cmd(3, "cleared", "waiting_retrieval", ""), t0.Add(time.Minute), printersim.EventDeviceCleared)
+	if state(p) != "ready/" {
+		t.Fatalf("after cleared: %s", state(p))
+	}
+
+	f := newPrinter(printersim.Profile{PrintTime: time.Minute, PrintJitter: -1, PowerLossRate: 1, ForgetRate: 1}, 1)
+	mustCarry(t, f, cmd(7, "print", "ready", "j2"), t0, printersim.EventPrinting)
+	ev, ok := f.Advance(t0.Add(time.Minute))
+	if !ok || ev.Kind != printersim.EventForgot || ev.Job != "j2" {
+		t.Fatalf("event %v, %v; want a power loss that forgot j2", ev, ok)
+	}
+	if st := f.State(t0.Add(time.Minute)); st != (client.DeviceState{Node: "ready", LastCommand: 7}) {
+		t.Fatalf("after the power loss: %+v", st)
+	}
+	if err := (printersim.Profile{ForgetRate: 2}).Validate(); err == nil {
+		t.Fatal("forget rate 2 is valid")
 	}
 }

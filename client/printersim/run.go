@@ -124,7 +124,7 @@ func (r *runner) away(ctx context.Context, d time.Duration) bool {
 		now := r.l.Clock.Now()
 		if ev, ok := r.p.Advance(now); ok {
 			r.emit(ev)
-			if ev.Kind == EventPowerLoss {
+			if ev.Kind == EventPowerLoss || ev.Kind == EventForgot {
 				back = now.Add(r.l.RestartDelay)
 			}
 		}
@@ -233,7 +233,7 @@ func (r *runner) session(ctx context.Context) time.Duration {
 			ev, changed := r.p.Advance(now)
 			if changed {
 				r.emit(ev)
-				if ev.Kind == EventPowerLoss {
+				if ev.Kind == EventPowerLoss || ev.Kind == EventForgot {
 					return r.l.RestartDelay
 				}
 			} else if !r.reportDue(now) {
@@ -418,7 +418,7 @@ func (t *Tally) Summary() Summary {
 func (s Summary) String() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%d printers, %d jobs", s.Printers, s.Jobs)
-	for k := EventPrinting; k <= EventRecoverySignaled; k++ {
+	for k := EventPrinting; k <= EventForgot; k++ {
 		if n := s.Events[k.String()]; n > 0 {
 			fmt.Fprintf(&b, ", %d %s", n, k)
 		}

@@ -46,17 +46,19 @@ func (l *soakLog) event(ev printersim.Event) {
 			l.printed[ev.Job] = map[string]int{}
 		}
 		l.printed[ev.Job][ev.Printer]++
-	case printersim.EventRetrieved, printersim.EventRecoverySignaled:
+	case printersim.EventRetrieved, printersim.EventRecoverySignaled, printersim.EventCancelRequested, printersim.EventClearSignaled:
 		l.acked = append(l.acked, ev)
 	}
 }
 
 // TestSoak runs simulated printers, their operators and a stream of
 // orders against a server that restarts on the same bbolt file now and
-// then, with dropped connections, failed prints and pulled plugs. At the
-// end every job is in a node consistent with its printer, no job was ever
-// printing on two printers (nor twice), and every operator signal the
-// server acknowledged is in the changelog.
+// then, with dropped connections, failed prints, pulled plugs (some of
+// which make the printer forget its job), and operators who cancel prints
+// and clear printers. At the end every job is in a node consistent with
+// its printer, no job was ever printing on two printers (nor twice), no
+// cancelled job ended before its printer stopped, and every operator
+// action the server acknowledged is in the changelog.
 //
 // -soak.duration, -soak.seed, -soak.printers and -soak.restart-every tune
 // it; a failure prints the seed to replay the run's luck.
@@ -78,7 +80,7 @@ func TestSoak(t *testing.T) {
 
 	const pool = "soak"
 	fleet := printersim.NewFleet("p", *soakPrinters, printersim.Profile{
-		PrintTime: 60 * time.Millisecond, PrintJitter: 0.5, FailRate: 0.15, PowerLossRate: 0.08,
+		PrintTime: 60 * time.Millisecond, PrintJitter: 0.5, FailRate: 0.15, PowerLossRate: 0.08, ForgetRate: 0.5,
 	}, seed)
 	base := printersim.Link{
 		Client: c, Pool: pool, DropRate: 0.02,
@@ -95,7 +97,7 @@ func TestSoak(t *testing.T) {
 			t.Error(err)
 		}
 	})
-	op := &printersim.Operator{Client: c, Delay: 30 * time.Millisecond, FromSeq: 1, Devices: fleet.IDs(),
+	op := &printersim.Operator{Client: c, Delay: 30 * time.Millisecond, FromSeq: 1, Devices: fleet.IDs(), CancelRate: 0.1,
 		Rand: rand.New(rand.NewPCG(seed, 1<<33)), OnEvent: log.event}
 	wg.Go(func() {
 		if err := op.Run(ctx); err != nil && ctx.Err() == nil {
@@ -114,7 +116,9 @@ func TestSoak(t *testing.T) {
 	// slow the machine.
 	mustSee := []printersim.EventKind{printersim.EventPrinting, printersim.EventFinished, printersim.EventCleared,
 		printersim.EventRetrieved, printersim.EventFailed, printersim.EventRecovered, printersim.EventRecoverySignaled,
-		printersim.EventPowerLoss, printersim.EventDropped, printersim.EventRejected, printersim.EventIgnored}
+		printersim.EventPowerLoss, printersim.EventDropped, printersim.EventRejected, printersim.EventIgnored,
+		printersim.EventCancelRequested, printersim.EventCanceled, printersim.EventClearSignaled, printersim.EventDeviceCleared,
+		printersim.EventForgot}
 	missing := func() []printersim.EventKind {
 		log.mu.Lock()
 		defer log.mu.Unlock()
@@ -169,6 +173,7 @@ func TestSoak(t *testing.T) {
 
 	changes := readChangelog(t, c)
 	checkPrintedOnce(t, log, changes)
+	checkStoppedBeforeCanceled(t, changes)
 	checkSignalsKept(t, log, changes)
 	checkRejections(t, fleet, changes)
 	checkConsistent(t, c, fleet)
@@ -304,23 +309,58 @@ func checkPrintedOnce(t *testing.T, log *soakLog, changes []*pb.Change) {
 	}
 }
 
-// checkSignalsKept checks that every operator signal the server
-// acknowledged is in the changelog.
+// checkStoppedBeforeCanceled checks that a cancelled print's job ended
+// only once its printer had left printing: the printer confirmed it
+// stopped.
+func checkStoppedBeforeCanceled(t *testing.T, changes []*pb.Change) {
+	t.Helper()
+	node := map[string]string{} // device -> its last reported node
+	stopped := 0
+	for _, ch := range changes {
+		switch ch.GetKind() {
+		case pb.ChangeKind_CHANGE_KIND_DEVICE_MOVED, pb.ChangeKind_CHANGE_KIND_DEVICE_ONLINE:
+			node[ch.GetDevice()] = ch.GetToNode()
+		case pb.ChangeKind_CHANGE_KIND_TRANSITIONED:
+			if ch.GetMachine() == printersim.JobMachine && ch.GetToNode() == printersim.JobCanceled {
+				stopped++
+				if n := node[ch.GetDevice()]; n == printersim.NodePrinting {
+					t.Errorf("change %d: job %s canceled while %s is printing", ch.GetSeq(), ch.GetInstance(), ch.GetDevice())
+				}
+			}
+		}
+	}
+	if stopped == 0 {
+		t.Error("no cancelled print ended in the changelog")
+	}
+}
+
+// checkSignalsKept checks that every operator action the server
+// acknowledged is in the changelog: job signals, cancels (the job's cancel
+// signal) and printer signals.
 func checkSignalsKept(t *testing.T, log *soakLog, changes []*pb.Change) {
 	t.Helper()
 	signaled := map[[2]string]bool{}
 	for _, ch := range changes {
 		if ch.GetKind() == pb.ChangeKind_CHANGE_KIND_SIGNALED {
-			signaled[[2]string{ch.GetInstance(), ch.GetTransition()}] = true
+			id := ch.GetInstance()
+			if id == "" {
+				id = ch.GetDevice()
+			}
+			signaled[[2]string{id, ch.GetTransition()}] = true
 		}
 	}
 	for _, ev := range log.acked {
-		signal := printersim.SignalRetrieved
-		if ev.Kind == printersim.EventRecoverySignaled {
+		id, signal := ev.Job, printersim.SignalRetrieved
+		switch ev.Kind {
+		case printersim.EventRecoverySignaled:
 			signal = printersim.SignalRecovered
+		case printersim.EventCancelRequested:
+			signal = printersim.CommandCancel
+		case printersim.EventClearSignaled:
+			id, signal = ev.Printer, printersim.CommandCleared
 		}
-		if !signaled[[2]string{ev.Job, signal}] {
-			t.Errorf("operator signal %s of job %s was acknowledged but is not in the changelog", signal, ev.Job)
+		if !signaled[[2]string{id, signal}] {
+			t.Errorf("operator action %s on %s was acknowledged but is not in the changelog", signal, id)
 		}
 	}
 }
@@ -355,13 +395,17 @@ func checkRejections(t *testing.T, fleet *printersim.Fleet, changes []*pb.Change
 // lost), never behind it nor on another job.
 var holds = map[string][]string{
 	// Printing it, or done or failed with it offline; or ready without it:
-	// the print command was lost.
+	// the print command was lost, or the printer forgot the job.
 	"printing": {"printing/J", "waiting_retrieval/J", "error/J", "ready/"},
+	// Still printing it, or stopped (cancel carried out), finished or
+	// failed, and not yet reported; or ready without it.
+	"canceling": {"printing/J", "waiting_retrieval/", "waiting_retrieval/J", "error/J", "ready/"},
 	// The part is on the bed.
 	"awaiting_retrieval": {"waiting_retrieval/J"},
 	// Still on the bed, or done carried out and not yet reported.
 	"retrieved": {"waiting_retrieval/J", "ready/"},
-	"failed":    {"error/J"},
+	// In error with it, or ready without it: the printer forgot it.
+	"failed": {"error/J", "ready/"},
 	// Still in error, or recover carried out and not yet reported.
 	"recovering": {"error/J", "ready/"},
 }

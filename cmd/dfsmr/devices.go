@@ -2,16 +2,18 @@ package main
 
 import (
 	"fmt"
+	"slices"
 
 	"github.com/dfsmr/dfsmr/client"
 	pb "github.com/dfsmr/dfsmr/gen/dfsmr/v1"
 	"github.com/spf13/cobra"
 )
 
-// Operator signals of the bundled print_job machine.
+// Operator signals of the bundled print_job and printer machines.
 const (
 	signalRetrieved = "retrieved"
 	signalRecovered = "recovered"
+	signalCleared   = "cleared"
 )
 
 func (a *app) devicesCommand() *cobra.Command {
@@ -104,7 +106,83 @@ the same jobs.`,
 	f.StringVar(&req.Printer, "printer", "", "queue every job on this printer")
 	f.StringVar(&req.Pool, "pool", "", "spread the jobs over this pool's printers")
 	f.Int32Var(&req.Priority, "priority", 0, "priority in the printers' queues (higher first)")
+	cmd.AddCommand(a.orderStatusCommand(), a.orderReprintCommand())
 	return cmd
+}
+
+func (a *app) orderStatusCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "status ORDER",
+		Short: "Show an order's jobs (reprints included) and how many are in each node",
+		Args:  args(cobra.ExactArgs(1)),
+		RunE: runE(func(_ *cobra.Command, argv []string) error {
+			req := &pb.GetOrderRequest{OrderId: argv[0]}
+			return unary(a, func(c *client.Client) (*pb.GetOrderResponse, error) {
+				return c.Devices.GetOrder(a.ctx, req)
+			}, func(resp *pb.GetOrderResponse) error {
+				nodes := make([]string, 0, len(resp.GetNodes()))
+				for n := range resp.GetNodes() {
+					nodes = append(nodes, n)
+				}
+				slices.Sort(nodes)
+				fmt.Fprintf(a.stdout, "order %s: %d jobs, %d reprints;", clean(resp.GetOrderId()), len(resp.GetJobs()), resp.GetReprints())
+				for _, n := range nodes {
+					fmt.Fprintf(a.stdout, " %s %d", clean(n), resp.GetNodes()[n])
+				}
+				fmt.Fprintln(a.stdout)
+				t := newTable(a.stdout, "JOB", "PRINTER", "NODE", "STATUS", "REPRINT OF", "UPDATED")
+				for _, j := range resp.GetJobs() {
+					t.row(j.GetId(), j.GetParams()["printer"], j.GetNode(), statusName(j.GetStatus()),
+						orDash(j.GetParams()["reprint_of"]), ts(j.GetUpdateTime()))
+				}
+				return t.Flush()
+			})
+		}),
+	}
+}
+
+func (a *app) orderReprintCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "reprint JOB",
+		Short: "Queue a failed job's part again, as a new job of its order (JOBr1, JOBr2, ...)",
+		Long: `Reprint queues a new job for the part of a job whose print failed (ended in
+scrapped), on the same printer, in the same order. Asking twice for the same
+job returns the same reprint.`,
+		Args: args(cobra.ExactArgs(1)),
+		RunE: runE(func(_ *cobra.Command, argv []string) error {
+			req := &pb.ReprintJobRequest{JobId: argv[0]}
+			return unary(a, func(c *client.Client) (*pb.ReprintJobResponse, error) {
+				return c.Devices.ReprintJob(a.ctx, req)
+			}, func(resp *pb.ReprintJobResponse) error {
+				return a.printInstanceRow(resp.GetJob())
+			})
+		}),
+	}
+}
+
+// clearedCommand signals that an operator fixed a printer and cleared its
+// bed; its next round sends it the command.
+func (a *app) clearedCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   signalCleared + " PRINTER",
+		Short: "Mark a printer as fixed with its bed clear (printer signal cleared)",
+		Long: `Cleared tells a printer in error or waiting_retrieval that an operator fixed it
+and took everything off its bed: the printer is sent the cleared command (at
+once when it is online, else when it is back) and goes ready. A finished
+part taken off with it completes its job.`,
+		Args: args(cobra.ExactArgs(1)),
+		RunE: runE(func(_ *cobra.Command, argv []string) error {
+			req := &pb.SignalDeviceRequest{DeviceId: argv[0], Signal: signalCleared}
+			return unary(a, func(c *client.Client) (*pb.SignalDeviceResponse, error) {
+				return c.Devices.SignalDevice(a.ctx, req)
+			}, func(resp *pb.SignalDeviceResponse) error {
+				d := resp.GetDevice()
+				t := newTable(a.stdout, "ID", "NODE", "JOB", "SIGNAL")
+				t.row(d.GetId(), d.GetNode(), orDash(d.GetJobId()), signalCleared)
+				return t.Flush()
+			})
+		}),
+	}
 }
 
 // operatorCommand signals an operator's action on a print job, printer

@@ -123,3 +123,43 @@ func TestDevices(t *testing.T) {
 	c.fails(exitFailed, []string{"FAILED_PRECONDITION"}, "recovered", "o-1")
 	c.fails(exitUsage, nil, "retrieved")
 }
+
+func TestOrderStatusReprintAndCleared(t *testing.T) {
+	c := mustCLI(t)
+	p := connectPrinter(t, c.addr, "p1", "lab")
+	// A fault with no job: only the operator's cleared gets it going.
+	if cmd := p.report("error", ""); cmd != nil {
+		t.Fatalf("command %v in error", cmd)
+	}
+	contains(t, c.ok("cleared", "p1"), "p1", "error", "cleared")
+	p.pushed("cleared", "")
+	p.report("ready", "")
+	c.fails(exitFailed, []string{"FAILED_PRECONDITION", "no signal"}, "cleared", "p1")
+
+	c.ok("order", "--model", "benchy", "--quantity", "1", "--printer", "p1", "--id", "o")
+	p.pushed("print", "o-1")
+	p.report("printing", "o-1")
+	p.report("error", "o-1")
+	c.fails(exitFailed, []string{"FAILED_PRECONDITION", "scrapped"}, "order", "reprint", "o-1")
+	c.ok("recovered", "o-1")
+	p.pushed("recover", "o-1")
+	p.report("ready", "")
+	contains(t, c.ok("order", "reprint", "o-1"), "o-1r1", "queued")
+	p.pushed("print", "o-1r1")
+	out := c.ok("order", "status", "o")
+	contains(t, out, "order o: 2 jobs, 1 reprints; printing 1 scrapped 1", "REPRINT OF", "o-1r1", "p1")
+	st := decode(t, c.ok("order", "status", "o", "-o", "json"), &pb.GetOrderResponse{})
+	if len(st.GetJobs()) != 2 || st.GetReprints() != 1 || st.GetJobs()[1].GetParams()["reprint_of"] != "o-1" {
+		t.Fatalf("order status -o json = %v", st)
+	}
+	c.fails(exitFailed, []string{"NOT_FOUND"}, "order", "status", "nosuch")
+	c.fails(exitUsage, nil, "cleared")
+
+	// A cancelled print stops; the notice names the command that clears
+	// the printer.
+	p.report("printing", "o-1r1")
+	contains(t, c.ok("cancel", "o-1r1"), "o-1r1", "canceling")
+	p.pushed("cancel", "o-1r1")
+	p.report("waiting_retrieval", "")
+	contains(t, c.ok("changes", "--kind", "device_notice"), "! notice        p1 o-1r1 -> dfsmr cleared p1: print stopped")
+}

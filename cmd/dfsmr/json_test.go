@@ -18,7 +18,8 @@ import (
 var lowerCamelKey = regexp.MustCompile(`^[a-z][a-zA-Z0-9]*$`)
 
 // checkKeys fails when an object key anywhere in v is not lowerCamelCase
-// (the keys of maps that hold data, params and event counts, are data).
+// (the keys of maps that hold data, params, event and node counts, are
+// data).
 func checkKeys(t *testing.T, cmd string, v any, path string) {
 	t.Helper()
 	switch v := v.(type) {
@@ -27,7 +28,7 @@ func checkKeys(t *testing.T, cmd string, v any, path string) {
 			if !lowerCamelKey.MatchString(k) {
 				t.Errorf("%s -o json: key %q at %s is not lowerCamelCase", cmd, k, path)
 			}
-			if k != "params" && k != "events" {
+			if k != "params" && k != "events" && k != "nodes" {
 				checkKeys(t, cmd, e, path+"."+k)
 			}
 		}
@@ -79,8 +80,9 @@ func TestJSONEveryCommand(t *testing.T) {
 		{path: "backup", args: []string{"backup", filepath.Join(c.dir, "copy.db")}},
 		{path: "printer-sim", args: []string{"printer-sim", "--count", "1", "--pool", "lab", "--duration", "200ms", "--no-operator"}},
 		{path: "devices", args: []string{"devices"}},
-		{path: "order", args: []string{"order", "--model", "m", "--pool", "lab", "--quantity", "2"}},
-		{path: "retrieved"}, {path: "recovered"},
+		{path: "order", args: []string{"order", "--model", "m", "--pool", "lab", "--quantity", "2", "--id", "oj"}},
+		{path: "order status", args: []string{"order", "status", "oj"}},
+		{path: "retrieved"}, {path: "recovered"}, {path: "cleared"}, {path: "order reprint"},
 		{path: "bench", args: []string{"bench", "--instances", "5", "--workers", "2", "--baseline", "20ms"}},
 		{path: "report-demo", args: []string{"report-demo", "--items", "2", "--workers", "2", "--no-serial", "--dir", filepath.Join(c.dir, "demo")}},
 		{path: "dst", args: []string{"dst", "--seed", "3", "--ticks", "50", "--dir", t.TempDir()}},
@@ -119,11 +121,11 @@ func TestJSONEveryCommand(t *testing.T) {
 			if s.path == "relinquish" {
 				tok = ""
 			}
-		case "retrieved", "recovered":
+		case "retrieved", "recovered", "cleared", "order reprint":
 			// A failed call prints its error on stderr and nothing on
 			// stdout, which is still valid (no object); their success
 			// prints what signal prints, checked above.
-			r := c.run("-o", "json", s.path, "nosuch-job")
+			r := c.run(append(append([]string{"-o", "json"}, strings.Fields(s.path)...), "nosuch-job")...)
 			if r.out != "" {
 				t.Errorf("%s -o json failed but printed %q", s.path, r.out)
 			}

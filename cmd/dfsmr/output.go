@@ -229,22 +229,30 @@ func kindColor(c *pb.Change) string {
 
 // noticeSignal finds the signal a notice asks for ("... then signal
 // retrieved").
-var noticeSignal = regexp.MustCompile(`\bsignal ([A-Za-z0-9_.-]+)\s*$`)
+var noticeSignal = regexp.MustCompile(`\bsignal (the printer )?([A-Za-z0-9_.-]+)\s*$`)
 
 // noticeCommand is the command an operator runs to act on a notice:
 // "dfsmr retrieved JOB" for the print job signals that have their own
-// command, "dfsmr signal JOB NAME" for another; "" when the notice names
-// no signal.
+// command, "dfsmr signal JOB NAME" for another, "dfsmr cleared PRINTER"
+// for "signal the printer cleared"; "" when the notice names no signal.
 func noticeCommand(c *pb.Change) string {
 	m := noticeSignal.FindStringSubmatch(c.GetReason())
-	if m == nil || c.GetInstance() == "" {
+	switch {
+	case m == nil:
+		return ""
+	case m[1] != "":
+		if m[2] != signalCleared || c.GetDevice() == "" {
+			return ""
+		}
+		return fmt.Sprintf("dfsmr %s %s", signalCleared, c.GetDevice())
+	case c.GetInstance() == "":
 		return ""
 	}
-	switch m[1] {
+	switch m[2] {
 	case signalRetrieved, signalRecovered:
-		return fmt.Sprintf("dfsmr %s %s", m[1], c.GetInstance())
+		return fmt.Sprintf("dfsmr %s %s", m[2], c.GetInstance())
 	}
-	return fmt.Sprintf("dfsmr signal %s %s", c.GetInstance(), m[1])
+	return fmt.Sprintf("dfsmr signal %s %s", c.GetInstance(), m[2])
 }
 
 // when formats a due time or lease expiry with its countdown from now:

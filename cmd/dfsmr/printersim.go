@@ -26,6 +26,7 @@ func (a *app) printerSimCommand() *cobra.Command {
 		prof          printersim.Profile
 		link          printersim.Link
 		operatorDelay time.Duration
+		cancelRate    float64
 		noOperator    bool
 		seed          uint64
 		duration      time.Duration
@@ -36,16 +37,19 @@ func (a *app) printerSimCommand() *cobra.Command {
 		Short:   "Run simulated 3D printers (and their operators) against the server",
 		Long: `Printer-sim connects --count simulated 3D printers to the server over
 DeviceService.Connect, registered in --pool, and runs their reactive loop until
-interrupted (or for --duration): they obey print, done and recover when the
-command matches their state and refuse stale ones, print for --print-time
-(±--print-jitter), fail with --fail-rate, lose power mid-print with
---power-loss-rate (and come back in error after --restart-delay), and drop
+interrupted (or for --duration): they obey print, cancel, done, recover and
+cleared when the command matches their state and refuse stale ones, print for
+--print-time (±--print-jitter), fail with --fail-rate, lose power mid-print
+with --power-loss-rate (and come back in error after --restart-delay, or
+ready having forgotten the job with --forget-rate), and drop
 their connection after a message with --drop-rate (and reconnect after
 --reconnect-delay).
 
 Unless --no-operator, simulated operators follow the changelog and, after
 about --operator-delay, signal the jobs of these printers retrieved (the part
-was taken off the bed) or recovered (the failed printer was cleared).
+was taken off the bed) or recovered (the failed printer was cleared), signal
+a printer that stopped a cancelled print cleared, and cancel prints with
+--cancel-rate.
 
 The same --seed gives the same printers, print for print. One line per
 notable event (-o json: one object per event); when it ends, interrupted or
@@ -60,6 +64,8 @@ events of each kind (-o json: one object with "summary": true). Give the printer
 				return usageErrorf("--count must be at least 1")
 			case operatorDelay < 0 || duration < 0:
 				return usageErrorf("--operator-delay and --duration must not be negative")
+			case !(cancelRate >= 0 && cancelRate <= 1):
+				return usageErrorf("--cancel-rate %v is not in [0, 1]", cancelRate)
 			}
 			if err := prof.Validate(); err != nil {
 				return usageErrorf("%v", err)
@@ -97,7 +103,7 @@ events of each kind (-o json: one object with "summary": true). Give the printer
 			var wg sync.WaitGroup
 			var opErr error
 			if !noOperator {
-				op := &printersim.Operator{Client: c, Delay: operatorDelay, FromSeq: 1, Devices: fleet.IDs(),
+				op := &printersim.Operator{Client: c, Delay: operatorDelay, FromSeq: 1, Devices: fleet.IDs(), CancelRate: cancelRate,
 					Rand: rand.New(rand.NewPCG(seed, 1<<33)), OnEvent: link.OnEvent}
 				wg.Go(func() { opErr = op.Run(ctx) })
 			}
@@ -123,6 +129,8 @@ events of each kind (-o json: one object with "summary": true). Give the printer
 	f.Float64Var(&prof.PrintJitter, "print-jitter", printersim.DefaultPrintJitter, "prints last print-time × (1 ± jitter); negative: exactly print-time")
 	f.Float64Var(&prof.FailRate, "fail-rate", 0, "probability that a print fails")
 	f.Float64Var(&prof.PowerLossRate, "power-loss-rate", 0, "probability that the plug is pulled during a print")
+	f.Float64Var(&prof.ForgetRate, "forget-rate", 0, "probability that a printer whose plug was pulled comes back ready, its job forgotten")
+	f.Float64Var(&cancelRate, "cancel-rate", 0, "probability that an operator cancels a print it saw start")
 	f.Float64Var(&link.DropRate, "drop-rate", 0, "probability that the connection drops after a message")
 	f.DurationVar(&link.ReconnectDelay, "reconnect-delay", printersim.DefaultReconnectDelay, "wait before reconnecting after a drop")
 	f.DurationVar(&link.RestartDelay, "restart-delay", printersim.DefaultRestartDelay, "how long a printer stays dark after a power loss")

@@ -76,4 +76,6 @@ func TestPrinterSimUsage(t *testing.T) {
 	c.fails(exitUsage, []string{"--count must be at least 1"}, "printer-sim", "--count", "0")
 	c.fails(exitUsage, []string{"fail rate 2 is not in [0, 1]"}, "printer-sim", "--fail-rate", "2")
 	c.fails(exitUsage, []string{"drop rate -1 is not in [0, 1]"}, "printer-sim", "--drop-rate", "-1")
+	c.fails(exitUsage, []string{"forget rate 2 is not in [0, 1]"}, "printer-sim", "--forget-rate", "2")
+	c.fails(exitUsage, []string{"--cancel-rate 2 is not in [0, 1]"}, "printer-sim", "--cancel-rate", "2")
 }

@@ -193,6 +193,7 @@ then one line per field violation); 2 usage error; 3 "ready" found no work.`,
 		a.devicesCommand(), a.orderCommand(),
 		a.operatorCommand(signalRetrieved, "Mark a print job's part as taken off the bed (signal retrieved)"),
 		a.operatorCommand(signalRecovered, "Mark a failed print job's printer as cleared (signal recovered)"),
+		a.clearedCommand(),
 	} {
 		c.GroupID = "devices"
 		root.AddCommand(c)

@@ -82,6 +82,10 @@ var methods = map[string]Role{
 	methodDeviceConnect:     RoleDevice,
 	methodDeviceList:        RoleReader,
 	methodDeviceSubmitOrder: RoleOperator,
+
+	pb.DeviceService_SignalDevice_FullMethodName: RoleOperator,
+	pb.DeviceService_GetOrder_FullMethodName:     RoleReader,
+	pb.DeviceService_ReprintJob_FullMethodName:   RoleOperator,
 }
 
 // MethodRole returns the role an RPC (a full method name,

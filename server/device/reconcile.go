@@ -39,6 +39,12 @@ type Report struct {
 	Progress float64
 	// Rejection, when set, says the device refused a command.
 	Rejection *Rejection
+	// LastCommand is the seq of the last command the device carried out,
+	// kept by the device across power cuts; 0 when it never carried one
+	// out or does not keep count. It tells a lost command (seq above
+	// LastCommand: send it again) from a forgotten job (the command was
+	// carried out, yet the device no longer holds the job).
+	LastCommand uint64
 }
 
 // Rejection is a device's refusal of a command that no longer matched its
@@ -125,7 +131,7 @@ func Reconcile(in Input) (Decision, error) {
 	if m == nil || m.Reconcile == nil {
 		return Decision{}, fmt.Errorf("%w: machine without a reconcile table", errInvariant)
 	}
-	r := &round{in: in, tab: m.Reconcile, d: in.Device.Clone()}
+	r := &round{in: in, tab: m.Reconcile, d: in.Device.Clone(), from: in.Device.Node, sent: in.Device.Pending}
 	if in.Report != nil {
 		if err := r.report(*in.Report); err != nil {
 			return Decision{}, err
@@ -134,11 +140,18 @@ func Reconcile(in Input) (Decision, error) {
 	if err := r.reconcile(); err != nil {
 		return Decision{}, err
 	}
+	if r.cmd == nil && !r.stop {
+		r.signal()
+	}
 	return r.out(), nil
 }
 
 type round struct {
-	in      Input
+	in Input
+	// from and sent are the device's node and pending command before the
+	// report.
+	from    string
+	sent    store.Command
 	tab     *fsm.ReconcileTable
 	d       store.Device
 	jobs    []fsm.Instance
@@ -190,6 +203,10 @@ func (r *round) report(rep Report) error {
 		}
 		// A command is for the node it was decided in: once the device
 		// left that node, it is done with, carried out or not.
+		r.d.Pending = store.Command{}
+	}
+	if r.carriedOut(r.d.Pending) {
+		// Carried out: whatever it was for is what the report shows.
 		r.d.Pending = store.Command{}
 	}
 	r.d.Node, r.d.Progress, r.d.ReportSeq, r.d.LastSeen = rep.Node, rep.Progress, rep.Seq, r.in.Now
@@ -244,9 +261,11 @@ func (r *round) reachable(from, to string, withPending bool) bool {
 		for _, name := range n.Order {
 			t := n.Transitions[name]
 			next := state{t.To, s.used}
-			if r.tab.IsCommand(name) {
+			if r.tab.IsCommand(name) || t.Signal {
+				// Commands and operator signals: the device takes them
+				// only when told, so only the one sent last counts.
 				p := r.d.Pending
-				if !withPending || s.used || p.Name != name || p.Node != s.node {
+				if !withPending || s.used || p.Seq == 0 || p.Name != name || p.Node != s.node {
 					continue
 				}
 				next.used = true
@@ -282,6 +301,23 @@ func (r *round) reconcile() error {
 					c := r.change(fsm.ChangeDeviceNotice, job.ID)
 					c.Reason = fmt.Sprintf("no reconcile rule for device node %q and job node %q: nothing sent", r.d.Node, job.Node)
 					r.changes = append(r.changes, c)
+				}
+				return nil
+			}
+			if rule.Forgotten != "" && r.forgot(rule, job.ID) {
+				notice := rule.ForgottenNotice
+				if notice == "" {
+					notice = fmt.Sprintf("the device reports %s without the job it held: it stopped or forgot it; %s recorded, nothing is sent again", r.d.Node, rule.Forgotten)
+				}
+				rule = fsm.Rule{Device: rule.Device, Job: rule.Job, Transition: rule.Forgotten, Notice: notice}
+			} else if rule.Command == "" && rule.Transition != "" && r.outstanding(job.ID) {
+				// The command sent for this job in this node may still
+				// be carried out: the next report says. A report that
+				// says it was not gets it again (same seq, carried out
+				// once), so that a lost copy does not keep the job
+				// waiting.
+				if r.in.Report != nil {
+					r.resend(r.d.Pending, job.Params)
 				}
 				return nil
 			}
@@ -349,17 +385,95 @@ func (r *round) command(name string, job fsm.Instance) error {
 	if n == nil || !n.Blocking || n.Transitions[name] == nil {
 		return fmt.Errorf("%w: command %q to device %q in node %q", errInvariant, name, r.d.ID, r.d.Node)
 	}
-	if p := r.d.Pending; r.in.Report == nil && p.Name == name && p.Node == r.d.Node && p.Job == job.ID {
-		// The device has not answered the very same command yet: a round
-		// of the server's own would only send a duplicate. Its next report
-		// says whether the command was carried out, refused or lost.
+	if p := r.d.Pending; p.Seq != 0 && p.Name == name && p.Node == r.d.Node && p.Job == job.ID {
+		if r.in.Report == nil {
+			// The device has not answered the very same command yet: a
+			// round of the server's own would only send a duplicate. Its
+			// next report says whether it was carried out, refused or lost.
+			return nil
+		}
+		r.resend(p, job.Params)
 		return nil
 	}
+	r.send(name, job.ID, job.Params)
+	return nil
+}
+
+// resend sends pending command p again, with its seq: the device reported
+// without having carried it out (lost, or still on its way). A device
+// carries a seq out once, so whichever copy comes first is the one; the
+// seq staying the same is what lets a later report's last command tell a
+// lost command from a forgotten job.
+func (r *round) resend(p store.Command, params map[string]string) {
+	r.cmd = &Command{Command: p, Params: maps.Clone(params)}
+	c := r.change(fsm.ChangeDeviceCommand, p.Job)
+	c.Transition, c.Token, c.FromNode = p.Name, p.Seq, p.Node
+	c.Reason = "sent again: not carried out yet"
+	r.changes = append(r.changes, c)
+}
+
+// send sends command name about job to the device, with a new seq.
+func (r *round) send(name, job string, params map[string]string) {
 	r.d.CommandSeq++
-	r.d.Pending = store.Command{Seq: r.d.CommandSeq, Name: name, Node: r.d.Node, Job: job.ID}
-	r.cmd = &Command{Command: r.d.Pending, Params: maps.Clone(job.Params)}
-	c := r.change(fsm.ChangeDeviceCommand, job.ID)
+	r.d.Pending = store.Command{Seq: r.d.CommandSeq, Name: name, Node: r.d.Node, Job: job}
+	r.cmd = &Command{Command: r.d.Pending, Params: maps.Clone(params)}
+	c := r.change(fsm.ChangeDeviceCommand, job)
 	c.Transition, c.Token, c.FromNode = name, r.d.CommandSeq, r.d.Node
 	r.changes = append(r.changes, c)
-	return nil
+}
+
+// carriedOut reports whether the device's report says it carried out
+// command p: its last command is p or a later one.
+func (r *round) carriedOut(p store.Command) bool {
+	rep := r.in.Report
+	return rep != nil && p.Seq != 0 && rep.LastCommand >= p.Seq
+}
+
+// forgot reports whether the device dropped job: it reports rule's pair
+// without holding the job, after it came there from another node while
+// holding it (a printer back idle after a power cut, or stopped by a
+// cancel), or after it carried out the rule's command for the job.
+func (r *round) forgot(rule fsm.Rule, job string) bool {
+	rep := r.in.Report
+	if rep == nil || rep.Job != "" {
+		return false
+	}
+	if r.from != "" && r.from != r.d.Node {
+		return true
+	}
+	p := r.sent
+	return p.Name == rule.Command && p.Node == rule.Device && p.Job == job && r.carriedOut(p)
+}
+
+// outstanding reports whether a command about job, sent in the device's
+// node, may still be carried out: neither answered, nor refused, nor lost
+// with the stream it was sent on (the first report of a new stream).
+func (r *round) outstanding(job string) bool {
+	p := r.d.Pending
+	if p.Seq == 0 || p.Job != job || p.Node != r.d.Node {
+		return false
+	}
+	return !r.carriedOut(p) && !(r.in.Report != nil && r.in.First)
+}
+
+// signal sends the device the signal an operator gave it (a pending command
+// not sent yet, Seq 0), or sends it again, with its seq, when the device
+// reports it is still in the node the signal is for and has not carried it
+// out (a report that says it was carried out cleared it).
+func (r *round) signal() {
+	p := r.d.Pending
+	n := r.in.Machine.Node(r.d.Node)
+	if p.Name == "" || p.Node != r.d.Node || n == nil || n.Transitions[p.Name] == nil || !n.Transitions[p.Name].Signal {
+		return
+	}
+	var params map[string]string
+	if r.in.Job != nil && r.in.Job.ID == p.Job {
+		params = r.in.Job.Params
+	}
+	switch {
+	case p.Seq == 0:
+		r.send(p.Name, p.Job, params)
+	case r.in.Report != nil:
+		r.resend(p, params)
+	}
 }

@@ -2,6 +2,7 @@ package device_test
 
 import (
 	"errors"
+	"fmt"
 	"slices"
 	"testing"
 	"time"
@@ -128,8 +129,40 @@ func TestReconcile(t *testing.T) {
 			want:    want{steps: []string{"cur:finished"}, job: "cur", notices: 1}},
 		{name: "device holds a job the server did not give it", stored: "printing", report: &device.Report{Seq: 2, Node: "printing", Job: "stranger"}, job: "printing",
 			want: want{job: "cur", notices: 1}},
-		{name: "no rule: operators are told", stored: "waiting_retrieval", report: &device.Report{Seq: 2, Node: "error", Job: "cur"}, job: "awaiting_retrieval",
-			want: want{job: "cur", notices: 1}},
+		{name: "fault with the part on the bed: waits for the operator", stored: "waiting_retrieval", report: &device.Report{Seq: 2, Node: "error", Job: "cur"}, job: "awaiting_retrieval",
+			want: want{job: "cur"}},
+		{name: "print carried out, then forgotten (power cut): the job fails, never printed twice", stored: "ready", report: &device.Report{Seq: 1, Node: "ready", LastCommand: 3}, job: "printing", head: true,
+			pending: store.Command{Seq: 3, Name: "print", Node: "ready", Job: "cur"},
+			want:    want{steps: []string{"cur:failed"}, job: "cur", notices: 1}},
+		{name: "print command lost, the device echoes an older command: sent again", stored: "ready", report: &device.Report{Seq: 1, Node: "ready", LastCommand: 2}, job: "printing", head: true,
+			pending: store.Command{Seq: 3, Name: "print", Node: "ready", Job: "cur"},
+			want:    want{command: "print:cur", job: "cur"}},
+		{name: "printing, then back ready without the job: forgotten", stored: "printing", report: &device.Report{Seq: 1, Node: "ready"}, job: "printing", head: true,
+			want: want{steps: []string{"cur:failed"}, job: "cur", notices: 1}},
+		{name: "forgotten job waits for the operator", stored: "ready", report: &device.Report{Seq: 2, Node: "ready"}, job: "failed", head: true,
+			want: want{job: "cur"}},
+		{name: "fault cleared with the part: the job is done, next job", stored: "error", report: &device.Report{Seq: 2, Node: "ready", LastCommand: 3}, job: "awaiting_retrieval", head: true,
+			pending: store.Command{Seq: 3, Name: "cleared", Node: "error", Job: "cur"},
+			want:    want{command: "print:head", steps: []string{"cur:cleared", "head:dispatch"}, dispatched: true, job: "head"}},
+		{name: "cancel a printing job: the printer is told to stop", stored: "printing", job: "canceling",
+			want: want{command: "cancel:cur", job: "cur"}},
+		{name: "cancel confirmed: the job ends, the bed waits for the operator", stored: "printing", report: &device.Report{Seq: 2, Node: "waiting_retrieval", LastCommand: 3}, job: "canceling", head: true,
+			pending: store.Command{Seq: 3, Name: "cancel", Node: "printing", Job: "cur"},
+			want:    want{steps: []string{"cur:stopped"}, notices: 1}},
+		{name: "finished before the cancel came: the part waits for the operator", stored: "printing", report: &device.Report{Seq: 2, Node: "waiting_retrieval", Job: "cur", Progress: 1}, job: "canceling", head: true,
+			pending: store.Command{Seq: 3, Name: "cancel", Node: "printing", Job: "cur"},
+			want:    want{steps: []string{"cur:finished"}, job: "cur", notices: 1}},
+		{name: "failed before the cancel came", stored: "printing", report: &device.Report{Seq: 2, Node: "error", Job: "cur"}, job: "canceling",
+			want: want{steps: []string{"cur:failed"}, job: "cur", notices: 1}},
+		{name: "cancel with the print command outstanding waits, the print sent again", stored: "ready", report: &device.Report{Seq: 2, Node: "ready", LastCommand: 2}, job: "canceling",
+			pending: store.Command{Seq: 3, Name: "print", Node: "ready", Job: "cur"},
+			want:    want{command: "print:cur", job: "cur"}},
+		{name: "server round: cancel with the print command outstanding waits", stored: "ready", job: "canceling",
+			pending: store.Command{Seq: 3, Name: "print", Node: "ready", Job: "cur"},
+			want:    want{job: "cur"}},
+		{name: "cancel after the print was lost with its stream: the job ends", stored: "ready", report: &device.Report{Seq: 1, Node: "ready", LastCommand: 2}, job: "canceling",
+			pending: store.Command{Seq: 3, Name: "print", Node: "ready", Job: "cur"},
+			want:    want{steps: []string{"cur:stopped"}}},
 		{name: "current job cancelled: the next one", stored: "ready", report: &device.Report{Seq: 2, Node: "ready"}, job: "canceled", head: true,
 			want: want{command: "print:head", steps: []string{"head:dispatch"}, dispatched: true, job: "head"}},
 	}
@@ -156,8 +189,14 @@ func TestReconcile(t *testing.T) {
 			cmd := ""
 			if d.Command != nil {
 				cmd = d.Command.Name + ":" + d.Command.Job
-				if d.Command.Seq != 4 || d.Device.CommandSeq != 4 || d.Device.Pending != d.Command.Command {
-					t.Errorf("command %+v, device seq %d pending %+v; want seq 4 pending", d.Command, d.Device.CommandSeq, d.Device.Pending)
+				// A new command gets seq 4; the pending one sent again
+				// keeps its seq 3.
+				seq := uint64(4)
+				if p := tt.pending; p.Name == d.Command.Name && p.Job == d.Command.Job && p.Node == d.Command.Node {
+					seq = 3
+				}
+				if d.Command.Seq != seq || d.Device.CommandSeq != max(seq, 3) || d.Device.Pending != d.Command.Command {
+					t.Errorf("command %+v, device seq %d pending %+v; want seq %d pending", d.Command, d.Device.CommandSeq, d.Device.Pending, seq)
 				}
 				if d.Command.Params["model"] != "benchy" {
 					t.Errorf("command params %v, want the job's", d.Command.Params)
@@ -281,5 +320,91 @@ func TestReconcileRejection(t *testing.T) {
 				t.Fatalf("a busy printer's round decided %+v", d)
 			}
 		})
+	}
+}
+
+// TestReconcileDeviceSignal: an operator's signal on the printer itself is
+// sent by the next round, again when the printer reports it was not carried
+// out, and lets the printer leave error.
+func TestReconcileDeviceSignal(t *testing.T) {
+	pm, _ := bundled(t)
+	asked := store.Command{Name: "cleared", Node: "error"}
+	sent := store.Command{Seq: 4, Name: "cleared", Node: "error"}
+	for _, tt := range []struct {
+		name    string
+		pending store.Command
+		report  *device.Report
+		want    string // command name:seq, or "" none
+	}{
+		{"server round sends the operator's signal", asked, nil, "cleared:4"},
+		{"the printer's report sends it too", asked, &device.Report{Seq: 2, Node: "error"}, "cleared:4"},
+		{"server round does not repeat it", sent, nil, ""},
+		{"not carried out: sent again, same seq", sent, &device.Report{Seq: 2, Node: "error", LastCommand: 3}, "cleared:4"},
+		{"carried out, and in error again: done with", sent, &device.Report{Seq: 2, Node: "error", LastCommand: 4}, ""},
+		{"no signal, no command", store.Command{}, &device.Report{Seq: 2, Node: "error"}, ""},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			seq := tt.pending.Seq
+			if seq == 0 {
+				seq = 3
+			}
+			d, err := device.Reconcile(device.Input{Machine: pm, Now: now, Report: tt.report,
+				Device: store.Device{ID: "p1", Node: "error", ReportSeq: 1, CommandSeq: seq, Pending: tt.pending}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := ""
+			if d.Command != nil {
+				got = fmt.Sprintf("%s:%d", d.Command.Name, d.Command.Seq)
+				if d.Device.Pending != d.Command.Command || d.Command.Node != "error" {
+					t.Errorf("pending %+v for command %+v", d.Device.Pending, d.Command.Command)
+				}
+			}
+			if got != tt.want {
+				t.Errorf("command %q, want %q", got, tt.want)
+			}
+		})
+	}
+	// The printer leaves error only with the signal sent to it.
+	for _, p := range []store.Command{sent, asked, {}} {
+		_, err := device.Reconcile(device.Input{Machine: pm, Now: now, Report: &device.Report{Seq: 2, Node: "ready"},
+			Device: store.Device{ID: "p1", Node: "error", ReportSeq: 1, CommandSeq: 4, Pending: p}})
+		if ok := err == nil; ok != (p == sent) {
+			t.Errorf("error -> ready with pending %+v: err %v", p, err)
+		}
+	}
+}
+
+// TestReconcileNoRuleTellsOperators: a device machine whose table misses
+// a pair sends nothing for it and tells operators, on the device's report.
+func TestReconcileNoRuleTellsOperators(t *testing.T) {
+	_, jm := bundled(t)
+	src := `id: tiny
+kind: device
+nodes:
+  ready: {start: true, blocking: true, timeout: 0, transitions: {print: busy, retire: gone}}
+  busy: {timeout: 0, transitions: {finish: ready}}
+  gone: {final: true}
+reconcile:
+  jobs: print_job
+  rules:
+    - {device: ready, job: queued, command: print, transition: dispatch}
+`
+	m, err := machines.CompileWith("tiny.yaml", []byte(src), func(id string) (*fsm.Machine, bool) { return jm, id == jm.ID })
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Version = 1
+	in := device.Input{Machine: m, Now: now, Device: store.Device{ID: "p1", Node: "busy", Job: "cur", ReportSeq: 1},
+		Job: jobAt("cur", "printing", jm), JobMachine: jm}
+	for _, rep := range []*device.Report{{Seq: 2, Node: "busy", Job: "cur"}, nil} {
+		in.Report = rep
+		d, err := device.Reconcile(in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := map[bool]int{true: 1, false: 0}[rep != nil]; kinds(d, fsm.ChangeDeviceNotice) != want || d.Command != nil || len(d.Jobs) != 0 {
+			t.Errorf("report %v: decision %+v, want %d notice and nothing else", rep, d, want)
+		}
 	}
 }

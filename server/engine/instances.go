@@ -219,7 +219,8 @@ func (e *Engine) SignalInstance(ctx context.Context, id, name string, params map
 	})
 }
 
-// CancelInstance ends an instance in dfsmr.aborted.
+// CancelInstance ends an instance in dfsmr.aborted; a job its device holds
+// takes its machine's cancel signal instead (see cancelEvent).
 func (e *Engine) CancelInstance(ctx context.Context, id, reason, actor string) (fsm.Instance, error) {
 	if len(reason) > MaxReasonBytes {
 		return fsm.Instance{}, invalid("reason", "is %d bytes long; the limit is %d", len(reason), MaxReasonBytes)
@@ -227,7 +228,7 @@ func (e *Engine) CancelInstance(ctx context.Context, id, reason, actor string) (
 	if err := checkText("reason", reason, false, MaxReasonBytes); err != nil {
 		return fsm.Instance{}, err
 	}
-	return e.applyTo(ctx, id, actor, func(*fsm.Machine, fsm.Instance) fsm.Event { return fsm.Cancel{Reason: reason} })
+	return e.cancelInstance(ctx, id, reason, actor)
 }
 
 // applyTo loads instance id, applies the event ev builds from its machine

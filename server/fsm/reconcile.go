@@ -27,10 +27,27 @@ type Rule struct {
 	// Transition, when set, is a non-signal transition of the job machine
 	// out of Job to record on the job.
 	Transition string
+	// Forgotten, when set, is a non-signal job transition recorded instead
+	// of Transition and Command when the device reports the pair without
+	// the job after it came to Device from another node while holding it,
+	// or after it carried out Command for it: it dropped the job (it
+	// stopped, or forgot it in a power cut). Command is then not sent.
+	Forgotten string
+	// ForgottenNotice, when set, is told to operators when Forgotten is
+	// recorded.
+	ForgottenNotice string
 	// Notice, when set, is told to operators (a changelog entry) when the
 	// rule's transition is recorded.
 	Notice string
+	// Wait, when set, says why a rule with neither command nor transition
+	// does nothing: what the pair waits for (an operator's signal, the
+	// device's next report), or why the pair cannot happen.
+	Wait string
 }
+
+// NoJob is the job node of a rule for a device with no job and an empty
+// queue. Such a rule only waits: it has neither command nor transition.
+const NoJob = "none"
 
 // Lookup returns the rule for a device node and a job node.
 func (t *ReconcileTable) Lookup(device, job string) (Rule, bool) {

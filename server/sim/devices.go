@@ -13,7 +13,9 @@ import (
 
 // Device rounds: simulated printers on the bundled printer machine, orders
 // that queue print_job instances on them, and an operator who signals
-// retrieved and recovered. They call the engine directly (a device's
+// retrieved and recovered, cancels prints and signals faulted or stopped
+// printers cleared. Printers fault while idle, and some power losses make
+// them forget their job. They call the engine directly (a device's
 // stream is its connection: a crash ends it), outside the linearizability
 // model; the checker follows their changes against the print_job machine
 // and the printers' records after every tick.
@@ -26,7 +28,9 @@ const (
 	pOperator    = 0.1  // the operator looks for a job to signal
 	pLateCmd     = 0.05 // a command arrives after the printer's next call
 	pPrintFail   = 0.2  // a print fails
-	pPowerLoss   = 0.1  // the plug is pulled during a print
+	pPowerLoss   = 0.1  // the plug is pulled during a print (half of them forget the job)
+	pFault       = 0.01 // an idle printer faults
+	pCancel      = 0.2  // the operator may cancel a print this time
 	maxPrint     = 12   // ticks a print may last
 	maxLiveJobs  = 6    // jobs not final before orders stop
 	nPrinters    = 3
@@ -42,6 +46,8 @@ const (
 	jobQueued    = "queued"
 	jobAwaiting  = "awaiting_retrieval"
 	jobFailed    = "failed"
+	jobCanceling = "canceling"
+	signalClear  = "cleared"
 	printerID    = "printer"
 	printJobID   = "print_job"
 )
@@ -51,6 +57,7 @@ const (
 	outcomeFinish = iota
 	outcomeFail
 	outcomePower
+	outcomeForget // the plug is pulled and the printer forgets the job
 )
 
 // jobMachine is the bundled print_job machine, to check the jobs' moves.
@@ -180,8 +187,15 @@ func (s *sim) devices() {
 				// stream died with the power.
 				p.node, p.conn = nodeError, 0
 				s.res.PowerLosses++
+			case outcomeForget:
+				// It restarts idle, knowing only its last command.
+				p.node, p.job, p.conn = nodeReady, "", 0
+				s.res.PowerLosses++
 			}
 			s.tracef("%s hardware: %s %s", p.id, p.node, p.job)
+		} else if p.node == nodeReady && s.active && s.rng.Float64() < pFault {
+			p.node = nodeError
+			s.tracef("%s hardware: faults idle", p.id)
 		}
 	}
 	for _, p := range s.printers {
@@ -220,7 +234,7 @@ func (s *sim) devices() {
 
 func (s *sim) report(p *printer) device.Report {
 	p.seq++
-	rep := device.Report{Seq: p.seq, Node: p.node, Job: p.job, Rejection: p.reject}
+	rep := device.Report{Seq: p.seq, Node: p.node, Job: p.job, Rejection: p.reject, LastCommand: p.lastCmd}
 	p.reject = nil
 	return rep
 }
@@ -308,8 +322,15 @@ func (s *sim) obey(p *printer, cmd *device.Command) {
 	switch cmd.Name {
 	case "print":
 		ok = ok && p.job == "" && p.node == nodeReady
-	case "done", "recover":
+	case "done":
 		ok = ok && p.job == cmd.Job
+	case "recover":
+		// Whatever the failure, it was cleared: the job need not match
+		// (the printer may have forgotten it, then faulted idle).
+	case "cancel":
+		ok = ok && p.node == nodePrinting && p.job == cmd.Job
+	case signalClear:
+		ok = ok && (p.node == nodeError || p.node == nodeWaiting)
 	default:
 		ok = false
 	}
@@ -325,10 +346,14 @@ func (s *sim) obey(p *printer, cmd *device.Command) {
 		p.outcome = outcomeFinish
 		if r := s.rng.Float64(); s.active && r < pPrintFail {
 			p.outcome = outcomeFail
+		} else if s.active && r < pPrintFail+pPowerLoss/2 {
+			p.outcome = outcomeForget
 		} else if s.active && r < pPrintFail+pPowerLoss {
 			p.outcome = outcomePower
 		}
 		s.res.Prints++
+	} else if cmd.Name == "cancel" {
+		p.node, p.job = nodeWaiting, "" // the partial part stays on the bed
 	} else {
 		p.node, p.job = nodeReady, ""
 	}
@@ -336,31 +361,62 @@ func (s *sim) obey(p *printer, cmd *device.Command) {
 }
 
 // operate is the operator: it takes a finished part off its printer or
-// clears a failed one, by signalling the job. An acknowledged signal must
-// survive every crash.
+// clears a failed one, by signalling the job; clears a printer that
+// faulted or stopped without a job, by signalling the printer; or cancels
+// a print. An acknowledged signal must survive every crash.
 func (s *sim) operate() {
-	var todo []string
+	type action struct{ id, what string }
+	var todo []action
+	cancels := s.active && s.rng.Float64() < pCancel
 	for _, id := range s.jobOrder {
-		if n := s.jobs[id].node; n == jobAwaiting || n == jobFailed {
-			todo = append(todo, id)
+		switch n := s.jobs[id].node; {
+		case n == jobAwaiting:
+			todo = append(todo, action{id, "retrieved"})
+		case n == jobFailed:
+			todo = append(todo, action{id, "recovered"})
+		case n == nodePrinting && cancels:
+			todo = append(todo, action{id, "cancel"})
+		}
+	}
+	for _, p := range s.printers {
+		if p.job == "" && (p.node == nodeError || p.node == nodeWaiting) {
+			todo = append(todo, action{p.id, signalClear})
 		}
 	}
 	if len(todo) == 0 {
 		return
 	}
-	id := todo[s.rng.IntN(len(todo))]
-	sig := "retrieved"
-	if s.jobs[id].node == jobFailed {
-		sig = "recovered"
-	}
+	a := todo[s.rng.IntN(len(todo))]
 	var res fsm.Instance
-	s.tracef("operator signals %s on %s", sig, id)
-	err, _ := s.deviceCall("signal "+sig+" of "+id, func() (err error) {
-		res, err = s.eng.SignalInstance(s.ctx, id, sig, nil, "operator")
-		return err
-	})
+	var err error
+	s.tracef("operator signals %s on %s", a.what, a.id)
+	switch a.what {
+	case signalClear:
+		err, _ = s.deviceCall("signal cleared of "+a.id, func() error {
+			_, err := s.eng.SignalDevice(s.ctx, a.id, signalClear, "operator")
+			return err
+		})
+		if err == nil {
+			s.res.Signals++
+		}
+		return
+	case "cancel":
+		err, _ = s.deviceCall("cancel of "+a.id, func() (err error) {
+			res, err = s.eng.CancelInstance(s.ctx, a.id, "operator", "operator")
+			return err
+		})
+	default:
+		err, _ = s.deviceCall("signal "+a.what+" of "+a.id, func() (err error) {
+			res, err = s.eng.SignalInstance(s.ctx, a.id, a.what, nil, "operator")
+			return err
+		})
+	}
 	if err == nil {
-		s.chk.ack(acked{id: id, rev: res.Rev, kind: fsm.ChangeSignaled})
+		kind := fsm.ChangeSignaled
+		if res.Node == fsm.NodeAborted {
+			kind = fsm.ChangeCanceled
+		}
+		s.chk.ack(acked{id: a.id, rev: res.Rev, kind: kind})
 		s.res.Signals++
 	}
 }
@@ -454,7 +510,7 @@ func (s *sim) checkDevices() {
 			s.failf("job %s is printing on printers %s and %s", p.job, other, p.id)
 		}
 		printing[p.job] = p.id
-		if j := jobs[p.job]; j.Node != nodePrinting || byID[p.id].Job != p.job {
+		if j := jobs[p.job]; (j.Node != nodePrinting && j.Node != jobCanceling) || byID[p.id].Job != p.job {
 			s.failf("printer %s prints job %s, which the server has in %q on printer record %q", p.id, p.job, j.Node, byID[p.id].Job)
 		}
 	}

@@ -167,19 +167,34 @@ type DeviceReport struct {
 	// The device's node in its device machine (printer: ready, printing,
 	// waiting_retrieval, error). Required. It must be reachable from the last
 	// node the server knows by transitions the device takes on its own
-	// (printing -> waiting_retrieval, anything -> error) or by the last
-	// command sent to it; otherwise the stream ends with FAILED_PRECONDITION.
+	// (printing -> waiting_retrieval, printing -> ready after a power cut
+	// that lost the job, anything -> error) or by the last command sent to
+	// it (operator signals such as cleared included); otherwise the stream
+	// ends with FAILED_PRECONDITION.
 	Node string `protobuf:"bytes,2,opt,name=node,proto3" json:"node,omitempty"`
 	// The job the device holds (printing it, or its part still on the bed, or
-	// failed in it). Empty in ready, and in error when no job was involved.
+	// failed in it). Empty in ready, in error when no job was involved, and
+	// in waiting_retrieval after a cancel (the partial part belongs to no
+	// job).
 	JobId string `protobuf:"bytes,3,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
 	// Progress of the job in [0, 1]; informational.
 	Progress float64 `protobuf:"fixed64,4,opt,name=progress,proto3" json:"progress,omitempty"`
 	// Set when the device refused a command: the command did not match its
 	// state any more (stale or late), so it did nothing.
-	Rejection     *CommandRejection `protobuf:"bytes,5,opt,name=rejection,proto3" json:"rejection,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Rejection *CommandRejection `protobuf:"bytes,5,opt,name=rejection,proto3" json:"rejection,omitempty"`
+	// The seq of the last command the device carried out (DeviceCommand.seq),
+	// kept in storage that survives a power cut and written before the
+	// device acts on the command. 0: none yet, or the device does not keep
+	// it. It tells a lost command from a forgotten job: a printer that
+	// reports ready while its job is printing gets the print command again
+	// when last_command_seq is below that command's seq (it never got it);
+	// when it carried the command out (or reported printing before), it
+	// forgot the job, which fails and is never printed twice. A device that
+	// always sends 0 gets the print command again, and may print twice
+	// after a power cut.
+	LastCommandSeq uint64 `protobuf:"varint,6,opt,name=last_command_seq,json=lastCommandSeq,proto3" json:"last_command_seq,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *DeviceReport) Reset() {
@@ -245,6 +260,13 @@ func (x *DeviceReport) GetRejection() *CommandRejection {
 		return x.Rejection
 	}
 	return nil
+}
+
+func (x *DeviceReport) GetLastCommandSeq() uint64 {
+	if x != nil {
+		return x.LastCommandSeq
+	}
+	return 0
 }
 
 // CommandRejection says which command a device refused and why.
@@ -361,20 +383,25 @@ func (x *ConnectResponse) GetCommand() *DeviceCommand {
 
 // DeviceCommand tells a device to take one of its device machine's
 // transitions. A device carries it out only when it still matches its
-// state (it is in `node`, and for done/recover holds `job_id`) and seq is
-// newer than any command it carried out; otherwise it rejects it.
+// state (it is in `node`; for done and cancel it holds `job_id`; recover
+// and cleared hold whatever job, or none: an operator fixed the printer)
+// and seq is newer than any command it carried out; otherwise it rejects
+// it.
 type DeviceCommand struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Command sequence number, per device, strictly increasing across
 	// streams and server restarts.
 	Seq uint64 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
 	// The command: a transition of the device machine from `node` (printer:
-	// print, done, recover).
+	// print and cancel, done, recover; cleared when an operator signalled
+	// the printer).
 	Name string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
 	// The device node the command was decided for.
 	Node string `protobuf:"bytes,3,opt,name=node,proto3" json:"node,omitempty"`
-	// The job the command is about: the job to print, or the job whose part
-	// was retrieved (done) or whose failure was cleared (recover).
+	// The job the command is about: the job to print or to stop (cancel),
+	// or the job whose part was retrieved (done) or whose failure was
+	// cleared (recover); for a signal, the device's job when it was given,
+	// empty when it had none.
 	JobId string `protobuf:"bytes,4,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
 	// The job's params, e.g. "model" for print.
 	Params        map[string]string `protobuf:"bytes,5,rep,name=params,proto3" json:"params,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
@@ -872,6 +899,321 @@ func (x *SubmitOrderResponse) GetJobs() []*Instance {
 	return nil
 }
 
+// SignalDeviceRequest is an operator's action on a device.
+type SignalDeviceRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Device id. Required; at most 256 bytes.
+	DeviceId string `protobuf:"bytes,1,opt,name=device_id,json=deviceId,proto3" json:"device_id,omitempty"`
+	// Signal: a transition marked signal in the device machine, out of the
+	// device's last reported node (printer: "cleared"). Required.
+	Signal        string `protobuf:"bytes,2,opt,name=signal,proto3" json:"signal,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SignalDeviceRequest) Reset() {
+	*x = SignalDeviceRequest{}
+	mi := &file_dfsmr_v1_device_service_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SignalDeviceRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SignalDeviceRequest) ProtoMessage() {}
+
+func (x *SignalDeviceRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_dfsmr_v1_device_service_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SignalDeviceRequest.ProtoReflect.Descriptor instead.
+func (*SignalDeviceRequest) Descriptor() ([]byte, []int) {
+	return file_dfsmr_v1_device_service_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *SignalDeviceRequest) GetDeviceId() string {
+	if x != nil {
+		return x.DeviceId
+	}
+	return ""
+}
+
+func (x *SignalDeviceRequest) GetSignal() string {
+	if x != nil {
+		return x.Signal
+	}
+	return ""
+}
+
+// SignalDeviceResponse is the device after the signal was recorded.
+type SignalDeviceResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The device; its command is sent by its next round.
+	Device        *Device `protobuf:"bytes,1,opt,name=device,proto3" json:"device,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SignalDeviceResponse) Reset() {
+	*x = SignalDeviceResponse{}
+	mi := &file_dfsmr_v1_device_service_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SignalDeviceResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SignalDeviceResponse) ProtoMessage() {}
+
+func (x *SignalDeviceResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_dfsmr_v1_device_service_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SignalDeviceResponse.ProtoReflect.Descriptor instead.
+func (*SignalDeviceResponse) Descriptor() ([]byte, []int) {
+	return file_dfsmr_v1_device_service_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *SignalDeviceResponse) GetDevice() *Device {
+	if x != nil {
+		return x.Device
+	}
+	return nil
+}
+
+// GetOrderRequest names an order.
+type GetOrderRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Order id (SubmitOrderResponse.order_id). Required; at most 248 bytes.
+	OrderId       string `protobuf:"bytes,1,opt,name=order_id,json=orderId,proto3" json:"order_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetOrderRequest) Reset() {
+	*x = GetOrderRequest{}
+	mi := &file_dfsmr_v1_device_service_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetOrderRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetOrderRequest) ProtoMessage() {}
+
+func (x *GetOrderRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_dfsmr_v1_device_service_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetOrderRequest.ProtoReflect.Descriptor instead.
+func (*GetOrderRequest) Descriptor() ([]byte, []int) {
+	return file_dfsmr_v1_device_service_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *GetOrderRequest) GetOrderId() string {
+	if x != nil {
+		return x.OrderId
+	}
+	return ""
+}
+
+// GetOrderResponse is an order's jobs and where they are.
+type GetOrderResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Order id.
+	OrderId string `protobuf:"bytes,1,opt,name=order_id,json=orderId,proto3" json:"order_id,omitempty"`
+	// Every job of the order, reprints included, in id order (a reprint
+	// sorts right after the job it reprints). At most 2000 jobs are
+	// returned (an order has at most 1000 jobs; reprints count on top).
+	Jobs []*Instance `protobuf:"bytes,2,rep,name=jobs,proto3" json:"jobs,omitempty"`
+	// Number of jobs in each node ("queued", "printing", "done", ...).
+	Nodes map[string]uint32 `protobuf:"bytes,3,rep,name=nodes,proto3" json:"nodes,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	// Number of the order's jobs that are reprints.
+	Reprints      uint32 `protobuf:"varint,4,opt,name=reprints,proto3" json:"reprints,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetOrderResponse) Reset() {
+	*x = GetOrderResponse{}
+	mi := &file_dfsmr_v1_device_service_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetOrderResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetOrderResponse) ProtoMessage() {}
+
+func (x *GetOrderResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_dfsmr_v1_device_service_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetOrderResponse.ProtoReflect.Descriptor instead.
+func (*GetOrderResponse) Descriptor() ([]byte, []int) {
+	return file_dfsmr_v1_device_service_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *GetOrderResponse) GetOrderId() string {
+	if x != nil {
+		return x.OrderId
+	}
+	return ""
+}
+
+func (x *GetOrderResponse) GetJobs() []*Instance {
+	if x != nil {
+		return x.Jobs
+	}
+	return nil
+}
+
+func (x *GetOrderResponse) GetNodes() map[string]uint32 {
+	if x != nil {
+		return x.Nodes
+	}
+	return nil
+}
+
+func (x *GetOrderResponse) GetReprints() uint32 {
+	if x != nil {
+		return x.Reprints
+	}
+	return 0
+}
+
+// ReprintJobRequest names a job whose print failed.
+type ReprintJobRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Job id: a print_job of an order, final in "scrapped". Required.
+	JobId         string `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReprintJobRequest) Reset() {
+	*x = ReprintJobRequest{}
+	mi := &file_dfsmr_v1_device_service_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReprintJobRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReprintJobRequest) ProtoMessage() {}
+
+func (x *ReprintJobRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_dfsmr_v1_device_service_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReprintJobRequest.ProtoReflect.Descriptor instead.
+func (*ReprintJobRequest) Descriptor() ([]byte, []int) {
+	return file_dfsmr_v1_device_service_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *ReprintJobRequest) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+// ReprintJobResponse is the new job.
+type ReprintJobResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The reprint, queued on the failed job's printer.
+	Job           *Instance `protobuf:"bytes,1,opt,name=job,proto3" json:"job,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReprintJobResponse) Reset() {
+	*x = ReprintJobResponse{}
+	mi := &file_dfsmr_v1_device_service_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReprintJobResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReprintJobResponse) ProtoMessage() {}
+
+func (x *ReprintJobResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_dfsmr_v1_device_service_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReprintJobResponse.ProtoReflect.Descriptor instead.
+func (*ReprintJobResponse) Descriptor() ([]byte, []int) {
+	return file_dfsmr_v1_device_service_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *ReprintJobResponse) GetJob() *Instance {
+	if x != nil {
+		return x.Job
+	}
+	return nil
+}
+
 var File_dfsmr_v1_device_service_proto protoreflect.FileDescriptor
 
 const file_dfsmr_v1_device_service_proto_rawDesc = "" +
@@ -887,13 +1229,14 @@ const file_dfsmr_v1_device_service_proto_rawDesc = "" +
 	"\amachine\x18\x04 \x01(\tR\amachine\x1a?\n" +
 	"\x11CapabilitiesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xa1\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xcb\x01\n" +
 	"\fDeviceReport\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x12\n" +
 	"\x04node\x18\x02 \x01(\tR\x04node\x12\x15\n" +
 	"\x06job_id\x18\x03 \x01(\tR\x05jobId\x12\x1a\n" +
 	"\bprogress\x18\x04 \x01(\x01R\bprogress\x128\n" +
-	"\trejection\x18\x05 \x01(\v2\x1a.dfsmr.v1.CommandRejectionR\trejection\"K\n" +
+	"\trejection\x18\x05 \x01(\v2\x1a.dfsmr.v1.CommandRejectionR\trejection\x12(\n" +
+	"\x10last_command_seq\x18\x06 \x01(\x04R\x0elastCommandSeq\"K\n" +
 	"\x10CommandRejection\x12\x1f\n" +
 	"\vcommand_seq\x18\x01 \x01(\x04R\n" +
 	"commandSeq\x12\x16\n" +
@@ -947,11 +1290,35 @@ const file_dfsmr_v1_device_service_proto_rawDesc = "" +
 	"\bpriority\x18\x06 \x01(\x05R\bpriority\"X\n" +
 	"\x13SubmitOrderResponse\x12\x19\n" +
 	"\border_id\x18\x01 \x01(\tR\aorderId\x12&\n" +
-	"\x04jobs\x18\x02 \x03(\v2\x12.dfsmr.v1.InstanceR\x04jobs2\xeb\x01\n" +
+	"\x04jobs\x18\x02 \x03(\v2\x12.dfsmr.v1.InstanceR\x04jobs\"J\n" +
+	"\x13SignalDeviceRequest\x12\x1b\n" +
+	"\tdevice_id\x18\x01 \x01(\tR\bdeviceId\x12\x16\n" +
+	"\x06signal\x18\x02 \x01(\tR\x06signal\"@\n" +
+	"\x14SignalDeviceResponse\x12(\n" +
+	"\x06device\x18\x01 \x01(\v2\x10.dfsmr.v1.DeviceR\x06device\",\n" +
+	"\x0fGetOrderRequest\x12\x19\n" +
+	"\border_id\x18\x01 \x01(\tR\aorderId\"\xe8\x01\n" +
+	"\x10GetOrderResponse\x12\x19\n" +
+	"\border_id\x18\x01 \x01(\tR\aorderId\x12&\n" +
+	"\x04jobs\x18\x02 \x03(\v2\x12.dfsmr.v1.InstanceR\x04jobs\x12;\n" +
+	"\x05nodes\x18\x03 \x03(\v2%.dfsmr.v1.GetOrderResponse.NodesEntryR\x05nodes\x12\x1a\n" +
+	"\breprints\x18\x04 \x01(\rR\breprints\x1a8\n" +
+	"\n" +
+	"NodesEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\rR\x05value:\x028\x01\"*\n" +
+	"\x11ReprintJobRequest\x12\x15\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\":\n" +
+	"\x12ReprintJobResponse\x12$\n" +
+	"\x03job\x18\x01 \x01(\v2\x12.dfsmr.v1.InstanceR\x03job2\xc6\x03\n" +
 	"\rDeviceService\x12B\n" +
 	"\aConnect\x12\x18.dfsmr.v1.ConnectRequest\x1a\x19.dfsmr.v1.ConnectResponse(\x010\x01\x12J\n" +
 	"\vListDevices\x12\x1c.dfsmr.v1.ListDevicesRequest\x1a\x1d.dfsmr.v1.ListDevicesResponse\x12J\n" +
-	"\vSubmitOrder\x12\x1c.dfsmr.v1.SubmitOrderRequest\x1a\x1d.dfsmr.v1.SubmitOrderResponseB-Z+github.com/dfsmr/dfsmr/gen/dfsmr/v1;dfsmrv1b\x06proto3"
+	"\vSubmitOrder\x12\x1c.dfsmr.v1.SubmitOrderRequest\x1a\x1d.dfsmr.v1.SubmitOrderResponse\x12M\n" +
+	"\fSignalDevice\x12\x1d.dfsmr.v1.SignalDeviceRequest\x1a\x1e.dfsmr.v1.SignalDeviceResponse\x12A\n" +
+	"\bGetOrder\x12\x19.dfsmr.v1.GetOrderRequest\x1a\x1a.dfsmr.v1.GetOrderResponse\x12G\n" +
+	"\n" +
+	"ReprintJob\x12\x1b.dfsmr.v1.ReprintJobRequest\x1a\x1c.dfsmr.v1.ReprintJobResponseB-Z+github.com/dfsmr/dfsmr/gen/dfsmr/v1;dfsmrv1b\x06proto3"
 
 var (
 	file_dfsmr_v1_device_service_proto_rawDescOnce sync.Once
@@ -965,7 +1332,7 @@ func file_dfsmr_v1_device_service_proto_rawDescGZIP() []byte {
 	return file_dfsmr_v1_device_service_proto_rawDescData
 }
 
-var file_dfsmr_v1_device_service_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_dfsmr_v1_device_service_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
 var file_dfsmr_v1_device_service_proto_goTypes = []any{
 	(*ConnectRequest)(nil),        // 0: dfsmr.v1.ConnectRequest
 	(*DeviceRegistration)(nil),    // 1: dfsmr.v1.DeviceRegistration
@@ -978,34 +1345,51 @@ var file_dfsmr_v1_device_service_proto_goTypes = []any{
 	(*ListDevicesResponse)(nil),   // 8: dfsmr.v1.ListDevicesResponse
 	(*SubmitOrderRequest)(nil),    // 9: dfsmr.v1.SubmitOrderRequest
 	(*SubmitOrderResponse)(nil),   // 10: dfsmr.v1.SubmitOrderResponse
-	nil,                           // 11: dfsmr.v1.DeviceRegistration.CapabilitiesEntry
-	nil,                           // 12: dfsmr.v1.DeviceCommand.ParamsEntry
-	nil,                           // 13: dfsmr.v1.Device.CapabilitiesEntry
-	(*timestamppb.Timestamp)(nil), // 14: google.protobuf.Timestamp
-	(*Instance)(nil),              // 15: dfsmr.v1.Instance
+	(*SignalDeviceRequest)(nil),   // 11: dfsmr.v1.SignalDeviceRequest
+	(*SignalDeviceResponse)(nil),  // 12: dfsmr.v1.SignalDeviceResponse
+	(*GetOrderRequest)(nil),       // 13: dfsmr.v1.GetOrderRequest
+	(*GetOrderResponse)(nil),      // 14: dfsmr.v1.GetOrderResponse
+	(*ReprintJobRequest)(nil),     // 15: dfsmr.v1.ReprintJobRequest
+	(*ReprintJobResponse)(nil),    // 16: dfsmr.v1.ReprintJobResponse
+	nil,                           // 17: dfsmr.v1.DeviceRegistration.CapabilitiesEntry
+	nil,                           // 18: dfsmr.v1.DeviceCommand.ParamsEntry
+	nil,                           // 19: dfsmr.v1.Device.CapabilitiesEntry
+	nil,                           // 20: dfsmr.v1.GetOrderResponse.NodesEntry
+	(*timestamppb.Timestamp)(nil), // 21: google.protobuf.Timestamp
+	(*Instance)(nil),              // 22: dfsmr.v1.Instance
 }
 var file_dfsmr_v1_device_service_proto_depIdxs = []int32{
 	1,  // 0: dfsmr.v1.ConnectRequest.register:type_name -> dfsmr.v1.DeviceRegistration
 	2,  // 1: dfsmr.v1.ConnectRequest.report:type_name -> dfsmr.v1.DeviceReport
-	11, // 2: dfsmr.v1.DeviceRegistration.capabilities:type_name -> dfsmr.v1.DeviceRegistration.CapabilitiesEntry
+	17, // 2: dfsmr.v1.DeviceRegistration.capabilities:type_name -> dfsmr.v1.DeviceRegistration.CapabilitiesEntry
 	3,  // 3: dfsmr.v1.DeviceReport.rejection:type_name -> dfsmr.v1.CommandRejection
 	5,  // 4: dfsmr.v1.ConnectResponse.command:type_name -> dfsmr.v1.DeviceCommand
-	12, // 5: dfsmr.v1.DeviceCommand.params:type_name -> dfsmr.v1.DeviceCommand.ParamsEntry
-	13, // 6: dfsmr.v1.Device.capabilities:type_name -> dfsmr.v1.Device.CapabilitiesEntry
-	14, // 7: dfsmr.v1.Device.last_seen_time:type_name -> google.protobuf.Timestamp
+	18, // 5: dfsmr.v1.DeviceCommand.params:type_name -> dfsmr.v1.DeviceCommand.ParamsEntry
+	19, // 6: dfsmr.v1.Device.capabilities:type_name -> dfsmr.v1.Device.CapabilitiesEntry
+	21, // 7: dfsmr.v1.Device.last_seen_time:type_name -> google.protobuf.Timestamp
 	6,  // 8: dfsmr.v1.ListDevicesResponse.devices:type_name -> dfsmr.v1.Device
-	15, // 9: dfsmr.v1.SubmitOrderResponse.jobs:type_name -> dfsmr.v1.Instance
-	0,  // 10: dfsmr.v1.DeviceService.Connect:input_type -> dfsmr.v1.ConnectRequest
-	7,  // 11: dfsmr.v1.DeviceService.ListDevices:input_type -> dfsmr.v1.ListDevicesRequest
-	9,  // 12: dfsmr.v1.DeviceService.SubmitOrder:input_type -> dfsmr.v1.SubmitOrderRequest
-	4,  // 13: dfsmr.v1.DeviceService.Connect:output_type -> dfsmr.v1.ConnectResponse
-	8,  // 14: dfsmr.v1.DeviceService.ListDevices:output_type -> dfsmr.v1.ListDevicesResponse
-	10, // 15: dfsmr.v1.DeviceService.SubmitOrder:output_type -> dfsmr.v1.SubmitOrderResponse
-	13, // [13:16] is the sub-list for method output_type
-	10, // [10:13] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	22, // 9: dfsmr.v1.SubmitOrderResponse.jobs:type_name -> dfsmr.v1.Instance
+	6,  // 10: dfsmr.v1.SignalDeviceResponse.device:type_name -> dfsmr.v1.Device
+	22, // 11: dfsmr.v1.GetOrderResponse.jobs:type_name -> dfsmr.v1.Instance
+	20, // 12: dfsmr.v1.GetOrderResponse.nodes:type_name -> dfsmr.v1.GetOrderResponse.NodesEntry
+	22, // 13: dfsmr.v1.ReprintJobResponse.job:type_name -> dfsmr.v1.Instance
+	0,  // 14: dfsmr.v1.DeviceService.Connect:input_type -> dfsmr.v1.ConnectRequest
+	7,  // 15: dfsmr.v1.DeviceService.ListDevices:input_type -> dfsmr.v1.ListDevicesRequest
+	9,  // 16: dfsmr.v1.DeviceService.SubmitOrder:input_type -> dfsmr.v1.SubmitOrderRequest
+	11, // 17: dfsmr.v1.DeviceService.SignalDevice:input_type -> dfsmr.v1.SignalDeviceRequest
+	13, // 18: dfsmr.v1.DeviceService.GetOrder:input_type -> dfsmr.v1.GetOrderRequest
+	15, // 19: dfsmr.v1.DeviceService.ReprintJob:input_type -> dfsmr.v1.ReprintJobRequest
+	4,  // 20: dfsmr.v1.DeviceService.Connect:output_type -> dfsmr.v1.ConnectResponse
+	8,  // 21: dfsmr.v1.DeviceService.ListDevices:output_type -> dfsmr.v1.ListDevicesResponse
+	10, // 22: dfsmr.v1.DeviceService.SubmitOrder:output_type -> dfsmr.v1.SubmitOrderResponse
+	12, // 23: dfsmr.v1.DeviceService.SignalDevice:output_type -> dfsmr.v1.SignalDeviceResponse
+	14, // 24: dfsmr.v1.DeviceService.GetOrder:output_type -> dfsmr.v1.GetOrderResponse
+	16, // 25: dfsmr.v1.DeviceService.ReprintJob:output_type -> dfsmr.v1.ReprintJobResponse
+	20, // [20:26] is the sub-list for method output_type
+	14, // [14:20] is the sub-list for method input_type
+	14, // [14:14] is the sub-list for extension type_name
+	14, // [14:14] is the sub-list for extension extendee
+	0,  // [0:14] is the sub-list for field type_name
 }
 
 func init() { file_dfsmr_v1_device_service_proto_init() }
@@ -1020,7 +1404,7 @@ func file_dfsmr_v1_device_service_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_dfsmr_v1_device_service_proto_rawDesc), len(file_dfsmr_v1_device_service_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   14,
+			NumMessages:   21,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

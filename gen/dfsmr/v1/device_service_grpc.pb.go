@@ -19,9 +19,12 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	DeviceService_Connect_FullMethodName     = "/dfsmr.v1.DeviceService/Connect"
-	DeviceService_ListDevices_FullMethodName = "/dfsmr.v1.DeviceService/ListDevices"
-	DeviceService_SubmitOrder_FullMethodName = "/dfsmr.v1.DeviceService/SubmitOrder"
+	DeviceService_Connect_FullMethodName      = "/dfsmr.v1.DeviceService/Connect"
+	DeviceService_ListDevices_FullMethodName  = "/dfsmr.v1.DeviceService/ListDevices"
+	DeviceService_SubmitOrder_FullMethodName  = "/dfsmr.v1.DeviceService/SubmitOrder"
+	DeviceService_SignalDevice_FullMethodName = "/dfsmr.v1.DeviceService/SignalDevice"
+	DeviceService_GetOrder_FullMethodName     = "/dfsmr.v1.DeviceService/GetOrder"
+	DeviceService_ReprintJob_FullMethodName   = "/dfsmr.v1.DeviceService/ReprintJob"
 )
 
 // DeviceServiceClient is the client API for DeviceService service.
@@ -34,7 +37,9 @@ const (
 // that state and answers with at most one command. Print orders become
 // print_job instances queued on printers; operators act on those jobs with
 // InstanceService.SignalInstance (retrieved, recovered), whether the printer
-// is online or not.
+// is online or not, and on printers with SignalDevice (cleared).
+// InstanceService.CancelInstance on a job its printer is printing tells the
+// printer to stop; the job ends once the printer reported it stopped.
 //
 // Which command the server sends and which job transition it records is
 // decided by the reconcile table of the device machine (the bundled printer
@@ -60,10 +65,12 @@ type DeviceServiceClient interface {
 	// concerning the device changes (a new job queued on it, an operator
 	// signal on its job); those send a ConnectResponse (report_seq 0) only
 	// when they carry a command. Commands are only sent to a device in a
-	// blocking node (ready, waiting_retrieval, error). Lost or late commands
-	// are never re-sent as such: the next round decides again, with a new
-	// command seq, so a device recognises a late command and rejects it
-	// (report.rejection).
+	// blocking node (printing takes cancel). A command the device reports
+	// neither carried out (report.last_command_seq below its seq) nor
+	// refused is sent again with the same seq while the round still decides
+	// it: a device carries out a seq once and rejects one not newer than the
+	// last it carried out (report.rejection), so whichever copy comes first
+	// is the one. A new decision gets a new seq.
 	//
 	// End: the device closes its side (or its connection drops): the server
 	// marks it offline; its job stays as it is and is never given to another
@@ -78,6 +85,27 @@ type DeviceServiceClient interface {
 	// with the shortest queue at that moment), whatever their state: a ready
 	// printer gets its next job at once. Idempotent by order_id.
 	SubmitOrder(ctx context.Context, in *SubmitOrderRequest, opts ...grpc.CallOption) (*SubmitOrderResponse, error)
+	// SignalDevice records an operator's action on a device itself: a
+	// signal transition of its device machine out of the node it last
+	// reported (printer: "cleared" in error or waiting_retrieval, when the
+	// printer was fixed and its bed cleared). The signal is sent to the
+	// device as a command by its next round (at once when it is online),
+	// and again while the device reports it still in that node without
+	// having carried it out. Errors: NOT_FOUND for an unknown device;
+	// FAILED_PRECONDITION when the device's node has no such signal.
+	SignalDevice(ctx context.Context, in *SignalDeviceRequest, opts ...grpc.CallOption) (*SignalDeviceResponse, error)
+	// GetOrder shows an order: its jobs (reprints included), how many are in
+	// each node, and how many were reprinted. NOT_FOUND for an unknown order.
+	GetOrder(ctx context.Context, in *GetOrderRequest, opts ...grpc.CallOption) (*GetOrderResponse, error)
+	// ReprintJob queues a new job for the part of a job whose print failed
+	// (its job is final in "scrapped"), on the same printer, in the same
+	// order: the new job's id is the failed job's id with "r<n>" added
+	// ("o-7-03r1", then "o-7-03r2" for a reprint of that one) and its
+	// params name the job it reprints ("reprint_of"). Idempotent: a second
+	// call for the same job returns the reprint made by the first.
+	// FAILED_PRECONDITION when the job's print has not ended failed; NOT_FOUND
+	// for an unknown job.
+	ReprintJob(ctx context.Context, in *ReprintJobRequest, opts ...grpc.CallOption) (*ReprintJobResponse, error)
 }
 
 type deviceServiceClient struct {
@@ -121,6 +149,36 @@ func (c *deviceServiceClient) SubmitOrder(ctx context.Context, in *SubmitOrderRe
 	return out, nil
 }
 
+func (c *deviceServiceClient) SignalDevice(ctx context.Context, in *SignalDeviceRequest, opts ...grpc.CallOption) (*SignalDeviceResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SignalDeviceResponse)
+	err := c.cc.Invoke(ctx, DeviceService_SignalDevice_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *deviceServiceClient) GetOrder(ctx context.Context, in *GetOrderRequest, opts ...grpc.CallOption) (*GetOrderResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetOrderResponse)
+	err := c.cc.Invoke(ctx, DeviceService_GetOrder_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *deviceServiceClient) ReprintJob(ctx context.Context, in *ReprintJobRequest, opts ...grpc.CallOption) (*ReprintJobResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ReprintJobResponse)
+	err := c.cc.Invoke(ctx, DeviceService_ReprintJob_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // DeviceServiceServer is the server API for DeviceService service.
 // All implementations must embed UnimplementedDeviceServiceServer
 // for forward compatibility.
@@ -131,7 +189,9 @@ func (c *deviceServiceClient) SubmitOrder(ctx context.Context, in *SubmitOrderRe
 // that state and answers with at most one command. Print orders become
 // print_job instances queued on printers; operators act on those jobs with
 // InstanceService.SignalInstance (retrieved, recovered), whether the printer
-// is online or not.
+// is online or not, and on printers with SignalDevice (cleared).
+// InstanceService.CancelInstance on a job its printer is printing tells the
+// printer to stop; the job ends once the printer reported it stopped.
 //
 // Which command the server sends and which job transition it records is
 // decided by the reconcile table of the device machine (the bundled printer
@@ -157,10 +217,12 @@ type DeviceServiceServer interface {
 	// concerning the device changes (a new job queued on it, an operator
 	// signal on its job); those send a ConnectResponse (report_seq 0) only
 	// when they carry a command. Commands are only sent to a device in a
-	// blocking node (ready, waiting_retrieval, error). Lost or late commands
-	// are never re-sent as such: the next round decides again, with a new
-	// command seq, so a device recognises a late command and rejects it
-	// (report.rejection).
+	// blocking node (printing takes cancel). A command the device reports
+	// neither carried out (report.last_command_seq below its seq) nor
+	// refused is sent again with the same seq while the round still decides
+	// it: a device carries out a seq once and rejects one not newer than the
+	// last it carried out (report.rejection), so whichever copy comes first
+	// is the one. A new decision gets a new seq.
 	//
 	// End: the device closes its side (or its connection drops): the server
 	// marks it offline; its job stays as it is and is never given to another
@@ -175,6 +237,27 @@ type DeviceServiceServer interface {
 	// with the shortest queue at that moment), whatever their state: a ready
 	// printer gets its next job at once. Idempotent by order_id.
 	SubmitOrder(context.Context, *SubmitOrderRequest) (*SubmitOrderResponse, error)
+	// SignalDevice records an operator's action on a device itself: a
+	// signal transition of its device machine out of the node it last
+	// reported (printer: "cleared" in error or waiting_retrieval, when the
+	// printer was fixed and its bed cleared). The signal is sent to the
+	// device as a command by its next round (at once when it is online),
+	// and again while the device reports it still in that node without
+	// having carried it out. Errors: NOT_FOUND for an unknown device;
+	// FAILED_PRECONDITION when the device's node has no such signal.
+	SignalDevice(context.Context, *SignalDeviceRequest) (*SignalDeviceResponse, error)
+	// GetOrder shows an order: its jobs (reprints included), how many are in
+	// each node, and how many were reprinted. NOT_FOUND for an unknown order.
+	GetOrder(context.Context, *GetOrderRequest) (*GetOrderResponse, error)
+	// ReprintJob queues a new job for the part of a job whose print failed
+	// (its job is final in "scrapped"), on the same printer, in the same
+	// order: the new job's id is the failed job's id with "r<n>" added
+	// ("o-7-03r1", then "o-7-03r2" for a reprint of that one) and its
+	// params name the job it reprints ("reprint_of"). Idempotent: a second
+	// call for the same job returns the reprint made by the first.
+	// FAILED_PRECONDITION when the job's print has not ended failed; NOT_FOUND
+	// for an unknown job.
+	ReprintJob(context.Context, *ReprintJobRequest) (*ReprintJobResponse, error)
 	mustEmbedUnimplementedDeviceServiceServer()
 }
 
@@ -193,6 +276,15 @@ func (UnimplementedDeviceServiceServer) ListDevices(context.Context, *ListDevice
 }
 func (UnimplementedDeviceServiceServer) SubmitOrder(context.Context, *SubmitOrderRequest) (*SubmitOrderResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method SubmitOrder not implemented")
+}
+func (UnimplementedDeviceServiceServer) SignalDevice(context.Context, *SignalDeviceRequest) (*SignalDeviceResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SignalDevice not implemented")
+}
+func (UnimplementedDeviceServiceServer) GetOrder(context.Context, *GetOrderRequest) (*GetOrderResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetOrder not implemented")
+}
+func (UnimplementedDeviceServiceServer) ReprintJob(context.Context, *ReprintJobRequest) (*ReprintJobResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ReprintJob not implemented")
 }
 func (UnimplementedDeviceServiceServer) mustEmbedUnimplementedDeviceServiceServer() {}
 func (UnimplementedDeviceServiceServer) testEmbeddedByValue()                       {}
@@ -258,6 +350,60 @@ func _DeviceService_SubmitOrder_Handler(srv interface{}, ctx context.Context, de
 	return interceptor(ctx, in, info, handler)
 }
 
+func _DeviceService_SignalDevice_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SignalDeviceRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(DeviceServiceServer).SignalDevice(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: DeviceService_SignalDevice_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(DeviceServiceServer).SignalDevice(ctx, req.(*SignalDeviceRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _DeviceService_GetOrder_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetOrderRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(DeviceServiceServer).GetOrder(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: DeviceService_GetOrder_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(DeviceServiceServer).GetOrder(ctx, req.(*GetOrderRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _DeviceService_ReprintJob_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReprintJobRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(DeviceServiceServer).ReprintJob(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: DeviceService_ReprintJob_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(DeviceServiceServer).ReprintJob(ctx, req.(*ReprintJobRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // DeviceService_ServiceDesc is the grpc.ServiceDesc for DeviceService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -272,6 +418,18 @@ var DeviceService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "SubmitOrder",
 			Handler:    _DeviceService_SubmitOrder_Handler,
+		},
+		{
+			MethodName: "SignalDevice",
+			Handler:    _DeviceService_SignalDevice_Handler,
+		},
+		{
+			MethodName: "GetOrder",
+			Handler:    _DeviceService_GetOrder_Handler,
+		},
+		{
+			MethodName: "ReprintJob",
+			Handler:    _DeviceService_ReprintJob_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
