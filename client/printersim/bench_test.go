@@ -21,6 +21,8 @@ import (
 	"github.com/dfsmr/dfsmr/client"
 	"github.com/dfsmr/dfsmr/client/printersim"
 	pb "github.com/dfsmr/dfsmr/gen/dfsmr/v1"
+	"github.com/dfsmr/dfsmr/server"
+	"github.com/dfsmr/dfsmr/server/store/bolt"
 )
 
 // The idle fleet: the benchmark runs printers in a child process (this
@@ -246,7 +248,18 @@ func percentile(sorted []time.Duration, p float64) time.Duration {
 func BenchmarkPrinters(b *testing.B) {
 	n := *fleetSize
 	dir := b.TempDir()
-	s := mustServer(b, "127.0.0.1:0", filepath.Join(dir, "dfsmr.db"), nil)
+	// Every printer dials from 127.0.0.1, which the server takes for one
+	// client: lift the per-client limits (64 streams, 1,000 connections)
+	// that a farm of printers on their own addresses never meets.
+	s, err := server.New(context.Background(), server.Config{Addr: "127.0.0.1:0", DB: filepath.Join(dir, "dfsmr.db"),
+		Logger: testLogger(b), MaxStreamsPerClient: -1, MaxConnectionsPerIP: -1})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := s.Start(context.Background(), nil); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { s.Stop(context.Background()) })
 
 	heap, stack, gs := serverCostPerPrinter(b, s.Addr(), n)
 
@@ -261,21 +274,32 @@ func BenchmarkPrinters(b *testing.B) {
 	baseRate := float64(len(base)) / baseTook.Seconds()
 	slices.Sort(base)
 
-	var elapsed time.Duration
+	var (
+		elapsed       time.Duration
+		before, after bolt.Stats
+	)
 	lat := cycles(b, s.Addr(), n, func(cleared <-chan struct{}) {
+		before = s.StoreStats()
 		for b.Loop() {
 			<-cleared
 		}
 		elapsed = b.Elapsed()
+		after = s.StoreStats()
 	})
 	slices.Sort(lat)
 	rate := float64(len(lat)) / elapsed.Seconds()
 	ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+	perRound := func(a, b uint64) float64 { return float64(a-b) / float64(max(len(lat), 1)) }
 	b.ReportMetric(rate, "rounds/s")
 	b.ReportMetric(ms(percentile(lat, 0.50)), "p50-ms")
 	b.ReportMetric(ms(percentile(lat, 0.99)), "p99-ms")
+	// Every store update (the rounds that decide, the operators' signals,
+	// the orders, the flushes of live fields) and every commit, per round.
+	b.ReportMetric(perRound(after.Ops, before.Ops), "writes/round")
+	b.ReportMetric(perRound(after.Commits, before.Commits), "commits/round")
 	b.ReportMetric(heap, "heap-B/printer")
 	b.ReportMetric(stack, "stack-B/printer")
+	b.ReportMetric(heap+stack, "mem-B/printer")
 	b.ReportMetric(gs, "goroutines/printer")
 	b.ReportMetric(baseRate, "base-rounds/s")
 	b.ReportMetric(ms(percentile(base, 0.50)), "base-p50-ms")
