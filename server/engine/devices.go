@@ -210,32 +210,36 @@ func (e *Engine) Poke(ctx context.Context, id string, conn uint64) (cmd *device.
 }
 
 // deviceRound runs the round of rep (nil: a poke) for device id on its
-// stream conn. It first decides on a read transaction: a quiet round
-// (see quietRound) ends there, its live fields kept in memory. Any other
-// round is decided again and written in a write transaction, which the
-// store commits together with the other updates queued meanwhile.
+// stream conn. Unless the report surely decides something (a new node, a
+// rejection), it first decides on a read transaction: a quiet round (see
+// quietRound) ends there, its live fields kept in memory. Any other round
+// is decided again and written in a write transaction, which the store
+// commits together with the other updates queued meanwhile.
 func (e *Engine) deviceRound(ctx context.Context, id string, conn uint64, rep *device.Report) (*device.Command, error) {
 	var live store.Device
-	err := e.st.View(ctx, func(tx store.ReadTx) error {
-		d, m, err := e.connected(tx, id, conn)
-		if err != nil {
-			return err
-		}
-		e.live.overlay(&d)
-		in, _, err := e.roundInput(tx, m, d, rep, false, e.clock.Now(), func(store.QueueEntry) error { return errNotQuiet })
-		if err != nil {
-			return err
-		}
-		dec, err := device.Reconcile(in)
-		if err != nil {
-			return err
-		}
-		if !quietRound(d, dec) {
-			return errNotQuiet
-		}
-		live = dec.Device
-		return nil
-	})
+	err := errNotQuiet
+	if !e.live.mustWrite(id, conn, rep) {
+		err = e.st.View(ctx, func(tx store.ReadTx) error {
+			d, m, err := e.connected(tx, id, conn)
+			if err != nil {
+				return err
+			}
+			e.live.overlay(&d)
+			in, _, err := e.roundInput(tx, m, d, rep, false, e.clock.Now(), func(store.QueueEntry) error { return errNotQuiet })
+			if err != nil {
+				return err
+			}
+			dec, err := device.Reconcile(in)
+			if err != nil {
+				return err
+			}
+			if !quietRound(d, dec) {
+				return errNotQuiet
+			}
+			live = dec.Device
+			return nil
+		})
+	}
 	switch {
 	case err == nil:
 		e.live.quiet.Add(1)

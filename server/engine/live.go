@@ -38,6 +38,9 @@ type liveDevice struct {
 	reportSeq uint64
 	lastSeen  time.Time
 	progress  float64
+	// node is the device's node as last written (a new node is always
+	// written).
+	node string
 	// dirty is set when the fields are newer than the stored record.
 	dirty bool
 }
@@ -60,7 +63,7 @@ func (l *liveDevices) set(d store.Device, dirty bool) {
 	} else if d.ReportSeq < ld.reportSeq {
 		return // an older round finished last
 	}
-	ld.reportSeq, ld.lastSeen, ld.progress = d.ReportSeq, d.LastSeen, d.Progress
+	ld.reportSeq, ld.lastSeen, ld.progress, ld.node = d.ReportSeq, d.LastSeen, d.Progress, d.Node
 	ld.dirty = dirty
 }
 
@@ -74,6 +77,22 @@ func (l *liveDevices) overlay(d *store.Device) {
 		return
 	}
 	d.ReportSeq, d.LastSeen, d.Progress = ld.reportSeq, ld.lastSeen, ld.progress
+}
+
+// mustWrite reports whether rep surely decides something: it moves the
+// device to another node than its stream's last round left it in, or
+// carries a rejection. Such a round skips the try on a read transaction.
+func (l *liveDevices) mustWrite(id string, conn uint64, rep *device.Report) bool {
+	if rep == nil {
+		return false
+	}
+	if rep.Rejection != nil {
+		return true
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	ld := l.m[id]
+	return ld != nil && ld.conn == conn && ld.node != rep.Node
 }
 
 // drop forgets the live fields of id's stream conn once it ended.
