@@ -21,7 +21,6 @@ import (
 	"github.com/dfsmr/dfsmr/client"
 	"github.com/dfsmr/dfsmr/client/printersim"
 	pb "github.com/dfsmr/dfsmr/gen/dfsmr/v1"
-	"github.com/dfsmr/dfsmr/server"
 	"github.com/dfsmr/dfsmr/server/engine"
 	"github.com/dfsmr/dfsmr/server/store/bolt"
 )
@@ -260,18 +259,7 @@ func percentile(sorted []time.Duration, p float64) time.Duration {
 func BenchmarkPrinters(b *testing.B) {
 	n := *fleetSize
 	dir := b.TempDir()
-	// Every printer dials from 127.0.0.1, which the server takes for one
-	// client: lift the per-client limits (64 streams, 1,000 connections)
-	// that a farm of printers on their own addresses never meets.
-	s, err := server.New(context.Background(), server.Config{Addr: "127.0.0.1:0", DB: filepath.Join(dir, "dfsmr.db"),
-		Logger: testLogger(b), MaxStreamsPerClient: -1, MaxConnectionsPerIP: -1})
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := s.Start(context.Background(), nil); err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { s.Stop(context.Background()) })
+	s := mustServer(b, "127.0.0.1:0", filepath.Join(dir, "dfsmr.db"), nil)
 
 	heap, stack, gs := serverCostPerPrinter(b, s.Addr(), n)
 
