@@ -43,7 +43,8 @@ type Options struct {
 	MaxHistory int
 	// LiveFlush is how often the live fields of device records (report
 	// seq, last-seen time, progress) that quiet rounds did not write are
-	// written, all in one transaction. Default DefaultLiveFlush.
+	// written, liveFlushChunk devices to a transaction. Default
+	// DefaultLiveFlush.
 	LiveFlush time.Duration
 }
 

@@ -20,7 +20,8 @@ const DefaultLiveFlush = time.Second
 // nothing else (no command, no job moved, no change to append, no other
 // field of the record) writes nothing: those three are kept here, in the
 // engine that serves the device's stream, and written in batches (one
-// transaction for every device that reported since the last flush), with
+// transaction for up to liveFlushChunk devices that reported since the
+// last flush), with
 // the next round that decides something, and when the stream ends. Reads
 // of devices (ListDevices) and every round see them: a round starts from
 // the stored record with these fields laid over it, so a report's seq is
@@ -183,15 +184,28 @@ func (e *Engine) DeviceStats() DeviceStats {
 	return DeviceStats{QuietRounds: e.live.quiet.Load(), WrittenRounds: e.live.written.Load(), OldestLastSeen: e.live.oldest()}
 }
 
-// FlushLive writes, in one transaction, the live fields (report seq,
-// last-seen time, progress) of every device whose quiet rounds left the
-// store behind. Start runs it every Options.LiveFlush; it does nothing when
+// FlushLive writes the live fields (report seq, last-seen time, progress)
+// of every device whose quiet rounds left the store behind, in one
+// transaction per liveFlushChunk devices. Start runs it every Options.LiveFlush; it does nothing when
 // no device reported since the last flush.
 func (e *Engine) FlushLive(ctx context.Context) error {
 	ws := e.live.dirtyOnes()
-	if len(ws) == 0 {
-		return nil
+	for len(ws) > 0 {
+		n := min(len(ws), liveFlushChunk)
+		if err := e.flushLive1(ctx, ws[:n]); err != nil {
+			return err
+		}
+		ws = ws[n:]
 	}
+	return nil
+}
+
+// liveFlushChunk bounds the devices one transaction of FlushLive writes,
+// so that the commits of rounds waiting behind it stay short.
+const liveFlushChunk = 128
+
+// flushLive1 writes the live fields of ws in one transaction.
+func (e *Engine) flushLive1(ctx context.Context, ws []liveWrite) error {
 	err := e.st.Update(ctx, func(tx store.Tx) error {
 		for _, w := range ws {
 			d, err := tx.Device(w.id)
