@@ -43,7 +43,7 @@ type Options struct {
 	MaxHistory int
 	// LiveFlush is how often the live fields of device records (report
 	// seq, last-seen time, progress) that quiet rounds did not write are
-	// written, liveFlushChunk devices to a transaction. Default
+	// written, 128 devices to a transaction. Default
 	// DefaultLiveFlush.
 	LiveFlush time.Duration
 }
