@@ -593,7 +593,13 @@ func (h *handlers) Relinquish(ctx context.Context, req *pb.RelinquishRequest) (*
 }
 
 func (h *handlers) Changes(req *pb.ChangesRequest, stream grpc.ServerStreamingServer[pb.ChangesResponse]) error {
-	f := changes.Filter{Machine: req.GetMachine(), Instance: req.GetInstance()}
+	if err := checkNames("device", req.GetDevice()); err != nil {
+		return err
+	}
+	if n := len(req.GetDevice()); n > engine.MaxIDBytes {
+		return &fsm.InvalidError{Field: "device", Reason: fmt.Sprintf("is %d bytes long; the limit is %d", n, engine.MaxIDBytes)}
+	}
+	f := changes.Filter{Machine: req.GetMachine(), Instance: req.GetInstance(), Device: req.GetDevice()}
 	opts := []changes.StreamOption{changes.OnRegistered(func(head uint64) error {
 		// The headers tell the client the stream is registered (nothing
 		// committed later is missed) and the head at that instant.

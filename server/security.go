@@ -46,6 +46,9 @@ const (
 	// maxHeaderListBytes bounds a request's headers: a token and a few
 	// gRPC headers need far less.
 	maxHeaderListBytes = 64 << 10
+	// readBufferBytes is a connection's read buffer: a device report or
+	// a work call fits many times; a big message takes more reads.
+	readBufferBytes = 8 << 10
 	// keepaliveMinTime is how often a client may ping; a client pinging
 	// more often is disconnected (ENHANCE_YOUR_CALM).
 	keepaliveMinTime = 10 * time.Second
@@ -169,6 +172,12 @@ func (g *guard) options(cfg Config) []grpc.ServerOption {
 		grpc.ForceServerCodecV2(g.codec),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: keepaliveMinTime, PermitWithoutStream: true}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: keepaliveTime, Timeout: keepaliveTimeout}),
+		// A connection takes its 32 KiB write buffer from a pool while it
+		// writes and gives it back after, and reads through a small
+		// buffer: a farm of mostly silent device streams does not keep
+		// 64 KiB of buffers per printer.
+		grpc.SharedWriteBuffer(true),
+		grpc.ReadBufferSize(readBufferBytes),
 	}
 	if g.creds != nil {
 		opts = append(opts, grpc.Creds(g.creds))

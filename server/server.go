@@ -292,15 +292,18 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	s.draining, s.drain = context.WithCancel(context.Background())
 	if cfg.MetricsAddr != "" {
 		s.metrics = metrics.New(metrics.Sources{
-			Scheduled:         func() int { return s.engine.Scheduled() },
-			LongPolls:         func() int { return s.engine.Waiting() },
-			Retries:           func() uint64 { return s.engine.Stats().Retries },
-			ChangelogHead:     func() uint64 { return s.hub.Head() },
-			Subscribers:       func() int { return s.hub.Watchers() },
-			SubscriberMaxLag:  func() int { return s.hub.MaxLag() },
-			SubscribersLagged: func() uint64 { return s.hub.Lagged() },
-			DevicesOnline:     s.sessions.Len,
-			Now:               cfg.Clock.Now,
+			Scheduled:            func() int { return s.engine.Scheduled() },
+			LongPolls:            func() int { return s.engine.Waiting() },
+			Retries:              func() uint64 { return s.engine.Stats().Retries },
+			ChangelogHead:        func() uint64 { return s.hub.Head() },
+			Subscribers:          func() int { return s.hub.Watchers() },
+			SubscriberMaxLag:     func() int { return s.hub.MaxLag() },
+			SubscribersLagged:    func() uint64 { return s.hub.Lagged() },
+			DevicesOnline:        s.sessions.Len,
+			DeviceRoundsQuiet:    func() uint64 { return s.engine.DeviceStats().QuietRounds },
+			DeviceRoundsWritten:  func() uint64 { return s.engine.DeviceStats().WrittenRounds },
+			DeviceOldestLastSeen: func() time.Time { return s.engine.DeviceStats().OldestLastSeen },
+			Now:                  cfg.Clock.Now,
 		})
 	}
 

@@ -21,12 +21,18 @@ import (
 	"github.com/dfsmr/dfsmr/client"
 	"github.com/dfsmr/dfsmr/client/printersim"
 	pb "github.com/dfsmr/dfsmr/gen/dfsmr/v1"
+	"github.com/dfsmr/dfsmr/server/engine"
+	"github.com/dfsmr/dfsmr/server/store/bolt"
 )
 
 // The idle fleet: the benchmark runs printers in a child process (this
 // test binary, told so by these variables), so that the server's process
 // holds only the server when its memory is measured.
-var fleetSize = flag.Int("fleet.size", 1000, "number of printers in BenchmarkPrinters")
+var (
+	fleetSize   = flag.Int("fleet.size", 1000, "number of printers in BenchmarkPrinters")
+	fleetPrint  = flag.Duration("fleet.print", 20*time.Millisecond, "average print time in BenchmarkPrinters")
+	fleetReport = flag.Duration("fleet.report", 0, "status report interval of BenchmarkPrinters' printers (0: they report changes only)")
+)
 
 const (
 	envFleetAddr  = "DFSMR_PRINTERSIM_FLEET_ADDR"
@@ -108,6 +114,7 @@ func serverCostPerPrinter(b *testing.B, addr string, n int) (heap, stack, gorout
 	b.Helper()
 	var before, after runtime.MemStats
 	runtime.GC()
+	runtime.GC()
 	runtime.ReadMemStats(&before)
 	g0 := runtime.NumGoroutine()
 
@@ -130,6 +137,10 @@ func serverCostPerPrinter(b *testing.B, addr string, n int) (heap, stack, gorout
 	if line, err := bufio.NewReader(stdout).ReadString('\n'); err != nil || line != fleetReady+"\n" {
 		b.Fatalf("idle fleet: %q, %v", line, err)
 	}
+	// Twice: buffers the connections used for their first round and gave
+	// back to pools are freed by the second collection (an idle farm's
+	// steady state).
+	runtime.GC()
 	runtime.GC()
 	runtime.ReadMemStats(&after)
 	g1 := runtime.NumGoroutine()
@@ -164,9 +175,9 @@ func cycles(b *testing.B, addr string, n int, body func(cleared <-chan struct{})
 	)
 	cleared := make(chan struct{}, 1<<20)
 	allIn := make(chan struct{})
-	fleet := printersim.NewFleet(pool+"-", n, printersim.Profile{PrintTime: 20 * time.Millisecond}, 1)
+	fleet := printersim.NewFleet(pool+"-", n, printersim.Profile{PrintTime: *fleetPrint}, 1)
 	links := func(i int) printersim.Link {
-		return printersim.Link{Client: conns[i], Pool: pool,
+		return printersim.Link{Client: conns[i], Pool: pool, ReportEvery: *fleetReport,
 			OnEvent: func(ev printersim.Event) {
 				switch ev.Kind {
 				case printersim.EventConnected:
@@ -235,9 +246,11 @@ func percentile(sorted []time.Duration, p float64) time.Duration {
 }
 
 // BenchmarkPrinters runs 1,000 (-fleet.size) simulated printers, each
-// over its own connection, through print cycles of 20 ms prints against
-// one server (real gRPC on loopback, a real bbolt file); an op is one part
-// printed, retrieved and cleared. It reports rounds per second (report -> answer, as
+// over its own connection, through print cycles of 20 ms prints
+// (-fleet.print, ±50%) against one server (real gRPC on loopback, a real
+// bbolt file); an op is one part printed, retrieved and cleared. With
+// -fleet.report the printers also send a status report (their progress)
+// at that interval, as real printers do: rounds that decide nothing. It reports rounds per second (report -> answer, as
 // the printers see them), the rounds' p50 and p99 latencies, and the
 // server's memory per connected printer (live heap and goroutine stacks,
 // measured with the printers in a child process). The baseline, measured
@@ -261,21 +274,35 @@ func BenchmarkPrinters(b *testing.B) {
 	baseRate := float64(len(base)) / baseTook.Seconds()
 	slices.Sort(base)
 
-	var elapsed time.Duration
+	var (
+		elapsed         time.Duration
+		before, after   bolt.Stats
+		dBefore, dAfter engine.DeviceStats
+	)
 	lat := cycles(b, s.Addr(), n, func(cleared <-chan struct{}) {
+		before, dBefore = s.StoreStats(), s.Engine().DeviceStats()
 		for b.Loop() {
 			<-cleared
 		}
 		elapsed = b.Elapsed()
+		after, dAfter = s.StoreStats(), s.Engine().DeviceStats()
 	})
 	slices.Sort(lat)
 	rate := float64(len(lat)) / elapsed.Seconds()
 	ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+	perRound := func(a, b uint64) float64 { return float64(a-b) / float64(max(len(lat), 1)) }
 	b.ReportMetric(rate, "rounds/s")
 	b.ReportMetric(ms(percentile(lat, 0.50)), "p50-ms")
 	b.ReportMetric(ms(percentile(lat, 0.99)), "p99-ms")
+	// Every store update (the rounds that decide, the operators' signals,
+	// the orders, the flushes of live fields) and every commit, per round.
+	b.ReportMetric(perRound(after.Ops, before.Ops), "writes/round")
+	b.ReportMetric(perRound(after.Commits, before.Commits), "commits/round")
+	quiet, written := dAfter.QuietRounds-dBefore.QuietRounds, dAfter.WrittenRounds-dBefore.WrittenRounds
+	b.ReportMetric(float64(quiet)/float64(max(quiet+written, 1)), "quiet-share")
 	b.ReportMetric(heap, "heap-B/printer")
 	b.ReportMetric(stack, "stack-B/printer")
+	b.ReportMetric(heap+stack, "mem-B/printer")
 	b.ReportMetric(gs, "goroutines/printer")
 	b.ReportMetric(baseRate, "base-rounds/s")
 	b.ReportMetric(ms(percentile(base, 0.50)), "base-p50-ms")

@@ -35,7 +35,11 @@ func testLogger(tb testing.TB) *slog.Logger {
 // the end of the test (Stop is idempotent, so a test may stop it earlier).
 func mustServer(tb testing.TB, addr, db string, clk clock.Clock) *server.Server {
 	tb.Helper()
-	s, err := server.New(context.Background(), server.Config{Addr: addr, DB: db, Logger: testLogger(tb), Clock: clk})
+	// Every printer dials from 127.0.0.1, which the server takes for one
+	// client: lift the per-client limits (64 streams, 1,000 connections)
+	// that a farm of printers on their own addresses never meets.
+	s, err := server.New(context.Background(), server.Config{Addr: addr, DB: db, Logger: testLogger(tb), Clock: clk,
+		MaxStreamsPerClient: -1, MaxConnectionsPerIP: -1})
 	if err != nil {
 		tb.Fatalf("server.New: %v", err)
 	}

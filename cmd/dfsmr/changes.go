@@ -33,7 +33,7 @@ exactly once.
 
 Without -f it replays from --from (default 1, the oldest retained change)
 through the last change committed when the command started, then exits. The
-server applies --machine and --instance and ends the replay at that head,
+server applies --machine, --instance and --device and ends the replay at that head,
 even when the last changes do not match the filters; --kind is applied here.
 
 With -f it follows the changelog until interrupted, from --from (default: from
@@ -51,7 +51,7 @@ operator notice (device_notice) is marked "!" and ends with the command that
 acts on it. Lines are cut to 120 columns (--wide: never) and the kind is
 coloured on a terminal (see --color). Names are escaped: a control character
 shows as \x1b, a bidirectional control as \u202e.`,
-		Example: "  dfsmr changes --from 1 -o json | jq .seq\n  dfsmr changes -f --machine report\n  dfsmr changes -f --kind device_notice",
+		Example: "  dfsmr changes --from 1 -o json | jq .seq\n  dfsmr changes -f --machine report\n  dfsmr changes -f --kind device_notice\n  dfsmr changes -f --device p1",
 		Args:    args(cobra.NoArgs),
 		RunE: runE(func(cmd *cobra.Command, _ []string) error {
 			want, err := parseKinds(kinds)
@@ -85,7 +85,7 @@ shows as \x1b, a bidirectional control as \u202e.`,
 				return err
 			}
 			// A from beyond head+1 is left to the server: OUT_OF_RANGE.
-			req := &pb.ChangesRequest{FromSeq: from, Machine: filter.Machine, Instance: filter.Instance, StopAtHead: !follow}
+			req := &pb.ChangesRequest{FromSeq: from, Machine: filter.Machine, Instance: filter.Instance, Device: filter.Device, StopAtHead: !follow}
 			err = c.Follow(a.ctx, req, print)
 			if follow && a.ctx.Err() != nil {
 				return nil // interrupted: the normal end of -f
@@ -98,6 +98,7 @@ shows as \x1b, a bidirectional control as \u202e.`,
 	f.BoolVarP(&follow, "follow", "f", false, "follow live changes until interrupted")
 	f.StringVar(&filter.Machine, "machine", "", "only changes of this machine")
 	f.StringVar(&filter.Instance, "instance", "", "only changes of this instance")
+	f.StringVar(&filter.Device, "device", "", "only changes of this device: its own and its jobs'")
 	f.StringSliceVar(&kinds, "kind", nil, "only changes of these kinds: started, leased, transitioned, device_notice, ... (repeatable, or comma-separated)")
 	f.BoolVar(&wide, "wide", false, "never cut lines to 120 columns")
 	return cmd

@@ -104,11 +104,15 @@ type Filter struct {
 	Machine string
 	// Instance keeps changes of this instance id.
 	Instance string
+	// Device keeps changes that concern this device id (fsm.Change.Device):
+	// its own and those of its jobs.
+	Device string
 }
 
 func (f *Filter) match(c *fsm.Change) bool {
 	return (f.Machine == "" || f.Machine == c.Machine) &&
-		(f.Instance == "" || f.Instance == c.Instance)
+		(f.Instance == "" || f.Instance == c.Instance) &&
+		(f.Device == "" || f.Device == c.Device)
 }
 
 // Hub fans committed changes out to watchers: replay from the store, then

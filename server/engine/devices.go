@@ -159,6 +159,7 @@ func (e *Engine) Connect(ctx context.Context, reg Registration, rep device.Repor
 	if reg.Machine == "" {
 		reg.Machine = DefaultDeviceMachine
 	}
+	var written store.Device // by the last run of the update
 	err = e.st.Update(ctx, func(tx store.Tx) error {
 		now := e.clock.Now()
 		d, err := tx.Device(reg.ID)
@@ -182,12 +183,15 @@ func (e *Engine) Connect(ctx context.Context, reg Registration, rep device.Repor
 		conn = d.Conn
 		online := fsm.Change{At: now, Kind: fsm.ChangeDeviceOnline, Device: d.ID, Machine: m.ID, Version: m.Version,
 			FromNode: d.Node, ToNode: rep.Node}
-		cmd, err = e.round(tx, m, d, &rep, true, now, online)
+		dec, err := e.round(tx, m, d, &rep, true, now, online)
+		cmd, written = dec.Command, dec.Device
 		return err
 	})
 	if err != nil {
 		return 0, nil, err
 	}
+	e.live.written.Add(1)
+	e.live.set(written, false)
 	return conn, cmd, nil
 }
 
@@ -196,29 +200,71 @@ func (e *Engine) Report(ctx context.Context, id string, conn uint64, rep device.
 	if err := checkReport(&rep); err != nil {
 		return nil, err
 	}
-	err = e.st.Update(ctx, func(tx store.Tx) error {
-		d, m, err := e.connected(tx, id, conn)
-		if err != nil {
-			return err
-		}
-		cmd, err = e.round(tx, m, d, &rep, false, e.clock.Now())
-		return err
-	})
-	return cmd, err
+	return e.deviceRound(ctx, id, conn, &rep)
 }
 
 // Poke runs a round of the server's own for a device on its stream conn,
 // from the node it last reported: something that concerns it changed.
 func (e *Engine) Poke(ctx context.Context, id string, conn uint64) (cmd *device.Command, err error) {
+	return e.deviceRound(ctx, id, conn, nil)
+}
+
+// deviceRound runs the round of rep (nil: a poke) for device id on its
+// stream conn. Unless the report surely decides something (a new node, a
+// rejection), it first decides on a read transaction: a quiet round (see
+// quietRound) ends there, its live fields kept in memory. Any other round
+// is decided again and written in a write transaction, which the store
+// commits together with the other updates queued meanwhile.
+func (e *Engine) deviceRound(ctx context.Context, id string, conn uint64, rep *device.Report) (*device.Command, error) {
+	var live store.Device
+	err := errNotQuiet
+	if !e.live.mustWrite(id, conn, rep) {
+		err = e.st.View(ctx, func(tx store.ReadTx) error {
+			d, m, err := e.connected(tx, id, conn)
+			if err != nil {
+				return err
+			}
+			e.live.overlay(&d)
+			in, _, err := e.roundInput(tx, m, d, rep, false, e.clock.Now(), func(store.QueueEntry) error { return errNotQuiet })
+			if err != nil {
+				return err
+			}
+			dec, err := device.Reconcile(in)
+			if err != nil {
+				return err
+			}
+			if !quietRound(d, dec) {
+				return errNotQuiet
+			}
+			live = dec.Device
+			return nil
+		})
+	}
+	switch {
+	case err == nil:
+		e.live.quiet.Add(1)
+		e.live.set(live, true)
+		return nil, nil
+	case !errors.Is(err, errNotQuiet):
+		return nil, err
+	}
+	var cmd *device.Command
 	err = e.st.Update(ctx, func(tx store.Tx) error {
 		d, m, err := e.connected(tx, id, conn)
 		if err != nil {
 			return err
 		}
-		cmd, err = e.round(tx, m, d, nil, false, e.clock.Now())
+		e.live.overlay(&d)
+		dec, err := e.round(tx, m, d, rep, false, e.clock.Now())
+		cmd, live = dec.Command, dec.Device
 		return err
 	})
-	return cmd, err
+	if err != nil {
+		return nil, err
+	}
+	e.live.written.Add(1)
+	e.live.set(live, false)
+	return cmd, nil
 }
 
 // Disconnect marks a device offline when its stream conn ends, unless a
@@ -227,7 +273,7 @@ func (e *Engine) Disconnect(ctx context.Context, id string, conn uint64, reason 
 	if len(reason) > MaxReasonBytes {
 		reason = reason[:MaxReasonBytes]
 	}
-	return e.st.Update(ctx, func(tx store.Tx) error {
+	err := e.st.Update(ctx, func(tx store.Tx) error {
 		d, err := tx.Device(id)
 		if err != nil {
 			return err
@@ -235,8 +281,13 @@ func (e *Engine) Disconnect(ctx context.Context, id string, conn uint64, reason 
 		if d.Conn != conn || !d.Online {
 			return nil
 		}
+		e.live.overlay(&d)
 		return e.offline(tx, d, reason)
 	})
+	if err == nil {
+		e.live.drop(id, conn)
+	}
+	return err
 }
 
 func (e *Engine) offline(tx store.Tx, d store.Device, reason string) error {
@@ -274,7 +325,7 @@ func (e *Engine) offlineDevices(ctx context.Context) error {
 }
 
 // connected loads a device whose stream conn is the live one.
-func (e *Engine) connected(tx store.Tx, id string, conn uint64) (store.Device, *fsm.Machine, error) {
+func (e *Engine) connected(tx store.ReadTx, id string, conn uint64) (store.Device, *fsm.Machine, error) {
 	d, err := tx.Device(id)
 	if err != nil {
 		return store.Device{}, nil, err
@@ -301,62 +352,72 @@ func (e *Engine) deviceMachine(tx store.ReadTx, id string) (*fsm.Machine, error)
 // round runs device.Reconcile on what the store holds for d and writes the
 // decision: the device, the jobs it moved, its queue, and the changes
 // (first those in before), all under the device's actor.
-func (e *Engine) round(tx store.Tx, m *fsm.Machine, d store.Device, rep *device.Report, first bool, now time.Time, before ...fsm.Change) (*device.Command, error) {
-	in := device.Input{Machine: m, Device: d, Report: rep, First: first, Now: now}
-	if d.Job != "" {
-		job, err := tx.Instance(d.Job)
-		if err != nil {
-			return nil, fmt.Errorf("job %q of device %q: %w", d.Job, d.ID, err)
-		}
-		if in.JobMachine, err = e.machineVersion(tx, job.Machine, job.Version); err != nil {
-			return nil, err
-		}
-		in.Job = &job
-	}
-	head, err := e.queueHead(tx, d.ID)
+func (e *Engine) round(tx store.Tx, m *fsm.Machine, d store.Device, rep *device.Report, first bool, now time.Time, before ...fsm.Change) (device.Decision, error) {
+	in, head, err := e.roundInput(tx, m, d, rep, first, now, func(h store.QueueEntry) error { return tx.Dequeue(d.ID, h) })
 	if err != nil {
-		return nil, err
-	}
-	if head.Job != "" {
-		h, err := tx.Instance(head.Job)
-		if err != nil {
-			return nil, err
-		}
-		if in.HeadMachine, err = e.machineVersion(tx, h.Machine, h.Version); err != nil {
-			return nil, err
-		}
-		in.Head = &h
+		return device.Decision{}, err
 	}
 	dec, err := device.Reconcile(in)
 	if err != nil {
-		return nil, err
+		return device.Decision{}, err
 	}
 	if dec.Dispatched {
 		if err := tx.Dequeue(d.ID, head); err != nil {
-			return nil, err
+			return device.Decision{}, err
 		}
 	}
 	for _, j := range dec.Jobs {
 		if err := tx.PutInstance(j); err != nil {
-			return nil, err
+			return device.Decision{}, err
 		}
 	}
 	if err := tx.PutDevice(dec.Device); err != nil {
-		return nil, err
+		return device.Decision{}, err
 	}
 	for _, c := range append(before, dec.Changes...) {
 		c.Actor = DeviceActor(d.ID)
 		if _, err := tx.AppendChange(c); err != nil {
-			return nil, err
+			return device.Decision{}, err
 		}
 	}
-	return dec.Command, nil
+	return dec, nil
 }
 
-// queueHead returns the first live job of a device's queue, dropping the
-// entries of jobs that ended while queued (cancelled); a zero entry when
-// the queue is empty.
-func (e *Engine) queueHead(tx store.Tx, id string) (store.QueueEntry, error) {
+// roundInput reads what a round of device d looks at. Queue entries of
+// jobs that ended while queued are passed to drop.
+func (e *Engine) roundInput(tx store.ReadTx, m *fsm.Machine, d store.Device, rep *device.Report, first bool, now time.Time, drop func(store.QueueEntry) error) (device.Input, store.QueueEntry, error) {
+	in := device.Input{Machine: m, Device: d, Report: rep, First: first, Now: now}
+	if d.Job != "" {
+		job, err := tx.Instance(d.Job)
+		if err != nil {
+			return in, store.QueueEntry{}, fmt.Errorf("job %q of device %q: %w", d.Job, d.ID, err)
+		}
+		if in.JobMachine, err = e.machineVersion(tx, job.Machine, job.Version); err != nil {
+			return in, store.QueueEntry{}, err
+		}
+		in.Job = &job
+	}
+	head, err := e.queueHead(tx, d.ID, drop)
+	if err != nil {
+		return in, store.QueueEntry{}, err
+	}
+	if head.Job != "" {
+		h, err := tx.Instance(head.Job)
+		if err != nil {
+			return in, store.QueueEntry{}, err
+		}
+		if in.HeadMachine, err = e.machineVersion(tx, h.Machine, h.Version); err != nil {
+			return in, store.QueueEntry{}, err
+		}
+		in.Head = &h
+	}
+	return in, head, nil
+}
+
+// queueHead returns the first live job of a device's queue, passing the
+// entries of jobs that ended while queued (cancelled) to drop, which
+// removes them; a zero entry when the queue is empty.
+func (e *Engine) queueHead(tx store.ReadTx, id string, drop func(store.QueueEntry) error) (store.QueueEntry, error) {
 	for {
 		head, ok, err := tx.QueueHead(id)
 		if err != nil || !ok {
@@ -369,7 +430,7 @@ func (e *Engine) queueHead(tx store.Tx, id string) (store.QueueEntry, error) {
 		case err != nil && !errors.Is(err, store.ErrNotFound):
 			return store.QueueEntry{}, err
 		}
-		if err := tx.Dequeue(id, head); err != nil {
+		if err := drop(head); err != nil {
 			return store.QueueEntry{}, err
 		}
 	}
@@ -568,6 +629,9 @@ func (e *Engine) ListDevices(ctx context.Context, pool, after string, add func(D
 				return err
 			}
 			for _, d := range ds {
+				if d.Online {
+					e.live.overlay(&d)
+				}
 				n, err := tx.QueueLen(d.ID)
 				if err != nil {
 					return err

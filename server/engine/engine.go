@@ -41,6 +41,11 @@ type Options struct {
 	// an instance that loops or retries for long. Default
 	// DefaultMaxHistory.
 	MaxHistory int
+	// LiveFlush is how often the live fields of device records (report
+	// seq, last-seen time, progress) that quiet rounds did not write are
+	// written, 128 devices to a transaction. Default
+	// DefaultLiveFlush.
+	LiveFlush time.Duration
 }
 
 // Engine runs the operations of dfsmr against a store.
@@ -61,6 +66,14 @@ type Engine struct {
 	retries atomic.Uint64
 	// devices are the device sessions waiting for news of their device.
 	devices deviceWatchers
+	// live holds the fields of device records that quiet rounds move.
+	live      liveDevices
+	liveFlush time.Duration
+	// stopLive ends the flusher of live fields; liveDone is closed when
+	// it returned. Both are nil until Start.
+	stopLive context.CancelFunc
+	liveDone chan struct{}
+	stopOnce sync.Once
 }
 
 // Stats count what the engine committed since New.
@@ -93,12 +106,16 @@ func New(st store.Store, opts Options) *Engine {
 	if opts.MaxHistory <= 0 {
 		opts.MaxHistory = DefaultMaxHistory
 	}
+	if opts.LiveFlush <= 0 {
+		opts.LiveFlush = DefaultLiveFlush
+	}
 	e := &Engine{
 		st:         st,
 		clock:      opts.Clock,
 		log:        opts.Logger.With("component", "engine"),
 		rand:       opts.Rand,
 		maxHistory: opts.MaxHistory,
+		liveFlush:  opts.LiveFlush,
 	}
 	e.sched = sched.New(sched.Options{Clock: opts.Clock, Logger: opts.Logger, Load: e.loadDue, Fire: e.FireDue, Batch: dueBatch})
 	return e
@@ -108,12 +125,23 @@ func New(st store.Store, opts Options) *Engine {
 // expired leases on time: it rebuilds its heap from the store's due index,
 // so what came due while the server was down fires at once. Before that it
 // finishes any upgrade sweep a crash cut short (see sweepMachine). Start
-// returns once the scheduler runs.
+// returns once the scheduler runs. It also runs the flusher of the live
+// fields of device records (see FlushLive).
 func (e *Engine) Start(ctx context.Context) error {
 	if err := e.Resume(ctx); err != nil {
 		return err
 	}
-	return e.sched.Start(ctx)
+	if err := e.sched.Start(ctx); err != nil {
+		return err
+	}
+	var fctx context.Context
+	fctx, e.stopLive = context.WithCancel(context.WithoutCancel(ctx))
+	e.liveDone = make(chan struct{})
+	go func() {
+		defer close(e.liveDone)
+		e.flushLive(fctx, e.liveFlush)
+	}()
+	return nil
 }
 
 // Resume does the work a start owes to the state a crash left: it finishes
@@ -128,9 +156,17 @@ func (e *Engine) Resume(ctx context.Context) error {
 	return e.offlineDevices(ctx)
 }
 
-// Stop ends the scheduler and waits for it. It is idempotent and safe when
-// the engine was never started.
+// Stop ends the scheduler and the flusher of live fields and waits for
+// them. It is idempotent and safe when the engine was never started.
 func (e *Engine) Stop(ctx context.Context) error {
+	if e.stopLive != nil {
+		e.stopOnce.Do(e.stopLive)
+		select {
+		case <-e.liveDone:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 	return e.sched.Stop(ctx)
 }
 

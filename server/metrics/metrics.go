@@ -54,6 +54,13 @@ type Sources struct {
 	SubscribersLagged func() uint64
 	// DevicesOnline is how many devices have a Connect stream open.
 	DevicesOnline func() int
+	// DeviceRoundsQuiet and DeviceRoundsWritten count the device rounds
+	// that wrote nothing and those that committed a decision.
+	DeviceRoundsQuiet   func() uint64
+	DeviceRoundsWritten func() uint64
+	// DeviceOldestLastSeen is the earliest last-seen time of the devices
+	// connected right now; zero when none.
+	DeviceOldestLastSeen func() time.Time
 	// Now is the server's clock, for the ages of leases. Nil: the wall
 	// clock.
 	Now func() time.Time
@@ -151,6 +158,10 @@ func New(src Sources) *Metrics {
 		gaugeFunc("changelog_subscribers", "Changes streams tailing the changelog.", src.Subscribers),
 		gaugeFunc("changelog_subscriber_max_lag", "Changes the slowest subscriber has queued and not yet received.", src.SubscriberMaxLag),
 		gaugeFunc("devices_online", "Devices connected right now (Connect streams).", src.DevicesOnline),
+		counterFunc("device_rounds_quiet_total", "Device rounds that decided nothing and wrote nothing (their seq, last-seen time and progress are kept in memory and written in batches).", src.DeviceRoundsQuiet),
+		counterFunc("device_rounds_written_total", "Device rounds that committed a decision (a command, a job moved, a change, a new node).", src.DeviceRoundsWritten),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: Namespace, Name: "device_last_seen_oldest_seconds",
+			Help: "Seconds since the connected device heard from longest ago last sent a message; 0 without devices."}, m.lastSeenAge(src.DeviceOldestLastSeen)),
 		counterFunc("changelog_subscribers_lagged_total", "Changes streams ended for falling too far behind (ABORTED with resume_from_seq).", src.SubscribersLagged),
 	)
 	// One child per kind, looked up once: the commit hook indexes them, and
@@ -176,6 +187,25 @@ func valueOf[T int | uint64](f func() T) func() float64 {
 			return 0
 		}
 		return float64(f())
+	}
+}
+
+// lastSeenAge returns the age of the time oldest returns, in seconds, by
+// the metrics' clock; 0 when there is none.
+func (m *Metrics) lastSeenAge(oldest func() time.Time) func() float64 {
+	return func() float64 {
+		if oldest == nil {
+			return 0
+		}
+		t := oldest()
+		if t.IsZero() {
+			return 0
+		}
+		now := time.Now
+		if m.now != nil {
+			now = m.now
+		}
+		return max(0, now().Sub(t).Seconds())
 	}
 }
 

@@ -41,7 +41,14 @@ type ChangesRequest struct {
 	// then end the stream with OK, even when the last changes do not match
 	// the filters. Changes committed later are not sent. Combined with
 	// from_seq = 0, or from_seq = that head + 1, it ends at once.
-	StopAtHead    bool `protobuf:"varint,4,opt,name=stop_at_head,json=stopAtHead,proto3" json:"stop_at_head,omitempty"`
+	StopAtHead bool `protobuf:"varint,4,opt,name=stop_at_head,json=stopAtHead,proto3" json:"stop_at_head,omitempty"`
+	// Only changes that concern this device id: its DEVICE_* changes (online,
+	// offline, moved, command, rejected, notice) and the changes of the jobs
+	// queued on it or dispatched to it (their Change.device). Empty: any
+	// device, and changes that concern none. INVALID_ARGUMENT (field
+	// "device") when it is longer than 256 bytes, not valid UTF-8 or holds a
+	// control character.
+	Device        string `protobuf:"bytes,5,opt,name=device,proto3" json:"device,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -104,6 +111,13 @@ func (x *ChangesRequest) GetStopAtHead() bool {
 	return false
 }
 
+func (x *ChangesRequest) GetDevice() string {
+	if x != nil {
+		return x.Device
+	}
+	return ""
+}
+
 // ChangesResponse carries one change.
 type ChangesResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -154,13 +168,14 @@ var File_dfsmr_v1_changes_service_proto protoreflect.FileDescriptor
 
 const file_dfsmr_v1_changes_service_proto_rawDesc = "" +
 	"\n" +
-	"\x1edfsmr/v1/changes_service.proto\x12\bdfsmr.v1\x1a\x15dfsmr/v1/change.proto\"\x83\x01\n" +
+	"\x1edfsmr/v1/changes_service.proto\x12\bdfsmr.v1\x1a\x15dfsmr/v1/change.proto\"\x9b\x01\n" +
 	"\x0eChangesRequest\x12\x19\n" +
 	"\bfrom_seq\x18\x01 \x01(\x04R\afromSeq\x12\x18\n" +
 	"\amachine\x18\x02 \x01(\tR\amachine\x12\x1a\n" +
 	"\binstance\x18\x03 \x01(\tR\binstance\x12 \n" +
 	"\fstop_at_head\x18\x04 \x01(\bR\n" +
-	"stopAtHead\";\n" +
+	"stopAtHead\x12\x16\n" +
+	"\x06device\x18\x05 \x01(\tR\x06device\";\n" +
 	"\x0fChangesResponse\x12(\n" +
 	"\x06change\x18\x01 \x01(\v2\x10.dfsmr.v1.ChangeR\x06change2R\n" +
 	"\x0eChangesService\x12@\n" +

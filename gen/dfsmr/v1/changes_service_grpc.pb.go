@@ -27,7 +27,7 @@ const (
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 //
 // ChangesService streams the changelog (MONITOR): every committed change to
-// every instance and machine, in sequence order.
+// every instance, machine and device, in sequence order.
 //
 // Errors: INVALID_ARGUMENT with google.rpc.BadRequest field violations for
 // bad input; OUT_OF_RANGE when from_seq is outside the retained window;
@@ -98,7 +98,7 @@ type ChangesService_ChangesClient = grpc.ServerStreamingClient[ChangesResponse]
 // for forward compatibility.
 //
 // ChangesService streams the changelog (MONITOR): every committed change to
-// every instance and machine, in sequence order.
+// every instance, machine and device, in sequence order.
 //
 // Errors: INVALID_ARGUMENT with google.rpc.BadRequest field violations for
 // bad input; OUT_OF_RANGE when from_seq is outside the retained window;
