@@ -19,6 +19,15 @@ const (
 	top = 90
 )
 
+// NodeW is the node box's width, for the template.
+func (graph) NodeW() int { return nodeW }
+
+// NodeH is the node box's height.
+func (graph) NodeH() int { return nodeH }
+
+// HalfW is half the node box's width: where its text is centred.
+func (graph) HalfW() int { return nodeW / 2 }
+
 // graph is a machine laid out for drawing: nodes in columns by their
 // distance from the start node, edges between them.
 type graph struct {
