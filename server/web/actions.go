@@ -67,12 +67,7 @@ func urlValues(kv ...string) string {
 func (h *Handler) confirmPage(w http.ResponseWriter, r *http.Request, v *viewer) {
 	q := r.URL.Query()
 	action := q.Get("action")
-	method, ok := actionMethod[action]
-	if !ok {
-		h.fail(w, r, v, &fsm.InvalidError{Field: "action", Reason: fmt.Sprintf("%q is not an action", action)})
-		return
-	}
-	if err := h.mayAct(v, method); err != nil {
+	if err := h.mayAct(v, action); err != nil {
 		h.fail(w, r, v, err)
 		return
 	}
@@ -96,8 +91,18 @@ func (h *Handler) confirmPage(w http.ResponseWriter, r *http.Request, v *viewer)
 	h.renderPage(w, r, &page{Name: "confirm", Title: "Confirm " + action, V: v, Data: cv}, http.StatusOK)
 }
 
-// mayAct returns nil when the viewer may take an action calling method.
-func (h *Handler) mayAct(v *viewer, method string) error {
+// mayAct returns nil when action is one and the viewer may take it: the
+// role of the RPC it stands for decides.
+func (h *Handler) mayAct(v *viewer, action string) error {
+	method, ok := actionMethod[action]
+	if !ok {
+		return &fsm.InvalidError{Field: "action", Reason: fmt.Sprintf("%q is not an action", action)}
+	}
+	return h.mayCall(v, method)
+}
+
+// mayCall returns nil when the viewer may take an action calling method.
+func (h *Handler) mayCall(v *viewer, method string) error {
 	if h.o.ReadOnly {
 		return status.Error(codes.PermissionDenied, "the dashboard is read-only (--http-read-only)")
 	}
@@ -126,12 +131,7 @@ func (h *Handler) act(w http.ResponseWriter, r *http.Request) {
 	}
 	f := r.PostForm
 	action := f.Get("action")
-	method, ok := actionMethod[action]
-	if !ok {
-		h.fail(w, r, v, &fsm.InvalidError{Field: "action", Reason: fmt.Sprintf("%q is not an action", action)})
-		return
-	}
-	if err := h.mayAct(v, method); err != nil {
+	if err := h.mayAct(v, action); err != nil {
 		h.fail(w, r, v, err)
 		return
 	}
@@ -190,7 +190,7 @@ func (h *Handler) retrieved(r *http.Request, id, quality string, v *viewer) erro
 		return &fsm.InvalidError{Field: paramQuality, Reason: "must be good or bad"}
 	}
 	if quality == qualityBad {
-		if err := h.mayAct(v, pb.DeviceService_SubmitOrder_FullMethodName); err != nil {
+		if err := h.mayCall(v, pb.DeviceService_SubmitOrder_FullMethodName); err != nil {
 			return err
 		}
 	}
