@@ -397,15 +397,11 @@ func (e *Engine) roundInput(tx store.ReadTx, m *fsm.Machine, d store.Device, rep
 		}
 		in.Job = &job
 	}
-	head, err := e.queueHead(tx, d.ID, drop)
+	head, h, err := e.queueHead(tx, d.ID, drop)
 	if err != nil {
 		return in, store.QueueEntry{}, err
 	}
 	if head.Job != "" {
-		h, err := tx.Instance(head.Job)
-		if err != nil {
-			return in, store.QueueEntry{}, err
-		}
 		if in.HeadMachine, err = e.machineVersion(tx, h.Machine, h.Version); err != nil {
 			return in, store.QueueEntry{}, err
 		}
@@ -414,24 +410,24 @@ func (e *Engine) roundInput(tx store.ReadTx, m *fsm.Machine, d store.Device, rep
 	return in, head, nil
 }
 
-// queueHead returns the first live job of a device's queue, passing the
-// entries of jobs that ended while queued (cancelled) to drop, which
-// removes them; a zero entry when the queue is empty.
-func (e *Engine) queueHead(tx store.ReadTx, id string, drop func(store.QueueEntry) error) (store.QueueEntry, error) {
+// queueHead returns the first live entry of a device's queue and its job,
+// passing the entries of jobs that ended while queued (cancelled) to drop,
+// which removes them; a zero entry when the queue is empty.
+func (e *Engine) queueHead(tx store.ReadTx, id string, drop func(store.QueueEntry) error) (store.QueueEntry, fsm.Instance, error) {
 	for {
 		head, ok, err := tx.QueueHead(id)
 		if err != nil || !ok {
-			return store.QueueEntry{}, err
+			return store.QueueEntry{}, fsm.Instance{}, err
 		}
 		in, err := tx.Instance(head.Job)
 		switch {
 		case err == nil && in.Status != fsm.StatusFinal:
-			return head, nil
+			return head, in, nil
 		case err != nil && !errors.Is(err, store.ErrNotFound):
-			return store.QueueEntry{}, err
+			return store.QueueEntry{}, fsm.Instance{}, err
 		}
 		if err := drop(head); err != nil {
-			return store.QueueEntry{}, err
+			return store.QueueEntry{}, fsm.Instance{}, err
 		}
 	}
 }
