@@ -214,7 +214,12 @@ func (e *Engine) Poke(ctx context.Context, id string, conn uint64) (cmd *device.
 // rejection), it first decides on a read transaction: a quiet round (see
 // quietRound) ends there, its live fields kept in memory. Any other round
 // is decided again and written in a write transaction, which the store
-// commits together with the other updates queued meanwhile.
+// commits together with the other updates queued meanwhile. (Keeping the
+// read's decision and only checking in the write transaction that the
+// device, its job, its queue head and the head's job are unchanged was
+// measured slower with 1,000 printers: those checks read as much as the
+// decision does, and the farm is bound by the CPU of every round, not by
+// the writer's share of it.)
 func (e *Engine) deviceRound(ctx context.Context, id string, conn uint64, rep *device.Report) (*device.Command, error) {
 	var live store.Device
 	err := errNotQuiet
