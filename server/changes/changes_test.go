@@ -160,6 +160,10 @@ func (tx *fakeTx) Machine(string, uint32) (store.MachineRecord, error) {
 	return store.MachineRecord{}, errNotImplemented
 }
 
+func (tx *fakeTx) LatestMachineVersion(string) (uint32, error) {
+	return 0, errNotImplemented
+}
+
 func (tx *fakeTx) MachineVersions(string) ([]store.MachineRecord, error) {
 	return nil, errNotImplemented
 }

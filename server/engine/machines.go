@@ -14,17 +14,29 @@ import (
 // machineCache keeps compiled machine versions. A version never changes
 // once defined, so entries never go stale.
 type machineCache struct {
-	m sync.Map // "id@version" -> *fsm.Machine
+	m sync.Map // machineKey -> *fsm.Machine
 }
 
-func cacheKey(id string, version uint32) string { return fmt.Sprintf("%s@%d", id, version) }
+// machineKey names one version of a machine.
+type machineKey struct {
+	id      string
+	version uint32
+}
+
+func (k machineKey) String() string { return fmt.Sprintf("%s@%d", k.id, k.version) }
 
 // machineVersion returns the compiled machine id at version (0: latest).
 func (e *Engine) machineVersion(tx store.ReadTx, id string, version uint32) (*fsm.Machine, error) {
-	if version != 0 {
-		if m, ok := e.cache.m.Load(cacheKey(id, version)); ok {
-			return m.(*fsm.Machine), nil
+	if version == 0 {
+		// Versions never change: the number names what the cache holds.
+		v, err := tx.LatestMachineVersion(id)
+		if err != nil {
+			return nil, wrap(err, "machine %q version %d", id, version)
 		}
+		version = v
+	}
+	if m, ok := e.cache.m.Load(machineKey{id, version}); ok {
+		return m.(*fsm.Machine), nil
 	}
 	rec, err := tx.Machine(id, version)
 	if err != nil {
@@ -34,7 +46,7 @@ func (e *Engine) machineVersion(tx store.ReadTx, id string, version uint32) (*fs
 }
 
 func (e *Engine) compiled(rec store.MachineRecord) (*fsm.Machine, error) {
-	key := cacheKey(rec.ID, rec.Version)
+	key := machineKey{rec.ID, rec.Version}
 	if m, ok := e.cache.m.Load(key); ok {
 		return m.(*fsm.Machine), nil
 	}

@@ -165,6 +165,10 @@ type Due struct {
 type ReadTx interface {
 	// Machine returns a machine version; version 0 means the latest.
 	Machine(id string, version uint32) (MachineRecord, error)
+	// LatestMachineVersion returns the number of a machine's latest
+	// version without reading the version itself (versions never change:
+	// callers keep what they compiled of one).
+	LatestMachineVersion(id string) (uint32, error)
 	// MachineVersions returns every version of a machine, oldest first.
 	MachineVersions(id string) ([]MachineRecord, error)
 	// Machines returns the latest version of up to limit machines whose id

@@ -278,6 +278,9 @@ func (s *Store) corrupt(ce *store.CorruptError) {
 
 // noteCorrupt reports err when it is a corrupt record, and returns it.
 func (s *Store) noteCorrupt(err error) error {
+	if err == nil {
+		return nil // without the allocation of ce, on every transaction
+	}
 	var ce *store.CorruptError
 	if errors.As(err, &ce) {
 		s.corrupt(ce)

@@ -65,6 +65,18 @@ func (r *readTx) Machine(id string, version uint32) (store.MachineRecord, error)
 	return r.machine(k, v)
 }
 
+func (r *readTx) LatestMachineVersion(id string) (uint32, error) {
+	b, err := r.bucket(bucketMachines)
+	if err != nil {
+		return 0, err
+	}
+	k, _ := latestMachine(b.Cursor(), id)
+	if k == nil {
+		return 0, fmt.Errorf("machine %q: %w", id, store.ErrNotFound)
+	}
+	return binary.BigEndian.Uint32(k[len(k)-4:]), nil
+}
+
 func (r *readTx) machine(k, v []byte) (store.MachineRecord, error) {
 	rec, err := r.record(bucketMachines, k, v)
 	if err != nil {

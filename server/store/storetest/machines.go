@@ -60,6 +60,9 @@ func (s *suite) machines(t *testing.T) {
 				if got.ID != id || got.Version != want {
 					t.Errorf("latest of %q = %s@%d, want version %d", id, got.ID, got.Version, want)
 				}
+				if v, err := tx.LatestMachineVersion(id); err != nil || v != want {
+					t.Errorf("LatestMachineVersion(%q) = %d, %v, want %d", id, v, err, want)
+				}
 			}
 			got, err := tx.Machine("report", 2)
 			if err != nil || got.Version != 2 {
@@ -101,6 +104,11 @@ func (s *suite) machines(t *testing.T) {
 			}
 			if _, err := tx.Machine("", 0); !errors.Is(err, store.ErrNotFound) {
 				t.Errorf("empty id: %v, want ErrNotFound", err)
+			}
+			for _, id := range []string{"nope", "", "m\x00"} {
+				if _, err := tx.LatestMachineVersion(id); !errors.Is(err, store.ErrNotFound) {
+					t.Errorf("LatestMachineVersion(%q): %v, want ErrNotFound", id, err)
+				}
 			}
 			if _, err := tx.MachineVersions("nope"); !errors.Is(err, store.ErrNotFound) {
 				t.Errorf("versions of unknown machine: %v, want ErrNotFound", err)
