@@ -14,8 +14,8 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/dfsmr/dfsmr/client/backoff"
 	pb "github.com/dfsmr/dfsmr/gen/dfsmr/v1"
-	"github.com/dfsmr/dfsmr/internal/backoff"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"

@@ -7,7 +7,7 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/dfsmr/dfsmr/client/bench"
+	"github.com/dfsmr/dfsmr/internal/bench"
 	"github.com/spf13/cobra"
 )
 

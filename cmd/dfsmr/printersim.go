@@ -7,7 +7,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/dfsmr/dfsmr/client/printersim"
+	"github.com/dfsmr/dfsmr/internal/printersim"
 	"github.com/spf13/cobra"
 )
 

@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"os"
 
-	"github.com/dfsmr/dfsmr/client/reportdemo"
+	"github.com/dfsmr/dfsmr/internal/reportdemo"
 	"github.com/spf13/cobra"
 )
 

@@ -8,10 +8,10 @@
 // makes every decision deterministic and exhaustively testable, and lets the
 // whole server run under a seeded simulator.
 //
-// Nothing here imports the rest of the project but internal/backoff, the
-// one pure leaf (standard library only, no clock, no randomness of its
-// own) that computes retry delays for the core and the clients alike, so
-// that they cannot drift apart. The machines package compiles
+// Nothing here imports the rest of the project but client/backoff, the one
+// pure leaf (standard library only, no clock, no randomness of its own)
+// that computes retry delays for the core and the clients alike, so that
+// they cannot drift apart. The machines package compiles
 // YAML into the Machine type defined here, the store persists Instance and
 // Change values, and the engine glues them together.
 package fsm

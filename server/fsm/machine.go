@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/dfsmr/dfsmr/internal/backoff"
+	"github.com/dfsmr/dfsmr/client/backoff"
 )
 
 // SystemPrefix starts every reserved node and transition name.

@@ -26,9 +26,9 @@ import (
 	"time"
 
 	"github.com/dfsmr/dfsmr/client"
-	"github.com/dfsmr/dfsmr/client/printersim"
-	"github.com/dfsmr/dfsmr/client/reportapi"
-	"github.com/dfsmr/dfsmr/client/reportdemo"
+	"github.com/dfsmr/dfsmr/internal/printersim"
+	"github.com/dfsmr/dfsmr/internal/reportapi"
+	"github.com/dfsmr/dfsmr/internal/reportdemo"
 	"github.com/dfsmr/dfsmr/server"
 	"github.com/dfsmr/dfsmr/server/auth"
 	"github.com/dfsmr/dfsmr/server/engine"

@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/dfsmr/dfsmr/client"
-	"github.com/dfsmr/dfsmr/client/printersim"
+	"github.com/dfsmr/dfsmr/internal/printersim"
 	"github.com/dfsmr/dfsmr/server/engine"
 	"github.com/dfsmr/dfsmr/server/fsm"
 	"google.golang.org/grpc"

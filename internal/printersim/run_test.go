@@ -12,8 +12,8 @@ import (
 	"time"
 
 	"github.com/dfsmr/dfsmr/client"
-	"github.com/dfsmr/dfsmr/client/printersim"
 	pb "github.com/dfsmr/dfsmr/gen/dfsmr/v1"
+	"github.com/dfsmr/dfsmr/internal/printersim"
 	"github.com/dfsmr/dfsmr/server"
 	"github.com/dfsmr/dfsmr/server/clock"
 	"google.golang.org/grpc"

@@ -10,9 +10,9 @@ import (
 	"time"
 
 	"github.com/dfsmr/dfsmr/client"
-	"github.com/dfsmr/dfsmr/client/reportapi"
+	"github.com/dfsmr/dfsmr/client/backoff"
 	pb "github.com/dfsmr/dfsmr/gen/dfsmr/v1"
-	"github.com/dfsmr/dfsmr/internal/backoff"
+	"github.com/dfsmr/dfsmr/internal/reportapi"
 )
 
 // Pipeline holds the steps of one report item. Its handlers are what a

@@ -11,8 +11,8 @@ import (
 	"time"
 
 	"github.com/dfsmr/dfsmr/client"
-	"github.com/dfsmr/dfsmr/client/printersim"
 	pb "github.com/dfsmr/dfsmr/gen/dfsmr/v1"
+	"github.com/dfsmr/dfsmr/internal/printersim"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )

@@ -7,8 +7,8 @@ import (
 	"time"
 
 	"github.com/dfsmr/dfsmr/client"
-	"github.com/dfsmr/dfsmr/client/printersim"
 	pb "github.com/dfsmr/dfsmr/gen/dfsmr/v1"
+	"github.com/dfsmr/dfsmr/internal/printersim"
 )
 
 var t0 = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)

@@ -14,10 +14,10 @@ import (
 	"time"
 
 	"github.com/dfsmr/dfsmr/client"
-	"github.com/dfsmr/dfsmr/client/reportapi"
-	"github.com/dfsmr/dfsmr/client/reportdemo"
+	"github.com/dfsmr/dfsmr/client/backoff"
 	pb "github.com/dfsmr/dfsmr/gen/dfsmr/v1"
-	"github.com/dfsmr/dfsmr/internal/backoff"
+	"github.com/dfsmr/dfsmr/internal/reportapi"
+	"github.com/dfsmr/dfsmr/internal/reportdemo"
 	"github.com/dfsmr/dfsmr/server"
 )
 

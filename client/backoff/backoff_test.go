@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/dfsmr/dfsmr/internal/backoff"
+	"github.com/dfsmr/dfsmr/client/backoff"
 )
 
 func TestDelay(t *testing.T) {

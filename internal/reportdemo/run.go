@@ -16,8 +16,8 @@ import (
 	"time"
 
 	"github.com/dfsmr/dfsmr/client"
-	"github.com/dfsmr/dfsmr/client/reportapi"
 	pb "github.com/dfsmr/dfsmr/gen/dfsmr/v1"
+	"github.com/dfsmr/dfsmr/internal/reportapi"
 	"github.com/dfsmr/dfsmr/server"
 	"google.golang.org/grpc"
 )

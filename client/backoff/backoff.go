@@ -1,6 +1,8 @@
 // Package backoff computes how long to wait before a retry. It is the one
 // backoff of dfsmr: the core's retry policies (server/fsm), the client
-// Worker's call retries and the report demo's serial loop all use it.
+// Worker's call retries and the report demo's serial loop all use it. It
+// lives with the client so that the SDK imports nothing of the server;
+// the server's core imports it instead, as it would a library.
 //
 // It is pure and imports only the standard library: the caller passes the
 // retry number and the random draw for the jitter, so the result is a

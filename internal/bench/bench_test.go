@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/dfsmr/dfsmr/client/bench"
+	"github.com/dfsmr/dfsmr/internal/bench"
 )
 
 // TestRun runs every mode on a small scale: each must complete every

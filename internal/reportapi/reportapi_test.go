@@ -6,7 +6,7 @@ import (
 	"net/http"
 	"testing"
 
-	"github.com/dfsmr/dfsmr/client/reportapi"
+	"github.com/dfsmr/dfsmr/internal/reportapi"
 )
 
 func get(t *testing.T, url string) (*http.Response, []byte) {
