@@ -2,6 +2,7 @@ package web
 
 import (
 	"crypto/hmac"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -28,10 +29,10 @@ const (
 var actionMethod = map[string]string{
 	actSignal:     pb.InstanceService_SignalInstance_FullMethodName,
 	actCancel:     pb.InstanceService_CancelInstance_FullMethodName,
-	actRetry:      methodRetryInstance,
+	actRetry:      pb.InstanceService_RetryInstance_FullMethodName,
 	actRetrieved:  pb.InstanceService_SignalInstance_FullMethodName,
-	actCancelMany: methodCancelInstances,
-	actRetryMany:  methodRetryInstances,
+	actCancelMany: pb.InstanceService_CancelInstances_FullMethodName,
+	actRetryMany:  pb.InstanceService_RetryInstances_FullMethodName,
 }
 
 // confirmView is the data of the confirmation page.
@@ -152,7 +153,7 @@ func (h *Handler) act(w http.ResponseWriter, r *http.Request) {
 	case actCancel:
 		_, err = h.o.Engine.CancelInstance(ctx, id, f.Get("reason"), v.name)
 	case actRetry:
-		err = h.retry(r, id, v)
+		_, err = h.o.Engine.RetryInstance(ctx, id, f.Get("reason"), v.name)
 	case actRetrieved:
 		err = h.retrieved(r, id, f.Get(paramQuality), v)
 	case actCancelMany, actRetryMany:
@@ -167,7 +168,7 @@ func (h *Handler) act(w http.ResponseWriter, r *http.Request) {
 			h.log.Info("web bulk action", logKeyAction, action, logKeyPrincipal, v.name, logKeyCount, n)
 		}
 	}
-	if countChanged(err) {
+	if errors.Is(err, engine.ErrCountChanged) {
 		// Ask again, with the count as it is now.
 		q := readQuery(r)
 		again := h.url("/confirm") + "?" + urlValues("action", action, "machine", q.Machine, "node", q.Node, "status", q.Status, "changed", "1")

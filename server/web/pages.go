@@ -146,7 +146,7 @@ func (h *Handler) machinePage(w http.ResponseWriter, r *http.Request, v *viewer)
 		return
 	}
 	g := layout(m.Machine, counts, rates)
-	h.renderPage(w, r, &page{Name: "machine", Title: "Machine " + id, V: v, Head: head, Events: "?machine=" + urlq(id), Data: map[string]any{
+	h.renderPage(w, r, &page{Name: "machine", Title: "Machine " + id, V: v, Events: "?machine=" + urlq(id), Data: map[string]any{
 		"M": m, "Graph": g, "Capped": capped, "Window": rateWindow,
 	}}, http.StatusOK)
 }
@@ -263,8 +263,8 @@ func (h *Handler) instancesPage(w http.ResponseWriter, r *http.Request, v *viewe
 	h.renderPage(w, r, &page{Name: "instances", Title: "Instances", V: v, Events: "?" + eventsQuery(q.Machine, "", ""), Data: map[string]any{
 		"Q": q, "Counts": rows, "List": list, "Matched": matched, "Capped": capped, "Statuses": statusNames(),
 		"CanBulk":       q.Q == "" && q.Param == "",
-		"CanCancelMany": h.canAct(v, methodCancelInstances),
-		"CanRetryMany":  h.canAct(v, methodRetryInstances),
+		"CanCancelMany": h.canAct(v, actionMethod[actCancelMany]),
+		"CanRetryMany":  h.canAct(v, actionMethod[actRetryMany]),
 	}}, http.StatusOK)
 }
 
@@ -312,7 +312,7 @@ func (h *Handler) instancePage(w http.ResponseWriter, r *http.Request, v *viewer
 	final := in.Status == fsm.StatusFinal
 	iv.CanSignal = !final && len(iv.Signals) > 0 && h.canAct(v, pb.InstanceService_SignalInstance_FullMethodName)
 	iv.CanCancel = !final && h.canAct(v, pb.InstanceService_CancelInstance_FullMethodName)
-	iv.CanRetry = iv.Failed && h.canAct(v, methodRetryInstance)
+	iv.CanRetry = iv.Failed && h.canAct(v, actionMethod[actRetry])
 	h.renderPage(w, r, &page{Name: "instance", Title: "Instance " + id, V: v, Events: "?instance=" + urlq(id), Data: iv}, http.StatusOK)
 }
 
@@ -395,7 +395,6 @@ const (
 	jobAwaiting        = "awaiting_retrieval"
 	jobFailed          = "failed"
 	signalRetrieved    = "retrieved"
-	signalRecovered    = "recovered"
 	paramQuality       = "quality"
 	qualityGood        = "good"
 	qualityBad         = "bad"

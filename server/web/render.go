@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"html/template"
 	"net/http"
-	"net/url"
 	"strings"
 	"time"
 )
@@ -26,16 +25,10 @@ func (h *Handler) parseTemplates() error {
 		"pct":   func(f float64) string { return fmt.Sprintf("%.0f%%", 100*f) },
 		"lower": strings.ToLower,
 		"query": func(kv ...string) string {
-			q := url.Values{}
-			for i := 0; i+1 < len(kv); i += 2 {
-				if kv[i+1] != "" {
-					q.Set(kv[i], kv[i+1])
-				}
+			if q := urlValues(kv...); q != "" {
+				return "?" + q
 			}
-			if len(q) == 0 {
-				return ""
-			}
-			return "?" + q.Encode()
+			return ""
 		},
 	}
 	h.pages = map[string]*template.Template{}

@@ -1,27 +1,11 @@
 package web
 
 import (
-	"errors"
 	"net/http"
 
-	pb "github.com/dfsmr/dfsmr/gen/dfsmr/v1"
 	"github.com/dfsmr/dfsmr/server/engine"
 	"github.com/dfsmr/dfsmr/server/fsm"
 )
-
-// The RPCs of retrying and of bulk actions, whose roles the dashboard's
-// actions need.
-const (
-	methodRetryInstance   = pb.InstanceService_RetryInstance_FullMethodName
-	methodCancelInstances = pb.InstanceService_CancelInstances_FullMethodName
-	methodRetryInstances  = pb.InstanceService_RetryInstances_FullMethodName
-)
-
-// retry retries a failed instance from the node it failed in.
-func (h *Handler) retry(r *http.Request, id string, v *viewer) error {
-	_, err := h.o.Engine.RetryInstance(r.Context(), id, r.PostForm.Get("reason"), v.name)
-	return err
-}
 
 // bulkArgs is the engine's filter for a bulk action on the instances page's
 // query. A retry selects failed instances: the page's node, unless it is
@@ -70,7 +54,3 @@ func (h *Handler) bulk(r *http.Request, action string, q instanceQuery, dryRun b
 	}
 	return res.Changed, nil
 }
-
-// countChanged reports whether err refused a bulk action because the
-// matching instances changed since the viewer confirmed their count.
-func countChanged(err error) bool { return errors.Is(err, engine.ErrCountChanged) }

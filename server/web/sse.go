@@ -50,13 +50,7 @@ func toEvent(c *fsm.Change) event {
 
 // eventsQuery builds the /events query of a filter.
 func eventsQuery(machine, kind, device string) string {
-	q := url.Values{}
-	for k, v := range map[string]string{"machine": machine, "kind": kind, "device": device} {
-		if v != "" {
-			q.Set(k, v)
-		}
-	}
-	return q.Encode()
+	return urlValues("machine", machine, "kind", kind, "device", device)
 }
 
 func urlq(s string) string { return url.QueryEscape(s) }

@@ -218,7 +218,7 @@ func (h *Handler) identify(w http.ResponseWriter, r *http.Request) (*viewer, err
 	if h.o.Auth == nil {
 		if c == nil || !strings.HasPrefix(c.Value, anonPrefix) {
 			c = &http.Cookie{Value: anonPrefix + randomID()}
-			h.setSession(w, c.Value)
+			h.setSession(w, c.Value, h.sessionAge())
 		}
 		return &viewer{name: "web:" + r.RemoteAddr, csrf: csrfToken(c.Value)}, nil
 	}
@@ -243,17 +243,21 @@ func (h *Handler) authenticate(ctx context.Context, token string) (*auth.Princip
 	return h.o.Auth.Authenticate(ctx)
 }
 
-func (h *Handler) setSession(w http.ResponseWriter, value string) {
+// setSession sets the session cookie; a maxAge of -1 removes it.
+func (h *Handler) setSession(w http.ResponseWriter, value string, maxAge int) {
 	http.SetCookie(w, &http.Cookie{
 		Name:     sessionCookie,
 		Value:    value,
 		Path:     h.url("/"),
-		MaxAge:   int(h.o.SessionTTL / time.Second),
+		MaxAge:   maxAge,
 		HttpOnly: true,
 		Secure:   h.o.Secure,
 		SameSite: http.SameSiteStrictMode,
 	})
 }
+
+// sessionAge is a new session cookie's max age, in seconds.
+func (h *Handler) sessionAge() int { return int(h.o.SessionTTL / time.Second) }
 
 // csrfToken binds a form token to a session cookie: only a page that could
 // read the cookie's value (the server's own) can compute it.
@@ -320,7 +324,7 @@ func (h *Handler) login(w http.ResponseWriter, r *http.Request) {
 		h.render(w, r, "login", &viewer{}, map[string]any{"Next": next, "Error": "Unknown or revoked token."}, http.StatusUnauthorized)
 		return
 	}
-	h.setSession(w, base64.RawURLEncoding.EncodeToString([]byte(tok)))
+	h.setSession(w, base64.RawURLEncoding.EncodeToString([]byte(tok)), h.sessionAge())
 	if next == "" {
 		next = h.url("/")
 	}
@@ -333,7 +337,7 @@ func (h *Handler) logout(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "missing or wrong CSRF token", http.StatusForbidden)
 		return
 	}
-	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: "", Path: h.url("/"), MaxAge: -1, HttpOnly: true, Secure: h.o.Secure, SameSite: http.SameSiteStrictMode})
+	h.setSession(w, "", -1)
 	http.Redirect(w, r, h.url("/login"), http.StatusSeeOther)
 }
 
