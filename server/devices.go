@@ -70,11 +70,7 @@ func (h *handlers) ListDevices(ctx context.Context, req *pb.ListDevicesRequest) 
 	resp := &pb.ListDevicesResponse{}
 	b, last := pageBudget{n: n}, ""
 	err = h.eng.ListDevices(ctx, req.GetPool(), after, func(d engine.DeviceInfo) bool {
-		p := &pb.Device{
-			Id: d.ID, Pool: d.Pool, Capabilities: d.Capabilities, Machine: d.Machine,
-			Online: d.Online, LastSeenTime: ts(d.LastSeen), Node: d.Node, JobId: d.Job,
-			Progress: d.Progress, QueueLength: uint32(d.QueueLen), ReportSeq: d.ReportSeq, CommandSeq: d.CommandSeq,
-		}
+		p := deviceToProto(&d.Device, d.QueueLen)
 		if !b.add(p) {
 			return false
 		}

@@ -222,10 +222,7 @@ func (e *Engine) SignalInstance(ctx context.Context, id, name string, params map
 // CancelInstance ends an instance in dfsmr.aborted; a job its device holds
 // takes its machine's cancel signal instead (see cancelEvent).
 func (e *Engine) CancelInstance(ctx context.Context, id, reason, actor string) (fsm.Instance, error) {
-	if len(reason) > MaxReasonBytes {
-		return fsm.Instance{}, invalid("reason", "is %d bytes long; the limit is %d", len(reason), MaxReasonBytes)
-	}
-	if err := checkText("reason", reason, false, MaxReasonBytes); err != nil {
+	if err := checkReason(reason); err != nil {
 		return fsm.Instance{}, err
 	}
 	return e.cancelInstance(ctx, id, reason, actor)

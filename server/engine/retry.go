@@ -68,10 +68,9 @@ func failedIn(tx store.ReadTx, id string) (string, error) {
 	return node, nil
 }
 
+// checkReason checks an operator's free-text reason: optional, at most
+// MaxReasonBytes, no control characters.
 func checkReason(reason string) error {
-	if len(reason) > MaxReasonBytes {
-		return invalid("reason", "is %d bytes long; the limit is %d", len(reason), MaxReasonBytes)
-	}
 	return checkText("reason", reason, false, MaxReasonBytes)
 }
 

@@ -127,13 +127,8 @@ func (in Instance) Clone() Instance {
 
 // FindApplied returns the applied Transition with requestID and token.
 func (in *Instance) FindApplied(requestID string, token uint64) (Applied, bool) {
-	if requestID == "" {
-		return Applied{}, false
-	}
-	for _, a := range in.Applied {
-		if a.RequestID == requestID && a.Token == token {
-			return a, true
-		}
+	if i := in.appliedIndex(requestID, token); i >= 0 {
+		return in.Applied[i], true
 	}
 	return Applied{}, false
 }
@@ -142,13 +137,21 @@ func (in *Instance) FindApplied(requestID string, token uint64) (Applied, bool) 
 // lease (nextID, nextToken) its call granted, so that a retry of the call
 // can answer with it too. It reports whether such a Transition is recorded.
 func (in *Instance) LinkNext(requestID string, token uint64, nextID string, nextToken uint64) bool {
-	for i := range in.Applied {
-		if a := &in.Applied[i]; requestID != "" && a.RequestID == requestID && a.Token == token {
-			a.NextID, a.NextToken = nextID, nextToken
-			return true
-		}
+	i := in.appliedIndex(requestID, token)
+	if i < 0 {
+		return false
 	}
-	return false
+	in.Applied[i].NextID, in.Applied[i].NextToken = nextID, nextToken
+	return true
+}
+
+// appliedIndex is the index in Applied of the Transition with requestID
+// and token, or -1 (always for an empty requestID).
+func (in *Instance) appliedIndex(requestID string, token uint64) int {
+	if requestID == "" {
+		return -1
+	}
+	return slices.IndexFunc(in.Applied, func(a Applied) bool { return a.RequestID == requestID && a.Token == token })
 }
 
 // DueTime returns the time at which the scheduler must look at the instance

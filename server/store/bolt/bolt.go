@@ -127,7 +127,7 @@ type Store struct {
 	ops     atomic.Uint64
 
 	// file is the identity of the open file; replaced is set, once and for
-	// good, when the path no longer names it (see checkFile).
+	// good, when the path no longer names it (see checkReplaced).
 	file     fileID
 	replaced atomic.Bool
 	// fault, when set, fails commits (InjectCommitFault).
@@ -562,7 +562,7 @@ func (s *Store) commit(batch []*request) {
 	}
 
 	for len(live) > 0 {
-		if err := s.checkFile(); err != nil {
+		if err := s.checkReplaced(); err != nil {
 			for _, r := range live {
 				s.finish(r, err)
 			}
@@ -618,7 +618,7 @@ func (s *Store) commit(batch []*request) {
 		// the commit reached a file the next start will not see, and is not
 		// acknowledged. The hook still runs below, since the open file, which
 		// reads go on serving, has the changes.
-		replaced := s.checkFile()
+		replaced := s.checkReplaced()
 		if s.opts.CommitObserver != nil {
 			s.opts.CommitObserver(len(live), time.Since(began))
 		}

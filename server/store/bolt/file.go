@@ -25,7 +25,7 @@ func statID(path string) (fileID, error) {
 	return fileID{dev: uint64(st.Dev), ino: st.Ino}, nil
 }
 
-// checkFile returns an error wrapping store.ErrFileReplaced once the path
+// checkReplaced returns an error wrapping store.ErrFileReplaced once the path
 // no longer names the file the store has open: something renamed another
 // file over it (a restore or backup written onto the live path), moved it
 // or deleted it. Writes to the open file would then vanish at the next
@@ -33,7 +33,7 @@ func statID(path string) (fileID, error) {
 // It costs one stat(2), a microsecond or two next to a commit's fsyncs
 // (BenchmarkCheckFile), so the writer calls it before and after every
 // commit.
-func (s *Store) checkFile() error {
+func (s *Store) checkReplaced() error {
 	path := s.db.Path()
 	if !s.replaced.Load() {
 		id, err := statID(path)

@@ -15,7 +15,7 @@ func BenchmarkCheckFile(b *testing.B) {
 	}
 	defer s.Close()
 	for b.Loop() {
-		if err := s.checkFile(); err != nil {
+		if err := s.checkReplaced(); err != nil {
 			b.Fatal(err)
 		}
 	}
