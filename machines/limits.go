@@ -65,3 +65,12 @@ func DefaultRetry() fsm.Retry {
 		Jitter:      0.1,
 	}
 }
+
+// IsBidiControl reports whether r is an explicit bidirectional formatting
+// character: the embeddings and overrides U+202A..U+202E, the isolates
+// U+2066..U+2069, the marks U+200E, U+200F and U+061C. The server refuses
+// them in ids and names, and the CLI escapes them wherever it prints.
+func IsBidiControl(r rune) bool {
+	return (r >= 0x202A && r <= 0x202E) || (r >= 0x2066 && r <= 0x2069) ||
+		r == 0x200E || r == 0x200F || r == 0x061C
+}

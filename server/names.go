@@ -7,6 +7,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/dfsmr/dfsmr/machines"
 	"github.com/dfsmr/dfsmr/server/fsm"
 )
 
@@ -27,19 +28,11 @@ func nameProblem(s string) string {
 		switch {
 		case unicode.Is(unicode.Cc, r):
 			return fmt.Sprintf("must not contain the control character %U (byte %d)", r, i)
-		case isBidiControl(r):
+		case machines.IsBidiControl(r):
 			return fmt.Sprintf("must not contain the bidirectional control %U (byte %d)", r, i)
 		}
 	}
 	return ""
-}
-
-// isBidiControl reports whether r is an explicit bidirectional formatting
-// character: the embeddings and overrides U+202A..U+202E, the isolates
-// U+2066..U+2069, the marks U+200E, U+200F and U+061C.
-func isBidiControl(r rune) bool {
-	return (r >= 0x202A && r <= 0x202E) || (r >= 0x2066 && r <= 0x2069) ||
-		r == 0x200E || r == 0x200F || r == 0x061C
 }
 
 // checkNames checks field/value pairs, in order, and returns an

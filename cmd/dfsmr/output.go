@@ -440,7 +440,7 @@ func truncate(s string, n int) string {
 func clean(s string) string {
 	ok := true
 	for _, r := range s {
-		if r == utf8.RuneError || unicode.Is(unicode.Cc, r) || isBidiControl(r) {
+		if r == utf8.RuneError || unicode.Is(unicode.Cc, r) || machines.IsBidiControl(r) {
 			ok = false
 			break
 		}
@@ -462,7 +462,7 @@ func clean(s string) string {
 			b.WriteString(`\r`)
 		case r < 0x100 && unicode.Is(unicode.Cc, r):
 			fmt.Fprintf(&b, `\x%02x`, r)
-		case unicode.Is(unicode.Cc, r) || isBidiControl(r):
+		case unicode.Is(unicode.Cc, r) || machines.IsBidiControl(r):
 			fmt.Fprintf(&b, `\u%04x`, r)
 		default:
 			b.WriteString(s[i : i+size])
@@ -480,13 +480,6 @@ func cleanLines(s string) string {
 		lines[i] = clean(l)
 	}
 	return strings.Join(lines, "\n")
-}
-
-// isBidiControl reports whether r is an explicit bidirectional formatting
-// character (the server refuses them in names; data may hold them).
-func isBidiControl(r rune) bool {
-	return (r >= 0x202A && r <= 0x202E) || (r >= 0x2066 && r <= 0x2069) ||
-		r == 0x200E || r == 0x200F || r == 0x061C
 }
 
 // printValue writes v as one line of JSON whose object keys are
