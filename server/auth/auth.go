@@ -267,18 +267,15 @@ func sameFile(a, b os.FileInfo) bool {
 // token when it sends one, else the one of its verified client
 // certificate. The error is an UNAUTHENTICATED status.
 func (a *Authenticator) Authenticate(ctx context.Context) (*Principal, error) {
-	a.checkChanged()
-	t := a.table.Load()
 	if md, _ := metadata.FromIncomingContext(ctx); len(md.Get("authorization")) > 0 {
 		tok, err := grpcauth.AuthFromMD(ctx, "bearer")
 		if err != nil {
 			return nil, err
 		}
-		if p, ok := t.tokens[sha256.Sum256([]byte(tok))]; ok {
-			return p, nil
-		}
-		return nil, status.Error(codes.Unauthenticated, "unknown or revoked bearer token")
+		return a.Token(tok)
 	}
+	a.checkChanged()
+	t := a.table.Load()
 	cert := verifiedCert(ctx)
 	if cert == nil {
 		return nil, status.Error(codes.Unauthenticated, "no credentials: send a bearer token (authorization: Bearer <token>) or a client certificate")
@@ -289,6 +286,16 @@ func (a *Authenticator) Authenticate(ctx context.Context) (*Principal, error) {
 		}
 	}
 	return nil, status.Errorf(codes.Unauthenticated, "client certificate %q is not in the tokens file", cert.Subject.CommonName)
+}
+
+// Token returns the principal of a bearer token: the gRPC calls' and the
+// dashboard's one lookup.
+func (a *Authenticator) Token(tok string) (*Principal, error) {
+	a.checkChanged()
+	if p, ok := a.table.Load().tokens[sha256.Sum256([]byte(tok))]; ok {
+		return p, nil
+	}
+	return nil, status.Error(codes.Unauthenticated, "unknown or revoked bearer token")
 }
 
 // Authorize is a grpc-middleware auth.AuthFunc: it authenticates the call,

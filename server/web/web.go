@@ -24,7 +24,6 @@ import (
 	"github.com/dfsmr/dfsmr/server/clock"
 	"github.com/dfsmr/dfsmr/server/engine"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 )
 
@@ -229,18 +228,11 @@ func (h *Handler) identify(w http.ResponseWriter, r *http.Request) (*viewer, err
 	if err != nil {
 		return nil, errNoSession
 	}
-	p, err := h.authenticate(r.Context(), string(tok))
+	p, err := h.o.Auth.Token(string(tok))
 	if err != nil {
 		return nil, errNoSession
 	}
 	return &viewer{p: p, name: p.Name, csrf: csrfToken(c.Value)}, nil
-}
-
-// authenticate checks a token with the tokens file, the way the gRPC side
-// checks a bearer token.
-func (h *Handler) authenticate(ctx context.Context, token string) (*auth.Principal, error) {
-	ctx = metadata.NewIncomingContext(ctx, metadata.Pairs("authorization", "Bearer "+token))
-	return h.o.Auth.Authenticate(ctx)
 }
 
 // setSession sets the session cookie; a maxAge of -1 removes it.
@@ -319,7 +311,7 @@ func (h *Handler) login(w http.ResponseWriter, r *http.Request) {
 	}
 	tok := strings.TrimSpace(r.PostFormValue("token"))
 	next := safeNext(r.PostFormValue("next"))
-	if _, err := h.authenticate(r.Context(), tok); tok == "" || err != nil {
+	if _, err := h.o.Auth.Token(tok); tok == "" || err != nil {
 		h.log.Info("web login refused", logKeyRemote, r.RemoteAddr)
 		h.render(w, r, "login", &viewer{}, map[string]any{"Next": next, "Error": "Unknown or revoked token."}, http.StatusUnauthorized)
 		return
