@@ -35,7 +35,7 @@ func (a *admin) Backup(_ *pb.BackupRequest, stream grpc.ServerStreamingServer[pb
 	defer func() {
 		err = errors.Join(err, f.Close(), os.Remove(f.Name()))
 	}()
-	size, head, err := a.store.Snapshot(ctx, f)
+	size, head, err := a.store.Backup(ctx, f)
 	if err != nil {
 		return fmt.Errorf("backup: snapshot: %w", err)
 	}

@@ -61,6 +61,8 @@ func (e *CorruptError) Is(target error) bool { return target == ErrCorrupt }
 // (ENOSPC), a quota is used up (EDQUOT), the file system is read-only
 // (EROFS) or the device failed (EIO). The write was not acknowledged; the
 // store keeps serving reads and takes writes again once the cause is gone.
+// A write that had reached the log when applying it failed (Pending) is
+// applied then.
 type IOError struct {
 	// Path is the database file.
 	Path string
@@ -68,11 +70,18 @@ type IOError struct {
 	Op string
 	// Err is the errno (syscall.Errno) the file system returned.
 	Err error
+	// Pending says that the write is a command of the log already: it is
+	// applied once the cause is gone (a retry with the same request id
+	// is then a no-op), rather than lost.
+	Pending bool
 }
 
 func (e *IOError) Error() string {
 	outcome := "the write was not applied"
-	if errors.Is(e.Err, syscall.EIO) {
+	switch {
+	case e.Pending:
+		outcome = "the write is in the log and is applied once that is resolved"
+	case errors.Is(e.Err, syscall.EIO):
 		// The device may have taken part of the write before failing.
 		outcome = "the write was not acknowledged and may or may not survive a restart"
 	}

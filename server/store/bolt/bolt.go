@@ -21,7 +21,6 @@ import (
 	"go.etcd.io/bbolt"
 	bolterrors "go.etcd.io/bbolt/errors"
 
-	"github.com/dfsmr/dfsmr/server/fsm"
 	"github.com/dfsmr/dfsmr/server/store"
 )
 
@@ -63,6 +62,10 @@ type Options struct {
 	// process before it fails with ErrLocked. Zero means DefaultTimeout
 	// (1s).
 	Timeout time.Duration
+	// OnRestore, when set, is called after Restore replaced the state with
+	// a snapshot, so that what follows the changelog can start over from
+	// the store. Zero: none.
+	OnRestore func()
 	// OnCorrupt, when set, is called once for every corrupt record met: by
 	// the check at Open and by every read that fails on one. It must not
 	// block. Zero: none (the store logs them either way).
@@ -132,6 +135,86 @@ type Store struct {
 	replaced atomic.Bool
 	// fault, when set, fails commits (InjectCommitFault).
 	fault atomic.Pointer[func() error]
+
+	// dbMu guards db against its replacement by Restore: everything that
+	// uses db holds it for reading.
+	dbMu sync.RWMutex
+	// log is where Update proposes its write sets (SetProposer); a
+	// localLog until then.
+	prop atomic.Pointer[proposerBox]
+	// applied is the index of the last log entry applied.
+	applied atomic.Uint64
+	// stuckMu guards stuckErr and stuckCh: stuckErr is why applying
+	// entries fails (nil while it works); stuckCh is closed when it
+	// starts failing, for the writer waiting on a proposal.
+	stuckMu  sync.Mutex
+	stuckErr error
+	stuckCh  chan struct{}
+	// closing is closed by Close, to end Apply's retries.
+	closing chan struct{}
+}
+
+type proposerBox struct{ p store.Proposer }
+
+// SetProposer makes Update propose its write sets to p: the replicated
+// log, which applies them through the store's Apply. Call it before the
+// first Update; until then a store applies its writes itself.
+func (s *Store) SetProposer(p store.Proposer) { s.prop.Store(&proposerBox{p}) }
+
+func (s *Store) proposer() store.Proposer {
+	if b := s.prop.Load(); b != nil {
+		return b.p
+	}
+	return localLog{s}
+}
+
+// setStuck records whether applying entries fails, and why.
+func (s *Store) setStuck(err error) {
+	s.stuckMu.Lock()
+	defer s.stuckMu.Unlock()
+	if err == nil {
+		if s.stuckErr != nil {
+			s.log.Info("applying the log works again")
+		}
+		s.stuckErr = nil
+		return
+	}
+	if s.stuckErr == nil {
+		close(s.stuckCh)
+	}
+	s.stuckErr = err
+}
+
+// stuck returns why applying entries fails, or nil, and a channel closed
+// once it fails.
+func (s *Store) stuck() (error, <-chan struct{}) {
+	s.stuckMu.Lock()
+	defer s.stuckMu.Unlock()
+	if s.stuckErr == nil && isClosed(s.stuckCh) {
+		s.stuckCh = make(chan struct{})
+	}
+	return s.stuckErr, s.stuckCh
+}
+
+func isClosed(c chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	default:
+		return false
+	}
+}
+
+// sleepUnlessClosed waits d and reports whether the store is still open.
+func (s *Store) sleepUnlessClosed(d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-s.closing:
+		return false
+	}
 }
 
 var _ store.Store = (*Store)(nil)
@@ -147,21 +230,15 @@ func Open(path string, opts Options) (*Store, error) {
 		log:        opts.Logger.With("component", "store.bolt"),
 		reqs:       make(chan *request, opts.MaxBatch),
 		writerDone: make(chan struct{}),
+		stuckCh:    make(chan struct{}),
+		closing:    make(chan struct{}),
 	}
 	// Every error below names the path once: errors from the os package
 	// already do, the others say "database PATH".
 	if err := s.precheck(path); err != nil {
 		return nil, err
 	}
-	db, err := openDB(path, &bbolt.Options{
-		Timeout: opts.Timeout,
-		NoSync:  opts.NoSync,
-		// The freelist is rebuilt by scanning at open instead of being
-		// written on every commit, and kept as a map: both make commits of
-		// a large file cheaper (etcd does the same).
-		NoFreelistSync: true,
-		FreelistType:   bbolt.FreelistMapType,
-	})
+	db, err := openDB(path, s.boltOptions())
 	if errors.Is(err, bolterrors.ErrTimeout) {
 		return nil, fmt.Errorf("database %s: %w (waited %v)", path, ErrLocked, opts.Timeout)
 	}
@@ -177,8 +254,24 @@ func Open(path string, opts Options) (*Store, error) {
 		_ = db.Close()
 		return nil, fmt.Errorf("database %s: %w", path, err)
 	}
+	if err := s.loadApplied(); err != nil {
+		_ = db.Close()
+		return nil, err
+	}
 	go s.writer()
 	return s, nil
+}
+
+func (s *Store) boltOptions() *bbolt.Options {
+	return &bbolt.Options{
+		Timeout: s.opts.Timeout,
+		NoSync:  s.opts.NoSync,
+		// The freelist is rebuilt by scanning at open instead of being
+		// written on every commit, and kept as a map: both make commits of
+		// a large file cheaper (etcd does the same).
+		NoFreelistSync: true,
+		FreelistType:   bbolt.FreelistMapType,
+	}
 }
 
 // openDB opens the file with bbolt. The check before it makes bbolt's
@@ -338,13 +431,13 @@ func (s *Store) Stats() Stats {
 	return st
 }
 
-// Snapshot writes a consistent copy of the whole database file to w, as
+// Backup writes a consistent copy of the whole database file to w, as
 // of one read transaction: writers go on meanwhile, and the copy is a
 // valid store file that Open accepts. It returns the bytes written and the
 // last changelog sequence number in the copy. The read transaction lasts
 // as long as w takes: give it a fast writer (a local file), since a long
 // one holds back the file's growth.
-func (s *Store) Snapshot(ctx context.Context, w io.Writer) (n int64, head uint64, err error) {
+func (s *Store) Backup(ctx context.Context, w io.Writer) (n int64, head uint64, err error) {
 	if err := ctx.Err(); err != nil {
 		return 0, 0, err
 	}
@@ -354,6 +447,8 @@ func (s *Store) Snapshot(ctx context.Context, w io.Writer) (n int64, head uint64
 	if closed {
 		return 0, 0, store.ErrClosed
 	}
+	s.dbMu.RLock()
+	defer s.dbMu.RUnlock()
 	err = s.db.View(func(tx *bbolt.Tx) error {
 		if head, err = (&readTx{tx: tx}).Head(); err != nil {
 			return err
@@ -398,9 +493,8 @@ type request struct {
 	done  chan struct{}
 
 	// Set by the writer before done is closed.
-	err     error
-	changes []fsm.Change // appended by the last run of fn
-	wrote   bool         // the last run of fn wrote
+	err   error
+	wrote bool // the last run of fn wrote
 }
 
 // Update implements store.Store. fn must not call the store: it runs on the
@@ -449,6 +543,8 @@ func (s *Store) View(ctx context.Context, fn func(tx store.ReadTx) error) error 
 		return store.ErrClosed
 	}
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	s.dbMu.RLock()
+	defer s.dbMu.RUnlock()
 	err := s.db.View(func(btx *bbolt.Tx) (err error) {
 		rt := &readTx{tx: btx}
 		defer func() {
@@ -504,6 +600,7 @@ func (s *Store) Close() error {
 		s.mu.Lock()
 		s.closed = true
 		close(s.reqs)
+		close(s.closing)
 		s.mu.Unlock()
 		<-s.writerDone
 		s.closeErr = s.db.Close()
@@ -542,7 +639,9 @@ func (s *Store) writer() {
 	}
 }
 
-// commit runs the functions of batch in one transaction and commits it.
+// commit runs the functions of batch in one transaction, which records
+// what they write, and proposes that write set to the log (see
+// replicate.go); the callers return once it applied.
 //
 // A function that fails without writing just gets its error. One that
 // writes and then fails (or panics) has left the transaction dirty: the
@@ -561,41 +660,16 @@ func (s *Store) commit(batch []*request) {
 		live = append(live, r)
 	}
 
-	for len(live) > 0 {
-		if err := s.checkReplaced(); err != nil {
+	for stale := 0; len(live) > 0; {
+		cmd, wrote, err := s.compute(&live)
+		if err != nil {
 			for _, r := range live {
 				s.finish(r, err)
 			}
 			return
 		}
-		btx, err := s.db.Begin(true)
-		if err != nil {
-			s.log.Error("begin write transaction", "err", err)
-			for _, r := range live {
-				s.finish(r, fmt.Errorf("store: begin transaction: %w", err))
-			}
-			return
-		}
-		dirty := -1 // index of a request that wrote and failed
-		wrote := false
-		for i, r := range live {
-			r.err, r.changes, r.wrote = s.run(btx, r)
-			if r.err != nil && r.wrote {
-				dirty = i
-				break
-			}
-			wrote = wrote || r.wrote
-		}
-		if dirty >= 0 {
-			_ = btx.Rollback()
-			s.finish(live[dirty], live[dirty].err)
-			live = slices.Delete(live, dirty, dirty+1)
-			continue
-		}
-
 		if !wrote {
-			// Reads and failures only: nothing to make durable.
-			_ = btx.Rollback()
+			// Reads and failures only: nothing to propose.
 			for _, r := range live {
 				s.countOp(r)
 				s.finish(r, r.err)
@@ -603,8 +677,12 @@ func (s *Store) commit(batch []*request) {
 			return
 		}
 		began := time.Now()
-		if err := s.commitTx(btx); err != nil {
-			s.log.Error("commit", "err", err, "ops", len(live))
+		err = s.propose(cmd)
+		if errors.Is(err, errStale) && stale < maxStale {
+			stale++
+			continue
+		}
+		if err != nil {
 			for _, r := range live {
 				if r.err == nil {
 					r.err = err
@@ -613,34 +691,90 @@ func (s *Store) commit(batch []*request) {
 			}
 			return
 		}
-		s.commits.Add(1)
-		// The file may have been replaced while the commit wrote to it: then
-		// the commit reached a file the next start will not see, and is not
-		// acknowledged. The hook still runs below, since the open file, which
-		// reads go on serving, has the changes.
-		replaced := s.checkReplaced()
 		if s.opts.CommitObserver != nil {
 			s.opts.CommitObserver(len(live), time.Since(began))
 		}
-		if s.opts.CommitHook != nil {
-			var changes []fsm.Change
-			for _, r := range live {
-				if r.err == nil {
-					changes = append(changes, r.changes...)
-				}
-			}
-			if len(changes) > 0 {
-				s.opts.CommitHook(changes)
-			}
-		}
 		for _, r := range live {
-			if replaced != nil && r.err == nil {
-				r.err = replaced
-			}
 			s.countOp(r)
 			s.finish(r, r.err)
 		}
 		return
+	}
+}
+
+// maxStale bounds how often one batch is computed again because another
+// leader's write applied first.
+const maxStale = 5
+
+// compute runs the functions of *live in one write transaction, rolled
+// back at the end, and returns the write command of what they wrote and
+// whether they wrote. Requests that wrote and then failed are finished and
+// dropped from *live.
+func (s *Store) compute(live *[]*request) (cmd []byte, wrote bool, err error) {
+	if err, _ := s.stuck(); err != nil {
+		return nil, false, err
+	}
+	if err := s.checkReplaced(); err != nil {
+		return nil, false, err
+	}
+	s.dbMu.RLock()
+	defer s.dbMu.RUnlock()
+	for len(*live) > 0 {
+		btx, err := s.db.Begin(true)
+		if err != nil {
+			s.log.Error("begin write transaction", "err", err)
+			return nil, false, fmt.Errorf("store: begin transaction: %w", err)
+		}
+		base := getUint(btx.Bucket(bucketMeta), keyLastWrite)
+		ws := &writeSet{}
+		dirty := -1 // index of a request that wrote and failed
+		wrote = false
+		for i, r := range *live {
+			r.err, r.wrote = s.run(btx, ws, r)
+			if r.err != nil && r.wrote {
+				dirty = i
+				break
+			}
+			wrote = wrote || r.wrote
+		}
+		_ = btx.Rollback()
+		if dirty >= 0 {
+			s.finish((*live)[dirty], (*live)[dirty].err)
+			*live = slices.Delete(*live, dirty, dirty+1)
+			continue
+		}
+		if !wrote {
+			return nil, false, nil
+		}
+		return writeCommand(base, ws), true, nil
+	}
+	return nil, false, nil
+}
+
+// propose proposes cmd and waits until it applied, or applying entries
+// started failing (disk full, say): then the command is in the log and
+// applies once the cause is gone, and the callers get that error now.
+func (s *Store) propose(cmd []byte) error {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	_, stuckCh := s.stuck()
+	done := make(chan error, 1)
+	go func() { done <- s.proposer().Propose(ctx, cmd) }()
+	select {
+	case err := <-done:
+		return err
+	case <-stuckCh:
+		err, _ := s.stuck()
+		if err == nil {
+			return <-done
+		}
+		var ioe *store.IOError
+		if errors.As(err, &ioe) {
+			pending := *ioe
+			pending.Pending = true
+			return &pending
+		}
+		return fmt.Errorf("%w (the write is in the log and is applied once that is resolved)", err)
 	}
 }
 
@@ -697,16 +831,17 @@ func (s *Store) finish(r *request, err error) {
 	close(r.done)
 }
 
-// run runs r.fn once against btx and reports its error, the changes it
-// appended and whether it wrote. A panic becomes an error for r alone.
-func (s *Store) run(btx *bbolt.Tx, r *request) (err error, changes []fsm.Change, wrote bool) {
-	wt := &writeTx{readTx: readTx{tx: btx}}
+// run runs r.fn once against btx, recording its writes into ws, and
+// reports its error and whether it wrote. A panic becomes an error for r
+// alone.
+func (s *Store) run(btx *bbolt.Tx, ws *writeSet, r *request) (err error, wrote bool) {
+	wt := &writeTx{readTx: readTx{tx: btx}, ws: ws}
 	defer func() {
 		wt.done = true
 		if p := recover(); p != nil {
 			if raisedBy(debug.Stack(), "go.etcd.io/bbolt.") {
 				// The transaction met a damaged page: roll it back.
-				err, changes, wrote = s.bboltPanic(p), nil, true
+				err, wrote = s.bboltPanic(p), true
 				return
 			}
 			stack := debug.Stack()
@@ -716,9 +851,9 @@ func (s *Store) run(btx *bbolt.Tx, r *request) (err error, changes []fsm.Change,
 			} else {
 				err = fmt.Errorf("store: update function panicked: %v", p)
 			}
-			changes, wrote = nil, wt.wrote
+			wrote = wt.wrote
 		}
 	}()
 	err = r.fn(wt)
-	return err, wt.changes, wt.wrote
+	return err, wt.wrote
 }

@@ -397,8 +397,9 @@ func TestOneMetaPageDamaged(t *testing.T) {
 }
 
 // TestIOErrorOnCommit makes the commit fail as a full disk does: the
-// error is a *store.IOError that says so, nothing was applied, reads go on,
-// and writes work again once the disk has room.
+// error is a *store.IOError that says so, the write is not visible, reads
+// go on, new writes are refused with the same error, and once the disk has
+// room the write is applied (it was in the log) and writes work again.
 func TestIOErrorOnCommit(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "db")
 	s := mustOpen(t, path, bolt.Options{})
@@ -408,9 +409,13 @@ func TestIOErrorOnCommit(t *testing.T) {
 	if !errors.As(err, &ioe) || !errors.Is(err, syscall.ENOSPC) {
 		t.Fatalf("commit on a full disk: %v, want an IOError with ENOSPC", err)
 	}
-	want := "database " + path + ": commit: no space left on device; the write was not applied"
+	want := "database " + path + ": commit: no space left on device; the write is in the log and is applied once that is resolved"
 	if err.Error() != want {
 		t.Errorf("message %q, want %q", err, want)
+	}
+	err = s.Update(context.Background(), func(tx store.Tx) error { return tx.PutInstance(readyInstance("b")) })
+	if want := "database " + path + ": commit: no space left on device; the write was not applied"; err == nil || err.Error() != want {
+		t.Errorf("write while applying fails: %v, want %q", err, want)
 	}
 	if err := s.View(context.Background(), func(tx store.ReadTx) error {
 		_, err := tx.Instance("a")
@@ -419,7 +424,21 @@ func TestIOErrorOnCommit(t *testing.T) {
 		t.Errorf("the failed write is visible: %v", err)
 	}
 	s.InjectCommitFault(nil)
-	if err := s.Update(context.Background(), func(tx store.Tx) error { return tx.PutInstance(readyInstance("a")) }); err != nil {
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		err := s.View(context.Background(), func(tx store.ReadTx) error {
+			_, err := tx.Instance("a")
+			return err
+		})
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the write in the log was not applied once the disk had room: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err := s.Update(context.Background(), func(tx store.Tx) error { return tx.PutInstance(readyInstance("b")) }); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -443,7 +462,7 @@ func TestFileReplaced(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				if _, _, err := s.Snapshot(context.Background(), f); err != nil {
+				if _, _, err := s.Backup(context.Background(), f); err != nil {
 					t.Fatal(err)
 				}
 				f.Close()

@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"maps"
 	"strings"
 	"time"
 
@@ -421,8 +420,9 @@ func (r *readTx) Breaker(machine string) (fsm.Breaker, error) {
 // transaction, and the changes it appended, for the commit hook.
 type writeTx struct {
 	readTx
-	wrote   bool
-	changes []fsm.Change
+	wrote bool
+	// ws records what the transaction writes (see replicate.go).
+	ws *writeSet
 }
 
 var _ store.Tx = (*writeTx)(nil)
@@ -546,9 +546,6 @@ func (w *writeTx) AppendChange(c fsm.Change) (uint64, error) {
 			return 0, fmt.Errorf("append change %d: history: %w", seq, err)
 		}
 	}
-	// The hook gets its own params: the caller may reuse its map.
-	c.Params = maps.Clone(c.Params)
-	w.changes = append(w.changes, c)
 	return seq, nil
 }
 
