@@ -60,7 +60,10 @@ type Engine struct {
 
 	maxHistory int
 
-	sched *sched.Scheduler
+	schedOpts sched.Options
+	// sched is the scheduler of the current leadership, nil while this
+	// server follows.
+	sched atomic.Pointer[sched.Scheduler]
 
 	// retries counts committed retries (see Stats).
 	retries atomic.Uint64
@@ -69,11 +72,19 @@ type Engine struct {
 	// live holds the fields of device records that quiet rounds move.
 	live      liveDevices
 	liveFlush time.Duration
+	// leadMu serialises Lead and Follow; lead is what Lead started, nil
+	// while following.
+	leadMu sync.Mutex
+	lead   *leadership
+}
+
+// leadership is what runs while this server leads.
+type leadership struct {
+	sched *sched.Scheduler
 	// stopLive ends the flusher of live fields; liveDone is closed when
-	// it returned. Both are nil until Start.
+	// it returned.
 	stopLive context.CancelFunc
 	liveDone chan struct{}
-	stopOnce sync.Once
 }
 
 // Stats count what the engine committed since New.
@@ -89,7 +100,12 @@ func (e *Engine) Stats() Stats { return Stats{Retries: e.retries.Load()} }
 
 // Scheduled returns how many instances the scheduler waits on (WAITING
 // instances and expirable leases), as of its last pass.
-func (e *Engine) Scheduled() int { return e.sched.Len() }
+func (e *Engine) Scheduled() int {
+	if s := e.sched.Load(); s != nil {
+		return s.Len()
+	}
+	return 0
+}
 
 // New returns an engine over st. Call Start to run its scheduler, and route
 // the store's commit hook to OnCommit.
@@ -117,31 +133,67 @@ func New(st store.Store, opts Options) *Engine {
 		maxHistory: opts.MaxHistory,
 		liveFlush:  opts.LiveFlush,
 	}
-	e.sched = sched.New(sched.Options{Clock: opts.Clock, Logger: opts.Logger, Load: e.loadDue, Fire: e.FireDue, Batch: dueBatch})
+	e.schedOpts = sched.Options{Clock: opts.Clock, Logger: opts.Logger, Load: e.loadDue, Fire: e.FireDue, Batch: dueBatch}
 	return e
 }
 
-// Start runs the scheduler, which wakes WAITING instances and times out
-// expired leases on time: it rebuilds its heap from the store's due index,
-// so what came due while the server was down fires at once. Before that it
-// finishes any upgrade sweep a crash cut short (see sweepMachine). Start
-// returns once the scheduler runs. It also runs the flusher of the live
-// fields of device records (see FlushLive).
-func (e *Engine) Start(ctx context.Context) error {
+// Start is Lead, for a server that always leads (one that runs no
+// cluster, and tests).
+func (e *Engine) Start(ctx context.Context) error { return e.Lead(ctx) }
+
+// Lead runs what only the leader of the cluster runs, once this server
+// became it (and applied everything committed before): the scheduler,
+// which wakes WAITING instances and times out expired leases on time (it
+// rebuilds its heap from the store's due index, so what came due meanwhile
+// fires at once), after finishing any upgrade sweep cut short (see
+// sweepMachine) and marking offline the devices whose streams were on
+// another server or process; and the flusher of the live fields of device
+// records (see FlushLive). It returns once they run; leading again is a
+// no-op.
+func (e *Engine) Lead(ctx context.Context) error {
+	e.leadMu.Lock()
+	defer e.leadMu.Unlock()
+	if e.lead != nil {
+		return nil
+	}
 	if err := e.Resume(ctx); err != nil {
 		return err
 	}
-	if err := e.sched.Start(ctx); err != nil {
+	l := &leadership{sched: sched.New(e.schedOpts)}
+	e.sched.Store(l.sched)
+	if err := l.sched.Start(ctx); err != nil {
+		e.sched.Store(nil)
 		return err
 	}
 	var fctx context.Context
-	fctx, e.stopLive = context.WithCancel(context.WithoutCancel(ctx))
-	e.liveDone = make(chan struct{})
+	fctx, l.stopLive = context.WithCancel(context.WithoutCancel(ctx))
+	l.liveDone = make(chan struct{})
 	go func() {
-		defer close(e.liveDone)
+		defer close(l.liveDone)
 		e.flushLive(fctx, e.liveFlush)
 	}()
+	e.lead = l
 	return nil
+}
+
+// Follow stops what Lead started and waits for it (or ctx). It is
+// idempotent and safe when this server never led.
+func (e *Engine) Follow(ctx context.Context) error {
+	e.leadMu.Lock()
+	defer e.leadMu.Unlock()
+	l := e.lead
+	if l == nil {
+		return nil
+	}
+	e.lead = nil
+	e.sched.Store(nil)
+	l.stopLive()
+	select {
+	case <-l.liveDone:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return l.sched.Stop(ctx)
 }
 
 // Resume does the work a start owes to the state a crash left: it finishes
@@ -156,24 +208,15 @@ func (e *Engine) Resume(ctx context.Context) error {
 	return e.offlineDevices(ctx)
 }
 
-// Stop ends the scheduler and the flusher of live fields and waits for
-// them. It is idempotent and safe when the engine was never started.
-func (e *Engine) Stop(ctx context.Context) error {
-	if e.stopLive != nil {
-		e.stopOnce.Do(e.stopLive)
-		select {
-		case <-e.liveDone:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
-	return e.sched.Stop(ctx)
-}
+// Stop is Follow: it ends the scheduler and the flusher of live fields
+// and waits for them.
+func (e *Engine) Stop(ctx context.Context) error { return e.Follow(ctx) }
 
 // OnCommit must receive the store's committed changes (see
 // store.CommitHook). It wakes one long-polling Ready per instance that
 // became READY, and tells the scheduler each changed instance's due time.
 func (e *Engine) OnCommit(changes []fsm.Change) {
+	sc := e.sched.Load()
 	for i := range changes {
 		c := &changes[i]
 		// An instance made READY and leased again in the same transaction
@@ -182,9 +225,9 @@ func (e *Engine) OnCommit(changes []fsm.Change) {
 		if c.ToStatus == fsm.StatusReady && !leasedNext(changes, i) {
 			e.wait.wakeOne(c.Machine, c.ToNode)
 		}
-		if c.Instance != "" {
+		if c.Instance != "" && sc != nil {
 			// In commit order: the last change of an instance wins.
-			e.sched.Update(c.Instance, c.DueAt, !c.DueAt.IsZero())
+			sc.Update(c.Instance, c.DueAt, !c.DueAt.IsZero())
 		}
 		if c.Device != "" && c.Actor != DeviceActor(c.Device) {
 			e.devices.wake(c.Device)
