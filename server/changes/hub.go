@@ -239,6 +239,40 @@ func (h *Hub) Publish(changes []fsm.Change) {
 	}
 }
 
+// Reset follows a jump of the store's changelog that did not come through
+// Publish: the state was replaced by a snapshot of the leader's, after
+// this server fell too far behind. The head is read again, and every live
+// stream ends as a lagging one does (ABORTED with where to resume), so that
+// its client replays what it missed from the store.
+func (h *Hub) Reset() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	from := h.head + 1
+	head, err := readHead(context.Background(), h.st)
+	if err != nil {
+		h.log.Error("read changelog head", logKeyError, err)
+		h.synced = false
+	} else {
+		h.head, h.synced = head, true
+		h.headStat.Store(head)
+	}
+	for _, w := range h.watchers {
+		w.mu.Lock()
+		if w.lagFrom == 0 {
+			w.lagFrom = from
+		}
+		if w.live {
+			w.end(errLagging)
+			h.laggedStat.Add(1)
+		}
+		w.mu.Unlock()
+		select {
+		case w.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
 // offer queues the changes w wants. Called with h.mu held.
 func (h *Hub) offer(w *watcher, changes []fsm.Change) {
 	locked := false
