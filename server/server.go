@@ -170,6 +170,30 @@ type Config struct {
 	// DeviceReportBurst is how many reports a device stream may send at
 	// once above DeviceReportRate; default DefaultDeviceReportBurst.
 	DeviceReportBurst int `yaml:"device_report_burst" help:"reports a device stream may send at once above --device-report-rate"`
+
+	// NodeID is this server's id in the cluster, 1 to 64 of
+	// [A-Za-z0-9._-], unique for all time. Default: the id recorded in
+	// RaftDir by the first start, else the host name.
+	NodeID string `yaml:"node_id" help:"this server's id in the cluster (default: the one recorded in --raft-dir, else the host name)"`
+	// RaftAddr is the host:port the cluster's log (raft) listens on. A
+	// one-server cluster needs none (default: a free loopback port); give
+	// every server of a larger one its own.
+	RaftAddr string `yaml:"raft_addr" help:"address the cluster's replicated log listens on; needed to form a cluster of several servers"`
+	// RaftAdvertise is the host:port the other servers reach RaftAddr at.
+	// Default: RaftAddr.
+	RaftAdvertise string `yaml:"raft_advertise" help:"address the other servers reach --raft-addr at (default: --raft-addr)"`
+	// RaftDir holds the log, its stable store and snapshots. Default: DB
+	// with ".raft" appended.
+	RaftDir string `yaml:"raft_dir" help:"directory of the replicated log and its snapshots (default: --db with .raft appended)"`
+	// Join is the gRPC address of a server of an existing cluster: a
+	// server with no log yet asks it to add this one as a voter, and
+	// catches up from the leader. Zero: a server with no log starts a
+	// cluster (of itself, or of BootstrapPeers).
+	Join string `yaml:"join" help:"gRPC address of a member of the cluster to join on first start"`
+	// BootstrapPeers is the first voter set of a cluster formed by
+	// several servers at once, the same list on each, this one included:
+	// "id=raftaddr,...". Zero: a server that does not Join starts alone.
+	BootstrapPeers string `yaml:"bootstrap_peers" help:"first voters of a new cluster: id=raft-addr,... (the same on every server, itself included)"`
 }
 
 // WithDefaults returns c with every zero field set to its default.
@@ -179,6 +203,9 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.DB == "" {
 		c.DB = DefaultDB
+	}
+	if c.RaftDir == "" {
+		c.RaftDir = c.DB + ".raft"
 	}
 	if c.StopTimeout == 0 {
 		c.StopTimeout = DefaultStopTimeout
@@ -235,6 +262,12 @@ func (c Config) Validate() error {
 	}
 	if c.DeviceReportBurst < 0 {
 		return errors.New("device_report_burst must not be negative")
+	}
+	if c.Join != "" && c.BootstrapPeers != "" {
+		return errors.New("join and bootstrap_peers exclude each other: a server either joins a cluster or starts one")
+	}
+	if (c.Join != "" || c.BootstrapPeers != "") && c.RaftAddr == "" {
+		return errors.New("raft_addr is needed to join or start a cluster of several servers")
 	}
 	return c.validateSecurity()
 }

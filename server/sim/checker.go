@@ -426,6 +426,7 @@ func (s *sim) finalState() {
 	}
 	s.tracef("final changelog head %d", head)
 	s.res.Instances, s.res.Changes = len(list), head
+	s.res.Snapshots, s.res.Rebuilds = s.log.snapshots, s.log.rebuilds
 }
 
 func sameChange(a, b fsm.Change) bool {

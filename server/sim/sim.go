@@ -66,6 +66,10 @@ type Result struct {
 	// (before or after the commit) that did not crash it; ClockSteps the
 	// steps of the server's clock, back or forward.
 	Crashes, StoreFaults, ClockSteps int
+	// Snapshots counts the snapshots of the state the log took; Rebuilds
+	// the crashes that lost the state file, after which the state was
+	// restored from the last snapshot and the log entries after it.
+	Snapshots, Rebuilds int
 	// Instances and Changes are the final counts in the store.
 	Instances int
 	Changes   uint64
@@ -94,6 +98,8 @@ func (r *Result) Add(o Result) {
 	r.Crashes += o.Crashes
 	r.StoreFaults += o.StoreFaults
 	r.ClockSteps += o.ClockSteps
+	r.Snapshots += o.Snapshots
+	r.Rebuilds += o.Rebuilds
 	r.Instances += o.Instances
 	r.Changes += o.Changes
 	r.Ops += o.Ops
@@ -165,6 +171,11 @@ type sim struct {
 	path      string
 
 	bolt *bolt.Store
+	// log is the replicated log the store proposes to; it outlives
+	// crashes. lostFile says the crash lost the state file, rebuilding
+	// that the state is being rebuilt from the log.
+	log                  *simLog
+	lostFile, rebuilding bool
 	fs   *faultStore
 	eng  *engine.Engine
 	heap sched.Heap
@@ -303,7 +314,11 @@ func (s *sim) drainBound() int {
 // start of the server process.
 func (s *sim) open() {
 	b, err := bolt.Open(s.path, bolt.Options{
-		CommitHook: func(cs []fsm.Change) { s.committed = append(s.committed, cs...) },
+		CommitHook: func(cs []fsm.Change) {
+			if !s.rebuilding {
+				s.committed = append(s.committed, cs...)
+			}
+		},
 		MaxBatch:   1,
 		// A simulated crash closes the file in process: the OS keeps
 		// every write, so fsync would only cost time.
@@ -313,6 +328,21 @@ func (s *sim) open() {
 		s.failf("open store: %v", err)
 	}
 	s.bolt = b
+	if s.log == nil {
+		s.log = &simLog{}
+	}
+	s.log.st = b
+	if s.lostFile {
+		// The entries were applied, and their changes seen, before the
+		// file was lost: rebuilding it repeats no change.
+		s.rebuilding = true
+		err := s.log.rebuild(b)
+		s.rebuilding, s.lostFile = false, false
+		if err != nil {
+			s.failf("rebuild the state from the log: %v", err)
+		}
+	}
+	b.SetProposer(s.log)
 	s.fs = &faultStore{inner: b, pick: s.pickFault, bugs: s.cfg.Bugs}
 	s.eng = engine.New(s.fs, engine.Options{
 		Clock:  s.srvClk,
@@ -347,6 +377,15 @@ func (s *sim) crash(why string) {
 		s.failf("close store: %v", err)
 	}
 	s.bolt = nil
+	if s.rng.IntN(2) == 0 {
+		// The state file is lost with the machine; the log is not (it
+		// is on other servers, or another disk).
+		s.lostFile = true
+		if err := os.Remove(s.path); err != nil {
+			s.failf("lose the state file: %v", err)
+		}
+		s.tracef("state file lost: rebuild from the snapshot and %d entries", len(s.log.entries))
+	}
 	s.resps = nil
 	for _, p := range s.printers {
 		// The streams die with the server, and the commands on them.

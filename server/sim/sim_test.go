@@ -53,15 +53,19 @@ func TestSimulation(t *testing.T) {
 		if t.Failed() {
 			return
 		}
-		t.Logf("%d seeds x %d ticks: %d calls (%d acknowledged, %d ambiguous), %d delivered, %d lost, %d duplicated, %d crashes, %d store faults, %d instances, %d changes, %d operations checked; devices: %d calls, %d commands (%d refused as stale), %d prints, %d power losses, %d operator signals acknowledged",
+		t.Logf("%d seeds x %d ticks: %d calls (%d acknowledged, %d ambiguous), %d delivered, %d lost, %d duplicated, %d crashes (%d rebuilt from a snapshot and the log; %d snapshots), %d store faults, %d instances, %d changes, %d operations checked; devices: %d calls, %d commands (%d refused as stale), %d prints, %d power losses, %d operator signals acknowledged",
 			n, *flagTicks, total.Calls, total.Acked, total.Ambiguous, total.Delivered, total.Lost, total.Duplicated,
-			total.Crashes, total.StoreFaults, total.Instances, total.Changes, total.Ops,
+			total.Crashes, total.Rebuilds, total.Snapshots, total.StoreFaults, total.Instances, total.Changes, total.Ops,
 			total.DeviceCalls, total.Commands, total.Rejected, total.Prints, total.PowerLosses, total.Signals)
 		// The budget must crash the server often: at least 200 times in
 		// 256 seeds, and proportionally in 16 or more (about three per
 		// seed is usual; fewer seeds vary too much to hold to it).
 		if n >= 16 && total.Crashes*ciSeeds < 200*n {
 			t.Errorf("%d simulated crashes in %d seeds; the CI budget needs at least 200 per %d seeds", total.Crashes, n, ciSeeds)
+		}
+		// About half the crashes lose the state file.
+		if n >= 16 && total.Rebuilds*4 < total.Crashes {
+			t.Errorf("%d of %d crashes rebuilt the state from the log; want about half", total.Rebuilds, total.Crashes)
 		}
 	})
 	for g := range groups {
