@@ -176,9 +176,9 @@ type sim struct {
 	// that the state is being rebuilt from the log.
 	log                  *simLog
 	lostFile, rebuilding bool
-	fs   *faultStore
-	eng  *engine.Engine
-	heap sched.Heap
+	fs                   *faultStore
+	eng                  *engine.Engine
+	heap                 sched.Heap
 
 	tick    int
 	now     int64 // porcupine's logical time: one per event
@@ -319,7 +319,7 @@ func (s *sim) open() {
 				s.committed = append(s.committed, cs...)
 			}
 		},
-		MaxBatch:   1,
+		MaxBatch: 1,
 		// A simulated crash closes the file in process: the OS keeps
 		// every write, so fsync would only cost time.
 		NoSync: true,
