@@ -21,6 +21,7 @@ import (
 	"github.com/dfsmr/dfsmr/machines"
 	"github.com/dfsmr/dfsmr/server/changes"
 	"github.com/dfsmr/dfsmr/server/clock"
+	"github.com/dfsmr/dfsmr/server/cluster"
 	"github.com/dfsmr/dfsmr/server/device"
 	"github.com/dfsmr/dfsmr/server/engine"
 	"github.com/dfsmr/dfsmr/server/fsm"
@@ -289,6 +290,15 @@ type Server struct {
 	// web is the dashboard, nil when HTTPAddr is empty.
 	web *webServer
 
+	// node is this server's member of the cluster's log, from Start on.
+	// leaderCh carries its latest leadership change to followLeadership,
+	// which closes leaderDone when it returns; firstLead gets the outcome
+	// of the first leadership.
+	node       *cluster.Node
+	leaderCh   chan bool
+	leaderDone chan struct{}
+	firstLead  chan error
+
 	// draining ends, at the start of Stop, the calls that would otherwise
 	// wait for work (long-polling Ready), so a graceful stop does not wait
 	// out their timeouts.
@@ -352,11 +362,18 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 				(*f)(c)
 			}
 		},
+		OnRestore: func() {
+			if s.hub != nil {
+				s.hub.Reset()
+			}
+		},
 	})
 	if err != nil {
 		return nil, err // it names the file
 	}
 	s.store = st
+	// Writes wait for the log, which Start opens.
+	st.SetProposer(startingProposer{})
 	// Before the hook is installed, nothing commits: the counts read
 	// here and the changes the hook sees add up.
 	if err := s.metrics.Load(ctx, st); err != nil {
@@ -372,7 +389,9 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	onCommit.Store(&hook)
 
-	if err := s.loadMachines(ctx); err != nil {
+	// The machines are defined by the leader (see lead); their files are
+	// read now, so that a bad one stops the start.
+	if _, err := s.machineSources(); err != nil {
 		st.Close()
 		return nil, err
 	}
@@ -482,25 +501,9 @@ func streamErrors(log *slog.Logger) grpc.StreamServerInterceptor {
 // loadMachines defines the bundled machines and those of MachinesDir.
 // Defining unchanged content is a no-op, so this is cheap on every start.
 func (s *Server) loadMachines(ctx context.Context) error {
-	var srcs []machines.Source
-	if !s.cfg.NoBundled {
-		srcs = machines.Bundled()
-	}
-	if dir := s.cfg.MachinesDir; dir != "" {
-		files, err := filepath.Glob(filepath.Join(dir, "*.yaml"))
-		if err != nil {
-			return err
-		}
-		more, _ := filepath.Glob(filepath.Join(dir, "*.yml"))
-		files = append(files, more...)
-		sort.Strings(files)
-		for _, f := range files {
-			b, err := os.ReadFile(f)
-			if err != nil {
-				return err
-			}
-			srcs = append(srcs, machines.Source{File: f, Data: b})
-		}
+	srcs, err := s.machineSources()
+	if err != nil {
+		return err
 	}
 	for _, src := range srcs {
 		info, created, err := s.engine.DefineMachine(ctx, src.File, src.Data, engine.SystemActor)
@@ -512,6 +515,31 @@ func (s *Server) loadMachines(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// machineSources reads the bundled machines and those of MachinesDir.
+func (s *Server) machineSources() ([]machines.Source, error) {
+	var srcs []machines.Source
+	if !s.cfg.NoBundled {
+		srcs = machines.Bundled()
+	}
+	if dir := s.cfg.MachinesDir; dir != "" {
+		files, err := filepath.Glob(filepath.Join(dir, "*.yaml"))
+		if err != nil {
+			return nil, err
+		}
+		more, _ := filepath.Glob(filepath.Join(dir, "*.yml"))
+		files = append(files, more...)
+		sort.Strings(files)
+		for _, f := range files {
+			b, err := os.ReadFile(f)
+			if err != nil {
+				return nil, err
+			}
+			srcs = append(srcs, machines.Source{File: f, Data: b})
+		}
+	}
+	return srcs, nil
 }
 
 // Engine returns the server's engine (for in-process tools and tests).
@@ -548,9 +576,17 @@ func (s *Server) Start(ctx context.Context, lis net.Listener) error {
 		}
 		return err
 	}
-	if err := s.engine.Start(ctx); err != nil {
+	if err := s.openCluster(grpcAddrOf(lis)); err != nil {
 		_ = lis.Close()
 		s.web.stop(ctx)
+		return err
+	}
+	if err := s.waitFirstLead(ctx); err != nil {
+		_ = lis.Close()
+		s.web.stop(ctx)
+		s.drain()
+		<-s.leaderDone
+		_ = s.node.Shutdown()
 		return err
 	}
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
@@ -672,8 +708,16 @@ func (s *Server) Stop(ctx context.Context) error {
 		var errs []string
 		// The scheduler ends at once once cancelled; wait for it even when
 		// ctx forced the stop, so that it is not mid-commit at Close.
-		if err := s.engine.Stop(context.WithoutCancel(ctx)); err != nil {
+		if s.node != nil {
+			<-s.leaderDone
+		}
+		if err := s.engine.Follow(context.WithoutCancel(ctx)); err != nil {
 			errs = append(errs, err.Error())
+		}
+		if s.node != nil {
+			if err := s.node.Shutdown(); err != nil {
+				errs = append(errs, err.Error())
+			}
 		}
 		if err := s.store.Close(); err != nil {
 			errs = append(errs, err.Error())

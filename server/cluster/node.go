@@ -16,18 +16,21 @@ import (
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 	wal "github.com/hashicorp/raft-wal"
+	"github.com/hashicorp/raft-wal/metadb"
 
 	"github.com/dfsmr/dfsmr/server/store"
 )
 
 // Node is one server of the raft cluster. It implements store.Proposer.
 type Node struct {
-	cfg    Config
-	log    *slog.Logger
-	fsm    *fsm
-	raft   *raft.Raft
-	trans  *raft.NetworkTransport
-	logs   *wal.WAL
+	cfg   Config
+	log   *slog.Logger
+	fsm   *fsm
+	raft  *raft.Raft
+	trans *raft.NetworkTransport
+	logs  *wal.WAL
+	// meta is the log's metadata file, which the log does not close.
+	meta   *metadb.BoltMetaDB
 	stable *raftboltdb.BoltStore
 
 	notify chan bool     // raft's leadership changes
@@ -72,7 +75,8 @@ func Open(cfg Config, sm store.StateMachine) (*Node, error) {
 		}
 	}()
 	var err error
-	if n.logs, err = wal.Open(filepath.Join(cfg.Dir, "wal"), wal.WithLogger(hcl.Named("wal"))); err != nil {
+	n.meta = &metadb.BoltMetaDB{}
+	if n.logs, err = wal.Open(filepath.Join(cfg.Dir, "wal"), wal.WithLogger(hcl.Named("wal")), wal.WithMetaStore(n.meta)); err != nil {
 		return nil, fmt.Errorf("open raft log: %w", err)
 	}
 	if n.stable, err = raftboltdb.New(raftboltdb.Options{Path: filepath.Join(cfg.Dir, "stable.db")}); err != nil {
@@ -117,6 +121,9 @@ func Open(cfg Config, sm store.StateMachine) (*Node, error) {
 		if err := n.bootstrap(rc, snaps); err != nil {
 			return nil, err
 		}
+	}
+	if alone(rc, n.fsm, n.logs, n.stable, snaps, n.trans) {
+		rc.HeartbeatTimeout, rc.ElectionTimeout, rc.LeaderLeaseTimeout = aloneTimeout, aloneTimeout, aloneTimeout
 	}
 	if n.raft, err = raft.NewRaft(rc, n.fsm, n.logs, n.stable, snaps, n.trans); err != nil {
 		return nil, fmt.Errorf("start raft: %w", err)
@@ -599,6 +606,9 @@ func (n *Node) closeStores() error {
 	}
 	if n.logs != nil {
 		errs = append(errs, n.logs.Close())
+	}
+	if n.meta != nil {
+		errs = append(errs, n.meta.Close())
 	}
 	if n.stable != nil {
 		errs = append(errs, n.stable.Close())

@@ -1,0 +1,191 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/dfsmr/dfsmr/server/cluster"
+)
+
+// Every server runs the replicated log (package cluster): a server alone
+// is a cluster of one, which bootstraps itself on its first start. Writes
+// are proposed on the leader; the scheduler, the lease expiry and the
+// sweeps run on the leader only (engine.Lead), started on every leadership
+// it wins and stopped when it loses it.
+
+// startingProposer refuses writes before Start opened the log.
+type startingProposer struct{}
+
+func (startingProposer) Propose(context.Context, []byte) error {
+	return &cluster.NotLeaderError{}
+}
+
+// nodeIDFile records a server's id in its raft directory: the id of a
+// member never changes, whatever the host is called later.
+const nodeIDFile = "node-id"
+
+var nodeIDRE = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
+
+// nodeID returns the server's id: the configured one, which must match
+// the recorded one if any, else the recorded one, else the host name
+// (made to fit), recorded for the next starts.
+func nodeID(cfg Config) (string, error) {
+	if err := os.MkdirAll(cfg.RaftDir, 0o700); err != nil {
+		return "", err
+	}
+	path := filepath.Join(cfg.RaftDir, nodeIDFile)
+	b, err := os.ReadFile(path)
+	switch {
+	case err == nil:
+		rec := strings.TrimSpace(string(b))
+		if cfg.NodeID != "" && cfg.NodeID != rec {
+			return "", fmt.Errorf("node_id %q differs from %q, recorded in %s by this server's first start: a server's id never changes (give a new raft_dir to start a new member)", cfg.NodeID, rec, path)
+		}
+		return rec, nil
+	case !errors.Is(err, os.ErrNotExist):
+		return "", err
+	}
+	id := cfg.NodeID
+	if id == "" {
+		host, _ := os.Hostname()
+		id = regexp.MustCompile(`[^A-Za-z0-9._-]`).ReplaceAllString(host, "-")
+		if len(id) > 64 {
+			id = id[:64]
+		}
+		if id == "" {
+			id = "dfsmr"
+		}
+	}
+	if !nodeIDRE.MatchString(id) {
+		return "", fmt.Errorf("node_id %q: want 1 to 64 of A-Z a-z 0-9 . _ -", id)
+	}
+	if err := os.WriteFile(path, []byte(id+"\n"), 0o600); err != nil {
+		return "", err
+	}
+	return id, nil
+}
+
+// openCluster opens the log of this server, which serves gRPC at
+// grpcAddr, and hands it the store's writes.
+func (s *Server) openCluster(grpcAddr string) error {
+	id, err := nodeID(s.cfg)
+	if err != nil {
+		return err
+	}
+	peers, err := cluster.ParsePeers(s.cfg.BootstrapPeers)
+	if err != nil {
+		return err
+	}
+	raftAddr := s.cfg.RaftAddr
+	if raftAddr == "" {
+		// One server alone: nobody dials its log.
+		raftAddr = "127.0.0.1:0"
+	}
+	node, err := cluster.Open(cluster.Config{
+		ID:        id,
+		RaftAddr:  raftAddr,
+		Advertise: s.cfg.RaftAdvertise,
+		GRPCAddr:  grpcAddr,
+		Dir:       s.cfg.RaftDir,
+		Bootstrap: s.cfg.Join == "",
+		Peers:     peers,
+		Logger:    s.cfg.Logger,
+	}, s.store)
+	if err != nil {
+		return fmt.Errorf("cluster: %w", err)
+	}
+	s.node = node
+	s.leaderCh = make(chan bool, 1)
+	s.leaderDone = make(chan struct{})
+	s.firstLead = make(chan error, 1)
+	node.OnLeadership(func(leader bool) {
+		// Keep only the latest: the loop reads it when it is free.
+		select {
+		case <-s.leaderCh:
+		default:
+		}
+		s.leaderCh <- leader
+	})
+	s.store.SetProposer(node)
+	go s.followLeadership()
+	return nil
+}
+
+// followLeadership runs engine.Lead when this server becomes the leader
+// and engine.Follow when it stops being it, until Stop.
+func (s *Server) followLeadership() {
+	defer close(s.leaderDone)
+	leading := false
+	for {
+		select {
+		case <-s.draining.Done():
+			return
+		case leader := <-s.leaderCh:
+			if leader == leading {
+				continue
+			}
+			leading = leader
+			if !leader {
+				s.log.Info("no longer the leader: the scheduler stops here")
+				if err := s.engine.Follow(context.Background()); err != nil {
+					s.log.Error("stop leading", "err", err)
+				}
+				continue
+			}
+			err := s.lead()
+			select {
+			case s.firstLead <- err:
+			default:
+			}
+			if err != nil {
+				s.log.Error("start leading", "err", err)
+			}
+		}
+	}
+}
+
+// lead does what a new leader does once everything committed before is
+// applied: defines the bundled and configured machines (unchanged ones
+// are no-ops) and runs the engine's leader work.
+func (s *Server) lead() error {
+	ctx, cancel := context.WithTimeout(s.draining, time.Minute)
+	defer cancel()
+	if err := s.node.Barrier(ctx); err != nil {
+		return err
+	}
+	if err := s.loadMachines(ctx); err != nil {
+		return err
+	}
+	if err := s.engine.Lead(ctx); err != nil {
+		return err
+	}
+	s.log.Info("leading: the scheduler runs here", "node", s.node.ID())
+	return nil
+}
+
+// waitFirstLead waits, for a server that forms a cluster alone, until it
+// leads and defined its machines, so that Start returns a server that
+// takes writes (and reports a bad machine file).
+func (s *Server) waitFirstLead(ctx context.Context) error {
+	if s.cfg.Join != "" || s.cfg.BootstrapPeers != "" || !s.node.Alone() {
+		return nil
+	}
+	select {
+	case err := <-s.firstLead:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(30 * time.Second):
+		return errors.New("cluster: this server alone did not become its leader in 30s")
+	}
+}
+
+// grpcAddrOf is the address other servers and clients reach lis at.
+func grpcAddrOf(lis net.Listener) string { return lis.Addr().String() }
