@@ -170,6 +170,10 @@ type Config struct {
 	// DeviceReportBurst is how many reports a device stream may send at
 	// once above DeviceReportRate; default DefaultDeviceReportBurst.
 	DeviceReportBurst int `yaml:"device_report_burst" help:"reports a device stream may send at once above --device-report-rate"`
+
+	// clusterNode is the Raft node ClusterService serves; nil: the server
+	// runs without a cluster. Tests set it (export_test.go).
+	clusterNode clusterNode
 }
 
 // WithDefaults returns c with every zero field set to its default.
@@ -360,6 +364,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	pb.RegisterChangesServiceServer(s.grpc, h)
 	pb.RegisterAdminServiceServer(s.grpc, &admin{store: st})
 	pb.RegisterDeviceServiceServer(s.grpc, h)
+	pb.RegisterClusterServiceServer(s.grpc, &clusterAPI{node: cfg.clusterNode, dial: memberDialOptions(cfg)})
 	s.health = health.NewServer()
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	if !cfg.NoReflection {
