@@ -479,9 +479,12 @@ func TestClusterWithoutNode(t *testing.T) {
 	cl := pb.NewClusterServiceClient(env.conn)
 	ctx := t.Context()
 	for name, call := range map[string]func() error{
-		"Status":             func() error { _, err := cl.Status(ctx, &pb.StatusRequest{}); return err },
-		"Members":            func() error { _, err := cl.Members(ctx, &pb.MembersRequest{}); return err },
-		"AddVoter":           func() error { _, err := cl.AddVoter(ctx, &pb.AddVoterRequest{Id: "n", RaftAddress: "h:1", GrpcAddress: "h:2"}); return err },
+		"Status":  func() error { _, err := cl.Status(ctx, &pb.StatusRequest{}); return err },
+		"Members": func() error { _, err := cl.Members(ctx, &pb.MembersRequest{}); return err },
+		"AddVoter": func() error {
+			_, err := cl.AddVoter(ctx, &pb.AddVoterRequest{Id: "n", RaftAddress: "h:1", GrpcAddress: "h:2"})
+			return err
+		},
 		"RemoveServer":       func() error { _, err := cl.RemoveServer(ctx, &pb.RemoveServerRequest{Id: "n"}); return err },
 		"TransferLeadership": func() error { _, err := cl.TransferLeadership(ctx, &pb.TransferLeadershipRequest{}); return err },
 	} {
