@@ -119,11 +119,12 @@ func (a *app) clusterAddCommand() *cobra.Command {
 		Use:   "add ID RAFT_ADDR GRPC_ADDR",
 		Short: "Add a server to the cluster as a voter",
 		Long: `Add makes the server ID, whose Raft transport listens at RAFT_ADDR and whose
-gRPC API at GRPC_ADDR, a voting member of the cluster. Start that server
-first, without bootstrapping (dfsmrd --node-id ID --raft-addr RAFT_ADDR
---addr GRPC_ADDR); it then receives the log from the leader. dfsmrd --join
-does this call for itself. Adding a member again at the same RAFT_ADDR is
-a no-op.`,
+gRPC API at GRPC_ADDR, a voting member of the cluster; it then receives the
+log from the leader. The server must be running and must not lead a cluster
+of its own. A server started with dfsmrd --join makes this call for itself:
+use add to bring back a member removed earlier (it keeps its Raft state and
+does not bootstrap again). Adding a member again at the same RAFT_ADDR is a
+no-op.`,
 		Example: "  dfsmr cluster add n4 10.0.0.4:5004 10.0.0.4:5003",
 		Args:    args(cobra.ExactArgs(3)),
 		RunE: runE(func(_ *cobra.Command, argv []string) error {

@@ -61,9 +61,9 @@ type ClusterServiceClient interface {
 	Members(ctx context.Context, in *MembersRequest, opts ...grpc.CallOption) (*MembersResponse, error)
 	// AddVoter adds a server to the cluster as a voter and records its gRPC
 	// address, so that every member can forward calls to it once it leads.
-	// The new server must be running, started without bootstrapping (dfsmrd
-	// --join does this call for it). It returns once the new configuration
-	// is committed. Adding a member again with the same raft address is a
+	// The new server must be running and must not lead a cluster of its own
+	// (dfsmrd --join starts a server so and makes this call for it). It
+	// returns once the new configuration is committed. Adding a member again with the same raft address is a
 	// no-op (a retried join succeeds).
 	AddVoter(ctx context.Context, in *AddVoterRequest, opts ...grpc.CallOption) (*AddVoterResponse, error)
 	// RemoveServer removes a member from the cluster. It returns once the
@@ -172,9 +172,9 @@ type ClusterServiceServer interface {
 	Members(context.Context, *MembersRequest) (*MembersResponse, error)
 	// AddVoter adds a server to the cluster as a voter and records its gRPC
 	// address, so that every member can forward calls to it once it leads.
-	// The new server must be running, started without bootstrapping (dfsmrd
-	// --join does this call for it). It returns once the new configuration
-	// is committed. Adding a member again with the same raft address is a
+	// The new server must be running and must not lead a cluster of its own
+	// (dfsmrd --join starts a server so and makes this call for it). It
+	// returns once the new configuration is committed. Adding a member again with the same raft address is a
 	// no-op (a retried join succeeds).
 	AddVoter(context.Context, *AddVoterRequest) (*AddVoterResponse, error)
 	// RemoveServer removes a member from the cluster. It returns once the
