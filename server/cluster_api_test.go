@@ -379,7 +379,11 @@ func TestClusterAddVoter(t *testing.T) {
 	if _, err := cl.AddVoter(ctx, &pb.AddVoterRequest{Id: "n3", RaftAddress: "127.0.0.1:7003", GrpcAddress: "127.0.0.1:5103"}); err != nil {
 		t.Fatal(err)
 	}
-	want := []string{"add n4 10.0.0.4:7000 node4.example:5003", "add n4 10.0.0.4:7000 node4.example:5003", "add n3 127.0.0.1:7003 127.0.0.1:5103"}
+	if _, err := cl.AddVoter(ctx, &pb.AddVoterRequest{Id: "n_5.b-1", RaftAddress: "[fd00::5]:7000", GrpcAddress: "[::1]:5003"}); err != nil {
+		t.Fatalf("IPv6 addresses: %v", err)
+	}
+	want := []string{"add n4 10.0.0.4:7000 node4.example:5003", "add n4 10.0.0.4:7000 node4.example:5003",
+		"add n3 127.0.0.1:7003 127.0.0.1:5103", "add n_5.b-1 [fd00::5]:7000 [::1]:5003"}
 	if calls := node.called(); !slices.Equal(calls, want) {
 		t.Fatalf("node calls %q, want %q", calls, want)
 	}
