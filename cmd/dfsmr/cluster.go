@@ -146,7 +146,8 @@ func (a *app) clusterRemoveCommand() *cobra.Command {
 leader makes it step down; the others elect a new one. The removed server
 keeps running, alone, until it is stopped. Keep an odd number of voters:
 three tolerate one failure, five tolerate two.`,
-		Args: args(cobra.ExactArgs(1)),
+		Args:              args(cobra.ExactArgs(1)),
+		ValidArgsFunction: a.completeFirst(a.memberIDs),
 		RunE: runE(func(_ *cobra.Command, argv []string) error {
 			id := argv[0]
 			return a.clusterChange(func(c *client.Client) error {
@@ -165,7 +166,8 @@ func (a *app) clusterTransferCommand() *cobra.Command {
 the most up-to-date voter, and returns once it stepped down. Run it before
 stopping the leader for maintenance, so that the cluster does not wait for an
 election timeout.`,
-		Args: args(cobra.MaximumNArgs(1)),
+		Args:              args(cobra.MaximumNArgs(1)),
+		ValidArgsFunction: a.completeFirst(a.memberIDs),
 		RunE: runE(func(_ *cobra.Command, argv []string) error {
 			var id string
 			if len(argv) == 1 {

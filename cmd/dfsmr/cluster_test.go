@@ -130,3 +130,17 @@ func TestClusterCommands(t *testing.T) {
 		t.Fatalf("the server got %q, want %q", got, wantReqs)
 	}
 }
+
+// TestClusterCompletion: remove and transfer complete member ids, asked of
+// the server.
+func TestClusterCompletion(t *testing.T) {
+	c, _ := mustFakeCluster(t)
+	for _, cmd := range []string{"remove", "transfer"} {
+		if got, directive := c.completions("cluster", cmd, ""); !slices.Equal(got, []string{"n1", "n2", "n3"}) || directive != ":4" {
+			t.Errorf("complete cluster %s: %q %s, want the member ids, no files (:4)", cmd, got, directive)
+		}
+		if got, _ := c.completions("cluster", cmd, "n1", ""); len(got) != 0 {
+			t.Errorf("complete cluster %s n1 <tab>: %q, want nothing", cmd, got)
+		}
+	}
+}
