@@ -123,8 +123,8 @@ gRPC API at GRPC_ADDR, a voting member of the cluster; it then receives the
 log from the leader. The server must be running and must not lead a cluster
 of its own. A server started with dfsmrd --join makes this call for itself:
 use add to bring back a member removed earlier (it keeps its Raft state and
-does not bootstrap again). Adding a member again at the same RAFT_ADDR is a
-no-op.`,
+does not bootstrap again), or to promote a nonvoter. Adding a member again at
+the same RAFT_ADDR changes nothing but its recorded GRPC_ADDR.`,
 		Example: "  dfsmr cluster add n4 10.0.0.4:5004 10.0.0.4:5003",
 		Args:    args(cobra.ExactArgs(3)),
 		RunE: runE(func(_ *cobra.Command, argv []string) error {

@@ -63,8 +63,9 @@ type ClusterServiceClient interface {
 	// address, so that every member can forward calls to it once it leads.
 	// The new server must be running and must not lead a cluster of its own
 	// (dfsmrd --join starts a server so and makes this call for it). It
-	// returns once the new configuration is committed. Adding a member again with the same raft address is a
-	// no-op (a retried join succeeds).
+	// returns once the new configuration is committed. Adding a member again
+	// at the same raft address changes nothing but its recorded gRPC address
+	// (a retried join succeeds); a nonvoter added so becomes a voter.
 	AddVoter(ctx context.Context, in *AddVoterRequest, opts ...grpc.CallOption) (*AddVoterResponse, error)
 	// RemoveServer removes a member from the cluster. It returns once the
 	// new configuration is committed; removing the leader makes it step
@@ -174,8 +175,9 @@ type ClusterServiceServer interface {
 	// address, so that every member can forward calls to it once it leads.
 	// The new server must be running and must not lead a cluster of its own
 	// (dfsmrd --join starts a server so and makes this call for it). It
-	// returns once the new configuration is committed. Adding a member again with the same raft address is a
-	// no-op (a retried join succeeds).
+	// returns once the new configuration is committed. Adding a member again
+	// at the same raft address changes nothing but its recorded gRPC address
+	// (a retried join succeeds); a nonvoter added so becomes a voter.
 	AddVoter(context.Context, *AddVoterRequest) (*AddVoterResponse, error)
 	// RemoveServer removes a member from the cluster. It returns once the
 	// new configuration is committed; removing the leader makes it step
