@@ -48,6 +48,9 @@ type Client struct {
 	// Devices takes print orders and lists devices; see also
 	// ConnectDevice.
 	Devices pb.DeviceServiceClient
+	// Cluster shows and changes the cluster of servers: status, members,
+	// adding and removing members, handing leadership over.
+	Cluster pb.ClusterServiceClient
 
 	conn *grpc.ClientConn
 }
@@ -84,6 +87,7 @@ func New(conn *grpc.ClientConn) *Client {
 		Changes:   pb.NewChangesServiceClient(conn),
 		Admin:     pb.NewAdminServiceClient(conn),
 		Devices:   pb.NewDeviceServiceClient(conn),
+		Cluster:   pb.NewClusterServiceClient(conn),
 		conn:      conn,
 	}
 }

@@ -53,6 +53,12 @@ var wantRoles = map[string][]auth.Role{
 
 	"/dfsmr.v1.AdminService/Backup": {auth.RoleAdmin},
 
+	"/dfsmr.v1.ClusterService/Status":             {auth.RoleAdmin},
+	"/dfsmr.v1.ClusterService/Members":            {auth.RoleAdmin},
+	"/dfsmr.v1.ClusterService/AddVoter":           {auth.RoleAdmin},
+	"/dfsmr.v1.ClusterService/RemoveServer":       {auth.RoleAdmin},
+	"/dfsmr.v1.ClusterService/TransferLeadership": {auth.RoleAdmin},
+
 	"/dfsmr.v1.DeviceService/Connect":      {auth.RoleAdmin, auth.RoleDevice},
 	"/dfsmr.v1.DeviceService/ListDevices":  {auth.RoleAdmin, auth.RoleOperator, auth.RoleReader},
 	"/dfsmr.v1.DeviceService/SubmitOrder":  {auth.RoleAdmin, auth.RoleOperator},

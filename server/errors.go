@@ -8,6 +8,7 @@ import (
 
 	"github.com/dfsmr/dfsmr/machines"
 	"github.com/dfsmr/dfsmr/server/changes"
+	"github.com/dfsmr/dfsmr/server/cluster"
 	"github.com/dfsmr/dfsmr/server/device"
 	"github.com/dfsmr/dfsmr/server/engine"
 	"github.com/dfsmr/dfsmr/server/fsm"
@@ -34,6 +35,7 @@ func toStatus(log *slog.Logger, method string, err error) error {
 		lagging *changes.LaggingError
 		oor     *changes.OutOfRangeError
 		ioErr   *store.IOError
+		leader  *cluster.NotLeaderError
 	)
 	switch {
 	case errors.As(err, &verrs):
@@ -74,6 +76,24 @@ func toStatus(log *slog.Logger, method string, err error) error {
 		return st.Err()
 	case errors.As(err, &oor):
 		return status.Error(codes.OutOfRange, err.Error())
+	case errors.As(err, &leader):
+		// The call reached a server that cannot forward it (or was
+		// forwarded to one that lost the lead): the client retries,
+		// at the leader when the message names one.
+		st, _ := status.New(codes.Unavailable, err.Error()).WithDetails(&errdetails.ErrorInfo{
+			Reason:   "NOT_LEADER",
+			Domain:   "dfsmr",
+			Metadata: map[string]string{"leader_id": leader.LeaderID, "leader_raft_address": leader.LeaderAddr},
+		})
+		return st.Err()
+	case errors.Is(err, cluster.ErrNotLeader):
+		return status.Error(codes.Unavailable, err.Error())
+	case errors.Is(err, errNotMember):
+		return status.Error(codes.NotFound, err.Error())
+	case errors.Is(err, errMemberExists):
+		return status.Error(codes.AlreadyExists, err.Error())
+	case errors.Is(err, errNoCluster), errors.Is(err, errNoTransfer):
+		return status.Error(codes.FailedPrecondition, err.Error())
 	case errors.Is(err, context.Canceled):
 		return status.Error(codes.Canceled, err.Error())
 	case errors.Is(err, context.DeadlineExceeded):

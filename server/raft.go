@@ -189,3 +189,83 @@ func (s *Server) waitFirstLead(ctx context.Context) error {
 
 // grpcAddrOf is the address other servers and clients reach lis at.
 func grpcAddrOf(lis net.Listener) string { return lis.Addr().String() }
+
+// clusterNodeOf is what ClusterService serves: the server's node, or the
+// one a test put in cfg.
+func (s *Server) clusterNodeOf(cfg Config) clusterNode {
+	if cfg.clusterNode != nil {
+		return cfg.clusterNode
+	}
+	return serverNode{s}
+}
+
+// serverNode is the server's cluster.Node as ClusterService sees it; it
+// answers errNoCluster until Start opened the node.
+type serverNode struct{ s *Server }
+
+func (sn serverNode) node() (*cluster.Node, error) {
+	if n := sn.s.node; n != nil {
+		return n, nil
+	}
+	return nil, errNoCluster
+}
+
+func (sn serverNode) Status() clusterStatus {
+	n, err := sn.node()
+	if err != nil {
+		return clusterStatus{State: "shutdown", LastContact: -1}
+	}
+	st := n.Status()
+	out := clusterStatus{
+		ID: n.ID(), RaftAddr: n.Addr(), GRPCAddr: grpcAddrOf(sn.s.lis),
+		State: st.State, Term: st.Term, CommitIndex: st.CommitIndex, AppliedIndex: st.AppliedIndex,
+		LastContact: st.LastContact, LeaderID: st.LeaderID,
+	}
+	if st.State != "leader" && st.LastContact == 0 {
+		out.LastContact = -1 // never heard from a leader
+	}
+	if addr, _, err := n.LeaderGRPC(); err == nil {
+		out.LeaderGRPC = addr
+	}
+	return out
+}
+
+func (sn serverNode) Members() ([]clusterMember, error) {
+	n, err := sn.node()
+	if err != nil {
+		return nil, err
+	}
+	ms, err := n.Members()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]clusterMember, len(ms))
+	for i, m := range ms {
+		out[i] = clusterMember{ID: m.ID, RaftAddr: m.RaftAddr, GRPCAddr: m.GRPCAddr, Suffrage: m.Suffrage, Leader: m.Leader}
+	}
+	return out, nil
+}
+
+func (sn serverNode) AddVoter(ctx context.Context, id, raftAddr, grpcAddr string) error {
+	n, err := sn.node()
+	if err != nil {
+		return err
+	}
+	return n.AddVoter(ctx, id, raftAddr, grpcAddr)
+}
+
+func (sn serverNode) RemoveServer(ctx context.Context, id string) error {
+	n, err := sn.node()
+	if err != nil {
+		return err
+	}
+	return n.RemoveServer(ctx, id)
+}
+
+func (sn serverNode) TransferLeadership(ctx context.Context, id string) error {
+	n, err := sn.node()
+	if err != nil {
+		return err
+	}
+	return n.TransferLeadership(ctx, id)
+}

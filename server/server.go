@@ -195,6 +195,10 @@ type Config struct {
 	// several servers at once, the same list on each, this one included:
 	// "id=raftaddr,...". Zero: a server that does not Join starts alone.
 	BootstrapPeers string `yaml:"bootstrap_peers" help:"first voters of a new cluster: id=raft-addr,... (the same on every server, itself included)"`
+
+	// clusterNode, when set, stands in for the server's node in
+	// ClusterService (export_test.go).
+	clusterNode clusterNode
 }
 
 // WithDefaults returns c with every zero field set to its default.
@@ -412,6 +416,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	pb.RegisterChangesServiceServer(s.grpc, h)
 	pb.RegisterAdminServiceServer(s.grpc, &admin{store: st})
 	pb.RegisterDeviceServiceServer(s.grpc, h)
+	pb.RegisterClusterServiceServer(s.grpc, &clusterAPI{node: s.clusterNodeOf(cfg), dial: memberDialOptions(cfg)})
 	s.health = health.NewServer()
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	if !cfg.NoReflection {

@@ -114,7 +114,7 @@ func TestServicesListedByReflection(t *testing.T) {
 	for _, s := range resp.GetListServicesResponse().GetService() {
 		names = append(names, s.GetName())
 	}
-	for _, want := range []string{"dfsmr.v1.MachineService", "dfsmr.v1.InstanceService", "dfsmr.v1.WorkService", "dfsmr.v1.ChangesService", "dfsmr.v1.AdminService", "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection"} {
+	for _, want := range []string{"dfsmr.v1.MachineService", "dfsmr.v1.InstanceService", "dfsmr.v1.WorkService", "dfsmr.v1.ChangesService", "dfsmr.v1.AdminService", "dfsmr.v1.ClusterService", "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection"} {
 		if !slices.Contains(names, want) {
 			t.Errorf("reflection lists %v; %s missing", names, want)
 		}

@@ -110,3 +110,15 @@ func (a *app) instanceIDs(ctx context.Context, c *client.Client) ([]string, erro
 	}
 	return ids, err
 }
+
+// memberIDs lists the cluster's member ids. Members asks every member for
+// its status, which takes up to a second when one is down: well within
+// completionTimeout.
+func (a *app) memberIDs(ctx context.Context, c *client.Client) ([]string, error) {
+	resp, err := c.Cluster.Members(ctx, &pb.MembersRequest{})
+	var ids []string
+	for _, m := range resp.GetMembers() {
+		ids = append(ids, m.GetId())
+	}
+	return ids, err
+}

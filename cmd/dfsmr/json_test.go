@@ -59,6 +59,9 @@ func TestJSONEveryCommand(t *testing.T) {
 		path  string
 		args  []string
 		stdin string
+		// cluster runs the step against a ClusterService that stands
+		// for a cluster's server.
+		cluster bool
 	}
 	var tok, leased string
 	steps := []step{
@@ -86,7 +89,13 @@ func TestJSONEveryCommand(t *testing.T) {
 		{path: "bench", args: []string{"bench", "--instances", "5", "--workers", "2", "--baseline", "20ms"}},
 		{path: "report-demo", args: []string{"report-demo", "--items", "2", "--workers", "2", "--no-serial", "--dir", filepath.Join(c.dir, "demo")}},
 		{path: "dst", args: []string{"dst", "--seed", "3", "--ticks", "50", "--dir", t.TempDir()}},
+		{path: "cluster status", args: []string{"cluster", "status"}, cluster: true},
+		{path: "cluster members", args: []string{"cluster", "members"}, cluster: true},
+		{path: "cluster add", args: []string{"cluster", "add", "n4", "127.0.0.1:7004", "127.0.0.1:5004"}, cluster: true},
+		{path: "cluster remove", args: []string{"cluster", "remove", "n3"}, cluster: true},
+		{path: "cluster transfer", args: []string{"cluster", "transfer"}, cluster: true},
 	}
+	fc, _ := mustFakeCluster(t)
 	covered := map[string]bool{}
 	for _, s := range steps {
 		covered[s.path] = true
@@ -131,7 +140,11 @@ func TestJSONEveryCommand(t *testing.T) {
 			}
 			continue
 		}
-		r := c.runIn(s.stdin, append([]string{"-o", "json"}, args...)...)
+		runner := c
+		if s.cluster {
+			runner = fc
+		}
+		r := runner.runIn(s.stdin, append([]string{"-o", "json"}, args...)...)
 		if r.code != 0 {
 			t.Fatalf("dfsmr -o json %s: exit %d\n%s%s", strings.Join(args, " "), r.code, r.out, r.err)
 		}

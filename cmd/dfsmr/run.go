@@ -186,9 +186,10 @@ then one line per field violation); 2 usage error; 3 "ready" found no work.`,
 	c.GroupID = "changes"
 	root.AddCommand(c)
 	root.AddCommand(a.tokenCommand())
-	c = a.backupCommand()
-	c.GroupID = "admin"
-	root.AddCommand(c)
+	for _, c := range []*cobra.Command{a.backupCommand(), a.clusterCommand()} {
+		c.GroupID = "admin"
+		root.AddCommand(c)
+	}
 	for _, c := range []*cobra.Command{
 		a.devicesCommand(), a.orderCommand(),
 		a.operatorCommand(signalRetrieved, "Mark a print job's part as taken off the bed (signal retrieved)"),

@@ -79,6 +79,12 @@ var methods = map[string]Role{
 
 	pb.AdminService_Backup_FullMethodName: RoleAdmin,
 
+	pb.ClusterService_Status_FullMethodName:             RoleAdmin,
+	pb.ClusterService_Members_FullMethodName:            RoleAdmin,
+	pb.ClusterService_AddVoter_FullMethodName:           RoleAdmin,
+	pb.ClusterService_RemoveServer_FullMethodName:       RoleAdmin,
+	pb.ClusterService_TransferLeadership_FullMethodName: RoleAdmin,
+
 	methodDeviceConnect:     RoleDevice,
 	methodDeviceList:        RoleReader,
 	methodDeviceSubmitOrder: RoleOperator,
