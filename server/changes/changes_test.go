@@ -149,6 +149,18 @@ func (tx *fakeTx) Head() (uint64, error) {
 	return uint64(len(tx.s.log) + len(tx.pending)), nil
 }
 
+func (tx *fakeTx) OldestChange() (uint64, bool, error) {
+	head, _ := tx.Head()
+	oldest := max(tx.s.compactedBefore, 1)
+	return oldest, oldest <= head, nil
+}
+
+func (tx *fakeTx) Finished(time.Time, int) ([]string, error) { return nil, errNotImplemented }
+func (tx *fakeTx) TrimChanges(uint64, time.Time, int) (int, error) {
+	return 0, errNotImplemented
+}
+func (tx *fakeTx) DeleteInstance(string) error { return errNotImplemented }
+
 func (tx *fakeTx) AppendChange(c fsm.Change) (uint64, error) {
 	head, _ := tx.Head()
 	c.Seq = head + 1
