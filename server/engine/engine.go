@@ -46,6 +46,9 @@ type Options struct {
 	// written, 128 devices to a transaction. Default
 	// DefaultLiveFlush.
 	LiveFlush time.Duration
+	// Retention says which changes and FINAL instances the sweeper
+	// deletes (see StartRetention); the zero value deletes nothing.
+	Retention Retention
 }
 
 // Engine runs the operations of dfsmr against a store.
@@ -74,6 +77,13 @@ type Engine struct {
 	stopLive context.CancelFunc
 	liveDone chan struct{}
 	stopOnce sync.Once
+
+	retention Retention
+	// retStop ends the retention sweeper and retDone is closed when it
+	// returned; both nil while it does not run.
+	retMu   sync.Mutex
+	retStop context.CancelFunc
+	retDone chan struct{}
 }
 
 // Stats count what the engine committed since New.
@@ -109,6 +119,9 @@ func New(st store.Store, opts Options) *Engine {
 	if opts.LiveFlush <= 0 {
 		opts.LiveFlush = DefaultLiveFlush
 	}
+	if opts.Retention.Interval <= 0 {
+		opts.Retention.Interval = DefaultRetentionInterval
+	}
 	e := &Engine{
 		st:         st,
 		clock:      opts.Clock,
@@ -116,6 +129,7 @@ func New(st store.Store, opts Options) *Engine {
 		rand:       opts.Rand,
 		maxHistory: opts.MaxHistory,
 		liveFlush:  opts.LiveFlush,
+		retention:  opts.Retention,
 	}
 	e.sched = sched.New(sched.Options{Clock: opts.Clock, Logger: opts.Logger, Load: e.loadDue, Fire: e.FireDue, Batch: dueBatch})
 	return e
@@ -126,7 +140,8 @@ func New(st store.Store, opts Options) *Engine {
 // so what came due while the server was down fires at once. Before that it
 // finishes any upgrade sweep a crash cut short (see sweepMachine). Start
 // returns once the scheduler runs. It also runs the flusher of the live
-// fields of device records (see FlushLive).
+// fields of device records (see FlushLive) and the retention sweeper (see
+// StartRetention).
 func (e *Engine) Start(ctx context.Context) error {
 	if err := e.Resume(ctx); err != nil {
 		return err
@@ -141,6 +156,7 @@ func (e *Engine) Start(ctx context.Context) error {
 		defer close(e.liveDone)
 		e.flushLive(fctx, e.liveFlush)
 	}()
+	e.StartRetention(ctx)
 	return nil
 }
 
@@ -156,9 +172,13 @@ func (e *Engine) Resume(ctx context.Context) error {
 	return e.offlineDevices(ctx)
 }
 
-// Stop ends the scheduler and the flusher of live fields and waits for
-// them. It is idempotent and safe when the engine was never started.
+// Stop ends the scheduler, the flusher of live fields and the retention
+// sweeper and waits for them. It is idempotent and safe when the engine
+// was never started.
 func (e *Engine) Stop(ctx context.Context) error {
+	if err := e.StopRetention(ctx); err != nil {
+		return err
+	}
 	if e.stopLive != nil {
 		e.stopOnce.Do(e.stopLive)
 		select {
