@@ -721,8 +721,8 @@ func TestOutOfRange(t *testing.T) {
 	st.compactedBefore = 5
 	err = h.Stream(t.Context(), 3, Filter{}, func(fsm.Change) error { return nil })
 	rangeErr, ok = errors.AsType[*OutOfRangeError](err)
-	if !ok || *rangeErr != (OutOfRangeError{From: 3, Head: 10}) {
-		t.Fatalf("Stream(3) after compaction: %v, want OutOfRangeError{3, 10}", err)
+	if !ok || *rangeErr != (OutOfRangeError{From: 3, Head: 10, Oldest: 5}) {
+		t.Fatalf("Stream(3) after compaction: %v, want OutOfRangeError{3, 10, oldest 5}", err)
 	}
 	c := &collector{last: 10}
 	if err := h.Stream(t.Context(), 5, Filter{}, c.send); !errors.Is(err, errStop) {
@@ -1084,8 +1084,8 @@ func TestStopAtHead(t *testing.T) {
 		}
 		st.compactedBefore = 5
 		_, _, err = stopAtHead(t, h, 3, Filter{}, nil)
-		if rangeErr, ok := errors.AsType[*OutOfRangeError](err); !ok || *rangeErr != (OutOfRangeError{From: 3, Head: 10}) {
-			t.Fatalf("Stream(3) after compaction: %v, want OutOfRangeError{3, 10}", err)
+		if rangeErr, ok := errors.AsType[*OutOfRangeError](err); !ok || *rangeErr != (OutOfRangeError{From: 3, Head: 10, Oldest: 5}) {
+			t.Fatalf("Stream(3) after compaction: %v, want OutOfRangeError{3, 10, oldest 5}", err)
 		}
 	})
 	t.Run("ends early", func(t *testing.T) {

@@ -79,6 +79,7 @@ type Engine struct {
 	stopOnce sync.Once
 
 	retention Retention
+	sweepMu   sync.Mutex
 	// retStop ends the retention sweeper and retDone is closed when it
 	// returned; both nil while it does not run.
 	retMu   sync.Mutex

@@ -50,12 +50,16 @@ type Swept struct {
 // Sweep deletes, as of the engine's clock, the changes and the FINAL
 // instances Options.Retention no longer keeps, retentionBatch of them to a
 // transaction, until none is left. The sweeper runs it every
-// Retention.Interval; tests and tools call it directly.
+// Retention.Interval; tests and tools call it directly. One Sweep runs at a
+// time: when Sweep returns, whatever expired is deleted and reported to
+// Retention.OnDeleted, by this call or by one that ran before it.
 func (e *Engine) Sweep(ctx context.Context) (Swept, error) {
 	var total Swept
 	if !e.retention.on() {
 		return total, nil
 	}
+	e.sweepMu.Lock()
+	defer e.sweepMu.Unlock()
 	for {
 		n, instances, more, err := e.sweepBatch(ctx, e.clock.Now())
 		if err != nil {
