@@ -1,11 +1,13 @@
 package web_test
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/dfsmr/dfsmr/server"
 	"github.com/dfsmr/dfsmr/server/engine"
@@ -39,5 +41,30 @@ func TestMachineRatesAfterRetention(t *testing.T) {
 	}
 	if !strings.Contains(body, "/min") {
 		t.Fatalf("no edge rate on the page after retention:\n%s", body)
+	}
+}
+
+// TestEventsTailAfterRetention: a tail reaching back past the changes
+// retention kept starts at the oldest one kept, instead of ending with
+// out-of-range.
+func TestEventsTailAfterRetention(t *testing.T) {
+	e := mustServer(t, false, func(c *server.Config) { c.ChangelogRetentionCount = 3 })
+	for i := range 5 {
+		e.start(t, "crawler", fmt.Sprint("c-", i), nil)
+	}
+	if _, err := e.srv.Engine().Sweep(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	b := e.browser(t)
+	b.get("/instances") // the anonymous session cookie
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	resp := b.stream(ctx, "/events?machine=crawler&tail=10", "")
+	defer resp.Body.Close()
+	evs := readEvents(t, bufio.NewReader(resp.Body), 3)
+	for i, ev := range evs {
+		if want := fmt.Sprintf(`"instance":"c-%d"`, i+2); !strings.Contains(ev.data, want) {
+			t.Errorf("event %d: %+v, want %s", i, ev, want)
+		}
 	}
 }
