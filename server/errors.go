@@ -74,6 +74,13 @@ func toStatus(log *slog.Logger, method string, err error) error {
 			Metadata: map[string]string{"resume_from_seq": strconv.FormatUint(lagging.ResumeFrom, 10)},
 		})
 		return st.Err()
+	case errors.As(err, &oor) && oor.Compacted():
+		st, _ := status.New(codes.OutOfRange, oor.Error()).WithDetails(&errdetails.ErrorInfo{
+			Reason:   "CHANGES_COMPACTED",
+			Domain:   "dfsmr",
+			Metadata: map[string]string{"oldest_seq": strconv.FormatUint(oor.Oldest, 10)},
+		})
+		return st.Err()
 	case errors.As(err, &oor):
 		return status.Error(codes.OutOfRange, err.Error())
 	case errors.As(err, &leader):

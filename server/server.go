@@ -199,6 +199,24 @@ type Config struct {
 	// clusterNode, when set, stands in for the server's node in
 	// ClusterService (export_test.go).
 	clusterNode clusterNode
+
+	// ChangelogRetention is how long a change stays in the changelog,
+	// counted from the time it was made: older changes are deleted (a
+	// sweep every minute), and a Changes stream from before the oldest one
+	// left fails with OUT_OF_RANGE. Default DefaultChangelogRetention;
+	// negative: no age bound.
+	ChangelogRetention time.Duration `yaml:"changelog_retention" help:"age past which changes leave the changelog, negative for no age bound"`
+	// ChangelogRetentionCount is how many of the newest changes the
+	// changelog keeps at most, whatever their age. Zero: no count bound
+	// (the default); negative is refused.
+	ChangelogRetentionCount int `yaml:"changelog_retention_count" help:"most changes the changelog keeps (the newest), 0 for no count bound"`
+	// FinishedRetention is how long a FINAL instance is kept after it
+	// became FINAL: then it is deleted with its index entries and the
+	// index of its history (GetInstance answers NOT_FOUND and its id may
+	// be started again); its changes leave the changelog by
+	// ChangelogRetention. Default DefaultFinishedRetention; negative: FINAL
+	// instances are kept for ever.
+	FinishedRetention time.Duration `yaml:"finished_retention" help:"time after which a finished instance is deleted, negative to keep them for ever"`
 }
 
 // WithDefaults returns c with every zero field set to its default.
@@ -230,7 +248,7 @@ func (c Config) WithDefaults() Config {
 	if c.Clock == nil {
 		c.Clock = clock.Real{}
 	}
-	return c.limitDefaults().securityDefaults()
+	return c.limitDefaults().securityDefaults().retentionDefaults()
 }
 
 // Validate reports the first invalid field.
@@ -273,6 +291,9 @@ func (c Config) Validate() error {
 	}
 	if (c.Join != "" || c.BootstrapPeers != "") && c.RaftAddr == "" {
 		return errors.New("raft_addr is needed to join or start a cluster of several servers")
+	}
+	if c.ChangelogRetentionCount < 0 {
+		return errors.New("changelog_retention_count must not be negative (0: no count bound)")
 	}
 	return c.validateSecurity()
 }
@@ -385,7 +406,8 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s.hub = changes.New(st, changes.Options{Logger: cfg.Logger})
-	s.engine = engine.New(st, engine.Options{Clock: cfg.Clock, Logger: cfg.Logger, MaxHistory: cfg.MaxHistory})
+	s.engine = engine.New(st, engine.Options{Clock: cfg.Clock, Logger: cfg.Logger, MaxHistory: cfg.MaxHistory,
+		Retention: cfg.retention(s.metrics.OnRetention)})
 	hook := func(c []fsm.Change) {
 		s.hub.Publish(c)
 		s.engine.OnCommit(c)

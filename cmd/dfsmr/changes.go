@@ -6,12 +6,14 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 
 	"github.com/dfsmr/dfsmr/client"
 	pb "github.com/dfsmr/dfsmr/gen/dfsmr/v1"
 	"github.com/spf13/cobra"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -31,8 +33,10 @@ func (a *app) changesCommand() *cobra.Command {
 		Long: `Changes prints the changelog: one change per line, in sequence order, each
 exactly once.
 
-Without -f it replays from --from (default 1, the oldest retained change)
-through the last change committed when the command started, then exits. The
+Without -f it replays from --from (default: the oldest change the server
+still keeps; it deletes older ones, see its changelog_retention) through the
+last change committed when the command started, then exits. A --from below
+the oldest change kept fails and names it. The
 server applies --machine, --instance and --device and ends the replay at that head,
 even when the last changes do not match the filters; --kind is applied here.
 
@@ -86,7 +90,23 @@ shows as \x1b, a bidirectional control as \u202e.`,
 			}
 			// A from beyond head+1 is left to the server: OUT_OF_RANGE.
 			req := &pb.ChangesRequest{FromSeq: from, Machine: filter.Machine, Instance: filter.Instance, Device: filter.Device, StopAtHead: !follow}
-			err = c.Follow(a.ctx, req, print)
+			printed := false
+			printOne := func(ch *pb.Change) error {
+				printed = true
+				return print(ch)
+			}
+			err = c.Follow(a.ctx, req, printOne)
+			// The default start, the oldest change kept: the server names it
+			// when it refuses seq 1. Retention may move it on again
+			// before the next call starts, so ask a few times.
+			for range 3 {
+				oldest, ok := oldestSeq(err)
+				if !ok || printed || cmd.Flags().Changed("from") || follow {
+					break
+				}
+				req.FromSeq = oldest
+				err = c.Follow(a.ctx, req, printOne)
+			}
 			if follow && a.ctx.Err() != nil {
 				return nil // interrupted: the normal end of -f
 			}
@@ -94,7 +114,7 @@ shows as \x1b, a bidirectional control as \u202e.`,
 		}),
 	}
 	f := cmd.Flags()
-	f.Uint64Var(&from, "from", 0, "first sequence number (default: 1, or from now with -f)")
+	f.Uint64Var(&from, "from", 0, "first sequence number (default: the oldest kept, or from now with -f)")
 	f.BoolVarP(&follow, "follow", "f", false, "follow live changes until interrupted")
 	f.StringVar(&filter.Machine, "machine", "", "only changes of this machine")
 	f.StringVar(&filter.Instance, "instance", "", "only changes of this instance")
@@ -102,6 +122,23 @@ shows as \x1b, a bidirectional control as \u202e.`,
 	f.StringSliceVar(&kinds, "kind", nil, "only changes of these kinds: started, leased, transitioned, device_notice, ... (repeatable, or comma-separated)")
 	f.BoolVar(&wide, "wide", false, "never cut lines to 120 columns")
 	return cmd
+}
+
+// oldestSeq returns the oldest sequence number the server keeps, from the
+// OUT_OF_RANGE status (ErrorInfo reason CHANGES_COMPACTED, metadata
+// "oldest_seq") that refuses a Changes stream starting before it.
+func oldestSeq(err error) (uint64, bool) {
+	st, ok := status.FromError(err)
+	if !ok || st.Code() != codes.OutOfRange {
+		return 0, false
+	}
+	for _, d := range st.Details() {
+		if info, ok := d.(*errdetails.ErrorInfo); ok && info.GetReason() == "CHANGES_COMPACTED" {
+			seq, err := strconv.ParseUint(info.GetMetadata()["oldest_seq"], 10, 64)
+			return seq, err == nil
+		}
+	}
+	return 0, false
 }
 
 // parseKinds turns --kind names ("leased", "device-notice",

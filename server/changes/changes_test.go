@@ -149,6 +149,18 @@ func (tx *fakeTx) Head() (uint64, error) {
 	return uint64(len(tx.s.log) + len(tx.pending)), nil
 }
 
+func (tx *fakeTx) OldestChange() (uint64, bool, error) {
+	head, _ := tx.Head()
+	oldest := max(tx.s.compactedBefore, 1)
+	return oldest, oldest <= head, nil
+}
+
+func (tx *fakeTx) Finished(time.Time, int) ([]string, error) { return nil, errNotImplemented }
+func (tx *fakeTx) TrimChanges(uint64, time.Time, int) (int, error) {
+	return 0, errNotImplemented
+}
+func (tx *fakeTx) DeleteInstance(string) error { return errNotImplemented }
+
 func (tx *fakeTx) AppendChange(c fsm.Change) (uint64, error) {
 	head, _ := tx.Head()
 	c.Seq = head + 1
@@ -709,8 +721,8 @@ func TestOutOfRange(t *testing.T) {
 	st.compactedBefore = 5
 	err = h.Stream(t.Context(), 3, Filter{}, func(fsm.Change) error { return nil })
 	rangeErr, ok = errors.AsType[*OutOfRangeError](err)
-	if !ok || *rangeErr != (OutOfRangeError{From: 3, Head: 10}) {
-		t.Fatalf("Stream(3) after compaction: %v, want OutOfRangeError{3, 10}", err)
+	if !ok || *rangeErr != (OutOfRangeError{From: 3, Head: 10, Oldest: 5}) {
+		t.Fatalf("Stream(3) after compaction: %v, want OutOfRangeError{3, 10, oldest 5}", err)
 	}
 	c := &collector{last: 10}
 	if err := h.Stream(t.Context(), 5, Filter{}, c.send); !errors.Is(err, errStop) {
@@ -1072,8 +1084,8 @@ func TestStopAtHead(t *testing.T) {
 		}
 		st.compactedBefore = 5
 		_, _, err = stopAtHead(t, h, 3, Filter{}, nil)
-		if rangeErr, ok := errors.AsType[*OutOfRangeError](err); !ok || *rangeErr != (OutOfRangeError{From: 3, Head: 10}) {
-			t.Fatalf("Stream(3) after compaction: %v, want OutOfRangeError{3, 10}", err)
+		if rangeErr, ok := errors.AsType[*OutOfRangeError](err); !ok || *rangeErr != (OutOfRangeError{From: 3, Head: 10, Oldest: 5}) {
+			t.Fatalf("Stream(3) after compaction: %v, want OutOfRangeError{3, 10, oldest 5}", err)
 		}
 	})
 	t.Run("ends early", func(t *testing.T) {

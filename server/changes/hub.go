@@ -89,13 +89,22 @@ type OutOfRangeError struct {
 	From uint64
 	// Head is the last sequence number committed when the stream started.
 	Head uint64
+	// Oldest, when From was deleted by retention, is the oldest sequence
+	// number the changelog holds (one past its head when retention
+	// deleted every change): where a consumer can resume. Zero when From
+	// is in the future.
+	Oldest uint64
 }
 
+// Compacted reports whether From was deleted by retention (rather than
+// not yet committed).
+func (e *OutOfRangeError) Compacted() bool { return e.Oldest != 0 }
+
 func (e *OutOfRangeError) Error() string {
-	if e.From > e.Head+1 {
+	if !e.Compacted() {
 		return fmt.Sprintf("changes: seq %d is out of range: the changelog ends at %d", e.From, e.Head)
 	}
-	return fmt.Sprintf("changes: seq %d is out of range: it was compacted (head %d)", e.From, e.Head)
+	return fmt.Sprintf("changes: seq %d is out of range: retention deleted it; the oldest change kept is %d", e.From, e.Oldest)
 }
 
 // Filter selects changes; empty fields match everything.

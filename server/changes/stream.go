@@ -73,18 +73,23 @@ func (s *stream) replayPage(upto uint64) error {
 	limit := s.nextPageLimit()
 	err := s.h.st.View(s.ctx, func(tx store.ReadTx) error {
 		var err error
-		page, err = tx.Changes(s.next, limit)
-		return err
+		if page, err = tx.Changes(s.next, limit); err != nil {
+			return err
+		}
+		// Everything through upto is committed, so a short or late page
+		// means retention deleted the range we need.
+		if len(page) == 0 || page[0].Seq > s.next {
+			return compacted(tx, s.next, upto)
+		}
+		return nil
 	})
+	if _, ok := err.(*OutOfRangeError); ok {
+		return err
+	}
 	if err != nil {
 		return s.replayErr(err)
 	}
 	s.sized(page)
-	// Everything through upto is committed, so a short or late page means
-	// retention compacted the range we need.
-	if len(page) == 0 || page[0].Seq > s.next {
-		return &OutOfRangeError{From: s.next, Head: upto}
-	}
 	for i := range page {
 		c := &page[i]
 		if c.Seq != s.next {
@@ -117,7 +122,7 @@ func (s *stream) replayHistoryPage(upto uint64) error {
 			return err
 		}
 		if len(first) == 0 || first[0].Seq > s.next {
-			return &OutOfRangeError{From: s.next, Head: upto}
+			return compacted(tx, s.next, upto)
 		}
 		page, err = tx.HistoryFrom(s.f.Instance, s.next, limit)
 		return err
@@ -150,6 +155,24 @@ func (s *stream) replayHistoryPage(upto uint64) error {
 		s.next = max(s.next, upto+1)
 	}
 	return nil
+}
+
+// compacted is the error of a replay that found from deleted by
+// retention: it names the oldest change the changelog holds, read in the
+// same snapshot.
+func compacted(tx store.ReadTx, from, upto uint64) error {
+	oldest, ok, err := tx.OldestChange()
+	if err != nil {
+		return err
+	}
+	if !ok {
+		head, err := tx.Head()
+		if err != nil {
+			return err
+		}
+		oldest = head + 1
+	}
+	return &OutOfRangeError{From: from, Head: upto, Oldest: oldest}
 }
 
 // Replay page sizing: a page starts at firstPageLimit changes and adapts

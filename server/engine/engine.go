@@ -46,6 +46,9 @@ type Options struct {
 	// written, 128 devices to a transaction. Default
 	// DefaultLiveFlush.
 	LiveFlush time.Duration
+	// Retention says which changes and FINAL instances the sweeper
+	// deletes (see StartRetention); the zero value deletes nothing.
+	Retention Retention
 }
 
 // Engine runs the operations of dfsmr against a store.
@@ -76,6 +79,14 @@ type Engine struct {
 	// while following.
 	leadMu sync.Mutex
 	lead   *leadership
+
+	retention Retention
+	sweepMu   sync.Mutex
+	// retStop ends the retention sweeper and retDone is closed when it
+	// returned; both nil while it does not run.
+	retMu   sync.Mutex
+	retStop context.CancelFunc
+	retDone chan struct{}
 }
 
 // leadership is what runs while this server leads.
@@ -125,6 +136,9 @@ func New(st store.Store, opts Options) *Engine {
 	if opts.LiveFlush <= 0 {
 		opts.LiveFlush = DefaultLiveFlush
 	}
+	if opts.Retention.Interval <= 0 {
+		opts.Retention.Interval = DefaultRetentionInterval
+	}
 	e := &Engine{
 		st:         st,
 		clock:      opts.Clock,
@@ -132,6 +146,7 @@ func New(st store.Store, opts Options) *Engine {
 		rand:       opts.Rand,
 		maxHistory: opts.MaxHistory,
 		liveFlush:  opts.LiveFlush,
+		retention:  opts.Retention,
 	}
 	e.schedOpts = sched.Options{Clock: opts.Clock, Logger: opts.Logger, Load: e.loadDue, Fire: e.FireDue, Batch: dueBatch}
 	return e
@@ -148,8 +163,8 @@ func (e *Engine) Start(ctx context.Context) error { return e.Lead(ctx) }
 // fires at once), after finishing any upgrade sweep cut short (see
 // sweepMachine) and marking offline the devices whose streams were on
 // another server or process; and the flusher of the live fields of device
-// records (see FlushLive). It returns once they run; leading again is a
-// no-op.
+// records (see FlushLive), and the retention sweeper (see
+// StartRetention). It returns once they run; leading again is a no-op.
 func (e *Engine) Lead(ctx context.Context) error {
 	e.leadMu.Lock()
 	defer e.leadMu.Unlock()
@@ -173,6 +188,7 @@ func (e *Engine) Lead(ctx context.Context) error {
 		e.flushLive(fctx, e.liveFlush)
 	}()
 	e.lead = l
+	e.StartRetention(ctx)
 	return nil
 }
 
@@ -187,6 +203,9 @@ func (e *Engine) Follow(ctx context.Context) error {
 	}
 	e.lead = nil
 	e.sched.Store(nil)
+	if err := e.StopRetention(ctx); err != nil {
+		return err
+	}
 	l.stopLive()
 	select {
 	case <-l.liveDone:

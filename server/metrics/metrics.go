@@ -89,6 +89,7 @@ type Metrics struct {
 	panics        prometheus.Counter
 	corrupt       prometheus.Counter
 	connsRefused  *prometheus.CounterVec
+	retained      *prometheus.CounterVec
 }
 
 type instanceKey struct {
@@ -132,6 +133,10 @@ func New(src Sources) *Metrics {
 			Namespace: Namespace, Name: "connections_refused_total",
 			Help: "Connections closed at once because a connection limit was reached, by limit (total, per_ip).",
 		}, []string{"limit"}),
+		retained: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: Namespace, Name: "retention_deleted_total",
+			Help: "Records retention deleted, by kind (changes: changelog entries past changelog_retention or its count; instances: FINAL instances past finished_retention).",
+		}, []string{"kind"}),
 		panics: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: Namespace, Name: "grpc_panics_total",
 			Help: "Handler panics recovered into INTERNAL.",
@@ -145,11 +150,13 @@ func New(src Sources) *Metrics {
 	// before the first refusal.
 	m.connsRefused.WithLabelValues("total")
 	m.connsRefused.WithLabelValues("per_ip")
+	m.retained.WithLabelValues(retainedChanges)
+	m.retained.WithLabelValues(retainedInstances)
 	m.reg.MustRegister(
 		m.grpc,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		m.changes, m.commitOps, m.commitSeconds, m.panics, m.corrupt, m.connsRefused,
+		m.changes, m.commitOps, m.commitSeconds, m.panics, m.corrupt, m.connsRefused, m.retained,
 		instanceCollector{m},
 		gaugeFunc("scheduler_queue_depth", "Instances the scheduler waits on: WAITING ones and leases that can expire.", src.Scheduled),
 		gaugeFunc("ready_long_polls", "Ready calls blocked waiting for work.", src.LongPolls),
@@ -373,6 +380,32 @@ func (m *Metrics) CountPanic() {
 func (m *Metrics) CountCorrupt() {
 	if m != nil {
 		m.corrupt.Inc()
+	}
+}
+
+// Labels of dfsmr_retention_deleted_total.
+const (
+	retainedChanges   = "changes"
+	retainedInstances = "instances"
+)
+
+// OnRetention counts what one committed batch of the retention sweeper
+// deleted, and takes the deleted instances out of the instance counts:
+// their deletion is no change, so OnCommit does not see it.
+func (m *Metrics) OnRetention(changes int, instances []fsm.Instance) {
+	if m == nil {
+		return
+	}
+	m.retained.WithLabelValues(retainedChanges).Add(float64(changes))
+	m.retained.WithLabelValues(retainedInstances).Add(float64(len(instances)))
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for i := range instances {
+		in := &instances[i]
+		k := instanceKey{in.Machine, in.Node, in.Status}
+		if m.instances[k]--; m.instances[k] <= 0 {
+			delete(m.instances, k)
+		}
 	}
 }
 

@@ -210,6 +210,14 @@ type ReadTx interface {
 	Changes(from uint64, limit int) ([]fsm.Change, error)
 	// Head returns the last assigned sequence number (0 when empty).
 	Head() (uint64, error)
+	// OldestChange returns the sequence number of the oldest change the
+	// changelog still holds; ok is false when it holds none (every change
+	// through Head was deleted by retention, or none was appended).
+	OldestChange() (seq uint64, ok bool, err error)
+
+	// Finished returns the ids of up to limit FINAL instances that became
+	// FINAL (their UpdatedAt) before before, earliest first.
+	Finished(before time.Time, limit int) ([]string, error)
 
 	// DurationSamples returns the lease durations recorded for a node of a
 	// machine version, oldest first: at most MaxDurationSamples, none (and
@@ -261,4 +269,17 @@ type Tx interface {
 	// Dequeue removes an entry from a device's queue (ErrNotFound when it
 	// is not there).
 	Dequeue(device string, e QueueEntry) error
+
+	// TrimChanges deletes changelog entries from the oldest on, with their
+	// history entries, while an entry's Seq is below keepFrom or its At is
+	// before before; it stops at the first entry that is neither, or after
+	// limit entries (limit 0: no bound). It returns how many it deleted.
+	// Head does not move: a deleted sequence number is never assigned
+	// again.
+	TrimChanges(keepFrom uint64, before time.Time, limit int) (int, error)
+	// DeleteInstance deletes a FINAL instance with its index entries and
+	// its history entries; its changes stay in the changelog until
+	// TrimChanges deletes them. It is ErrNotFound for a missing instance
+	// and an *fsm.InvariantError for one that is not FINAL.
+	DeleteInstance(id string) error
 }

@@ -167,12 +167,18 @@ func (h *Handler) edgeRates(ctx context.Context, machine string, head uint64) (m
 	if head == 0 {
 		return nil, nil
 	}
-	err := h.o.Hub.Stream(ctx, from, changes.Filter{Machine: machine}, func(c fsm.Change) error {
+	count := func(c fsm.Change) error {
 		if c.Transition != "" && c.FromNode != "" && c.At.After(since) {
 			n[edgeKey{c.FromNode, c.Transition}]++
 		}
 		return nil
-	}, changes.StopAtHead())
+	}
+	err := h.o.Hub.Stream(ctx, from, changes.Filter{Machine: machine}, count, changes.StopAtHead())
+	if oor, ok := err.(*changes.OutOfRangeError); ok && oor.Compacted() && from < oor.Oldest {
+		// Retention deleted the start: what is left is the recent part.
+		clear(n)
+		err = h.o.Hub.Stream(ctx, oor.Oldest, changes.Filter{Machine: machine}, count, changes.StopAtHead())
+	}
 	if _, ok := err.(*changes.OutOfRangeError); ok {
 		return nil, nil // compacted: no rates rather than no page
 	}

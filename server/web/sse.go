@@ -138,7 +138,9 @@ func (h *Handler) events(w http.ResponseWriter, r *http.Request, _ *viewer) {
 		h.ping(ctx, write)
 	}()
 
-	err := h.o.Hub.Stream(ctx, from, filter, func(c fsm.Change) error {
+	sent := false
+	send := func(c fsm.Change) error {
+		sent = true
 		if (kind != "" && c.Kind.String() != kind) || (dev != "" && c.Device != dev) {
 			return nil
 		}
@@ -147,8 +149,14 @@ func (h *Handler) events(w http.ResponseWriter, r *http.Request, _ *viewer) {
 			return err
 		}
 		return write(fmt.Sprintf("id: %d\nevent: change\ndata: %s\n\n", c.Seq, data))
-	})
+	}
+	err := h.o.Hub.Stream(ctx, from, filter, send)
 	var oor *changes.OutOfRangeError
+	if after == "" && !sent && errors.As(err, &oor) && oor.Compacted() && from < oor.Oldest {
+		// A tail reaching back past what retention kept: the tail is
+		// what is left. (A resume point retention deleted is told below.)
+		err = h.o.Hub.Stream(ctx, oor.Oldest, filter, send)
+	}
 	var lag *changes.LaggingError
 	switch {
 	case errors.As(err, &oor):

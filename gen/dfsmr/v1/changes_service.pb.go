@@ -26,8 +26,10 @@ const (
 type ChangesRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Replay from this sequence number (inclusive), then tail live. Default 0:
-	// only changes committed from now on. 1 replays everything still retained.
-	// OUT_OF_RANGE if older than the retained window or beyond the next
+	// only changes committed from now on. 1 replays everything until
+	// retention deletes the first changes; then the oldest kept is the
+	// earliest start (see OUT_OF_RANGE above: its "oldest_seq" names it).
+	// OUT_OF_RANGE if older than the oldest change kept or beyond the next
 	// sequence number.
 	FromSeq uint64 `protobuf:"varint,1,opt,name=from_seq,json=fromSeq,proto3" json:"from_seq,omitempty"`
 	// Only changes of this machine id (instances of any version, and its

@@ -60,9 +60,16 @@ type ChangesServiceClient interface {
 	// "resume_from_seq" says where to resume (use the greater of it and the
 	// last seq received + 1); UNAVAILABLE when the server shuts down. Both
 	// mean: resume as above.
-	// OUT_OF_RANGE when from_seq is older than the oldest retained change
-	// (compacted away) or beyond the next sequence number: start again from
-	// the current state (GetInstance/ListInstances) with from_seq = 0.
+	// OUT_OF_RANGE when from_seq is beyond the next sequence number, or older
+	// than the oldest change retention kept (the server deletes changes older
+	// than its changelog_retention, and beyond changelog_retention_count; the
+	// numbers are never reused). For the latter the message names the
+	// oldest change kept, and a google.rpc.ErrorInfo (reason
+	// CHANGES_COMPACTED, domain "dfsmr") carries it in metadata "oldest_seq"
+	// (one past the head when every change was deleted): resume from it
+	// knowing the changes between were missed, or start again from the
+	// current state (GetInstance/ListInstances) with from_seq = 0. A stream
+	// replaying slower than retention deletes ends the same way.
 	Changes(ctx context.Context, in *ChangesRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ChangesResponse], error)
 }
 
@@ -131,9 +138,16 @@ type ChangesServiceServer interface {
 	// "resume_from_seq" says where to resume (use the greater of it and the
 	// last seq received + 1); UNAVAILABLE when the server shuts down. Both
 	// mean: resume as above.
-	// OUT_OF_RANGE when from_seq is older than the oldest retained change
-	// (compacted away) or beyond the next sequence number: start again from
-	// the current state (GetInstance/ListInstances) with from_seq = 0.
+	// OUT_OF_RANGE when from_seq is beyond the next sequence number, or older
+	// than the oldest change retention kept (the server deletes changes older
+	// than its changelog_retention, and beyond changelog_retention_count; the
+	// numbers are never reused). For the latter the message names the
+	// oldest change kept, and a google.rpc.ErrorInfo (reason
+	// CHANGES_COMPACTED, domain "dfsmr") carries it in metadata "oldest_seq"
+	// (one past the head when every change was deleted): resume from it
+	// knowing the changes between were missed, or start again from the
+	// current state (GetInstance/ListInstances) with from_seq = 0. A stream
+	// replaying slower than retention deletes ends the same way.
 	Changes(*ChangesRequest, grpc.ServerStreamingServer[ChangesResponse]) error
 	mustEmbedUnimplementedChangesServiceServer()
 }

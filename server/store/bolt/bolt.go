@@ -390,9 +390,15 @@ func (s *Store) initBuckets() error {
 				err = s.bboltPanic(p)
 			}
 		}()
+		indexFinished := tx.Bucket(bucketFinished) == nil && tx.Bucket(bucketInstances) != nil
 		for _, name := range allBuckets {
 			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 				return fmt.Errorf("create bucket %s: %w", name, err)
+			}
+		}
+		if indexFinished {
+			if err := fillFinished(tx); err != nil {
+				return err
 			}
 		}
 		meta := tx.Bucket(bucketMeta)

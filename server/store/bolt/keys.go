@@ -43,17 +43,24 @@ var (
 	// bucketBreakers: machine -> breaker record, one per machine.
 	bucketBreakers = []byte("breakers")
 
+	// bucketFinished: timeKey(UpdatedAt) id -> nil for FINAL instances, in
+	// the order they finished: what finished-instance retention deletes
+	// first.
+	bucketFinished = []byte("finished")
+
 	// bucketDevices: id -> device record.
 	bucketDevices = []byte("devices")
 	// bucketQueues: device sep priority(4) timeKey(at)(8) job -> nil, each
 	// device's queue of jobs in offer order.
 	bucketQueues = []byte("device_queues")
 
+	// allBuckets are every bucket, in an order that only ever grows at
+	// the end: write commands of the log name buckets by their place here.
 	allBuckets = [][]byte{
 		bucketMeta, bucketInstances, bucketByMachine, bucketReady,
 		bucketReadyMachine, bucketReadyNode, bucketDue, bucketChanges,
 		bucketHistory, bucketMachines, bucketDurations, bucketBreakers,
-		bucketDevices, bucketQueues,
+		bucketDevices, bucketQueues, bucketFinished,
 	}
 )
 
@@ -126,7 +133,7 @@ func seqKey(seq uint64) []byte {
 // indexKeys are the keys an instance occupies in the index buckets; nil
 // when it is absent from that index.
 type indexKeys struct {
-	byMachine, ready, readyMachine, readyNode, due []byte
+	byMachine, ready, readyMachine, readyNode, due, finished []byte
 }
 
 func keysOf(in *fsm.Instance) indexKeys {
@@ -155,6 +162,10 @@ func keysOf(in *fsm.Instance) indexKeys {
 	if at, ok := in.DueTime(); ok {
 		k.due = binary.BigEndian.AppendUint64(make([]byte, 0, 8+len(in.ID)), timeKey(at))
 		k.due = append(k.due, in.ID...)
+	}
+	if in.Status == fsm.StatusFinal {
+		k.finished = binary.BigEndian.AppendUint64(make([]byte, 0, 8+len(in.ID)), timeKey(in.UpdatedAt))
+		k.finished = append(k.finished, in.ID...)
 	}
 	return k
 }

@@ -490,6 +490,7 @@ func (w *writeTx) PutInstance(in fsm.Instance) error {
 		{bucketReadyMachine, was.readyMachine, now.readyMachine},
 		{bucketReadyNode, was.readyNode, now.readyNode},
 		{bucketDue, was.due, now.due},
+		{bucketFinished, was.finished, now.finished},
 	} {
 		if bytes.Equal(ix.was, ix.now) {
 			continue

@@ -98,6 +98,8 @@ type fileCheck struct {
 	records    []*store.CorruptError
 	// counts is the number of keys per top-level bucket.
 	counts map[string]int
+	// present are the top-level buckets the file has.
+	present map[string]bool
 	// onLeaf, when set, sees every key and value of the top-level buckets.
 	onLeaf func(bucket string, k, v []byte)
 }
@@ -117,7 +119,7 @@ func checkFile(f *os.File, path string, onLeaf func(bucket string, k, v []byte))
 	if err != nil {
 		return nil, err
 	}
-	c := &fileCheck{f: f, path: path, size: info.Size(), counts: map[string]int{}, onLeaf: onLeaf}
+	c := &fileCheck{f: f, path: path, size: info.Size(), counts: map[string]int{}, present: map[string]bool{}, onLeaf: onLeaf}
 	if c.size == 0 {
 		return nil, errEmpty
 	}
@@ -291,6 +293,7 @@ func (c *fileCheck) walkRoot() {
 	}
 	for _, s := range subs {
 		name := string(s.name)
+		c.present[name] = true
 		c.walkBucket(s.header, 1, func(k, v []byte, flags uint32) {
 			c.counts[name]++
 			if flags&bucketLeafFlag != 0 {

@@ -26,6 +26,10 @@ type state struct {
 	History   map[string][]fsm.Change
 	Machines  []store.MachineRecord
 	Versions  map[string][]store.MachineRecord
+	// Oldest is OldestChange (0 when none); Finished lists every FINAL
+	// instance in the order Finished returns them.
+	Oldest   uint64
+	Finished []string
 }
 
 // snapshot reads the whole visible state of st.
@@ -70,6 +74,12 @@ func snapshot(t testing.TB, st store.Store) state {
 			return err
 		}
 		s.Changes = normChanges(cs)
+		if s.Oldest, _, err = tx.OldestChange(); err != nil {
+			return err
+		}
+		if s.Finished, err = tx.Finished(farFuture, 0); err != nil {
+			return err
+		}
 		ids := map[string]bool{}
 		for _, in := range ins {
 			ids[in.ID] = true
@@ -108,20 +118,67 @@ func snapshot(t testing.TB, st store.Store) state {
 // model is the in-memory reference a store is compared with.
 type model struct {
 	instances map[string]fsm.Instance
-	changes   []fsm.Change
-	machines  map[string][]store.MachineRecord
+	// changes are those retention kept; head is the last seq assigned.
+	changes []fsm.Change
+	head    uint64
+	// history holds the seqs of each instance's history entries.
+	history  map[string][]uint64
+	machines map[string][]store.MachineRecord
+}
+
+func newModel() *model {
+	return &model{instances: map[string]fsm.Instance{}, history: map[string][]uint64{}, machines: map[string][]store.MachineRecord{}}
 }
 
 func (m *model) clone() *model {
 	c := &model{
 		instances: maps.Clone(m.instances),
 		changes:   slices.Clone(m.changes),
+		head:      m.head,
+		history:   map[string][]uint64{},
 		machines:  map[string][]store.MachineRecord{},
+	}
+	for id, seqs := range m.history {
+		c.history[id] = slices.Clone(seqs)
 	}
 	for id, vs := range m.machines {
 		c.machines[id] = slices.Clone(vs)
 	}
 	return c
+}
+
+// appendChange numbers c as the store must and records it.
+func (m *model) appendChange(c fsm.Change) fsm.Change {
+	m.head++
+	c.Seq = m.head
+	m.changes = append(m.changes, c)
+	if c.Instance != "" {
+		m.history[c.Instance] = append(m.history[c.Instance], c.Seq)
+	}
+	return c
+}
+
+// trim is TrimChanges on the model; it returns how many went.
+func (m *model) trim(keepFrom uint64, before time.Time, limit int) int {
+	n := 0
+	for len(m.changes) > 0 && (limit == 0 || n < limit) {
+		c := m.changes[0]
+		if c.Seq >= keepFrom && store.UnixNanos(c.At) >= store.UnixNanos(before) {
+			break
+		}
+		m.changes = m.changes[1:]
+		if c.Instance != "" {
+			m.history[c.Instance] = slices.DeleteFunc(m.history[c.Instance], func(s uint64) bool { return s == c.Seq })
+		}
+		n++
+	}
+	return n
+}
+
+// deleteInstance is DeleteInstance on the model.
+func (m *model) deleteInstance(id string) {
+	delete(m.instances, id)
+	delete(m.history, id)
 }
 
 // state computes what a store holding the model must show.
@@ -130,8 +187,11 @@ func (m *model) state() state {
 		Ready:    map[store.ReadyFilter][]string{},
 		History:  map[string][]fsm.Change{},
 		Versions: map[string][]store.MachineRecord{},
-		Head:     uint64(len(m.changes)),
+		Head:     m.head,
 		Changes:  normChanges(m.changes),
+	}
+	if len(m.changes) > 0 {
+		s.Oldest = m.changes[0].Seq
 	}
 	for _, id := range slices.Sorted(maps.Keys(m.instances)) {
 		s.Instances = append(s.Instances, norm(m.instances[id]))
@@ -168,9 +228,21 @@ func (m *model) state() state {
 		s.Ready[f] = ids
 	}
 	for _, c := range s.Changes {
-		if c.Instance != "" {
+		if c.Instance != "" && slices.Contains(m.history[c.Instance], c.Seq) {
 			s.History[c.Instance] = append(s.History[c.Instance], c)
 		}
+	}
+	var finished []fsm.Instance
+	for _, in := range s.Instances {
+		if in.Status == fsm.StatusFinal && store.UnixNanos(in.UpdatedAt) < store.UnixNanos(farFuture) {
+			finished = append(finished, in)
+		}
+	}
+	slices.SortStableFunc(finished, func(a, b fsm.Instance) int {
+		return cmp.Compare(store.UnixNanos(a.UpdatedAt), store.UnixNanos(b.UpdatedAt))
+	})
+	for _, in := range finished {
+		s.Finished = append(s.Finished, in.ID)
 	}
 	for _, id := range slices.Sorted(maps.Keys(m.machines)) {
 		vs := m.machines[id]
@@ -247,7 +319,7 @@ func (s *suite) model(t *testing.T) {
 	sd := seed(t)
 	r := newRand(sd)
 	st, cfg := s.mustOpen(t, Config{})
-	m := &model{instances: map[string]fsm.Instance{}, machines: map[string][]store.MachineRecord{}}
+	m := newModel()
 	steps := 300
 	if testing.Short() {
 		steps = 80
@@ -262,9 +334,39 @@ func (s *suite) model(t *testing.T) {
 		// The random draws happen here, once: fn must be a function of the
 		// transaction only, because the store may run it more than once.
 		switch op := r.IntN(100); {
-		case op < 50:
+		case op < 44:
 			desc = "put"
 			fn = sequence(planPuts(r, next, "model"))
+		case op < 47:
+			desc = "trim changes"
+			keepFrom := uint64(r.IntN(int(m.head) + 2))
+			var before time.Time
+			if r.IntN(2) == 0 {
+				before = pick(r, modelTimes)
+			}
+			limit := r.IntN(4)
+			n := next.trim(keepFrom, before, limit)
+			fn = func(tx store.Tx) error {
+				got, err := tx.TrimChanges(keepFrom, before, limit)
+				if err == nil && got != n {
+					err = fmt.Errorf("TrimChanges(%d, %v, %d) deleted %d, want %d", keepFrom, before, limit, got, n)
+				}
+				return err
+			}
+		case op < 50:
+			desc = "delete finished instance"
+			var final string
+			for _, id := range modelIDs {
+				if in, ok := m.instances[id]; ok && in.Status == fsm.StatusFinal {
+					final = id
+					break
+				}
+			}
+			if final == "" {
+				continue
+			}
+			next.deleteInstance(final)
+			fn = func(tx store.Tx) error { return tx.DeleteInstance(final) }
 		case op < 62:
 			desc = "failing update"
 			scratch := m.clone()
@@ -279,8 +381,7 @@ func (s *suite) model(t *testing.T) {
 			desc = "machine change"
 			c := randomChange(r, "", "")
 			c.Kind = fsm.ChangeMachineDefined
-			c.Seq = uint64(len(next.changes) + 1)
-			next.changes = append(next.changes, c)
+			c = next.appendChange(c)
 			fn = func(tx store.Tx) error {
 				seq, err := tx.AppendChange(c)
 				if err == nil && seq != c.Seq {
@@ -367,9 +468,7 @@ func planPuts(r *rand.Rand, next *model, reason string) []func(store.Tx) error {
 		next.instances[id] = in.Clone()
 		ops = append(ops, func(tx store.Tx) error { return tx.PutInstance(in) })
 		for range r.IntN(3) {
-			c := randomChange(r, id, reason)
-			c.Seq = uint64(len(next.changes) + 1)
-			next.changes = append(next.changes, c)
+			c := next.appendChange(randomChange(r, id, reason))
 			ops = append(ops, func(tx store.Tx) error {
 				seq, err := tx.AppendChange(c)
 				if err == nil && seq != c.Seq {
@@ -441,7 +540,7 @@ func compare(t *testing.T, what string, st store.Store, m *model, r *rand.Rand) 
 		if ok != (len(want.Due) > 0) || (ok && normDues([]store.Due{d})[0] != want.Due[0]) {
 			t.Fatalf("%s: NextDue = %+v, %v; want %+v", what, d, ok, want.Due)
 		}
-		from := uint64(r.IntN(len(want.Changes) + 2))
+		from := uint64(r.IntN(int(want.Head) + 2))
 		cs, err := tx.Changes(from, limit)
 		if err != nil {
 			return err
@@ -467,5 +566,7 @@ func diffState(t *testing.T, what string, got, want state) {
 	equal(t, what+": history", got.History, want.History)
 	equal(t, what+": machines", got.Machines, want.Machines)
 	equal(t, what+": versions", got.Versions, want.Versions)
+	equal(t, what+": oldest change", got.Oldest, want.Oldest)
+	equal(t, what+": finished", got.Finished, want.Finished)
 	t.Fatalf("%s: states differ", what)
 }

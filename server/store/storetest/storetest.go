@@ -50,6 +50,7 @@ func Exercise(t *testing.T, open OpenFunc) {
 	t.Run("DurationSamples", s.durations)
 	t.Run("Breakers", s.breakers)
 	t.Run("Devices", s.devices)
+	t.Run("Retention", s.retention)
 	t.Run("Model", s.model)
 }
 
