@@ -380,26 +380,15 @@ func forwardedBy(ctx context.Context) string {
 	return ""
 }
 
-// hopByHop are the keys that describe one connection, not the call: the
-// transport of the next hop sets its own.
-var hopByHop = map[string]bool{
-	"content-type":      true,
-	"user-agent":        true,
-	"te":                true,
-	"host":              true,
-	"connection":        true,
-	"keep-alive":        true,
-	"proxy-connection":  true,
-	"transfer-encoding": true,
-	"upgrade":           true,
-}
-
-// endToEnd returns a copy of md without the hop-by-hop keys, the HTTP/2
-// pseudo-headers and gRPC's reserved grpc-* keys.
+// endToEnd returns a copy of md without gRPC's own grpc-* keys, which
+// describe one hop (grpc-accept-encoding, grpc-previous-rpc-attempts,
+// grpc-retry-pushback-ms). The other keys that describe a connection
+// (pseudo-headers, content-type, user-agent, te) never reach metadata the
+// transport sends: it writes its own.
 func endToEnd(md metadata.MD) metadata.MD {
 	out := make(metadata.MD, len(md))
 	for k, v := range md {
-		if hopByHop[k] || strings.HasPrefix(k, ":") || strings.HasPrefix(k, "grpc-") {
+		if strings.HasPrefix(k, "grpc-") {
 			continue
 		}
 		out[k] = append([]string(nil), v...)

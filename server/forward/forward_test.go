@@ -91,8 +91,9 @@ func (s *testService) block(ctx context.Context) error {
 	return ctx.Err()
 }
 
-func (s *testService) StartInstance(ctx context.Context, req *pb.StartInstanceRequest) (*pb.StartInstanceResponse, error) {
-	s.calls.Add(1)
+// record offers the incoming metadata of the call of ctx on s.md, with
+// test-saw-deadline: yes when the call has a deadline.
+func (s *testService) record(ctx context.Context) {
 	md, _ := metadata.FromIncomingContext(ctx)
 	if _, ok := ctx.Deadline(); ok {
 		md = metadata.Join(md, metadata.Pairs("test-saw-deadline", "yes"))
@@ -101,6 +102,11 @@ func (s *testService) StartInstance(ctx context.Context, req *pb.StartInstanceRe
 	case s.md <- md:
 	default:
 	}
+}
+
+func (s *testService) StartInstance(ctx context.Context, req *pb.StartInstanceRequest) (*pb.StartInstanceResponse, error) {
+	s.calls.Add(1)
+	s.record(ctx)
 	switch req.GetId() {
 	case idFail:
 		return nil, failure()
@@ -121,6 +127,7 @@ func (s *testService) GetInstance(_ context.Context, req *pb.GetInstanceRequest)
 // and says "bye" when the client half-closes.
 func (s *testService) Connect(stream grpc.BidiStreamingServer[pb.ConnectRequest, pb.ConnectResponse]) error {
 	s.calls.Add(1)
+	s.record(stream.Context())
 	if err := stream.SendHeader(metadata.Pairs("served-by", s.name)); err != nil {
 		return err
 	}
@@ -260,6 +267,14 @@ type tWriter struct{ tb testing.TB }
 
 func (w tWriter) Write(p []byte) (int, error) { w.tb.Helper(); w.tb.Log(string(p)); return len(p), nil }
 
+// bounded returns a context that ends after guard, so that a call that
+// should have ended fails the test instead of hanging it.
+func bounded(tb testing.TB) context.Context {
+	ctx, cancel := context.WithTimeout(tb.Context(), guard)
+	tb.Cleanup(cancel)
+	return ctx
+}
+
 // wait returns what ch delivers, failing the test when nothing comes.
 func wait[T any](tb testing.TB, ch <-chan T, what string) T {
 	tb.Helper()
@@ -280,7 +295,7 @@ func TestUnaryWriteServedByLeaderWithTheSameBytes(t *testing.T) {
 	req := &pb.StartInstanceRequest{Id: "a", Machine: "report"}
 	raw := func(addr string) []byte {
 		var resp Frame
-		err := mustConn(t, addr).Invoke(t.Context(), pb.InstanceService_StartInstance_FullMethodName, req, &resp, grpc.ForceCodecV2(rawCodec))
+		err := mustConn(t, addr).Invoke(bounded(t), pb.InstanceService_StartInstance_FullMethodName, req, &resp, grpc.ForceCodecV2(rawCodec))
 		if err != nil {
 			t.Fatalf("StartInstance on %s: %v", addr, err)
 		}
@@ -308,14 +323,14 @@ func TestUnaryWriteServedByLeaderWithTheSameBytes(t *testing.T) {
 func TestReadsServedLocally(t *testing.T) {
 	leader, follower := mustLeaderAndFollower(t)
 	cc := mustConn(t, follower.addr)
-	got, err := pb.NewInstanceServiceClient(cc).GetInstance(t.Context(), &pb.GetInstanceRequest{Id: "a"})
+	got, err := pb.NewInstanceServiceClient(cc).GetInstance(bounded(t), &pb.GetInstanceRequest{Id: "a"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if got.GetInstance().GetNode() != "follower" {
 		t.Errorf("GetInstance served by %q, want the follower", got.GetInstance().GetNode())
 	}
-	changes, err := pb.NewChangesServiceClient(cc).Changes(t.Context(), &pb.ChangesRequest{})
+	changes, err := pb.NewChangesServiceClient(cc).Changes(bounded(t), &pb.ChangesRequest{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -336,9 +351,20 @@ func TestReadsServedLocally(t *testing.T) {
 
 func TestBidiStreamForwardedBothWaysWithHalfClose(t *testing.T) {
 	leader, follower := mustLeaderAndFollower(t)
-	stream, err := pb.NewDeviceServiceClient(mustConn(t, follower.addr)).Connect(t.Context())
+	ctx := metadata.AppendToOutgoingContext(bounded(t), "authorization", "Bearer s3cret")
+	stream, err := pb.NewDeviceServiceClient(mustConn(t, follower.addr)).Connect(ctx)
 	if err != nil {
 		t.Fatal(err)
+	}
+	md := wait(t, leader.svc.md, "the leader's metadata")
+	for k, want := range map[string][]string{
+		"authorization":     {"Bearer s3cret"},
+		ForwardedByHeader:   {"follower"},
+		"test-saw-deadline": {"yes"},
+	} {
+		if got := md.Get(k); !slices.Equal(got, want) {
+			t.Errorf("the leader got %s = %q, want %q", k, got, want)
+		}
 	}
 	// The leader sends its header before any message: it arrives before
 	// the client sends anything.
@@ -387,7 +413,7 @@ func TestBidiStreamForwardedBothWaysWithHalfClose(t *testing.T) {
 
 func TestServerStreamForwarded(t *testing.T) {
 	_, follower := mustLeaderAndFollower(t)
-	stream, err := pb.NewAdminServiceClient(mustConn(t, follower.addr)).Backup(t.Context(), &pb.BackupRequest{})
+	stream, err := pb.NewAdminServiceClient(mustConn(t, follower.addr)).Backup(bounded(t), &pb.BackupRequest{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -415,11 +441,11 @@ func TestLeaderStatusArrivesUnchanged(t *testing.T) {
 	want := status.Convert(failure()).Proto()
 	for _, n := range []*node{leader, follower} {
 		cc := mustConn(t, n.addr)
-		_, err := pb.NewInstanceServiceClient(cc).StartInstance(t.Context(), &pb.StartInstanceRequest{Id: idFail})
+		_, err := pb.NewInstanceServiceClient(cc).StartInstance(bounded(t), &pb.StartInstanceRequest{Id: idFail})
 		if got := status.Convert(err).Proto(); !proto.Equal(got, want) {
 			t.Errorf("unary status via %s = %v, want %v", n.name, got, want)
 		}
-		stream, err := pb.NewDeviceServiceClient(cc).Connect(t.Context())
+		stream, err := pb.NewDeviceServiceClient(cc).Connect(bounded(t))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -436,8 +462,10 @@ func TestLeaderStatusArrivesUnchanged(t *testing.T) {
 func TestMetadataForwarded(t *testing.T) {
 	leader, follower := mustLeaderAndFollower(t)
 	cc := mustConn(t, follower.addr, grpc.WithUserAgent("test-client"))
-	ctx := metadata.AppendToOutgoingContext(t.Context(),
-		"authorization", "Bearer s3cret", "x-request-id", "req-1", "x-tag-bin", string([]byte{0, 1, 2}))
+	ctx := metadata.AppendToOutgoingContext(bounded(t),
+		"authorization", "Bearer s3cret", "x-request-id", "req-1", "x-tag-bin", string([]byte{0, 1, 2}),
+		// Hop-by-hop: describes the client's own retries, not the follower's.
+		"grpc-previous-rpc-attempts", "3")
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	var header, trailer metadata.MD
@@ -459,6 +487,9 @@ func TestMetadataForwarded(t *testing.T) {
 			t.Errorf("the leader got %s = %q, want %q", k, got, want)
 		}
 	}
+	if got := md.Get("grpc-previous-rpc-attempts"); len(got) != 0 {
+		t.Errorf("the leader got the hop-by-hop grpc-previous-rpc-attempts %q", got)
+	}
 	if ua := md.Get("user-agent"); len(ua) != 1 || strings.Contains(ua[0], "test-client") {
 		t.Errorf("the leader got user-agent %q, want only the follower's own", ua)
 	}
@@ -474,18 +505,21 @@ func TestNoLeaderIsUnavailable(t *testing.T) {
 	leader, follower := mustLeaderAndFollower(t)
 	follower.leader.set("", false, errors.New("an election is under way"))
 	cc := mustConn(t, follower.addr)
-	_, err := pb.NewInstanceServiceClient(cc).StartInstance(t.Context(), &pb.StartInstanceRequest{Id: "a"})
+	_, err := pb.NewInstanceServiceClient(cc).StartInstance(bounded(t), &pb.StartInstanceRequest{Id: "a"})
 	if st := status.Convert(err); st.Code() != codes.Unavailable || !strings.Contains(st.Message(), "an election is under way") {
 		t.Errorf("unary: %v, want UNAVAILABLE naming the reason", err)
 	}
-	stream, err := pb.NewDeviceServiceClient(cc).Connect(t.Context())
+	stream, err := pb.NewDeviceServiceClient(cc).Connect(bounded(t))
 	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.CloseSend(); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := stream.Recv(); status.Code(err) != codes.Unavailable {
 		t.Errorf("stream: %v, want UNAVAILABLE", err)
 	}
-	if _, err := pb.NewInstanceServiceClient(cc).GetInstance(t.Context(), &pb.GetInstanceRequest{Id: "a"}); err != nil {
+	if _, err := pb.NewInstanceServiceClient(cc).GetInstance(bounded(t), &pb.GetInstanceRequest{Id: "a"}); err != nil {
 		t.Errorf("a read without a leader: %v, want it served", err)
 	}
 	if n := leader.svc.calls.Load(); n != 0 {
@@ -496,7 +530,7 @@ func TestNoLeaderIsUnavailable(t *testing.T) {
 func TestForwardedCallNotForwardedAgain(t *testing.T) {
 	leader, follower := mustLeaderAndFollower(t)
 	// As if a third server forwarded the call here, believing this one led.
-	ctx := metadata.AppendToOutgoingContext(t.Context(), ForwardedByHeader, "third")
+	ctx := metadata.AppendToOutgoingContext(bounded(t), ForwardedByHeader, "third")
 	cc := mustConn(t, follower.addr)
 	_, err := pb.NewInstanceServiceClient(cc).StartInstance(ctx, &pb.StartInstanceRequest{Id: "a"})
 	if st := status.Convert(err); st.Code() != codes.Unavailable || !strings.Contains(st.Message(), "not the leader; retry") {
@@ -504,6 +538,9 @@ func TestForwardedCallNotForwardedAgain(t *testing.T) {
 	}
 	stream, err := pb.NewDeviceServiceClient(cc).Connect(ctx)
 	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.CloseSend(); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := stream.Recv(); status.Code(err) != codes.Unavailable {
@@ -523,12 +560,15 @@ func TestLeaderUnreachableIsUnavailable(t *testing.T) {
 	lis.Close()
 	follower := mustNode(t, "follower", &leaderFunc{addr: gone})
 	cc := mustConn(t, follower.addr)
-	_, err = pb.NewInstanceServiceClient(cc).StartInstance(t.Context(), &pb.StartInstanceRequest{Id: "a"})
+	_, err = pb.NewInstanceServiceClient(cc).StartInstance(bounded(t), &pb.StartInstanceRequest{Id: "a"})
 	if status.Code(err) != codes.Unavailable {
 		t.Errorf("unary: %v, want UNAVAILABLE", err)
 	}
-	stream, err := pb.NewDeviceServiceClient(cc).Connect(t.Context())
+	stream, err := pb.NewDeviceServiceClient(cc).Connect(bounded(t))
 	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.CloseSend(); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := stream.Recv(); status.Code(err) != codes.Unavailable {
@@ -539,7 +579,7 @@ func TestLeaderUnreachableIsUnavailable(t *testing.T) {
 func TestClientCancelReachesLeader(t *testing.T) {
 	t.Run("stream", func(t *testing.T) {
 		leader, follower := mustLeaderAndFollower(t)
-		ctx, cancel := context.WithCancel(t.Context())
+		ctx, cancel := context.WithCancel(bounded(t))
 		defer cancel()
 		stream, err := pb.NewDeviceServiceClient(mustConn(t, follower.addr)).Connect(ctx)
 		if err != nil {
@@ -556,7 +596,7 @@ func TestClientCancelReachesLeader(t *testing.T) {
 	})
 	t.Run("unary", func(t *testing.T) {
 		leader, follower := mustLeaderAndFollower(t)
-		ctx, cancel := context.WithCancel(t.Context())
+		ctx, cancel := context.WithCancel(bounded(t))
 		defer cancel()
 		done := make(chan error, 1)
 		go func() {
@@ -589,7 +629,7 @@ func TestLeaderChangeDropsTheOldConnection(t *testing.T) {
 			cc := mustConn(t, follower.addr)
 			start := func() string {
 				t.Helper()
-				resp, err := pb.NewInstanceServiceClient(cc).StartInstance(t.Context(), &pb.StartInstanceRequest{Id: "x"})
+				resp, err := pb.NewInstanceServiceClient(cc).StartInstance(bounded(t), &pb.StartInstanceRequest{Id: "x"})
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -598,7 +638,7 @@ func TestLeaderChangeDropsTheOldConnection(t *testing.T) {
 			if got := start(); got != "a" {
 				t.Fatalf("served by %q, want a", got)
 			}
-			stream, err := pb.NewDeviceServiceClient(cc).Connect(t.Context())
+			stream, err := pb.NewDeviceServiceClient(cc).Connect(bounded(t))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -628,7 +668,7 @@ func TestClosedForwarderIsUnavailable(t *testing.T) {
 	if err := follower.fwd.Close(); err != nil {
 		t.Fatal(err)
 	}
-	_, err := pb.NewInstanceServiceClient(mustConn(t, follower.addr)).StartInstance(t.Context(), &pb.StartInstanceRequest{Id: "a"})
+	_, err := pb.NewInstanceServiceClient(mustConn(t, follower.addr)).StartInstance(bounded(t), &pb.StartInstanceRequest{Id: "a"})
 	if status.Code(err) != codes.Unavailable {
 		t.Errorf("after Close: %v, want UNAVAILABLE", err)
 	}
