@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"os"
 	"strings"
 	"sync"
@@ -52,7 +53,8 @@ type Options struct {
 	// under way). It is called once per forwardable call. Required.
 	Leader func() (addr string, self bool, err error)
 	// Dial are the options of the connection to the leader: the cluster's
-	// transport credentials at least (grpc.NewClient refuses none).
+	// transport credentials at least (grpc.NewClient refuses none). The
+	// connection sets no message size limit unless these do.
 	Dial []grpc.DialOption
 	// Local reports whether a full method name is served locally on every
 	// server. Nil means the methods of ReadMethods.
@@ -97,7 +99,11 @@ type leaderConn struct {
 func New(o Options) *Forwarder {
 	f := &Forwarder{
 		leader: o.Leader,
-		dial:   o.Dial,
+		// The leader bounds its responses, and this server bounded the
+		// requests it forwards: the connection adds no limit of its own
+		// (gRPC's default would refuse responses over 4 MiB).
+		dial: append([]grpc.DialOption{grpc.WithDefaultCallOptions(
+			grpc.MaxCallRecvMsgSize(math.MaxInt32), grpc.MaxCallSendMsgSize(math.MaxInt32))}, o.Dial...),
 		local:  o.Local,
 		name:   o.Name,
 		log:    o.Logger,

@@ -30,9 +30,13 @@ import (
 const (
 	idFail    = "fail"
 	idBlock   = "block"
+	idBig     = "big"
 	nodeFail  = "fail"
 	nodeBlock = "block"
 )
+
+// bigBytes is more than gRPC's default limit of a received message (4 MiB).
+const bigBytes = 5 << 20
 
 // guard bounds the wait for something another goroutine does; the tests
 // never sleep.
@@ -112,6 +116,8 @@ func (s *testService) StartInstance(ctx context.Context, req *pb.StartInstanceRe
 		return nil, failure()
 	case idBlock:
 		return nil, s.block(ctx)
+	case idBig:
+		return &pb.StartInstanceResponse{Instance: &pb.Instance{Id: idBig, Node: s.name, Machine: strings.Repeat("m", bigBytes)}}, nil
 	}
 	_ = grpc.SetHeader(ctx, metadata.Pairs("served-by", s.name))
 	_ = grpc.SetTrailer(ctx, metadata.Pairs("trailer-by", s.name))
@@ -317,6 +323,18 @@ func TestUnaryWriteServedByLeaderWithTheSameBytes(t *testing.T) {
 	}
 	if n := leader.svc.calls.Load(); n != 2 {
 		t.Errorf("the leader's handler ran %d times, want 2", n)
+	}
+}
+
+func TestLargeResponseForwarded(t *testing.T) {
+	_, follower := mustLeaderAndFollower(t)
+	cc := mustConn(t, follower.addr, grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(2*bigBytes)))
+	resp, err := pb.NewInstanceServiceClient(cc).StartInstance(bounded(t), &pb.StartInstanceRequest{Id: idBig})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := len(resp.GetInstance().GetMachine()); got != bigBytes || resp.GetInstance().GetNode() != "leader" {
+		t.Errorf("got %d bytes from %q, want %d from the leader", got, resp.GetInstance().GetNode(), bigBytes)
 	}
 }
 
@@ -665,10 +683,24 @@ func TestLeaderChangeDropsTheOldConnection(t *testing.T) {
 
 func TestClosedForwarderIsUnavailable(t *testing.T) {
 	_, follower := mustLeaderAndFollower(t)
+	cc := mustConn(t, follower.addr)
+	stream, err := pb.NewDeviceServiceClient(cc).Connect(bounded(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.Send(&pb.ConnectRequest{Report: &pb.DeviceReport{Seq: 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := stream.Recv(); err != nil {
+		t.Fatal(err)
+	}
 	if err := follower.fwd.Close(); err != nil {
 		t.Fatal(err)
 	}
-	_, err := pb.NewInstanceServiceClient(mustConn(t, follower.addr)).StartInstance(bounded(t), &pb.StartInstanceRequest{Id: "a"})
+	if _, err := stream.Recv(); status.Code(err) != codes.Unavailable {
+		t.Errorf("a stream forwarded at Close: %v, want UNAVAILABLE", err)
+	}
+	_, err = pb.NewInstanceServiceClient(cc).StartInstance(bounded(t), &pb.StartInstanceRequest{Id: "a"})
 	if status.Code(err) != codes.Unavailable {
 		t.Errorf("after Close: %v, want UNAVAILABLE", err)
 	}
