@@ -16,5 +16,12 @@
 // that carries that header is never forwarded again: when it reaches a
 // server that no longer leads, it fails with UNAVAILABLE, which clients
 // retry. So does a call made while no leader is known, or while the
-// leader cannot be reached.
+// leader cannot be reached, or whose connection to the leader was dropped
+// because leadership moved.
+//
+// The header is only a loop guard: a client that sets it merely stops its
+// call from being forwarded, so it grants nothing and needs no trust. The
+// leader checks the forwarded token itself. Both servers put their own
+// request id in the x-request-id response header: a forwarded call's
+// response carries the follower's id first, then the leader's.
 package forward

@@ -50,7 +50,8 @@ const (
 type Options struct {
 	// Leader returns the leader's gRPC address, or self=true when this
 	// server leads, or an error when no leader is known (an election is
-	// under way). It is called once per forwardable call. Required.
+	// under way). It is called for every call that may be forwarded, so
+	// it must be cheap (raft.LeaderWithID is). Required.
 	Leader func() (addr string, self bool, err error)
 	// Dial are the options of the connection to the leader: the cluster's
 	// transport credentials at least (grpc.NewClient refuses none). The
