@@ -476,24 +476,3 @@ func TestClusterNotLeader(t *testing.T) {
 	_, err = cl.TransferLeadership(ctx, &pb.TransferLeadershipRequest{})
 	wantCode(t, err, codes.Unavailable)
 }
-
-// TestClusterWithoutNode: a server that runs without a Raft node says so.
-func TestClusterWithoutNode(t *testing.T) {
-	env := mustServer(t, server.Config{})
-	cl := pb.NewClusterServiceClient(env.conn)
-	ctx := t.Context()
-	for name, call := range map[string]func() error{
-		"Status":  func() error { _, err := cl.Status(ctx, &pb.StatusRequest{}); return err },
-		"Members": func() error { _, err := cl.Members(ctx, &pb.MembersRequest{}); return err },
-		"AddVoter": func() error {
-			_, err := cl.AddVoter(ctx, &pb.AddVoterRequest{Id: "n", RaftAddress: "h:1", GrpcAddress: "h:2"})
-			return err
-		},
-		"RemoveServer":       func() error { _, err := cl.RemoveServer(ctx, &pb.RemoveServerRequest{Id: "n"}); return err },
-		"TransferLeadership": func() error { _, err := cl.TransferLeadership(ctx, &pb.TransferLeadershipRequest{}); return err },
-	} {
-		if st := status.Convert(call()); st.Code() != codes.FailedPrecondition || !strings.Contains(st.Message(), "without a cluster") {
-			t.Errorf("%s: %v", name, st)
-		}
-	}
-}

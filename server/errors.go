@@ -93,13 +93,22 @@ func toStatus(log *slog.Logger, method string, err error) error {
 			Metadata: map[string]string{"leader_id": leader.LeaderID, "leader_raft_address": leader.LeaderAddr},
 		})
 		return st.Err()
-	case errors.Is(err, cluster.ErrNotLeader):
+	case errors.Is(err, cluster.ErrNotLeader), errors.Is(err, cluster.ErrNoLeader), errors.Is(err, cluster.ErrShutdown),
+		errors.Is(err, errNoCluster), errors.Is(err, store.ErrStale):
 		return status.Error(codes.Unavailable, err.Error())
+	case errors.Is(err, cluster.ErrUnknownOutcome):
+		// Retrying is safe for calls with a request id (Transition) or
+		// an id (StartInstance): a repeat of an applied call is a no-op.
+		return status.Error(codes.Unavailable, err.Error())
+	case errors.Is(err, cluster.ErrInvalid):
+		return status.Error(codes.InvalidArgument, err.Error())
+	case errors.Is(err, cluster.ErrNoSuchMember):
+		return status.Error(codes.NotFound, err.Error())
 	case errors.Is(err, errNotMember):
 		return status.Error(codes.NotFound, err.Error())
 	case errors.Is(err, errMemberExists):
 		return status.Error(codes.AlreadyExists, err.Error())
-	case errors.Is(err, errNoCluster), errors.Is(err, errNoTransfer):
+	case errors.Is(err, errNoTransfer):
 		return status.Error(codes.FailedPrecondition, err.Error())
 	case errors.Is(err, context.Canceled):
 		return status.Error(codes.Canceled, err.Error())

@@ -106,6 +106,7 @@ func (s *Server) openCluster(grpcAddr string) error {
 	s.leaderDone = make(chan struct{})
 	s.firstLead = make(chan error, 1)
 	node.OnLeadership(func(leader bool) {
+		s.fwd.LeaderChanged()
 		// Keep only the latest: the loop reads it when it is free.
 		select {
 		case <-s.leaderCh:
@@ -185,6 +186,14 @@ func (s *Server) waitFirstLead(ctx context.Context) error {
 	case <-time.After(30 * time.Second):
 		return errors.New("cluster: this server alone did not become its leader in 30s")
 	}
+}
+
+// leaderGRPC is the forwarder's Leader: where the leader serves gRPC.
+func (s *Server) leaderGRPC() (string, bool, error) {
+	if s.node == nil {
+		return "", false, cluster.ErrNoLeader
+	}
+	return s.node.LeaderGRPC()
 }
 
 // grpcAddrOf is the address other servers and clients reach lis at.

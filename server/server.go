@@ -24,6 +24,7 @@ import (
 	"github.com/dfsmr/dfsmr/server/cluster"
 	"github.com/dfsmr/dfsmr/server/device"
 	"github.com/dfsmr/dfsmr/server/engine"
+	"github.com/dfsmr/dfsmr/server/forward"
 	"github.com/dfsmr/dfsmr/server/fsm"
 	"github.com/dfsmr/dfsmr/server/metrics"
 	"github.com/dfsmr/dfsmr/server/store"
@@ -319,7 +320,9 @@ type Server struct {
 	// leaderCh carries its latest leadership change to followLeadership,
 	// which closes leaderDone when it returns; firstLead gets the outcome
 	// of the first leadership.
-	node       *cluster.Node
+	node *cluster.Node
+	// fwd forwards the writes a follower receives to the leader.
+	fwd        *forward.Forwarder
 	leaderCh   chan bool
 	leaderDone chan struct{}
 	firstLead  chan error
@@ -430,8 +433,17 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	}
 
 	h := &handlers{eng: s.engine, hub: s.hub, log: cfg.Logger, sessions: s.sessions, draining: s.draining, reads: newReadSlots(cfg.MaxConcurrentReads)}
-	s.grpc = grpc.NewServer(append(serverOptions(cfg, g, s.metrics),
-		grpc.ChainUnaryInterceptor(s.calls.unary), grpc.ChainStreamInterceptor(s.calls.stream))...)
+	// On a follower, the calls that write go to the leader (see package
+	// forward); the forwarder's interceptors are innermost, so a call is
+	// authenticated, limited and logged here first.
+	s.fwd = forward.New(forward.Options{
+		Leader: s.leaderGRPC,
+		Dial:   memberDialOptions(cfg),
+		Codec:  g.codec,
+		Logger: cfg.Logger,
+	})
+	s.grpc = grpc.NewServer(append(append(serverOptions(cfg, g, s.metrics), s.fwd.ServerOptions()...),
+		grpc.ChainUnaryInterceptor(s.calls.unary, s.fwd.Unary()), grpc.ChainStreamInterceptor(s.calls.stream, s.fwd.Stream()))...)
 	pb.RegisterMachineServiceServer(s.grpc, h)
 	pb.RegisterInstanceServiceServer(s.grpc, h)
 	pb.RegisterWorkServiceServer(s.grpc, h)
@@ -745,6 +757,9 @@ func (s *Server) Stop(ctx context.Context) error {
 			if err := s.node.Shutdown(); err != nil {
 				errs = append(errs, err.Error())
 			}
+		}
+		if err := s.fwd.Close(); err != nil {
+			errs = append(errs, err.Error())
 		}
 		if err := s.store.Close(); err != nil {
 			errs = append(errs, err.Error())

@@ -89,6 +89,9 @@ func Open(cfg Config, sm store.StateMachine) (*Node, error) {
 	if err := n.catchUpFromSnapshot(snaps, sm); err != nil {
 		return nil, err
 	}
+	if err := n.rebaseNewCluster(snaps, sm); err != nil {
+		return nil, err
+	}
 	if err := n.checkStateNotAhead(snaps, sm); err != nil {
 		return nil, err
 	}
@@ -165,6 +168,21 @@ func (n *Node) catchUpFromSnapshot(snaps raft.SnapshotStore, sm store.StateMachi
 // does not have (the raft directory was lost or belongs to another
 // cluster): the state machine would skip the log's new entries at those
 // indexes.
+// rebaseNewCluster makes the state the start of the log of a cluster this
+// node bootstraps: a state file of another log (a restored backup, or a
+// copy) keeps its records and starts over at index 0.
+func (n *Node) rebaseNewCluster(snaps raft.SnapshotStore, sm store.StateMachine) error {
+	if !n.cfg.Bootstrap || sm.AppliedIndex() == 0 {
+		return nil
+	}
+	has, err := raft.HasExistingState(n.logs, n.stable, snaps)
+	if err != nil || has {
+		return err
+	}
+	n.log.Info("a new cluster starts from the state in the file, which another log wrote", "applied", sm.AppliedIndex())
+	return sm.Rebase()
+}
+
 func (n *Node) checkStateNotAhead(snaps raft.SnapshotStore, sm store.StateMachine) error {
 	last, err := n.logs.LastIndex()
 	if err != nil {

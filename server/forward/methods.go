@@ -21,6 +21,9 @@ func ReadMethods() []string {
 		pb.DeviceService_ListDevices_FullMethodName,
 		pb.DeviceService_GetOrder_FullMethodName,
 		pb.ChangesService_Changes_FullMethodName,
+		// Each server describes itself; Members asks every member.
+		pb.ClusterService_Status_FullMethodName,
+		pb.ClusterService_Members_FullMethodName,
 
 		healthpb.Health_Check_FullMethodName,
 		healthpb.Health_List_FullMethodName,

@@ -34,6 +34,10 @@ var forwarded = map[string]string{
 	pb.DeviceService_ReprintJob_FullMethodName:   "writes a job",
 
 	pb.AdminService_Backup_FullMethodName: "the leader's copy is the newest: a follower's may lag",
+
+	pb.ClusterService_AddVoter_FullMethodName:           "only the leader changes the configuration",
+	pb.ClusterService_RemoveServer_FullMethodName:       "only the leader changes the configuration",
+	pb.ClusterService_TransferLeadership_FullMethodName: "only the leader hands leadership over",
 }
 
 // TestEveryMethodClassified fails when a method of a dfsmr service is

@@ -47,6 +47,10 @@ type StateMachine interface {
 	Snapshot() (Snapshot, error)
 	// Restore replaces the whole state with the one a Snapshot wrote.
 	Restore(r io.Reader) error
+	// Rebase makes the state the first state of a new log: AppliedIndex
+	// becomes 0, the records stay. A server that starts a new cluster
+	// from a state file of another log (a restored backup) calls it.
+	Rebase() error
 	// Members returns the gRPC address of every member recorded by a
 	// MemberCommand, by raft server id.
 	Members() (map[string]string, error)

@@ -23,6 +23,11 @@ import (
 // ErrNotFound is returned for a missing machine, version or instance.
 var ErrNotFound = errors.New("not found")
 
+// ErrStale refuses a write that was computed on a state that changed
+// since (the leader changed meanwhile) and was computed again too often;
+// retrying it is safe.
+var ErrStale = errors.New("store: the state changed under the write (a new leader wrote first); retry")
+
 // ErrClosed is returned by every call after Close.
 var ErrClosed = errors.New("store closed")
 

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -49,7 +48,7 @@ var (
 )
 
 // errStale refuses a write set computed on a state that has moved since.
-var errStale = errors.New("store: the write was computed on a state that has changed since (the leader changed); it is computed again")
+var errStale = store.ErrStale
 
 // Kinds of the writes of a write set.
 const (
@@ -349,6 +348,24 @@ func (s *Store) apply(entries []store.Entry, res []error) error {
 func retryDelay(attempt int) (d time.Duration) {
 	d = 100 * time.Millisecond << min(attempt, 5)
 	return min(d, 3*time.Second)
+}
+
+// Rebase implements store.StateMachine.
+func (s *Store) Rebase() error {
+	s.dbMu.RLock()
+	defer s.dbMu.RUnlock()
+	err := s.db.Update(func(tx *bbolt.Tx) error {
+		meta := tx.Bucket(bucketMeta)
+		if err := putUint(meta, keyApplied, 0); err != nil {
+			return err
+		}
+		return putUint(meta, keyLastWrite, 0)
+	})
+	if err != nil {
+		return err
+	}
+	s.applied.Store(0)
+	return nil
 }
 
 // Members implements store.StateMachine.
