@@ -11,7 +11,9 @@ import (
 	"strings"
 	"time"
 
+	pb "github.com/dfsmr/dfsmr/gen/dfsmr/v1"
 	"github.com/dfsmr/dfsmr/server/cluster"
+	"google.golang.org/grpc"
 )
 
 // Every server runs the replicated log (package cluster): a server alone
@@ -116,6 +118,9 @@ func (s *Server) openCluster(grpcAddr string) error {
 	})
 	s.store.SetProposer(node)
 	go s.followLeadership()
+	if s.cfg.Join != "" {
+		go s.joinCluster()
+	}
 	return nil
 }
 
@@ -277,4 +282,35 @@ func (sn serverNode) TransferLeadership(ctx context.Context, id string) error {
 		return err
 	}
 	return n.TransferLeadership(ctx, id)
+}
+
+// joinCluster asks the server at s.cfg.Join (any member: a follower
+// forwards the call to the leader) to add this server as a voter, again
+// and again until it did or the server stops. Adding a member again with
+// the same addresses changes nothing, so a restart that joins again is
+// harmless.
+func (s *Server) joinCluster() {
+	conn, err := grpc.NewClient(s.cfg.Join, memberDialOptions(s.cfg)...)
+	if err != nil {
+		s.log.Error("join the cluster", "join", s.cfg.Join, "err", err)
+		return
+	}
+	defer conn.Close()
+	c := pb.NewClusterServiceClient(conn)
+	req := &pb.AddVoterRequest{Id: s.node.ID(), RaftAddress: s.node.Addr(), GrpcAddress: grpcAddrOf(s.lis)}
+	for wait := 100 * time.Millisecond; ; wait = min(2*wait, 5*time.Second) {
+		ctx, cancel := context.WithTimeout(s.draining, 10*time.Second)
+		_, err := c.AddVoter(ctx, req)
+		cancel()
+		if err == nil {
+			s.log.Info("joined the cluster", "join", s.cfg.Join, "node", req.Id)
+			return
+		}
+		s.log.Warn("joining the cluster failed; retrying", "join", s.cfg.Join, "err", err, "retry_in", wait)
+		select {
+		case <-s.draining.Done():
+			return
+		case <-time.After(wait):
+		}
+	}
 }
