@@ -85,6 +85,14 @@ func (s *Server) openCluster(grpcAddr string) error {
 	if err != nil {
 		return err
 	}
+	dial, err := cluster.ParsePeers(s.cfg.RaftDial)
+	if err != nil {
+		return fmt.Errorf("raft_dial: %w", err)
+	}
+	dialMap := map[string]string{}
+	for _, p := range dial {
+		dialMap[p.ID] = p.Addr
+	}
 	raftAddr := s.cfg.RaftAddr
 	if raftAddr == "" {
 		// One server alone: nobody dials its log.
@@ -98,6 +106,7 @@ func (s *Server) openCluster(grpcAddr string) error {
 		Dir:       s.cfg.RaftDir,
 		Bootstrap: s.cfg.Join == "",
 		Peers:     peers,
+		Dial:      dialMap,
 		Logger:    s.cfg.Logger,
 	}, s.store)
 	if err != nil {

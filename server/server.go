@@ -196,6 +196,10 @@ type Config struct {
 	// several servers at once, the same list on each, this one included:
 	// "id=raftaddr,...". Zero: a server that does not Join starts alone.
 	BootstrapPeers string `yaml:"bootstrap_peers" help:"first voters of a new cluster: id=raft-addr,... (the same on every server, itself included)"`
+	// RaftDial maps members to the raft addresses this server dials them
+	// at instead of the ones they advertise, "id=addr,...": for a NAT or
+	// a proxy between the servers. Zero: the advertised ones.
+	RaftDial string `yaml:"raft_dial" help:"dial these members at these raft addresses instead of the advertised ones: id=addr,..."`
 
 	// clusterNode, when set, stands in for the server's node in
 	// ClusterService (export_test.go).

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -52,3 +53,16 @@ func (n *Node) Alone() bool {
 func (n *Node) Barrier(ctx context.Context) error {
 	return n.wait(ctx, n.raft.Barrier(enqueueTimeout(ctx)), true)
 }
+
+// dialAddrs is a raft.ServerAddressProvider of Config.Dial; raft dials
+// the advertised address of a member it does not name.
+type dialAddrs map[string]string
+
+func (d dialAddrs) ServerAddr(id raft.ServerID) (raft.ServerAddress, error) {
+	if a, ok := d[string(id)]; ok {
+		return raft.ServerAddress(a), nil
+	}
+	return "", errNoDialAddr
+}
+
+var errNoDialAddr = errors.New("no dial address configured: dial the advertised one")

@@ -61,6 +61,10 @@ type Config struct {
 	// list on every node, including this one (with its Advertise address).
 	// Only with Bootstrap. Default: none (bootstrap alone).
 	Peers []Peer
+	// Dial maps member ids to the addresses this node dials them at,
+	// instead of the addresses they advertise: for a NAT or a proxy
+	// between the servers. Default: none.
+	Dial map[string]string
 	// HeartbeatTimeout, ElectionTimeout and LeaderLeaseTimeout are raft's
 	// timeouts. Defaults: DefaultHeartbeatTimeout, DefaultElectionTimeout,
 	// DefaultLeaderLeaseTimeout.

@@ -102,7 +102,11 @@ func Open(cfg Config, sm store.StateMachine) (*Node, error) {
 			return nil, &InvalidError{Field: "advertise", Reason: err.Error()}
 		}
 	}
-	if n.trans, err = raft.NewTCPTransportWithLogger(cfg.RaftAddr, advertise, 3, 10*time.Second, hcl.Named("transport")); err != nil {
+	tc := &raft.NetworkTransportConfig{MaxPool: 3, Timeout: 10 * time.Second, Logger: hcl.Named("transport")}
+	if len(cfg.Dial) > 0 {
+		tc.ServerAddressProvider = dialAddrs(cfg.Dial)
+	}
+	if n.trans, err = raft.NewTCPTransportWithConfig(cfg.RaftAddr, advertise, tc); err != nil {
 		return nil, fmt.Errorf("raft transport on %s: %w", cfg.RaftAddr, err)
 	}
 
