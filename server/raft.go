@@ -1,6 +1,7 @@
 package server
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -92,6 +93,13 @@ func (s *Server) openCluster(grpcAddr string) error {
 	dialMap := map[string]string{}
 	for _, p := range dial {
 		dialMap[p.ID] = p.Addr
+	}
+	// Raft encodes this server's own address into every request it sends
+	// through the same lookup as the members it dials: without an entry
+	// for itself, each request logged a warning before falling back to
+	// the advertised address, which this entry names.
+	if _, ok := dialMap[id]; len(dialMap) > 0 && !ok {
+		dialMap[id] = cmp.Or(s.cfg.RaftAdvertise, s.cfg.RaftAddr)
 	}
 	raftAddr := s.cfg.RaftAddr
 	if raftAddr == "" {
