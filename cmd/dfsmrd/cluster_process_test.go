@@ -83,6 +83,15 @@ func TestClusterFaults(t *testing.T) {
 	cl.join(ph, rng)
 	ld.end(ph)
 	ld.check()
+	// Raft snapshots past cluster.DefaultSnapshotThreshold entries and
+	// keeps cluster.DefaultTrailingLogs behind it: a short run's joiner
+	// replays the log, a long run's may install a snapshot.
+	joiner := cl.nodes[len(cl.nodes)-1]
+	b, err := os.ReadFile(joiner.logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%s caught up from a snapshot: %t", joiner.id, bytes.Contains(b, []byte(`msg="Installed remote snapshot"`)))
 	cl.dialsNotItself()
 	ld.report(time.Since(began))
 }
