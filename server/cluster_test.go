@@ -11,6 +11,7 @@ import (
 
 	pb "github.com/dfsmr/dfsmr/gen/dfsmr/v1"
 	"github.com/dfsmr/dfsmr/server"
+	"google.golang.org/grpc/metadata"
 )
 
 // freePort returns a loopback address nothing listens on now.
@@ -125,6 +126,16 @@ func TestClusterOfThree(t *testing.T) {
 		start(envs[i%3], fmt.Sprintf("a%02d", i))
 	}
 	leader := whoLeads(t, envs)
+	// A linearizable read through a follower sees a write the leader
+	// just acknowledged.
+	for i := range 20 {
+		id := fmt.Sprintf("l%02d", i)
+		start(envs[leader], id)
+		lin := metadata.AppendToOutgoingContext(ctx, server.ConsistencyHeader, server.LinearizableRead)
+		if _, err := envs[(leader+1+i%2)%3].instances.GetInstance(lin, &pb.GetInstanceRequest{Id: id}); err != nil {
+			t.Fatalf("linearizable read of %s through a follower: %v", id, err)
+		}
+	}
 	want := changelog(t, envs[leader])
 	sameChangelog(t, envs, want)
 
@@ -148,8 +159,8 @@ func TestClusterOfThree(t *testing.T) {
 		t.Fatalf("Transition with the old leader's lease, through the new follower: %v", err)
 	}
 	want = changelog(t, rest[next])
-	if len(want) < 40 {
-		t.Fatalf("the new leader has %d changes, want the 30 + 10 starts and more", len(want))
+	if len(want) < 60 {
+		t.Fatalf("the new leader has %d changes, want the 50 + 10 starts and more", len(want))
 	}
 	sameChangelog(t, rest, want)
 }

@@ -8,12 +8,15 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
 	pb "github.com/dfsmr/dfsmr/gen/dfsmr/v1"
 	"github.com/dfsmr/dfsmr/server/cluster"
+	"github.com/dfsmr/dfsmr/server/forward"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
 )
 
 // Every server runs the replicated log (package cluster): a server alone
@@ -322,4 +325,55 @@ func (s *Server) joinCluster() {
 		case <-time.After(wait):
 		}
 	}
+}
+
+// ConsistencyHeader is the request metadata key with which a read asks
+// for the leader's latest state: its value LinearizableRead makes a
+// follower forward the read to the leader, and the leader answer only
+// once it confirmed it still leads and applied everything committed
+// before the call (raft's read index). Without it, a server answers a
+// read from its own copy, which a follower applies a little behind the
+// leader (milliseconds on a LAN).
+const (
+	ConsistencyHeader = "dfsmr-read-consistency"
+	LinearizableRead  = "linearizable"
+)
+
+// wantsLinearizable reports whether the call asked for a linearizable
+// read.
+func wantsLinearizable(ctx context.Context) bool {
+	md, _ := metadata.FromIncomingContext(ctx)
+	return slices.Contains(md.Get(ConsistencyHeader), LinearizableRead)
+}
+
+// servedHere is the forwarder's Local: reads are served by the server
+// called, unless they ask for a linearizable read on a follower.
+func (s *Server) servedHere(ctx context.Context, method string) bool {
+	if !forward.IsRead(method) {
+		return false
+	}
+	return !wantsLinearizable(ctx) || s.node == nil || s.node.IsLeader()
+}
+
+// readBarrier makes a linearizable read on the leader wait for raft's
+// read index before the handler reads.
+func (s *Server) readBarrier(ctx context.Context, method string) error {
+	if !forward.IsRead(method) || !wantsLinearizable(ctx) || s.node == nil {
+		return nil
+	}
+	return s.node.ReadBarrier(ctx)
+}
+
+func (s *Server) linearizableUnary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	if err := s.readBarrier(ctx, info.FullMethod); err != nil {
+		return nil, err
+	}
+	return handler(ctx, req)
+}
+
+func (s *Server) linearizableStream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	if err := s.readBarrier(ss.Context(), info.FullMethod); err != nil {
+		return err
+	}
+	return handler(srv, ss)
 }

@@ -442,12 +442,14 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	// authenticated, limited and logged here first.
 	s.fwd = forward.New(forward.Options{
 		Leader: s.leaderGRPC,
+		Local:  s.servedHere,
 		Dial:   memberDialOptions(cfg),
 		Codec:  g.codec,
 		Logger: cfg.Logger,
 	})
 	s.grpc = grpc.NewServer(append(append(serverOptions(cfg, g, s.metrics), s.fwd.ServerOptions()...),
-		grpc.ChainUnaryInterceptor(s.calls.unary, s.fwd.Unary()), grpc.ChainStreamInterceptor(s.calls.stream, s.fwd.Stream()))...)
+		grpc.ChainUnaryInterceptor(s.calls.unary, s.fwd.Unary(), s.linearizableUnary),
+		grpc.ChainStreamInterceptor(s.calls.stream, s.fwd.Stream(), s.linearizableStream))...)
 	pb.RegisterMachineServiceServer(s.grpc, h)
 	pb.RegisterInstanceServiceServer(s.grpc, h)
 	pb.RegisterWorkServiceServer(s.grpc, h)
