@@ -32,6 +32,15 @@ func (startingProposer) Propose(context.Context, []byte) error {
 	return &cluster.NotLeaderError{}
 }
 
+// raftDir is RaftDir, or its default next to DB (derived here rather than
+// in WithDefaults, which runs before the flags set DB).
+func (c Config) raftDir() string {
+	if c.RaftDir != "" {
+		return c.RaftDir
+	}
+	return c.DB + ".raft"
+}
+
 // nodeIDFile records a server's id in its raft directory: the id of a
 // member never changes, whatever the host is called later.
 const nodeIDFile = "node-id"
@@ -42,10 +51,10 @@ var nodeIDRE = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
 // the recorded one if any, else the recorded one, else the host name
 // (made to fit), recorded for the next starts.
 func nodeID(cfg Config) (string, error) {
-	if err := os.MkdirAll(cfg.RaftDir, 0o700); err != nil {
+	if err := os.MkdirAll(cfg.raftDir(), 0o700); err != nil {
 		return "", err
 	}
-	path := filepath.Join(cfg.RaftDir, nodeIDFile)
+	path := filepath.Join(cfg.raftDir(), nodeIDFile)
 	b, err := os.ReadFile(path)
 	switch {
 	case err == nil:
@@ -106,7 +115,7 @@ func (s *Server) openCluster(grpcAddr string) error {
 		RaftAddr:  raftAddr,
 		Advertise: s.cfg.RaftAdvertise,
 		GRPCAddr:  grpcAddr,
-		Dir:       s.cfg.RaftDir,
+		Dir:       s.cfg.raftDir(),
 		Bootstrap: s.cfg.Join == "",
 		Peers:     peers,
 		Dial:      dialMap,

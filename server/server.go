@@ -232,9 +232,6 @@ func (c Config) WithDefaults() Config {
 	if c.DB == "" {
 		c.DB = DefaultDB
 	}
-	if c.RaftDir == "" {
-		c.RaftDir = c.DB + ".raft"
-	}
 	if c.StopTimeout == 0 {
 		c.StopTimeout = DefaultStopTimeout
 	}
