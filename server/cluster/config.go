@@ -77,6 +77,11 @@ type Config struct {
 	// Logger receives the node's and raft's lines, with component=raft.
 	// Default: slog.Default().
 	Logger *slog.Logger
+
+	// walSegmentSize is the size of the log's segment files; 0: raft-wal's
+	// default, 64 MiB. The log drops only whole segments, so tests that
+	// need a truncated log make it small.
+	walSegmentSize int
 }
 
 // Peer is one voter of a bootstrap configuration.

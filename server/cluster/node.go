@@ -23,14 +23,13 @@ import (
 
 // Node is one server of the raft cluster. It implements store.Proposer.
 type Node struct {
-	cfg   Config
-	log   *slog.Logger
-	fsm   *fsm
-	raft  *raft.Raft
-	trans *raft.NetworkTransport
-	logs  *wal.WAL
-	// meta is the log's metadata file, which the log does not close.
-	meta   *metadb.BoltMetaDB
+	cfg    Config
+	log    *slog.Logger
+	fsm    *fsm
+	raft   *raft.Raft
+	trans  *raft.NetworkTransport
+	logs   *wal.WAL
+	meta   *metadb.BoltMetaDB // the WAL's; WAL.Close leaves it open
 	stable *raftboltdb.BoltStore
 
 	notify chan bool     // raft's leadership changes
@@ -76,7 +75,7 @@ func Open(cfg Config, sm store.StateMachine) (*Node, error) {
 	}()
 	var err error
 	n.meta = &metadb.BoltMetaDB{}
-	if n.logs, err = wal.Open(filepath.Join(cfg.Dir, "wal"), wal.WithLogger(hcl.Named("wal")), wal.WithMetaStore(n.meta)); err != nil {
+	if n.logs, err = wal.Open(filepath.Join(cfg.Dir, "wal"), wal.WithMetaStore(n.meta), wal.WithLogger(hcl.Named("wal")), wal.WithSegmentSize(cfg.walSegmentSize)); err != nil {
 		return nil, fmt.Errorf("open raft log: %w", err)
 	}
 	if n.stable, err = raftboltdb.New(raftboltdb.Options{Path: filepath.Join(cfg.Dir, "stable.db")}); err != nil {
@@ -234,6 +233,11 @@ func (n *Node) ID() string { return n.cfg.ID }
 func (n *Node) Propose(ctx context.Context, data []byte) error {
 	if err := ctx.Err(); err != nil {
 		return err
+	}
+	select {
+	case <-n.stop:
+		return ErrShutdown
+	default:
 	}
 	f := n.raft.Apply(data, enqueueTimeout(ctx))
 	if err := n.wait(ctx, f, true); err != nil {
@@ -609,8 +613,8 @@ func (n *Node) lastCommand(index uint64) (uint64, error) {
 // the stores. It is idempotent; the state machine stays open.
 func (n *Node) Shutdown() error {
 	n.shutdownOnce.Do(func() {
-		err := n.raft.Shutdown().Error()
 		close(n.stop)
+		err := n.raft.Shutdown().Error()
 		n.wg.Wait()
 		n.shutdownErr = errors.Join(err, n.closeStores())
 	})
