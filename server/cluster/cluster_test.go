@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"slices"
 	"strings"
 	"sync"
@@ -343,6 +344,11 @@ func TestSingleNodeBootstrapsAndProposes(t *testing.T) {
 	}
 	n = h.open("n1", addr, dir, sm, func(c *cluster.Config) { c.Bootstrap = true })
 	h.waitLeader()
+	// The last committed entry is the new leader's no-op, which the state
+	// never sees: the barrier waits for the command before it.
+	if err := n.ReadBarrier(ctx(t)); err != nil {
+		t.Fatalf("read barrier on a new leader: %v", err)
+	}
 	propose(t, n, "c")
 	if got := sm.entries(); !slices.Equal(got, []string{"a", "b", "c"}) {
 		t.Fatalf("after restart applied %q", got)
@@ -355,7 +361,14 @@ func TestSingleNodeBootstrapsAndProposes(t *testing.T) {
 	sm2 := newMemSM()
 	n = h.open("n1", addr, dir, sm2, nil)
 	h.waitLeader()
-	sm2.waitFor(t, "the log applied again", hasEntries([]string{"a", "b", "c"}))
+	// A new leader's commit index starts behind what was committed: the
+	// barrier catches it up before the read.
+	if err := n.ReadBarrier(ctx(t)); err != nil {
+		t.Fatalf("read barrier on a new leader: %v", err)
+	}
+	if got := sm2.entries(); !slices.Equal(got, []string{"a", "b", "c"}) {
+		t.Fatalf("after a read barrier on a new leader the state has %q", got)
+	}
 }
 
 func TestThreeNodes(t *testing.T) {
@@ -597,5 +610,56 @@ func TestParsePeers(t *testing.T) {
 	}
 	if _, err := cluster.ParsePeers("n1"); !errors.Is(err, cluster.ErrInvalid) {
 		t.Fatalf("ParsePeers without =: %v", err)
+	}
+}
+
+// freeAddrs returns n loopback addresses with ports free a moment ago.
+func freeAddrs(t *testing.T, n int) []string {
+	var addrs []string
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addrs = append(addrs, l.Addr().String())
+		defer l.Close()
+	}
+	return addrs
+}
+
+func TestBootstrapPeers(t *testing.T) {
+	h := newHarness(t)
+	addrs := freeAddrs(t, 3)
+	ids := []string{"n1", "n2", "n3"}
+	var peers []cluster.Peer
+	for i, id := range ids {
+		peers = append(peers, cluster.Peer{ID: id, Addr: addrs[i]})
+	}
+
+	// A node whose own entry has another address than its own is refused.
+	_, err := cluster.Open(cluster.Config{ID: "n1", RaftAddr: "127.0.0.1:0", GRPCAddr: "grpc-n1:5003", Dir: t.TempDir(),
+		Bootstrap: true, Peers: peers, Logger: slog.New(slog.NewTextHandler(h.logs, nil))}, newMemSM())
+	var inv *cluster.InvalidError
+	if !errors.As(err, &inv) || inv.Field != "peers" {
+		t.Fatalf("open with a peers entry for itself at another address: %v", err)
+	}
+
+	var nodes []*testNode
+	for i, id := range ids {
+		nodes = append(nodes, h.open(id, addrs[i], t.TempDir(), newMemSM(), func(c *cluster.Config) {
+			c.Bootstrap = true
+			c.Peers = peers
+		}))
+	}
+	id, _ := h.waitLeader()
+	leader := nodes[slices.Index(ids, id)]
+	propose(t, leader, "a", "b")
+	for _, n := range nodes {
+		n.sm.waitFor(t, n.ID()+" applying every entry", hasEntries([]string{"a", "b"}))
+		n.sm.waitFor(t, n.ID()+" knowing the leader's gRPC address", hasMember(id, leader.grpc))
+	}
+	members, err := nodes[0].Members()
+	if err != nil || len(members) != 3 {
+		t.Fatalf("members %+v, %v", members, err)
 	}
 }

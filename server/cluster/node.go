@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -38,6 +39,11 @@ type Node struct {
 
 	mu          sync.Mutex
 	subscribers []func(leader bool)
+
+	// readyTerm is the term in which an entry of this leader's own term
+	// (a barrier) was applied: from then on its commit index is the
+	// cluster's and ReadBarrier need not append.
+	readyTerm atomic.Uint64
 
 	shutdownOnce sync.Once
 	shutdownErr  error
@@ -403,9 +409,7 @@ func (n *Node) recordGRPCAddr(ctx context.Context) {
 }
 
 func (n *Node) recordGRPCAddrOnce(ctx context.Context) error {
-	// The state may lag the log on a new leader: read it once everything
-	// committed before is applied.
-	if err := n.wait(ctx, n.raft.Barrier(0), true); err != nil {
+	if err := n.barrier(ctx); err != nil {
 		return err
 	}
 	members, err := n.fsm.sm.Members()
@@ -574,15 +578,49 @@ func (n *Node) ReadBarrier(ctx context.Context) error {
 	if !n.IsLeader() {
 		return n.notLeader()
 	}
+	if n.readyTerm.Load() != n.raft.CurrentTerm() {
+		if err := n.barrier(ctx); err != nil {
+			return n.readError(err)
+		}
+	}
 	commit := n.raft.CommitIndex()
 	if err := n.wait(ctx, n.raft.VerifyLeader(), false); err != nil {
-		return err
+		return n.readError(err)
 	}
 	target, err := n.lastCommand(commit)
 	if err != nil {
 		return err
 	}
 	return n.fsm.waitApplied(ctx, target)
+}
+
+// readError maps the errors of the entries a read appends: a read has no
+// outcome to be unknown; leadership lost midway is not leading.
+func (n *Node) readError(err error) error {
+	switch {
+	case errors.Is(err, context.Canceled):
+		return context.Canceled
+	case errors.Is(err, context.DeadlineExceeded):
+		return context.DeadlineExceeded
+	case errors.Is(err, ErrShutdown):
+		return ErrShutdown
+	case errors.Is(err, ErrUnknownOutcome):
+		return n.notLeader()
+	}
+	return err
+}
+
+// barrier appends a barrier and waits until it and everything before it
+// applied. A new leader's commit index may lag what earlier leaders
+// committed until an entry of its own term commits; once the barrier
+// did, the term is marked ready for reads.
+func (n *Node) barrier(ctx context.Context) error {
+	term := n.raft.CurrentTerm()
+	if err := n.wait(ctx, n.raft.Barrier(enqueueTimeout(ctx)), true); err != nil {
+		return err
+	}
+	n.readyTerm.Store(term)
+	return nil
 }
 
 // lastCommand returns the index of the last entry at or below index that
