@@ -225,7 +225,7 @@ func newHarness(t *testing.T) *harness {
 }
 
 // open opens a node on 127.0.0.1 (addr "": a free port) over sm in dir.
-func (h *harness) open(id, addr, dir string, sm *memSM, configure func(*cluster.Config)) *testNode {
+func (h *harness) open(id, addr, dir string, sm store.StateMachine, configure func(*cluster.Config)) *testNode {
 	h.t.Helper()
 	if addr == "" {
 		addr = "127.0.0.1:0"
@@ -247,7 +247,8 @@ func (h *harness) open(id, addr, dir string, sm *memSM, configure func(*cluster.
 	}
 	n.OnLeadership(func(leader bool) { h.events <- event{id: id, leader: leader, at: time.Now()} })
 	h.t.Cleanup(func() { _ = n.Shutdown() })
-	return &testNode{Node: n, sm: sm, dir: dir, grpc: grpc}
+	mem, _ := sm.(*memSM)
+	return &testNode{Node: n, sm: mem, dir: dir, grpc: grpc}
 }
 
 // waitLeader waits for a node to report leadership and returns its id and
