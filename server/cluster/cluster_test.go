@@ -664,3 +664,41 @@ func TestBootstrapPeers(t *testing.T) {
 		t.Fatalf("members %+v, %v", members, err)
 	}
 }
+
+func TestProposeOutcomeUnknown(t *testing.T) {
+	h := newHarness(t)
+	n1 := h.open("n1", "", t.TempDir(), newMemSM(), func(c *cluster.Config) { c.Bootstrap = true })
+	h.waitLeader()
+	n2 := h.open("n2", "", t.TempDir(), newMemSM(), nil)
+	if err := n1.AddVoter(ctx(t), "n2", n2.Addr(), n2.grpc); err != nil {
+		t.Fatal(err)
+	}
+	// Without n2 no entry commits: n1 keeps leading for a lease, then
+	// steps down.
+	if err := n2.Shutdown(); err != nil {
+		t.Fatal(err)
+	}
+	lost := make(chan error, 1)
+	go func() { lost <- n1.Propose(context.Background(), []byte("until leadership is lost")) }()
+	short, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if err := n1.Propose(short, []byte("until the deadline")); !errors.Is(err, cluster.ErrUnknownOutcome) || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("propose until the deadline: %v", err)
+	}
+	select {
+	case err := <-lost:
+		if !errors.Is(err, cluster.ErrUnknownOutcome) || errors.Is(err, cluster.ErrNotLeader) {
+			t.Fatalf("propose until leadership is lost: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("n1 kept leading without a quorum")
+	}
+	// Now nothing is appended: no leader is known.
+	var nle *cluster.NotLeaderError
+	if err := n1.Propose(ctx(t), []byte("x")); !errors.As(err, &nle) || nle.LeaderID != "" {
+		t.Fatalf("propose without a leader: %v", err)
+	}
+	if _, _, err := n1.LeaderGRPC(); !errors.Is(err, cluster.ErrNoLeader) {
+		t.Fatalf("LeaderGRPC without a leader: %v", err)
+	}
+}
