@@ -475,6 +475,20 @@ func TestThreeNodes(t *testing.T) {
 	want = append(want, "after removal")
 	propose(t, nodes["n1"], "after removal")
 	nodes["n2"].sm.waitFor(t, "n2 applying after the removal", hasEntries(want))
+
+	// The leader removes itself: it steps down, n2 leads alone.
+	if err := nodes["n1"].RemoveServer(ctx(t), "n1"); err != nil {
+		t.Fatalf("the leader removing itself: %v", err)
+	}
+	if id, _ := h.waitLeader(); id != "n2" {
+		t.Fatalf("leader after n1 left: %s", id)
+	}
+	want = append(want, "n2 alone")
+	propose(t, nodes["n2"], "n2 alone")
+	nodes["n2"].sm.waitFor(t, "n1's record removed", func(s memState) bool { _, ok := s.Members["n1"]; return !ok })
+	if got := nodes["n2"].sm.entries(); !slices.Equal(got, want) {
+		t.Fatalf("n2 applied %q", got)
+	}
 }
 
 func TestSnapshotCatchUp(t *testing.T) {

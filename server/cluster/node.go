@@ -339,7 +339,8 @@ func (n *Node) LeaderGRPC() (addr string, self bool, err error) {
 // leader and false when it stops being it. Every f is called from one
 // goroutine, in the order of the changes, never twice in a row with the
 // same value; a slow f delays the next calls (and a burst of more than 16
-// changes while it runs collapses to the latest).
+// changes while it runs collapses to the latest). f must not call
+// Shutdown, which waits for that goroutine.
 func (n *Node) OnLeadership(f func(leader bool)) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
