@@ -359,8 +359,20 @@ func TestSingleNodeBootstrapsAndProposes(t *testing.T) {
 	if err := n.Shutdown(); err != nil {
 		t.Fatal(err)
 	}
+	// Another id on the same directory is refused.
+	_, err = cluster.Open(cluster.Config{ID: "n9", RaftAddr: "127.0.0.1:0", GRPCAddr: "grpc-n9:5003", Dir: dir,
+		Logger: slog.New(slog.NewTextHandler(h.logs, nil))}, newMemSM())
+	var inv *cluster.InvalidError
+	if !errors.As(err, &inv) || inv.Field != "id" {
+		t.Fatalf("open with another id: %v", err)
+	}
+	// No id given: the recorded one. A free port and another gRPC address:
+	// the leader records both.
 	sm2 := newMemSM()
-	n = h.open("n1", addr, dir, sm2, nil)
+	n = h.open("n1", "", dir, sm2, func(c *cluster.Config) { c.ID = ""; c.GRPCAddr = "grpc-n1-moved:5003" })
+	if n.ID() != "n1" || n.Addr() == addr {
+		t.Fatalf("reopened as %s at %s (was at %s)", n.ID(), n.Addr(), addr)
+	}
 	h.waitLeader()
 	// A new leader's commit index starts behind what was committed: the
 	// barrier catches it up before the read.
@@ -369,6 +381,12 @@ func TestSingleNodeBootstrapsAndProposes(t *testing.T) {
 	}
 	if got := sm2.entries(); !slices.Equal(got, []string{"a", "b", "c"}) {
 		t.Fatalf("after a read barrier on a new leader the state has %q", got)
+	}
+	sm2.waitFor(t, "n1's new gRPC address", hasMember("n1", "grpc-n1-moved:5003"))
+	members, err = n.Members()
+	want = []cluster.Member{{ID: "n1", RaftAddr: n.Addr(), GRPCAddr: "grpc-n1-moved:5003", Suffrage: "voter", Leader: true}}
+	if err != nil || !slices.Equal(members, want) {
+		t.Fatalf("members %+v, %v; want %+v", members, err, want)
 	}
 }
 

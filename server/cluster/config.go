@@ -34,11 +34,15 @@ const (
 // GRPCAddr and Dir means its default.
 type Config struct {
 	// ID is this node's raft server id, unique in the cluster for all
-	// time: 1 to 64 of [A-Za-z0-9._-]. Default: the host name.
+	// time: 1 to 64 of [A-Za-z0-9._-]. Open records it in Dir/node-id at
+	// the first start and refuses another one later. Default: the
+	// recorded id, else the host name.
 	ID string
 	// RaftAddr is the host:port the raft transport listens on, e.g.
 	// 127.0.0.1:5004. Required. Port 0 picks a free port (Node.Addr tells
-	// which); only useful with an empty Advertise.
+	// which) and advertises it when Advertise is empty: enough for a
+	// one-node cluster, whose leader updates its own address in the
+	// cluster's configuration whenever it changed.
 	RaftAddr string
 	// Advertise is the host:port the other nodes reach this one at.
 	// Default: RaftAddr, which must then name a host (not 0.0.0.0 or ::).

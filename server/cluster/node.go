@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"os"
@@ -58,9 +59,19 @@ var _ store.Proposer = (*Node)(nil)
 // the latest snapshot is restored into sm first only when sm is behind it
 // (its file was lost or is older).
 func Open(cfg Config, sm store.StateMachine) (*Node, error) {
+	recorded, err := os.ReadFile(filepath.Join(cfg.Dir, nodeIDFile))
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("read the node id: %w", err)
+	}
+	if cfg.ID == "" {
+		cfg.ID = string(recorded)
+	}
 	cfg = cfg.WithDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
+	}
+	if len(recorded) > 0 && string(recorded) != cfg.ID {
+		return nil, &InvalidError{Field: "id", Reason: fmt.Sprintf("%s belongs to the node %s: a node keeps its id for all time", cfg.Dir, recorded)}
 	}
 	n := &Node{
 		cfg:    cfg,
@@ -73,13 +84,17 @@ func Open(cfg Config, sm store.StateMachine) (*Node, error) {
 	if err := os.MkdirAll(filepath.Join(cfg.Dir, "wal"), 0o700); err != nil {
 		return nil, err
 	}
+	if len(recorded) == 0 {
+		if err := writeFileSync(filepath.Join(cfg.Dir, nodeIDFile), []byte(cfg.ID)); err != nil {
+			return nil, fmt.Errorf("record the node id: %w", err)
+		}
+	}
 	ok := false
 	defer func() {
 		if !ok {
 			n.closeStores()
 		}
 	}()
-	var err error
 	n.meta = &metadb.BoltMetaDB{}
 	if n.logs, err = wal.Open(filepath.Join(cfg.Dir, "wal"), wal.WithMetaStore(n.meta), wal.WithLogger(hcl.Named("wal")), wal.WithSegmentSize(cfg.walSegmentSize)); err != nil {
 		return nil, fmt.Errorf("open raft log: %w", err)
@@ -140,6 +155,21 @@ func Open(cfg Config, sm store.StateMachine) (*Node, error) {
 	n.wg.Add(1)
 	go n.watchLeadership()
 	return n, nil
+}
+
+// nodeIDFile, in Dir, holds the node's id.
+const nodeIDFile = "node-id"
+
+func writeFileSync(path string, data []byte) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Sync()
+	}
+	return errors.Join(err, f.Close())
 }
 
 // catchUpFromSnapshot restores the latest snapshot into sm when sm is
@@ -350,7 +380,7 @@ func (n *Node) OnLeadership(f func(leader bool)) {
 func (n *Node) watchLeadership() {
 	defer n.wg.Done()
 	leader := false
-	var cancel context.CancelFunc // ends recordGRPCAddr when leadership ends
+	var cancel context.CancelFunc // ends recordSelf when leadership ends
 	stopRecord := func() {
 		if cancel != nil {
 			cancel()
@@ -369,7 +399,7 @@ func (n *Node) watchLeadership() {
 			leader = l
 			stopRecord()
 			if leader {
-				cancel = n.startRecordingGRPCAddr()
+				cancel = n.startRecordingSelf()
 			}
 			n.mu.Lock()
 			subs := n.subscribers
@@ -381,24 +411,25 @@ func (n *Node) watchLeadership() {
 	}
 }
 
-func (n *Node) startRecordingGRPCAddr() context.CancelFunc {
+func (n *Node) startRecordingSelf() context.CancelFunc {
 	ctx, cancel := context.WithCancel(context.Background())
 	n.wg.Add(1)
-	go n.recordGRPCAddr(ctx)
+	go n.recordSelf(ctx)
 	return cancel
 }
 
-// recordGRPCAddr records this node's gRPC address in the state when it
-// differs from the recorded one, retrying until it is recorded or
-// leadership ends (ctx).
-func (n *Node) recordGRPCAddr(ctx context.Context) {
+// recordSelf records this node's raft address in the cluster's
+// configuration and its gRPC address in the state when either differs
+// from the recorded one, retrying until both are recorded or leadership
+// ends (ctx).
+func (n *Node) recordSelf(ctx context.Context) {
 	defer n.wg.Done()
 	for wait := 100 * time.Millisecond; ; wait = min(2*wait, 5*time.Second) {
-		err := n.recordGRPCAddrOnce(ctx)
+		err := n.recordSelfOnce(ctx)
 		if err == nil || ctx.Err() != nil {
 			return
 		}
-		n.log.Warn("recording this node's gRPC address failed; retrying", "err", err, "retry_in", wait)
+		n.log.Warn("recording this node's addresses failed; retrying", "err", err, "retry_in", wait)
 		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
@@ -409,9 +440,23 @@ func (n *Node) recordGRPCAddr(ctx context.Context) {
 	}
 }
 
-func (n *Node) recordGRPCAddrOnce(ctx context.Context) error {
+func (n *Node) recordSelfOnce(ctx context.Context) error {
+	// The state may lag the log on a new leader: read it once everything
+	// committed before is applied.
 	if err := n.barrier(ctx); err != nil {
 		return err
+	}
+	self, err := n.server(n.cfg.ID)
+	if err != nil {
+		return err
+	}
+	// A node restarted on another address (a one-node cluster on a free
+	// port, say) would be sought at the old one once it follows.
+	if addr := n.trans.LocalAddr(); self.Address != addr {
+		if err := n.wait(ctx, n.raft.AddVoter(self.ID, addr, 0, 0), true); err != nil {
+			return err
+		}
+		n.log.Info("recorded this node's new raft address", "old", self.Address, "raft_addr", addr)
 	}
 	members, err := n.fsm.sm.Members()
 	if err != nil {
