@@ -461,13 +461,28 @@ func TestThreeNodes(t *testing.T) {
 		n.sm.waitFor(t, id+" applying every entry", hasEntries(want))
 	}
 
-	// Leadership goes where it is sent.
-	if err := leader.TransferLeadership(ctx(t), "n1"); err != nil {
+	// Leadership goes to another voter, or where it is sent.
+	if err := leader.TransferLeadership(ctx(t), ""); err != nil {
 		t.Fatal(err)
 	}
-	if id, _ := h.waitLeader(); id != "n1" {
-		t.Fatalf("leadership went to %s", id)
+	next, _ := h.waitLeader()
+	if next == newLeader {
+		t.Fatalf("leadership stayed with %s", next)
 	}
+	transfer := func(from, to string) {
+		t.Helper()
+		if err := nodes[from].TransferLeadership(ctx(t), to); err != nil {
+			t.Fatal(err)
+		}
+		if id, _ := h.waitLeader(); id != to {
+			t.Fatalf("leadership sent to %s went to %s", to, id)
+		}
+	}
+	if next == "n1" {
+		transfer("n1", newLeader)
+		next = newLeader
+	}
+	transfer(next, "n1")
 	if err := nodes["n1"].TransferLeadership(ctx(t), "n9"); !errors.Is(err, cluster.ErrNoSuchMember) {
 		t.Fatalf("transfer to an unknown server: %v", err)
 	}
