@@ -597,6 +597,7 @@ func TestAddVoterValidates(t *testing.T) {
 		{"n2", "0.0.0.0:1", "127.0.0.1:2", "raft_addr"},
 		{"n2", "127.0.0.1", "127.0.0.1:2", "raft_addr"},
 		{"n2", "127.0.0.1:1", "", "grpc_addr"},
+		{"n2", "127.0.0.1:1", strings.Repeat("h", 300) + ":1", "grpc_addr"},
 	} {
 		var inv *cluster.InvalidError
 		if err := n.AddVoter(ctx(t), tc.id, tc.raft, tc.grpc); !errors.As(err, &inv) || inv.Field != tc.field || !errors.Is(err, cluster.ErrInvalid) {

@@ -205,10 +205,15 @@ func checkID(field, id string) error {
 	return nil
 }
 
+// maxAddrLen bounds an address: a DNS name and a port.
+const maxAddrLen = 260
+
 // checkAddr accepts a host:port that another node can dial.
 func checkAddr(field, addr string) error {
 	host, port, err := net.SplitHostPort(addr)
 	switch {
+	case len(addr) > maxAddrLen:
+		return &InvalidError{Field: field, Reason: fmt.Sprintf("longer than %d bytes", maxAddrLen)}
 	case err != nil:
 		return &InvalidError{Field: field, Reason: err.Error()}
 	case unspecifiedHost(addr):
