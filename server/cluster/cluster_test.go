@@ -302,6 +302,22 @@ func TestSingleNodeBootstrapsAndProposes(t *testing.T) {
 	if id, _ := h.waitLeader(); id != "n1" {
 		t.Fatalf("leader %s", id)
 	}
+	// Registered while the node leads: told at once.
+	told := make(chan bool, 1)
+	n.OnLeadership(func(leader bool) {
+		select {
+		case told <- leader:
+		default:
+		}
+	})
+	select {
+	case l := <-told:
+		if !l {
+			t.Fatal("a late subscriber was told false")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a late subscriber was not told")
+	}
 	propose(t, n, "a", "b")
 	if got := sm.entries(); !slices.Equal(got, []string{"a", "b"}) {
 		t.Fatalf("applied %q", got)

@@ -1,14 +1,19 @@
 package cluster_test
 
 import (
+	"context"
 	"fmt"
+	"log/slog"
 	"path/filepath"
+	"sync"
 	"testing"
 
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 	wal "github.com/hashicorp/raft-wal"
 	"github.com/hashicorp/raft-wal/metadb"
+
+	"github.com/dfsmr/dfsmr/server/cluster"
 )
 
 // BenchmarkLogStore compares the two candidate log stores at what raft
@@ -67,4 +72,51 @@ func BenchmarkLogStore(b *testing.B) {
 			})
 		}
 	}
+}
+
+// BenchmarkPropose measures a one-node cluster's proposals, one at a time
+// and from 16 goroutines per CPU at once (raft writes the waiting ones as
+// one batch).
+//
+//	go test -run '^$' -bench Propose -benchtime 2000x ./server/cluster/
+func BenchmarkPropose(b *testing.B) {
+	data := make([]byte, 512)
+	open := func(b *testing.B) *cluster.Node {
+		n, err := cluster.Open(cluster.Config{ID: "n1", RaftAddr: "127.0.0.1:0", GRPCAddr: "grpc-n1:5003", Dir: b.TempDir(), Bootstrap: true,
+			Logger: slog.New(slog.DiscardHandler)}, newMemSM())
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { _ = n.Shutdown() })
+		leader := make(chan struct{})
+		var once sync.Once
+		n.OnLeadership(func(l bool) {
+			if l {
+				once.Do(func() { close(leader) })
+			}
+		})
+		<-leader
+		return n
+	}
+	b.Run("serial", func(b *testing.B) {
+		n := open(b)
+		for b.Loop() {
+			if err := n.Propose(context.Background(), data); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("parallel", func(b *testing.B) {
+		n := open(b)
+		b.SetParallelism(16)
+		b.ResetTimer()
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				if err := n.Propose(context.Background(), data); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+	})
 }

@@ -34,12 +34,10 @@ type Node struct {
 	meta   *metadb.BoltMetaDB // the WAL's; WAL.Close leaves it open
 	stable *raftboltdb.BoltStore
 
-	notify chan bool     // raft's leadership changes
-	stop   chan struct{} // closed by Shutdown
-	wg     sync.WaitGroup
-
-	mu          sync.Mutex
-	subscribers []func(leader bool)
+	notify    chan bool              // raft's leadership changes
+	subscribe chan func(leader bool) // OnLeadership to watchLeadership
+	stop      chan struct{}          // closed by Shutdown
+	wg        sync.WaitGroup
 
 	// readyTerm is the term in which an entry of this leader's own term
 	// (a barrier) was applied: from then on its commit index is the
@@ -74,11 +72,12 @@ func Open(cfg Config, sm store.StateMachine) (*Node, error) {
 		return nil, &InvalidError{Field: "id", Reason: fmt.Sprintf("%s belongs to the node %s: a node keeps its id for all time", cfg.Dir, recorded)}
 	}
 	n := &Node{
-		cfg:    cfg,
-		log:    cfg.Logger.With("component", "raft"),
-		fsm:    newFSM(sm),
-		notify: make(chan bool, 16),
-		stop:   make(chan struct{}),
+		cfg:       cfg,
+		log:       cfg.Logger.With("component", "raft"),
+		fsm:       newFSM(sm),
+		notify:    make(chan bool, 16),
+		subscribe: make(chan func(leader bool)),
+		stop:      make(chan struct{}),
 	}
 	hcl := newHCLogger(n.log)
 	if err := os.MkdirAll(filepath.Join(cfg.Dir, "wal"), 0o700); err != nil {
@@ -366,20 +365,26 @@ func (n *Node) LeaderGRPC() (addr string, self bool, err error) {
 }
 
 // OnLeadership registers f, called with true when this node becomes the
-// leader and false when it stops being it. Every f is called from one
+// leader and false when it stops being it; registered while the node
+// leads, f is called with true at once. Every f is called from one
 // goroutine, in the order of the changes, never twice in a row with the
 // same value; a slow f delays the next calls (and a burst of more than 16
 // changes while it runs collapses to the latest). f must not call
-// Shutdown, which waits for that goroutine.
+// Shutdown or OnLeadership, which wait for that goroutine. After
+// Shutdown, f is never called.
 func (n *Node) OnLeadership(f func(leader bool)) {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	n.subscribers = append(n.subscribers, f)
+	select {
+	case n.subscribe <- f:
+	case <-n.stop:
+	}
 }
 
+// watchLeadership is the one goroutine that calls the OnLeadership
+// functions, and starts recordSelf on every leadership gain.
 func (n *Node) watchLeadership() {
 	defer n.wg.Done()
 	leader := false
+	var subscribers []func(leader bool)
 	var cancel context.CancelFunc // ends recordSelf when leadership ends
 	stopRecord := func() {
 		if cancel != nil {
@@ -392,6 +397,11 @@ func (n *Node) watchLeadership() {
 		select {
 		case <-n.stop:
 			return
+		case f := <-n.subscribe:
+			subscribers = append(subscribers, f)
+			if leader {
+				f(true)
+			}
 		case l := <-n.notify:
 			if l == leader {
 				continue
@@ -401,10 +411,7 @@ func (n *Node) watchLeadership() {
 			if leader {
 				cancel = n.startRecordingSelf()
 			}
-			n.mu.Lock()
-			subs := n.subscribers
-			n.mu.Unlock()
-			for _, f := range subs {
+			for _, f := range subscribers {
 				f(leader)
 			}
 		}
