@@ -652,6 +652,9 @@ func TestConfigValidate(t *testing.T) {
 			c.Peers = []cluster.Peer{{ID: "n1", Addr: "127.0.0.1:5004"}, {ID: "n2", Addr: "127.0.0.1:5005"}}
 		}, ""},
 		{"lease above heartbeat", func(c *cluster.Config) { c.LeaderLeaseTimeout = time.Second }, "leader_lease_timeout"},
+		{"election below heartbeat", func(c *cluster.Config) { c.ElectionTimeout = 100 * time.Millisecond }, "election_timeout"},
+		{"tiny snapshot interval", func(c *cluster.Config) { c.SnapshotInterval = time.Millisecond }, "snapshot_interval"},
+		{"negative heartbeat", func(c *cluster.Config) { c.HeartbeatTimeout = -time.Second }, "heartbeat_timeout"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := ok

@@ -26,6 +26,8 @@ const (
 	// log, so that a follower that is a little behind catches up from the
 	// log rather than from a whole snapshot.
 	DefaultTrailingLogs = 10240
+	// minTimeout is raft's least timeout and snapshot interval.
+	minTimeout = 5 * time.Millisecond
 	// snapshotsRetained is how many snapshots <Dir> keeps.
 	snapshotsRetained = 2
 )
@@ -185,6 +187,19 @@ func (c Config) Validate() error {
 		}
 		if !self {
 			return &InvalidError{Field: "peers", Reason: "does not include this node, " + c.ID}
+		}
+	}
+	for _, d := range []struct {
+		field string
+		d     time.Duration
+	}{
+		{"heartbeat_timeout", c.HeartbeatTimeout},
+		{"election_timeout", c.ElectionTimeout},
+		{"leader_lease_timeout", c.LeaderLeaseTimeout},
+		{"snapshot_interval", c.SnapshotInterval},
+	} {
+		if d.d < minTimeout {
+			return &InvalidError{Field: d.field, Reason: fmt.Sprintf("%v is below %v", d.d, minTimeout)}
 		}
 	}
 	if c.LeaderLeaseTimeout > c.HeartbeatTimeout {
