@@ -3,9 +3,11 @@ package cluster_test
 import (
 	"context"
 	"errors"
+	"io"
 	"log/slog"
 	"path/filepath"
 	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -20,6 +22,12 @@ type signalStore struct {
 	*bolt.Store
 	applied  chan struct{}
 	released chan struct{}
+	restores atomic.Int32
+}
+
+func (s *signalStore) Restore(r io.Reader) error {
+	s.restores.Add(1)
+	return s.Store.Restore(r)
 }
 
 func (s *signalStore) Apply(entries []store.Entry) []error {
@@ -61,6 +69,10 @@ func (h *harness) openBolt(dir string) *signalStore {
 		h.t.Fatal(err)
 	}
 	h.t.Cleanup(func() { _ = s.Close() })
+	return newSignalStore(s)
+}
+
+func newSignalStore(s *bolt.Store) *signalStore {
 	return &signalStore{Store: s, applied: make(chan struct{}, 1), released: make(chan struct{}, 1)}
 }
 
@@ -153,7 +165,7 @@ func TestBoltStore(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = s.Close() })
-	stores["n3"] = &signalStore{Store: s, applied: make(chan struct{}, 1), released: make(chan struct{}, 1)}
+	stores["n3"] = newSignalStore(s)
 	nodes["n3"] = h.open("n3", "", dir, stores["n3"], compact)
 	stores["n3"].SetProposer(nodes["n3"])
 	if err := nodes["n1"].AddVoter(ctx(t), "n3", nodes["n3"].Addr(), nodes["n3"].grpc); err != nil {
@@ -170,4 +182,24 @@ func TestBoltStore(t *testing.T) {
 	}
 	waitSamples(t, stores["n3"], want)
 	waitSamples(t, stores["n2"], want)
+	if got := stores["n3"].restores.Load(); got != 1 {
+		t.Fatalf("n3 restored %d snapshots, want 1", got)
+	}
+
+	// n2 restarts over its durable store, which is ahead of the latest
+	// snapshot: nothing is restored, the entries it holds are skipped.
+	addr := nodes["n2"].Addr()
+	if err := nodes["n2"].Shutdown(); err != nil {
+		t.Fatal(err)
+	}
+	want = append(want, time.Hour)
+	if err := addSample(t, stores["n1"], time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	nodes["n2"] = h.open("n2", addr, nodes["n2"].dir, stores["n2"], compact)
+	stores["n2"].SetProposer(nodes["n2"])
+	waitSamples(t, stores["n2"], want)
+	if got := stores["n2"].restores.Load(); got != 0 {
+		t.Fatalf("n2 restored %d snapshots over a durable store", got)
+	}
 }
