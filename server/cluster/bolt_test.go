@@ -182,8 +182,9 @@ func TestBoltStore(t *testing.T) {
 	}
 	waitSamples(t, stores["n3"], want)
 	waitSamples(t, stores["n2"], want)
-	if got := stores["n3"].restores.Load(); got != 1 {
-		t.Fatalf("n3 restored %d snapshots, want 1", got)
+	// (The leader may snapshot again while n3 catches up, and send that.)
+	if got := stores["n3"].restores.Load(); got < 1 {
+		t.Fatalf("n3 restored %d snapshots", got)
 	}
 
 	// n2 restarts over its durable store, which is ahead of the latest

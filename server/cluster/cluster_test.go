@@ -572,8 +572,9 @@ func TestSnapshotCatchUp(t *testing.T) {
 	want = append(want, "after join")
 	propose(t, n1, "after join")
 	n2.sm.waitFor(t, "n2 applying every entry", hasEntries(want))
-	if n2.sm.restoreCount() != 1 {
-		t.Fatalf("n2 restored %d snapshots, want 1", n2.sm.restoreCount())
+	// (The leader may snapshot again while n2 catches up, and send that.)
+	if n2.sm.restoreCount() < 1 {
+		t.Fatalf("n2 restored %d snapshots", n2.sm.restoreCount())
 	}
 
 	// n2 restarts with its state lost: the latest snapshot is restored
