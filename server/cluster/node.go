@@ -83,11 +83,6 @@ func Open(cfg Config, sm store.StateMachine) (*Node, error) {
 	if err := os.MkdirAll(filepath.Join(cfg.Dir, "wal"), 0o700); err != nil {
 		return nil, err
 	}
-	if len(recorded) == 0 {
-		if err := writeFileSync(filepath.Join(cfg.Dir, nodeIDFile), []byte(cfg.ID)); err != nil {
-			return nil, fmt.Errorf("record the node id: %w", err)
-		}
-	}
 	ok := false
 	defer func() {
 		if !ok {
@@ -150,6 +145,14 @@ func Open(cfg Config, sm store.StateMachine) (*Node, error) {
 	if n.raft, err = raft.NewRaft(rc, n.fsm, n.logs, n.stable, snaps, n.trans); err != nil {
 		return nil, fmt.Errorf("start raft: %w", err)
 	}
+	// Recorded once the node runs, so that a start that failed (a typo in
+	// the id, a port in use) binds nothing.
+	if len(recorded) == 0 {
+		if err := writeFileSync(filepath.Join(cfg.Dir, nodeIDFile), []byte(cfg.ID)); err != nil {
+			_ = n.raft.Shutdown().Error()
+			return nil, fmt.Errorf("record the node id: %w", err)
+		}
+	}
 	ok = true
 	n.wg.Add(1)
 	go n.watchLeadership()
@@ -160,7 +163,7 @@ func Open(cfg Config, sm store.StateMachine) (*Node, error) {
 const nodeIDFile = "node-id"
 
 func writeFileSync(path string, data []byte) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
 		return err
 	}
