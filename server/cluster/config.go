@@ -36,9 +36,7 @@ const (
 // GRPCAddr and Dir means its default.
 type Config struct {
 	// ID is this node's raft server id, unique in the cluster for all
-	// time: 1 to 64 of [A-Za-z0-9._-]. Open records it in Dir/node-id at
-	// the first start and refuses another one later. Default: the
-	// recorded id, else the host name.
+	// time: 1 to 64 of [A-Za-z0-9._-]. Default: the host name.
 	ID string
 	// RaftAddr is the host:port the raft transport listens on, e.g.
 	// 127.0.0.1:5004. Required. Port 0 picks a free port (Node.Addr tells

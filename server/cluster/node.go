@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io/fs"
 	"log/slog"
 	"net"
 	"os"
@@ -57,19 +56,9 @@ var _ store.Proposer = (*Node)(nil)
 // the latest snapshot is restored into sm first only when sm is behind it
 // (its file was lost or is older).
 func Open(cfg Config, sm store.StateMachine) (*Node, error) {
-	recorded, err := os.ReadFile(filepath.Join(cfg.Dir, nodeIDFile))
-	if err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("read the node id: %w", err)
-	}
-	if cfg.ID == "" {
-		cfg.ID = string(recorded)
-	}
 	cfg = cfg.WithDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
-	}
-	if len(recorded) > 0 && string(recorded) != cfg.ID {
-		return nil, &InvalidError{Field: "id", Reason: fmt.Sprintf("%s belongs to the node %s: a node keeps its id for all time", cfg.Dir, recorded)}
 	}
 	n := &Node{
 		cfg:       cfg,
@@ -89,6 +78,7 @@ func Open(cfg Config, sm store.StateMachine) (*Node, error) {
 			n.closeStores()
 		}
 	}()
+	var err error
 	n.meta = &metadb.BoltMetaDB{}
 	if n.logs, err = wal.Open(filepath.Join(cfg.Dir, "wal"), wal.WithMetaStore(n.meta), wal.WithLogger(hcl.Named("wal")), wal.WithSegmentSize(cfg.walSegmentSize)); err != nil {
 		return nil, fmt.Errorf("open raft log: %w", err)
@@ -145,33 +135,10 @@ func Open(cfg Config, sm store.StateMachine) (*Node, error) {
 	if n.raft, err = raft.NewRaft(rc, n.fsm, n.logs, n.stable, snaps, n.trans); err != nil {
 		return nil, fmt.Errorf("start raft: %w", err)
 	}
-	// Recorded once the node runs, so that a start that failed (a typo in
-	// the id, a port in use) binds nothing.
-	if len(recorded) == 0 {
-		if err := writeFileSync(filepath.Join(cfg.Dir, nodeIDFile), []byte(cfg.ID)); err != nil {
-			_ = n.raft.Shutdown().Error()
-			return nil, fmt.Errorf("record the node id: %w", err)
-		}
-	}
 	ok = true
 	n.wg.Add(1)
 	go n.watchLeadership()
 	return n, nil
-}
-
-// nodeIDFile, in Dir, holds the node's id.
-const nodeIDFile = "node-id"
-
-func writeFileSync(path string, data []byte) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Sync()
-	}
-	return errors.Join(err, f.Close())
 }
 
 // catchUpFromSnapshot restores the latest snapshot into sm when sm is
