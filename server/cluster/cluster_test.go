@@ -109,6 +109,14 @@ func (m *memSM) Restore(r io.Reader) error {
 	return nil
 }
 
+func (m *memSM) Rebase() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.state.Applied = 0
+	m.notifyLocked()
+	return nil
+}
+
 func (m *memSM) Members() (map[string]string, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -589,10 +597,28 @@ func TestOpenRefusesStateAheadOfLog(t *testing.T) {
 	h := newHarness(t)
 	sm := newMemSM()
 	sm.Apply([]store.Entry{{Index: 5, Term: 1, Data: []byte("x")}})
-	_, err := cluster.Open(cluster.Config{ID: "n1", RaftAddr: "127.0.0.1:0", GRPCAddr: "127.0.0.1:7001", Dir: t.TempDir(), Bootstrap: true,
+	_, err := cluster.Open(cluster.Config{ID: "n2", RaftAddr: "127.0.0.1:0", GRPCAddr: "grpc-n2:5003", Dir: t.TempDir(),
 		Logger: slog.New(slog.NewTextHandler(h.logs, nil))}, sm)
 	if err == nil || !strings.Contains(err.Error(), "belongs to another log") {
-		t.Fatalf("open over a state ahead of an empty log: %v", err)
+		t.Fatalf("joining with a state ahead of an empty log: %v", err)
+	}
+}
+
+// TestBootstrapRebasesAnotherLogsState: a new cluster starts from a state
+// file another log wrote (a restored backup): the records stay, the
+// indexes start over.
+func TestBootstrapRebasesAnotherLogsState(t *testing.T) {
+	h := newHarness(t)
+	sm := newMemSM()
+	sm.Apply([]store.Entry{{Index: 50, Term: 3, Data: []byte("x")}})
+	n := h.open("n1", "", t.TempDir(), sm, func(c *cluster.Config) { c.Bootstrap = true })
+	h.waitLeader()
+	propose(t, n, "y")
+	if got := sm.entries(); !slices.Equal(got, []string{"x", "y"}) {
+		t.Fatalf("applied %q", got)
+	}
+	if st := n.Status(); st.AppliedIndex != sm.AppliedIndex() || st.AppliedIndex > st.CommitIndex {
+		t.Fatalf("status %+v; the state applied %d", st, sm.AppliedIndex())
 	}
 }
 

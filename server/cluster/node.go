@@ -24,13 +24,14 @@ import (
 
 // Node is one server of the raft cluster. It implements store.Proposer.
 type Node struct {
-	cfg    Config
-	log    *slog.Logger
-	fsm    *fsm
-	raft   *raft.Raft
-	trans  *raft.NetworkTransport
-	logs   *wal.WAL
-	meta   *metadb.BoltMetaDB // the WAL's; WAL.Close leaves it open
+	cfg   Config
+	log   *slog.Logger
+	fsm   *fsm
+	raft  *raft.Raft
+	trans *raft.NetworkTransport
+	logs  *wal.WAL
+	// meta is the log's metadata file, which the log does not close.
+	meta   *metadb.BoltMetaDB
 	stable *raftboltdb.BoltStore
 
 	notify    chan bool              // raft's leadership changes
@@ -80,7 +81,7 @@ func Open(cfg Config, sm store.StateMachine) (*Node, error) {
 	}()
 	var err error
 	n.meta = &metadb.BoltMetaDB{}
-	if n.logs, err = wal.Open(filepath.Join(cfg.Dir, "wal"), wal.WithMetaStore(n.meta), wal.WithLogger(hcl.Named("wal")), wal.WithSegmentSize(cfg.walSegmentSize)); err != nil {
+	if n.logs, err = wal.Open(filepath.Join(cfg.Dir, "wal"), wal.WithLogger(hcl.Named("wal")), wal.WithMetaStore(n.meta), wal.WithSegmentSize(cfg.walSegmentSize)); err != nil {
 		return nil, fmt.Errorf("open raft log: %w", err)
 	}
 	if n.stable, err = raftboltdb.New(raftboltdb.Options{Path: filepath.Join(cfg.Dir, "stable.db")}); err != nil {
@@ -168,10 +169,6 @@ func (n *Node) catchUpFromSnapshot(snaps raft.SnapshotStore, sm store.StateMachi
 	return nil
 }
 
-// checkStateNotAhead refuses a state that applied entries this node's log
-// does not have (the raft directory was lost or belongs to another
-// cluster): the state machine would skip the log's new entries at those
-// indexes.
 // rebaseNewCluster makes the state the start of the log of a cluster this
 // node bootstraps: a state file of another log (a restored backup, or a
 // copy) keeps its records and starts over at index 0.
@@ -184,9 +181,17 @@ func (n *Node) rebaseNewCluster(snaps raft.SnapshotStore, sm store.StateMachine)
 		return err
 	}
 	n.log.Info("a new cluster starts from the state in the file, which another log wrote", "applied", sm.AppliedIndex())
-	return sm.Rebase()
+	if err := sm.Rebase(); err != nil {
+		return err
+	}
+	n.fsm.setApplied(sm.AppliedIndex())
+	return nil
 }
 
+// checkStateNotAhead refuses a state that applied entries this node's log
+// does not have (the raft directory was lost or belongs to another
+// cluster): the state machine would skip the log's new entries at those
+// indexes.
 func (n *Node) checkStateNotAhead(snaps raft.SnapshotStore, sm store.StateMachine) error {
 	last, err := n.logs.LastIndex()
 	if err != nil {
