@@ -589,7 +589,7 @@ func (s *Server) Engine() *engine.Engine { return s.engine }
 
 // StoreStats returns the store's commit counters (for in-process tools,
 // such as the benchmark, and tests).
-func (s *Server) StoreStats() bolt.Stats { return s.store.Stats() }
+func (s *Server) StoreStats() store.Stats { return s.store.Stats() }
 
 // Start listens on the configured address (or lis, when not nil), runs the
 // engine and serves gRPC in the background. It returns once the server
