@@ -124,12 +124,13 @@ func (s *Server) openCluster(grpcAddr string) error {
 	if err != nil {
 		return fmt.Errorf("cluster: %w", err)
 	}
-	s.node = node
+	s.nodeP.Store(node)
 	s.leaderCh = make(chan bool, 1)
 	s.leaderDone = make(chan struct{})
 	s.firstLead = make(chan error, 1)
 	node.OnLeadership(func(leader bool) {
 		s.fwd.LeaderChanged()
+		s.leaderChanges.Add(1)
 		// Keep only the latest: the loop reads it when it is free.
 		select {
 		case <-s.leaderCh:
@@ -184,7 +185,7 @@ func (s *Server) followLeadership() {
 func (s *Server) lead() error {
 	ctx, cancel := context.WithTimeout(s.draining, time.Minute)
 	defer cancel()
-	if err := s.node.Barrier(ctx); err != nil {
+	if err := s.raftNode().Barrier(ctx); err != nil {
 		return err
 	}
 	if err := s.loadMachines(ctx); err != nil {
@@ -193,7 +194,7 @@ func (s *Server) lead() error {
 	if err := s.engine.Lead(ctx); err != nil {
 		return err
 	}
-	s.log.Info("leading: the scheduler runs here", "node", s.node.ID())
+	s.log.Info("leading: the scheduler runs here", "node", s.raftNode().ID())
 	return nil
 }
 
@@ -201,7 +202,7 @@ func (s *Server) lead() error {
 // leads and defined its machines, so that Start returns a server that
 // takes writes (and reports a bad machine file).
 func (s *Server) waitFirstLead(ctx context.Context) error {
-	if s.cfg.Join != "" || s.cfg.BootstrapPeers != "" || !s.node.Alone() {
+	if s.cfg.Join != "" || s.cfg.BootstrapPeers != "" || !s.raftNode().Alone() {
 		return nil
 	}
 	select {
@@ -214,12 +215,20 @@ func (s *Server) waitFirstLead(ctx context.Context) error {
 	}
 }
 
+// nodeStatus is the node's status, zero before Start.
+func (s *Server) nodeStatus() cluster.Status {
+	if s.raftNode() == nil {
+		return cluster.Status{}
+	}
+	return s.raftNode().Status()
+}
+
 // leaderGRPC is the forwarder's Leader: where the leader serves gRPC.
 func (s *Server) leaderGRPC() (string, bool, error) {
-	if s.node == nil {
+	if s.raftNode() == nil {
 		return "", false, cluster.ErrNoLeader
 	}
-	return s.node.LeaderGRPC()
+	return s.raftNode().LeaderGRPC()
 }
 
 // grpcAddrOf is the address other servers and clients reach lis at.
@@ -239,7 +248,7 @@ func (s *Server) clusterNodeOf(cfg Config) clusterNode {
 type serverNode struct{ s *Server }
 
 func (sn serverNode) node() (*cluster.Node, error) {
-	if n := sn.s.node; n != nil {
+	if n := sn.s.raftNode(); n != nil {
 		return n, nil
 	}
 	return nil, errNoCluster
@@ -318,7 +327,7 @@ func (s *Server) joinCluster() {
 	}
 	defer conn.Close()
 	c := pb.NewClusterServiceClient(conn)
-	req := &pb.AddVoterRequest{Id: s.node.ID(), RaftAddress: s.node.Addr(), GrpcAddress: grpcAddrOf(s.lis)}
+	req := &pb.AddVoterRequest{Id: s.raftNode().ID(), RaftAddress: s.raftNode().Addr(), GrpcAddress: grpcAddrOf(s.lis)}
 	for wait := 100 * time.Millisecond; ; wait = min(2*wait, 5*time.Second) {
 		ctx, cancel := context.WithTimeout(s.draining, 10*time.Second)
 		_, err := c.AddVoter(ctx, req)
@@ -361,16 +370,16 @@ func (s *Server) servedHere(ctx context.Context, method string) bool {
 	if !forward.IsRead(method) {
 		return false
 	}
-	return !wantsLinearizable(ctx) || s.node == nil || s.node.IsLeader()
+	return !wantsLinearizable(ctx) || s.raftNode() == nil || s.raftNode().IsLeader()
 }
 
 // readBarrier makes a linearizable read on the leader wait for raft's
 // read index before the handler reads.
 func (s *Server) readBarrier(ctx context.Context, method string) error {
-	if !forward.IsRead(method) || !wantsLinearizable(ctx) || s.node == nil {
+	if !forward.IsRead(method) || !wantsLinearizable(ctx) || s.raftNode() == nil {
 		return nil
 	}
-	return s.node.ReadBarrier(ctx)
+	return s.raftNode().ReadBarrier(ctx)
 }
 
 func (s *Server) linearizableUnary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
@@ -386,3 +395,6 @@ func (s *Server) linearizableStream(srv any, ss grpc.ServerStream, info *grpc.St
 	}
 	return handler(srv, ss)
 }
+
+// raftNode is this server's member of the cluster's log, nil before Start.
+func (s *Server) raftNode() *cluster.Node { return s.nodeP.Load() }

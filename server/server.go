@@ -321,7 +321,9 @@ type Server struct {
 	// leaderCh carries its latest leadership change to followLeadership,
 	// which closes leaderDone when it returns; firstLead gets the outcome
 	// of the first leadership.
-	node *cluster.Node
+	nodeP atomic.Pointer[cluster.Node]
+	// leaderChanges counts this server's leadership changes.
+	leaderChanges atomic.Uint64
 	// fwd forwards the writes a follower receives to the leader.
 	fwd        *forward.Forwarder
 	leaderCh   chan bool
@@ -376,6 +378,16 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 			DeviceRoundsWritten:  func() uint64 { return s.engine.DeviceStats().WrittenRounds },
 			DeviceOldestLastSeen: func() time.Time { return s.engine.DeviceStats().OldestLastSeen },
 			Now:                  cfg.Clock.Now,
+			ClusterLeader: func() int {
+				if s.raftNode() != nil && s.raftNode().IsLeader() {
+					return 1
+				}
+				return 0
+			},
+			ClusterTerm:          func() uint64 { return s.nodeStatus().Term },
+			ClusterCommitIndex:   func() uint64 { return s.nodeStatus().CommitIndex },
+			ClusterAppliedIndex:  func() uint64 { return s.nodeStatus().AppliedIndex },
+			ClusterLeaderChanges: s.leaderChanges.Load,
 		})
 	}
 
@@ -628,7 +640,7 @@ func (s *Server) Start(ctx context.Context, lis net.Listener) error {
 		s.web.stop(ctx)
 		s.drain()
 		<-s.leaderDone
-		_ = s.node.Shutdown()
+		_ = s.raftNode().Shutdown()
 		return err
 	}
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
@@ -750,14 +762,14 @@ func (s *Server) Stop(ctx context.Context) error {
 		var errs []string
 		// The scheduler ends at once once cancelled; wait for it even when
 		// ctx forced the stop, so that it is not mid-commit at Close.
-		if s.node != nil {
+		if s.raftNode() != nil {
 			<-s.leaderDone
 		}
 		if err := s.engine.Follow(context.WithoutCancel(ctx)); err != nil {
 			errs = append(errs, err.Error())
 		}
-		if s.node != nil {
-			if err := s.node.Shutdown(); err != nil {
+		if s.raftNode() != nil {
+			if err := s.raftNode().Shutdown(); err != nil {
 				errs = append(errs, err.Error())
 			}
 		}
