@@ -317,7 +317,7 @@ type Server struct {
 	// web is the dashboard, nil when HTTPAddr is empty.
 	web *webServer
 
-	// node is this server's member of the cluster's log, from Start on.
+	// nodeP holds this server's member of the cluster's log, from Start on.
 	// leaderCh carries its latest leadership change to followLeadership,
 	// which closes leaderDone when it returns; firstLead gets the outcome
 	// of the first leadership.
