@@ -404,6 +404,10 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 			}
 		},
 		OnRestore: func() {
+			// The state jumped past changes the hook never saw.
+			if err := s.metrics.Load(context.Background(), s.store); err != nil {
+				s.log.Error("reload the metrics' counts after a snapshot restore", "err", err)
+			}
 			if s.hub != nil {
 				s.hub.Reset()
 			}
