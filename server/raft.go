@@ -120,6 +120,11 @@ func (s *Server) openCluster(grpcAddr string) error {
 		Peers:     peers,
 		Dial:      dialMap,
 		Logger:    s.cfg.Logger,
+
+		SnapshotThreshold: s.cfg.RaftSnapshotThreshold,
+		SnapshotInterval:  s.cfg.RaftSnapshotInterval,
+		TrailingLogs:      s.cfg.RaftTrailingLogs,
+		SegmentSize:       s.cfg.RaftSegmentSize,
 	}, s.store)
 	if err != nil {
 		return fmt.Errorf("cluster: %w", err)
