@@ -122,7 +122,8 @@ func TestClusterOfThree(t *testing.T) {
 	ctx := t.Context()
 	start := func(env *testEnv, id string) {
 		t.Helper()
-		if _, err := env.instances.StartInstance(ctx, &pb.StartInstanceRequest{Id: id, Machine: "report"}); err != nil {
+		_, err := env.instances.StartInstance(ctx, &pb.StartInstanceRequest{Id: id, Machine: "report"})
+		if err != nil {
 			t.Fatalf("StartInstance %s on %s: %v", id, env.srv.Addr(), err)
 		}
 	}

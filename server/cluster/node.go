@@ -134,7 +134,7 @@ func Open(cfg Config, sm store.StateMachine) (*Node, error) {
 			return nil, err
 		}
 	}
-	if alone(rc, n.fsm, n.logs, n.stable, snaps, n.trans) {
+	if defaultTimeouts(cfg) && alone(rc, n.fsm, n.logs, n.stable, snaps, n.trans) {
 		rc.HeartbeatTimeout, rc.ElectionTimeout, rc.LeaderLeaseTimeout = aloneTimeout, aloneTimeout, aloneTimeout
 	}
 	if n.raft, err = raft.NewRaft(rc, n.fsm, n.logs, n.stable, snaps, n.trans); err != nil {
