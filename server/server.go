@@ -48,7 +48,7 @@ const (
 	// DefaultLogFormat is the log format dfsmrd writes.
 	DefaultLogFormat = "text"
 	// DefaultRaftSegmentSize is the size of the log's segment files.
-	DefaultRaftSegmentSize = 64 << 20
+	DefaultRaftSegmentSize = 16 << 20
 	// DefaultLogLevel is the least severe level dfsmrd logs.
 	DefaultLogLevel = "info"
 )
@@ -214,7 +214,7 @@ type Config struct {
 	// of a whole snapshot. Default cluster.DefaultTrailingLogs.
 	RaftTrailingLogs uint64 `yaml:"raft_trailing_logs" help:"log entries a snapshot leaves in the log"`
 	// RaftSegmentSize is the size of the log's segment files in bytes;
-	// the log drops only whole segments. Default 64 MiB.
+	// the log drops only whole segments. Default DefaultRaftSegmentSize (16 MiB).
 	RaftSegmentSize int `yaml:"raft_segment_size" help:"size of the log's segment files in bytes"`
 
 	// clusterNode, when set, stands in for the server's node in

@@ -21,11 +21,11 @@ const (
 	DefaultSnapshotInterval = 30 * time.Second
 	// DefaultSnapshotThreshold is how many entries past the last snapshot
 	// make the next check take one.
-	DefaultSnapshotThreshold = 8192
+	DefaultSnapshotThreshold = 2048
 	// DefaultTrailingLogs is how many entries a snapshot leaves in the
 	// log, so that a follower that is a little behind catches up from the
 	// log rather than from a whole snapshot.
-	DefaultTrailingLogs = 10240
+	DefaultTrailingLogs = 2048
 	// minTimeout is raft's least timeout and snapshot interval.
 	minTimeout = 5 * time.Millisecond
 	// snapshotsRetained is how many snapshots <Dir> keeps.

@@ -33,6 +33,8 @@ type Node struct {
 	// meta is the log's metadata file, which the log does not close.
 	meta   *metadb.BoltMetaDB
 	stable *raftboltdb.BoltStore
+	// startedAlone says the node runs with aloneTimeout.
+	startedAlone bool
 
 	notify    chan bool              // raft's leadership changes
 	subscribe chan func(leader bool) // OnLeadership to watchLeadership
@@ -136,6 +138,7 @@ func Open(cfg Config, sm store.StateMachine) (*Node, error) {
 	}
 	if defaultTimeouts(cfg) && alone(rc, n.fsm, n.logs, n.stable, snaps, n.trans) {
 		rc.HeartbeatTimeout, rc.ElectionTimeout, rc.LeaderLeaseTimeout = aloneTimeout, aloneTimeout, aloneTimeout
+		n.startedAlone = true
 	}
 	if n.raft, err = raft.NewRaft(rc, n.fsm, n.logs, n.stable, snaps, n.trans); err != nil {
 		return nil, fmt.Errorf("start raft: %w", err)
@@ -479,7 +482,13 @@ func (n *Node) AddVoter(ctx context.Context, id, raftAddr, grpcAddr string) erro
 	if err := n.Propose(ctx, store.MemberCommand(id, grpcAddr)); err != nil {
 		return err
 	}
-	return n.wait(ctx, n.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(raftAddr), 0, enqueueTimeout(ctx)), true)
+	if err := n.wait(ctx, n.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(raftAddr), 0, enqueueTimeout(ctx)), true); err != nil {
+		return err
+	}
+	if n.startedAlone {
+		n.log.Warn("this server started alone and leads with the short timeouts of a server alone; restart it to use the configured ones", "timeout", aloneTimeout)
+	}
+	return nil
 }
 
 // RemoveServer removes the server id from the cluster and its gRPC
