@@ -4,8 +4,12 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
+	"os"
+	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -118,7 +122,8 @@ func TestClusterOfThree(t *testing.T) {
 	ctx := t.Context()
 	start := func(env *testEnv, id string) {
 		t.Helper()
-		if _, err := env.instances.StartInstance(ctx, &pb.StartInstanceRequest{Id: id, Machine: "report"}); err != nil {
+		_, err := env.instances.StartInstance(ctx, &pb.StartInstanceRequest{Id: id, Machine: "report"})
+		if err != nil {
 			t.Fatalf("StartInstance %s on %s: %v", id, env.srv.Addr(), err)
 		}
 	}
@@ -183,5 +188,49 @@ func whoLeads(t *testing.T, envs []*testEnv) int {
 			t.Fatal("no leader in 10s")
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestJoinCatchesUpFromSnapshot loads a server whose log keeps little
+// (small segments, frequent snapshots), then adds a server: the leader's
+// log no longer holds the start, so the new server takes a snapshot of
+// the state, then the log after it, and serves the same changelog.
+func TestJoinCatchesUpFromSnapshot(t *testing.T) {
+	tiny := func(c server.Config) server.Config {
+		c.RaftSnapshotThreshold, c.RaftSnapshotInterval, c.RaftTrailingLogs, c.RaftSegmentSize = 32, 50*time.Millisecond, 8, 4096
+		return c
+	}
+	n1 := mustServer(t, tiny(server.Config{NodeID: "n1", RaftAddr: freePort(t)}))
+	ctx := t.Context()
+	for i := range 200 {
+		if _, err := n1.instances.StartInstance(ctx, &pb.StartInstanceRequest{Id: fmt.Sprintf("s%03d", i), Machine: "report"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Wait for a snapshot that dropped the log's start.
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		entries, _ := os.ReadDir(filepath.Join(n1.db+".raft", "snapshots"))
+		if len(entries) > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no snapshot in 20s")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	var logs syncBuffer
+	n2 := mustServer(t, tiny(server.Config{NodeID: "n2", RaftAddr: freePort(t), Join: n1.srv.Addr(),
+		Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo}))}))
+	waitMembers(t, n2, 2)
+	for i := range 20 {
+		if _, err := n2.instances.StartInstance(ctx, &pb.StartInstanceRequest{Id: fmt.Sprintf("t%02d", i), Machine: "report"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := changelog(t, n1)
+	sameChangelog(t, []*testEnv{n2}, want)
+	if !strings.Contains(logs.String(), `msg="state restored from a snapshot"`) {
+		t.Fatal("the new server caught up from the log: the test needs it to take a snapshot")
 	}
 }

@@ -120,6 +120,11 @@ func (s *Server) openCluster(grpcAddr string) error {
 		Peers:     peers,
 		Dial:      dialMap,
 		Logger:    s.cfg.Logger,
+
+		SnapshotThreshold: s.cfg.RaftSnapshotThreshold,
+		SnapshotInterval:  s.cfg.RaftSnapshotInterval,
+		TrailingLogs:      s.cfg.RaftTrailingLogs,
+		SegmentSize:       s.cfg.RaftSegmentSize,
 	}, s.store)
 	if err != nil {
 		return fmt.Errorf("cluster: %w", err)
@@ -224,12 +229,32 @@ func (s *Server) nodeStatus() cluster.Status {
 }
 
 // leaderGRPC is the forwarder's Leader: where the leader serves gRPC.
+//
+// While no leader is known (an election is under way, or this server has
+// not heard from the new leader yet) it waits up to leaderWait for one,
+// so that a call made during a failover is forwarded rather than refused.
 func (s *Server) leaderGRPC() (string, bool, error) {
-	if s.raftNode() == nil {
+	n := s.raftNode()
+	if n == nil {
 		return "", false, cluster.ErrNoLeader
 	}
-	return s.raftNode().LeaderGRPC()
+	deadline := time.Now().Add(leaderWait)
+	for {
+		addr, self, err := n.LeaderGRPC()
+		if !errors.Is(err, cluster.ErrNoLeader) || time.Now().After(deadline) {
+			return addr, self, err
+		}
+		select {
+		case <-s.draining.Done():
+			return addr, self, err
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
 }
+
+// leaderWait bounds how long a call waits for a leader to be known: about
+// two elections with the default timeouts.
+const leaderWait = 3 * time.Second
 
 // grpcAddrOf is the address other servers and clients reach lis at.
 func grpcAddrOf(lis net.Listener) string { return lis.Addr().String() }

@@ -47,6 +47,8 @@ const (
 	DefaultStopTimeout = 10 * time.Second
 	// DefaultLogFormat is the log format dfsmrd writes.
 	DefaultLogFormat = "text"
+	// DefaultRaftSegmentSize is the size of the log's segment files.
+	DefaultRaftSegmentSize = 64 << 20
 	// DefaultLogLevel is the least severe level dfsmrd logs.
 	DefaultLogLevel = "info"
 )
@@ -200,6 +202,20 @@ type Config struct {
 	// at instead of the ones they advertise, "id=addr,...": for a NAT or
 	// a proxy between the servers. Zero: the advertised ones.
 	RaftDial string `yaml:"raft_dial" help:"dial these members at these raft addresses instead of the advertised ones: id=addr,..."`
+	// RaftSnapshotThreshold is how many log entries past the last
+	// snapshot make the next check (every RaftSnapshotInterval) take one.
+	// Default cluster.DefaultSnapshotThreshold.
+	RaftSnapshotThreshold uint64 `yaml:"raft_snapshot_threshold" help:"log entries since the last snapshot that make the next check take one"`
+	// RaftSnapshotInterval is how often the server checks whether to
+	// snapshot. Default cluster.DefaultSnapshotInterval.
+	RaftSnapshotInterval time.Duration `yaml:"raft_snapshot_interval" help:"how often to check whether to snapshot the state"`
+	// RaftTrailingLogs is how many entries a snapshot leaves in the log,
+	// so that a follower a little behind catches up from the log instead
+	// of a whole snapshot. Default cluster.DefaultTrailingLogs.
+	RaftTrailingLogs uint64 `yaml:"raft_trailing_logs" help:"log entries a snapshot leaves in the log"`
+	// RaftSegmentSize is the size of the log's segment files in bytes;
+	// the log drops only whole segments. Default 64 MiB.
+	RaftSegmentSize int `yaml:"raft_segment_size" help:"size of the log's segment files in bytes"`
 
 	// clusterNode, when set, stands in for the server's node in
 	// ClusterService (export_test.go).
@@ -243,6 +259,18 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.MaxHistory == 0 {
 		c.MaxHistory = engine.DefaultMaxHistory
+	}
+	if c.RaftSnapshotThreshold == 0 {
+		c.RaftSnapshotThreshold = cluster.DefaultSnapshotThreshold
+	}
+	if c.RaftSnapshotInterval == 0 {
+		c.RaftSnapshotInterval = cluster.DefaultSnapshotInterval
+	}
+	if c.RaftTrailingLogs == 0 {
+		c.RaftTrailingLogs = cluster.DefaultTrailingLogs
+	}
+	if c.RaftSegmentSize == 0 {
+		c.RaftSegmentSize = DefaultRaftSegmentSize
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -293,6 +321,9 @@ func (c Config) Validate() error {
 	}
 	if (c.Join != "" || c.BootstrapPeers != "") && c.RaftAddr == "" {
 		return errors.New("raft_addr is needed to join or start a cluster of several servers")
+	}
+	if c.RaftSnapshotInterval < 0 || c.RaftSegmentSize < 0 {
+		return errors.New("raft_snapshot_interval and raft_segment_size must not be negative")
 	}
 	if c.ChangelogRetentionCount < 0 {
 		return errors.New("changelog_retention_count must not be negative (0: no count bound)")
@@ -404,6 +435,10 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 			}
 		},
 		OnRestore: func() {
+			// The state jumped past changes the hook never saw.
+			if err := s.metrics.Load(context.Background(), s.store); err != nil {
+				s.log.Error("reload the metrics' counts after a snapshot restore", "err", err)
+			}
 			if s.hub != nil {
 				s.hub.Reset()
 			}

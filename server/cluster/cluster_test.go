@@ -753,7 +753,12 @@ func TestBootstrapPeers(t *testing.T) {
 
 func TestProposeOutcomeUnknown(t *testing.T) {
 	h := newHarness(t)
-	n1 := h.open("n1", "", t.TempDir(), newMemSM(), func(c *cluster.Config) { c.Bootstrap = true })
+	// A lease long enough for the deadline below to end first (a node
+	// alone with the default timeouts would lead with 50 ms ones).
+	n1 := h.open("n1", "", t.TempDir(), newMemSM(), func(c *cluster.Config) {
+		c.Bootstrap = true
+		c.HeartbeatTimeout, c.ElectionTimeout, c.LeaderLeaseTimeout = time.Second, time.Second, 500*time.Millisecond
+	})
 	h.waitLeader()
 	n2 := h.open("n2", "", t.TempDir(), newMemSM(), nil)
 	if err := n1.AddVoter(ctx(t), "n2", n2.Addr(), n2.grpc); err != nil {

@@ -82,14 +82,13 @@ type Config struct {
 	SnapshotInterval  time.Duration
 	SnapshotThreshold uint64
 	TrailingLogs      uint64
+	// SegmentSize is the size of the log's segment files in bytes. The
+	// log drops only whole segments once a snapshot holds them, so the
+	// log takes at least one segment on disk. Default: raft-wal's, 64 MiB.
+	SegmentSize int
 	// Logger receives the node's and raft's lines, with component=raft.
 	// Default: slog.Default().
 	Logger *slog.Logger
-
-	// walSegmentSize is the size of the log's segment files; 0: raft-wal's
-	// default, 64 MiB. The log drops only whole segments, so tests that
-	// need a truncated log make it small.
-	walSegmentSize int
 }
 
 // Peer is one voter of a bootstrap configuration.

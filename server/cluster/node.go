@@ -81,7 +81,7 @@ func Open(cfg Config, sm store.StateMachine) (*Node, error) {
 	}()
 	var err error
 	n.meta = &metadb.BoltMetaDB{}
-	if n.logs, err = wal.Open(filepath.Join(cfg.Dir, "wal"), wal.WithLogger(hcl.Named("wal")), wal.WithMetaStore(n.meta), wal.WithSegmentSize(cfg.walSegmentSize)); err != nil {
+	if n.logs, err = wal.Open(filepath.Join(cfg.Dir, "wal"), wal.WithLogger(hcl.Named("wal")), wal.WithMetaStore(n.meta), wal.WithSegmentSize(cfg.SegmentSize)); err != nil {
 		return nil, fmt.Errorf("open raft log: %w", err)
 	}
 	if n.stable, err = raftboltdb.New(raftboltdb.Options{Path: filepath.Join(cfg.Dir, "stable.db")}); err != nil {
@@ -134,7 +134,7 @@ func Open(cfg Config, sm store.StateMachine) (*Node, error) {
 			return nil, err
 		}
 	}
-	if alone(rc, n.fsm, n.logs, n.stable, snaps, n.trans) {
+	if defaultTimeouts(cfg) && alone(rc, n.fsm, n.logs, n.stable, snaps, n.trans) {
 		rc.HeartbeatTimeout, rc.ElectionTimeout, rc.LeaderLeaseTimeout = aloneTimeout, aloneTimeout, aloneTimeout
 	}
 	if n.raft, err = raft.NewRaft(rc, n.fsm, n.logs, n.stable, snaps, n.trans); err != nil {

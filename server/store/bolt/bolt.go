@@ -708,11 +708,11 @@ func (s *Store) compute(live *[]*request) (cmd []byte, wrote bool, err error) {
 	if err, _ := s.stuck(); err != nil {
 		return nil, false, err
 	}
+	s.dbMu.RLock()
+	defer s.dbMu.RUnlock()
 	if err := s.checkReplaced(); err != nil {
 		return nil, false, err
 	}
-	s.dbMu.RLock()
-	defer s.dbMu.RUnlock()
 	for len(*live) > 0 {
 		btx, err := s.db.Begin(true)
 		if err != nil {
