@@ -258,10 +258,10 @@ type ReadTx interface {
 	Breaker(machine string) (fsm.Breaker, error)
 
 	// Device returns a device (ErrNotFound when it never registered).
-	Device(id string) (Device, error)
+	Device(id string) (fsm.Device, error)
 	// Devices returns up to limit devices of pool (empty: every pool) whose
 	// id sorts after after, in id order.
-	Devices(pool, after string, limit int) ([]Device, error)
+	Devices(pool, after string, limit int) ([]fsm.Device, error)
 	// QueueHead returns the first entry of a device's queue; ok is false
 	// when the queue is empty.
 	QueueHead(device string) (e QueueEntry, ok bool, err error)
@@ -290,7 +290,7 @@ type Tx interface {
 	// previous one.
 	PutBreaker(machine string, b fsm.Breaker) error
 	// PutDevice stores a device, replacing the previous record.
-	PutDevice(d Device) error
+	PutDevice(d fsm.Device) error
 	// Enqueue adds a job to a device's queue; the same entry twice is one
 	// entry.
 	Enqueue(device string, e QueueEntry) error
