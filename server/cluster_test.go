@@ -15,7 +15,9 @@ import (
 
 	pb "github.com/dfsmr/dfsmr/gen/dfsmr/v1"
 	"github.com/dfsmr/dfsmr/server"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 )
 
 // freePort returns a loopback address nothing listens on now.
@@ -120,11 +122,20 @@ func firstDiff(a, b []string) int {
 func TestClusterOfThree(t *testing.T) {
 	envs := threeNodes(t)
 	ctx := t.Context()
+	// start starts id through env, retrying UNAVAILABLE as clients do (a
+	// leader stepping down under load answers it; a start is idempotent).
 	start := func(env *testEnv, id string) {
 		t.Helper()
-		_, err := env.instances.StartInstance(ctx, &pb.StartInstanceRequest{Id: id, Machine: "report"})
-		if err != nil {
-			t.Fatalf("StartInstance %s on %s: %v", id, env.srv.Addr(), err)
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			_, err := env.instances.StartInstance(ctx, &pb.StartInstanceRequest{Id: id, Machine: "report"})
+			if err == nil {
+				return
+			}
+			if status.Code(err) != codes.Unavailable || time.Now().After(deadline) {
+				t.Fatalf("StartInstance %s on %s: %v", id, env.srv.Addr(), err)
+			}
+			time.Sleep(20 * time.Millisecond)
 		}
 	}
 	for i := range 30 {
