@@ -245,3 +245,27 @@ func TestJoinCatchesUpFromSnapshot(t *testing.T) {
 		t.Fatal("the new server caught up from the log: the test needs it to take a snapshot")
 	}
 }
+
+// TestPrinterOnOneServerOrderThroughAnother connects a printer to one
+// follower and submits an order through the other: the printer gets its
+// print command at once, without speaking (its stream is forwarded to the
+// leader, which pokes it on the commit), and its progress shows on every
+// server.
+func TestPrinterOnOneServerOrderThroughAnother(t *testing.T) {
+	envs := threeNodes(t)
+	leader := whoLeads(t, envs)
+	a, b := envs[(leader+1)%3], envs[(leader+2)%3]
+	p := newPrinter(t, a, "p1", "lab")
+	wantNoCmd(t, p.connect())
+	jobs := order(t, b, &pb.SubmitOrderRequest{OrderId: "o", Model: "benchy", Quantity: 1, Pool: "lab"})
+	cmd := p.pushed()
+	wantCmd(t, cmd, "print", jobs[0].GetId())
+	wantNoCmd(t, p.carry(cmd))
+	lin := metadata.AppendToOutgoingContext(t.Context(), server.ConsistencyHeader, server.LinearizableRead)
+	for _, env := range envs {
+		resp, err := env.instances.GetInstance(lin, &pb.GetInstanceRequest{Id: jobs[0].GetId()})
+		if err != nil || resp.GetInstance().GetNode() != "printing" {
+			t.Fatalf("%s: job %v, %v; want printing", env.srv.Addr(), resp.GetInstance(), err)
+		}
+	}
+}
