@@ -22,7 +22,7 @@ const MaxRules = 256
 // A rule may name in forgotten the job transition to record instead of its
 // command and transition when the device dropped the job: it reports the
 // pair without it after it held it, or after it carried out the rule's
-// command (see device.Reconcile).
+// command (see fsm.Reconcile).
 //
 // Job "none" (fsm.NoJob) is a device with no job and an empty queue; such
 // a rule only waits. A rule with neither command nor transition may say

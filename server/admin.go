@@ -10,7 +10,7 @@ import (
 	"path/filepath"
 
 	pb "github.com/dfsmr/dfsmr/gen/dfsmr/v1"
-	"github.com/dfsmr/dfsmr/server/store/bolt"
+	"github.com/dfsmr/dfsmr/server/store"
 	"google.golang.org/grpc"
 )
 
@@ -20,7 +20,7 @@ const backupChunk = 256 << 10
 // admin serves AdminService.
 type admin struct {
 	pb.UnimplementedAdminServiceServer
-	store *bolt.Store
+	store store.Backuper
 }
 
 // Backup copies a snapshot of the store into a temporary file next to it,

@@ -4,13 +4,20 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
+	"os"
+	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	pb "github.com/dfsmr/dfsmr/gen/dfsmr/v1"
 	"github.com/dfsmr/dfsmr/server"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 )
 
 // freePort returns a loopback address nothing listens on now.
@@ -115,16 +122,36 @@ func firstDiff(a, b []string) int {
 func TestClusterOfThree(t *testing.T) {
 	envs := threeNodes(t)
 	ctx := t.Context()
+	// start starts id through env, retrying UNAVAILABLE as clients do (a
+	// leader stepping down under load answers it; a start is idempotent).
 	start := func(env *testEnv, id string) {
 		t.Helper()
-		if _, err := env.instances.StartInstance(ctx, &pb.StartInstanceRequest{Id: id, Machine: "report"}); err != nil {
-			t.Fatalf("StartInstance %s on %s: %v", id, env.srv.Addr(), err)
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			_, err := env.instances.StartInstance(ctx, &pb.StartInstanceRequest{Id: id, Machine: "report"})
+			if err == nil {
+				return
+			}
+			if status.Code(err) != codes.Unavailable || time.Now().After(deadline) {
+				t.Fatalf("StartInstance %s on %s: %v", id, env.srv.Addr(), err)
+			}
+			time.Sleep(20 * time.Millisecond)
 		}
 	}
 	for i := range 30 {
 		start(envs[i%3], fmt.Sprintf("a%02d", i))
 	}
 	leader := whoLeads(t, envs)
+	// A linearizable read through a follower sees a write the leader
+	// just acknowledged.
+	for i := range 20 {
+		id := fmt.Sprintf("l%02d", i)
+		start(envs[leader], id)
+		lin := metadata.AppendToOutgoingContext(ctx, server.ConsistencyHeader, server.LinearizableRead)
+		if _, err := envs[(leader+1+i%2)%3].instances.GetInstance(lin, &pb.GetInstanceRequest{Id: id}); err != nil {
+			t.Fatalf("linearizable read of %s through a follower: %v", id, err)
+		}
+	}
 	want := changelog(t, envs[leader])
 	sameChangelog(t, envs, want)
 
@@ -148,8 +175,8 @@ func TestClusterOfThree(t *testing.T) {
 		t.Fatalf("Transition with the old leader's lease, through the new follower: %v", err)
 	}
 	want = changelog(t, rest[next])
-	if len(want) < 40 {
-		t.Fatalf("the new leader has %d changes, want the 30 + 10 starts and more", len(want))
+	if len(want) < 60 {
+		t.Fatalf("the new leader has %d changes, want the 50 + 10 starts and more", len(want))
 	}
 	sameChangelog(t, rest, want)
 }
@@ -172,5 +199,73 @@ func whoLeads(t *testing.T, envs []*testEnv) int {
 			t.Fatal("no leader in 10s")
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestJoinCatchesUpFromSnapshot loads a server whose log keeps little
+// (small segments, frequent snapshots), then adds a server: the leader's
+// log no longer holds the start, so the new server takes a snapshot of
+// the state, then the log after it, and serves the same changelog.
+func TestJoinCatchesUpFromSnapshot(t *testing.T) {
+	tiny := func(c server.Config) server.Config {
+		c.RaftSnapshotThreshold, c.RaftSnapshotInterval, c.RaftTrailingLogs, c.RaftSegmentSize = 32, 50*time.Millisecond, 8, 4096
+		return c
+	}
+	n1 := mustServer(t, tiny(server.Config{NodeID: "n1", RaftAddr: freePort(t)}))
+	ctx := t.Context()
+	for i := range 200 {
+		if _, err := n1.instances.StartInstance(ctx, &pb.StartInstanceRequest{Id: fmt.Sprintf("s%03d", i), Machine: "report"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Wait for a snapshot that dropped the log's start.
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		entries, _ := os.ReadDir(filepath.Join(n1.db+".raft", "snapshots"))
+		if len(entries) > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no snapshot in 20s")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	var logs syncBuffer
+	n2 := mustServer(t, tiny(server.Config{NodeID: "n2", RaftAddr: freePort(t), Join: n1.srv.Addr(),
+		Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo}))}))
+	waitMembers(t, n2, 2)
+	for i := range 20 {
+		if _, err := n2.instances.StartInstance(ctx, &pb.StartInstanceRequest{Id: fmt.Sprintf("t%02d", i), Machine: "report"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := changelog(t, n1)
+	sameChangelog(t, []*testEnv{n2}, want)
+	if !strings.Contains(logs.String(), `msg="state restored from a snapshot"`) {
+		t.Fatal("the new server caught up from the log: the test needs it to take a snapshot")
+	}
+}
+
+// TestPrinterOnOneServerOrderThroughAnother connects a printer to one
+// follower and submits an order through the other: the printer gets its
+// print command at once, without speaking (its stream is forwarded to the
+// leader, which pokes it on the commit), and its progress shows on every
+// server.
+func TestPrinterOnOneServerOrderThroughAnother(t *testing.T) {
+	envs := threeNodes(t)
+	leader := whoLeads(t, envs)
+	a, b := envs[(leader+1)%3], envs[(leader+2)%3]
+	p := newPrinter(t, a, "p1", "lab")
+	wantNoCmd(t, p.connect())
+	jobs := order(t, b, &pb.SubmitOrderRequest{OrderId: "o", Model: "benchy", Quantity: 1, Pool: "lab"})
+	cmd := p.pushed()
+	wantCmd(t, cmd, "print", jobs[0].GetId())
+	wantNoCmd(t, p.carry(cmd))
+	lin := metadata.AppendToOutgoingContext(t.Context(), server.ConsistencyHeader, server.LinearizableRead)
+	for _, env := range envs {
+		resp, err := env.instances.GetInstance(lin, &pb.GetInstanceRequest{Id: jobs[0].GetId()})
+		if err != nil || resp.GetInstance().GetNode() != "printing" {
+			t.Fatalf("%s: job %v, %v; want printing", env.srv.Addr(), resp.GetInstance(), err)
+		}
 	}
 }

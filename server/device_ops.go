@@ -4,7 +4,7 @@ import (
 	"context"
 
 	pb "github.com/dfsmr/dfsmr/gen/dfsmr/v1"
-	"github.com/dfsmr/dfsmr/server/store"
+	"github.com/dfsmr/dfsmr/server/fsm"
 )
 
 func (h *handlers) SignalDevice(ctx context.Context, req *pb.SignalDeviceRequest) (*pb.SignalDeviceResponse, error) {
@@ -48,7 +48,7 @@ func (h *handlers) ReprintJob(ctx context.Context, req *pb.ReprintJobRequest) (*
 }
 
 // deviceToProto converts a device; queueLen < 0 leaves queue_length unset.
-func deviceToProto(d *store.Device, queueLen int) *pb.Device {
+func deviceToProto(d *fsm.Device, queueLen int) *pb.Device {
 	p := &pb.Device{
 		Id: d.ID, Pool: d.Pool, Capabilities: d.Capabilities, Machine: d.Machine,
 		Online: d.Online, LastSeenTime: ts(d.LastSeen), Node: d.Node, JobId: d.Job,

@@ -42,14 +42,14 @@ func (c deviceConn) Recv() (device.Message, error) {
 	if rep == nil {
 		return device.Message{}, &fsm.InvalidError{Field: "report", Reason: "required on every message"}
 	}
-	m.Report = device.Report{Seq: rep.GetSeq(), Node: rep.GetNode(), Job: rep.GetJobId(), Progress: rep.GetProgress(), LastCommand: rep.GetLastCommandSeq()}
+	m.Report = fsm.DeviceReport{Seq: rep.GetSeq(), Node: rep.GetNode(), Job: rep.GetJobId(), Progress: rep.GetProgress(), LastCommand: rep.GetLastCommandSeq()}
 	if rej := rep.GetRejection(); rej != nil {
-		m.Report.Rejection = &device.Rejection{CommandSeq: rej.GetCommandSeq(), Reason: rej.GetReason()}
+		m.Report.Rejection = &fsm.Rejection{CommandSeq: rej.GetCommandSeq(), Reason: rej.GetReason()}
 	}
 	return m, nil
 }
 
-func (c deviceConn) Send(reportSeq uint64, cmd *device.Command) error {
+func (c deviceConn) Send(reportSeq uint64, cmd *fsm.DeviceCommand) error {
 	resp := &pb.ConnectResponse{ReportSeq: reportSeq}
 	if cmd != nil {
 		resp.Command = &pb.DeviceCommand{Seq: cmd.Seq, Name: cmd.Name, Node: cmd.Node, JobId: cmd.Job, Params: cmd.Params}

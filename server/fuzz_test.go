@@ -8,8 +8,8 @@ import (
 	"time"
 
 	pb "github.com/dfsmr/dfsmr/gen/dfsmr/v1"
+	"github.com/dfsmr/dfsmr/internal/clock"
 	"github.com/dfsmr/dfsmr/machines"
-	"github.com/dfsmr/dfsmr/server/clock"
 	"github.com/dfsmr/dfsmr/server/engine"
 	"github.com/dfsmr/dfsmr/server/store/bolt"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"

@@ -7,8 +7,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/dfsmr/dfsmr/internal/clock"
 	"github.com/dfsmr/dfsmr/server/auth"
-	"github.com/dfsmr/dfsmr/server/clock"
 	"golang.org/x/time/rate"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"

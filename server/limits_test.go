@@ -12,8 +12,8 @@ import (
 
 	"github.com/dfsmr/dfsmr/client"
 	pb "github.com/dfsmr/dfsmr/gen/dfsmr/v1"
+	"github.com/dfsmr/dfsmr/internal/clock"
 	"github.com/dfsmr/dfsmr/server"
-	"github.com/dfsmr/dfsmr/server/clock"
 	"github.com/dfsmr/dfsmr/server/engine"
 	"github.com/dfsmr/dfsmr/server/tlsconf/tlstest"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"

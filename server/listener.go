@@ -7,7 +7,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/dfsmr/dfsmr/server/clock"
+	"github.com/dfsmr/dfsmr/internal/clock"
 )
 
 // Defaults of Config's connection limits.

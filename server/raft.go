@@ -9,12 +9,15 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
 	pb "github.com/dfsmr/dfsmr/gen/dfsmr/v1"
 	"github.com/dfsmr/dfsmr/server/cluster"
+	"github.com/dfsmr/dfsmr/server/forward"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
 )
 
 // Every server runs the replicated log (package cluster): a server alone
@@ -30,6 +33,15 @@ func (startingProposer) Propose(context.Context, []byte) error {
 	return &cluster.NotLeaderError{}
 }
 
+// raftDir is RaftDir, or its default next to DB (derived here rather than
+// in WithDefaults, which runs before the flags set DB).
+func (c Config) raftDir() string {
+	if c.RaftDir != "" {
+		return c.RaftDir
+	}
+	return c.DB + ".raft"
+}
+
 // nodeIDFile records a server's id in its raft directory: the id of a
 // member never changes, whatever the host is called later.
 const nodeIDFile = "node-id"
@@ -40,10 +52,10 @@ var nodeIDRE = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
 // the recorded one if any, else the recorded one, else the host name
 // (made to fit), recorded for the next starts.
 func nodeID(cfg Config) (string, error) {
-	if err := os.MkdirAll(cfg.RaftDir, 0o700); err != nil {
+	if err := os.MkdirAll(cfg.raftDir(), 0o700); err != nil {
 		return "", err
 	}
-	path := filepath.Join(cfg.RaftDir, nodeIDFile)
+	path := filepath.Join(cfg.raftDir(), nodeIDFile)
 	b, err := os.ReadFile(path)
 	switch {
 	case err == nil:
@@ -111,21 +123,27 @@ func (s *Server) openCluster(grpcAddr string) error {
 		RaftAddr:  raftAddr,
 		Advertise: s.cfg.RaftAdvertise,
 		GRPCAddr:  grpcAddr,
-		Dir:       s.cfg.RaftDir,
+		Dir:       s.cfg.raftDir(),
 		Bootstrap: s.cfg.Join == "",
 		Peers:     peers,
 		Dial:      dialMap,
 		Logger:    s.cfg.Logger,
+
+		SnapshotThreshold: s.cfg.RaftSnapshotThreshold,
+		SnapshotInterval:  s.cfg.RaftSnapshotInterval,
+		TrailingLogs:      s.cfg.RaftTrailingLogs,
+		SegmentSize:       s.cfg.RaftSegmentSize,
 	}, s.store)
 	if err != nil {
 		return fmt.Errorf("cluster: %w", err)
 	}
-	s.node = node
+	s.nodeP.Store(node)
 	s.leaderCh = make(chan bool, 1)
 	s.leaderDone = make(chan struct{})
 	s.firstLead = make(chan error, 1)
 	node.OnLeadership(func(leader bool) {
 		s.fwd.LeaderChanged()
+		s.leaderChanges.Add(1)
 		// Keep only the latest: the loop reads it when it is free.
 		select {
 		case <-s.leaderCh:
@@ -180,7 +198,7 @@ func (s *Server) followLeadership() {
 func (s *Server) lead() error {
 	ctx, cancel := context.WithTimeout(s.draining, time.Minute)
 	defer cancel()
-	if err := s.node.Barrier(ctx); err != nil {
+	if err := s.raftNode().Barrier(ctx); err != nil {
 		return err
 	}
 	if err := s.loadMachines(ctx); err != nil {
@@ -189,7 +207,7 @@ func (s *Server) lead() error {
 	if err := s.engine.Lead(ctx); err != nil {
 		return err
 	}
-	s.log.Info("leading: the scheduler runs here", "node", s.node.ID())
+	s.log.Info("leading: the scheduler runs here", "node", s.raftNode().ID())
 	return nil
 }
 
@@ -197,7 +215,7 @@ func (s *Server) lead() error {
 // leads and defined its machines, so that Start returns a server that
 // takes writes (and reports a bad machine file).
 func (s *Server) waitFirstLead(ctx context.Context) error {
-	if s.cfg.Join != "" || s.cfg.BootstrapPeers != "" || !s.node.Alone() {
+	if s.cfg.Join != "" || s.cfg.BootstrapPeers != "" || !s.raftNode().Alone() {
 		return nil
 	}
 	select {
@@ -210,13 +228,41 @@ func (s *Server) waitFirstLead(ctx context.Context) error {
 	}
 }
 
+// nodeStatus is the node's status, zero before Start.
+func (s *Server) nodeStatus() cluster.Status {
+	if s.raftNode() == nil {
+		return cluster.Status{}
+	}
+	return s.raftNode().Status()
+}
+
 // leaderGRPC is the forwarder's Leader: where the leader serves gRPC.
+//
+// While no leader is known (an election is under way, or this server has
+// not heard from the new leader yet) it waits up to leaderWait for one,
+// so that a call made during a failover is forwarded rather than refused.
 func (s *Server) leaderGRPC() (string, bool, error) {
-	if s.node == nil {
+	n := s.raftNode()
+	if n == nil {
 		return "", false, cluster.ErrNoLeader
 	}
-	return s.node.LeaderGRPC()
+	deadline := time.Now().Add(leaderWait)
+	for {
+		addr, self, err := n.LeaderGRPC()
+		if !errors.Is(err, cluster.ErrNoLeader) || time.Now().After(deadline) {
+			return addr, self, err
+		}
+		select {
+		case <-s.draining.Done():
+			return addr, self, err
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
 }
+
+// leaderWait bounds how long a call waits for a leader to be known: about
+// two elections with the default timeouts.
+const leaderWait = 3 * time.Second
 
 // grpcAddrOf is the address other servers and clients reach lis at.
 func grpcAddrOf(lis net.Listener) string { return lis.Addr().String() }
@@ -235,7 +281,7 @@ func (s *Server) clusterNodeOf(cfg Config) clusterNode {
 type serverNode struct{ s *Server }
 
 func (sn serverNode) node() (*cluster.Node, error) {
-	if n := sn.s.node; n != nil {
+	if n := sn.s.raftNode(); n != nil {
 		return n, nil
 	}
 	return nil, errNoCluster
@@ -314,7 +360,7 @@ func (s *Server) joinCluster() {
 	}
 	defer conn.Close()
 	c := pb.NewClusterServiceClient(conn)
-	req := &pb.AddVoterRequest{Id: s.node.ID(), RaftAddress: s.node.Addr(), GrpcAddress: grpcAddrOf(s.lis)}
+	req := &pb.AddVoterRequest{Id: s.raftNode().ID(), RaftAddress: s.raftNode().Addr(), GrpcAddress: grpcAddrOf(s.lis)}
 	for wait := 100 * time.Millisecond; ; wait = min(2*wait, 5*time.Second) {
 		ctx, cancel := context.WithTimeout(s.draining, 10*time.Second)
 		_, err := c.AddVoter(ctx, req)
@@ -331,3 +377,57 @@ func (s *Server) joinCluster() {
 		}
 	}
 }
+
+// ConsistencyHeader is the request metadata key with which a read asks
+// for the leader's latest state: its value LinearizableRead makes a
+// follower forward the read to the leader, and the leader answer only
+// once it confirmed it still leads and applied everything committed
+// before the call (raft's read index). Without it, a server answers a
+// read from its own copy, which a follower applies a little behind the
+// leader (milliseconds on a LAN).
+const (
+	ConsistencyHeader = "dfsmr-read-consistency"
+	LinearizableRead  = "linearizable"
+)
+
+// wantsLinearizable reports whether the call asked for a linearizable
+// read.
+func wantsLinearizable(ctx context.Context) bool {
+	md, _ := metadata.FromIncomingContext(ctx)
+	return slices.Contains(md.Get(ConsistencyHeader), LinearizableRead)
+}
+
+// servedHere is the forwarder's Local: reads are served by the server
+// called, unless they ask for a linearizable read on a follower.
+func (s *Server) servedHere(ctx context.Context, method string) bool {
+	if !forward.IsRead(method) {
+		return false
+	}
+	return !wantsLinearizable(ctx) || s.raftNode() == nil || s.raftNode().IsLeader()
+}
+
+// readBarrier makes a linearizable read on the leader wait for raft's
+// read index before the handler reads.
+func (s *Server) readBarrier(ctx context.Context, method string) error {
+	if !forward.IsRead(method) || !wantsLinearizable(ctx) || s.raftNode() == nil {
+		return nil
+	}
+	return s.raftNode().ReadBarrier(ctx)
+}
+
+func (s *Server) linearizableUnary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	if err := s.readBarrier(ctx, info.FullMethod); err != nil {
+		return nil, err
+	}
+	return handler(ctx, req)
+}
+
+func (s *Server) linearizableStream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	if err := s.readBarrier(ss.Context(), info.FullMethod); err != nil {
+		return err
+	}
+	return handler(srv, ss)
+}
+
+// raftNode is this server's member of the cluster's log, nil before Start.
+func (s *Server) raftNode() *cluster.Node { return s.nodeP.Load() }

@@ -11,8 +11,8 @@ import (
 	"google.golang.org/grpc/codes"
 
 	pb "github.com/dfsmr/dfsmr/gen/dfsmr/v1"
+	"github.com/dfsmr/dfsmr/internal/clock"
 	"github.com/dfsmr/dfsmr/server"
-	"github.com/dfsmr/dfsmr/server/clock"
 )
 
 // changesErr starts a Changes stream from from and returns the error that

@@ -18,9 +18,9 @@ import (
 	"time"
 
 	pb "github.com/dfsmr/dfsmr/gen/dfsmr/v1"
+	"github.com/dfsmr/dfsmr/internal/clock"
 	"github.com/dfsmr/dfsmr/machines"
 	"github.com/dfsmr/dfsmr/server/changes"
-	"github.com/dfsmr/dfsmr/server/clock"
 	"github.com/dfsmr/dfsmr/server/cluster"
 	"github.com/dfsmr/dfsmr/server/device"
 	"github.com/dfsmr/dfsmr/server/engine"
@@ -47,6 +47,8 @@ const (
 	DefaultStopTimeout = 10 * time.Second
 	// DefaultLogFormat is the log format dfsmrd writes.
 	DefaultLogFormat = "text"
+	// DefaultRaftSegmentSize is the size of the log's segment files.
+	DefaultRaftSegmentSize = 16 << 20
 	// DefaultLogLevel is the least severe level dfsmrd logs.
 	DefaultLogLevel = "info"
 )
@@ -200,6 +202,20 @@ type Config struct {
 	// at instead of the ones they advertise, "id=addr,...": for a NAT or
 	// a proxy between the servers. Zero: the advertised ones.
 	RaftDial string `yaml:"raft_dial" help:"dial these members at these raft addresses instead of the advertised ones: id=addr,..."`
+	// RaftSnapshotThreshold is how many log entries past the last
+	// snapshot make the next check (every RaftSnapshotInterval) take one.
+	// Default cluster.DefaultSnapshotThreshold.
+	RaftSnapshotThreshold uint64 `yaml:"raft_snapshot_threshold" help:"log entries since the last snapshot that make the next check take one"`
+	// RaftSnapshotInterval is how often the server checks whether to
+	// snapshot. Default cluster.DefaultSnapshotInterval.
+	RaftSnapshotInterval time.Duration `yaml:"raft_snapshot_interval" help:"how often to check whether to snapshot the state"`
+	// RaftTrailingLogs is how many entries a snapshot leaves in the log,
+	// so that a follower a little behind catches up from the log instead
+	// of a whole snapshot. Default cluster.DefaultTrailingLogs.
+	RaftTrailingLogs uint64 `yaml:"raft_trailing_logs" help:"log entries a snapshot leaves in the log"`
+	// RaftSegmentSize is the size of the log's segment files in bytes;
+	// the log drops only whole segments. Default DefaultRaftSegmentSize (16 MiB).
+	RaftSegmentSize int `yaml:"raft_segment_size" help:"size of the log's segment files in bytes"`
 
 	// clusterNode, when set, stands in for the server's node in
 	// ClusterService (export_test.go).
@@ -232,9 +248,6 @@ func (c Config) WithDefaults() Config {
 	if c.DB == "" {
 		c.DB = DefaultDB
 	}
-	if c.RaftDir == "" {
-		c.RaftDir = c.DB + ".raft"
-	}
 	if c.StopTimeout == 0 {
 		c.StopTimeout = DefaultStopTimeout
 	}
@@ -246,6 +259,18 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.MaxHistory == 0 {
 		c.MaxHistory = engine.DefaultMaxHistory
+	}
+	if c.RaftSnapshotThreshold == 0 {
+		c.RaftSnapshotThreshold = cluster.DefaultSnapshotThreshold
+	}
+	if c.RaftSnapshotInterval == 0 {
+		c.RaftSnapshotInterval = cluster.DefaultSnapshotInterval
+	}
+	if c.RaftTrailingLogs == 0 {
+		c.RaftTrailingLogs = cluster.DefaultTrailingLogs
+	}
+	if c.RaftSegmentSize == 0 {
+		c.RaftSegmentSize = DefaultRaftSegmentSize
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -297,6 +322,9 @@ func (c Config) Validate() error {
 	if (c.Join != "" || c.BootstrapPeers != "") && c.RaftAddr == "" {
 		return errors.New("raft_addr is needed to join or start a cluster of several servers")
 	}
+	if c.RaftSnapshotInterval < 0 || c.RaftSegmentSize < 0 {
+		return errors.New("raft_snapshot_interval and raft_segment_size must not be negative")
+	}
 	if c.ChangelogRetentionCount < 0 {
 		return errors.New("changelog_retention_count must not be negative (0: no count bound)")
 	}
@@ -320,11 +348,13 @@ type Server struct {
 	// web is the dashboard, nil when HTTPAddr is empty.
 	web *webServer
 
-	// node is this server's member of the cluster's log, from Start on.
+	// nodeP holds this server's member of the cluster's log, from Start on.
 	// leaderCh carries its latest leadership change to followLeadership,
 	// which closes leaderDone when it returns; firstLead gets the outcome
 	// of the first leadership.
-	node *cluster.Node
+	nodeP atomic.Pointer[cluster.Node]
+	// leaderChanges counts this server's leadership changes.
+	leaderChanges atomic.Uint64
 	// fwd forwards the writes a follower receives to the leader.
 	fwd        *forward.Forwarder
 	leaderCh   chan bool
@@ -379,6 +409,16 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 			DeviceRoundsWritten:  func() uint64 { return s.engine.DeviceStats().WrittenRounds },
 			DeviceOldestLastSeen: func() time.Time { return s.engine.DeviceStats().OldestLastSeen },
 			Now:                  cfg.Clock.Now,
+			ClusterLeader: func() int {
+				if s.raftNode() != nil && s.raftNode().IsLeader() {
+					return 1
+				}
+				return 0
+			},
+			ClusterTerm:          func() uint64 { return s.nodeStatus().Term },
+			ClusterCommitIndex:   func() uint64 { return s.nodeStatus().CommitIndex },
+			ClusterAppliedIndex:  func() uint64 { return s.nodeStatus().AppliedIndex },
+			ClusterLeaderChanges: s.leaderChanges.Load,
 		})
 	}
 
@@ -395,6 +435,10 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 			}
 		},
 		OnRestore: func() {
+			// The state jumped past changes the hook never saw.
+			if err := s.metrics.Load(context.Background(), s.store); err != nil {
+				s.log.Error("reload the metrics' counts after a snapshot restore", "err", err)
+			}
 			if s.hub != nil {
 				s.hub.Reset()
 			}
@@ -442,12 +486,14 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	// authenticated, limited and logged here first.
 	s.fwd = forward.New(forward.Options{
 		Leader: s.leaderGRPC,
+		Local:  s.servedHere,
 		Dial:   memberDialOptions(cfg),
 		Codec:  g.codec,
 		Logger: cfg.Logger,
 	})
 	s.grpc = grpc.NewServer(append(append(serverOptions(cfg, g, s.metrics), s.fwd.ServerOptions()...),
-		grpc.ChainUnaryInterceptor(s.calls.unary, s.fwd.Unary()), grpc.ChainStreamInterceptor(s.calls.stream, s.fwd.Stream()))...)
+		grpc.ChainUnaryInterceptor(s.calls.unary, s.fwd.Unary(), s.linearizableUnary),
+		grpc.ChainStreamInterceptor(s.calls.stream, s.fwd.Stream(), s.linearizableStream))...)
 	pb.RegisterMachineServiceServer(s.grpc, h)
 	pb.RegisterInstanceServiceServer(s.grpc, h)
 	pb.RegisterWorkServiceServer(s.grpc, h)
@@ -590,7 +636,7 @@ func (s *Server) Engine() *engine.Engine { return s.engine }
 
 // StoreStats returns the store's commit counters (for in-process tools,
 // such as the benchmark, and tests).
-func (s *Server) StoreStats() bolt.Stats { return s.store.Stats() }
+func (s *Server) StoreStats() store.Stats { return s.store.Stats() }
 
 // Start listens on the configured address (or lis, when not nil), runs the
 // engine and serves gRPC in the background. It returns once the server
@@ -629,7 +675,7 @@ func (s *Server) Start(ctx context.Context, lis net.Listener) error {
 		s.web.stop(ctx)
 		s.drain()
 		<-s.leaderDone
-		_ = s.node.Shutdown()
+		_ = s.raftNode().Shutdown()
 		return err
 	}
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
@@ -751,14 +797,14 @@ func (s *Server) Stop(ctx context.Context) error {
 		var errs []string
 		// The scheduler ends at once once cancelled; wait for it even when
 		// ctx forced the stop, so that it is not mid-commit at Close.
-		if s.node != nil {
+		if s.raftNode() != nil {
 			<-s.leaderDone
 		}
 		if err := s.engine.Follow(context.WithoutCancel(ctx)); err != nil {
 			errs = append(errs, err.Error())
 		}
-		if s.node != nil {
-			if err := s.node.Shutdown(); err != nil {
+		if s.raftNode() != nil {
+			if err := s.raftNode().Shutdown(); err != nil {
 				errs = append(errs, err.Error())
 			}
 		}

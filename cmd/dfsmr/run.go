@@ -69,6 +69,8 @@ type app struct {
 	tlsCert string
 	tlsKey  string
 	color   string
+	// linearizable asks for linearizable reads (--linearizable).
+	linearizable bool
 
 	c *client.Client
 	// streamNotes, when set before the first dial, is told how Changes
@@ -152,6 +154,7 @@ then one line per field violation); 2 usage error; 3 "ready" found no work.`,
 	pf.BoolVar(&a.tls, "tls", false, "use TLS with the system's root CAs (implied by --tls-ca and --tls-cert)")
 	pf.StringVar(&a.tlsCA, "tls-ca", os.Getenv(envTLSCA), "PEM bundle of the CAs of the server's certificate (env "+envTLSCA+")")
 	pf.StringVar(&a.tlsCert, "tls-cert", os.Getenv(envClientCert), "PEM client certificate, for mutual TLS (env "+envClientCert+")")
+	pf.BoolVar(&a.linearizable, "linearizable", false, "reads see every write acknowledged before them: a follower of a cluster asks the leader")
 	pf.StringVar(&a.color, "color", colorAuto, "colour change lines: auto (on a terminal, unless "+envNoColor+" is set), always or never")
 	pf.StringVar(&a.tlsKey, "tls-key", os.Getenv(envClientKey), "PEM key of --tls-cert (env "+envClientKey+")")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
@@ -217,6 +220,9 @@ func (a *app) client() (*client.Client, error) {
 		return nil, err
 	}
 	opts = append(opts, grpc.WithChainUnaryInterceptor(timeoutInterceptor(a.timeout)))
+	if a.linearizable {
+		opts = append(opts, client.WithLinearizableReads()...)
+	}
 	if a.streamNotes != nil {
 		opts = append(opts, grpc.WithChainStreamInterceptor(a.streamNotes.interceptor()))
 	}

@@ -28,7 +28,7 @@ import (
 	"github.com/dfsmr/dfsmr/client"
 	pb "github.com/dfsmr/dfsmr/gen/dfsmr/v1"
 	"github.com/dfsmr/dfsmr/server"
-	"github.com/dfsmr/dfsmr/server/store/bolt"
+	"github.com/dfsmr/dfsmr/server/store"
 	"google.golang.org/grpc"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -268,7 +268,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		return Result{}, fmt.Errorf("baseline: %w", err)
 	}
 
-	var before bolt.Stats
+	var before store.Stats
 	if srv != nil {
 		before = srv.StoreStats()
 	}

@@ -22,7 +22,7 @@ import (
 	pb "github.com/dfsmr/dfsmr/gen/dfsmr/v1"
 	"github.com/dfsmr/dfsmr/internal/printersim"
 	"github.com/dfsmr/dfsmr/server/engine"
-	"github.com/dfsmr/dfsmr/server/store/bolt"
+	"github.com/dfsmr/dfsmr/server/store"
 )
 
 // The idle fleet: the benchmark runs printers in a child process (this
@@ -276,7 +276,7 @@ func BenchmarkPrinters(b *testing.B) {
 
 	var (
 		elapsed         time.Duration
-		before, after   bolt.Stats
+		before, after   store.Stats
 		dBefore, dAfter engine.DeviceStats
 	)
 	lat := cycles(b, s.Addr(), n, func(cleared <-chan struct{}) {

@@ -8,7 +8,7 @@ import (
 
 	"github.com/dfsmr/dfsmr/client"
 	pb "github.com/dfsmr/dfsmr/gen/dfsmr/v1"
-	"github.com/dfsmr/dfsmr/server/clock"
+	"github.com/dfsmr/dfsmr/internal/clock"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )

@@ -13,9 +13,9 @@ import (
 
 	"github.com/dfsmr/dfsmr/client"
 	pb "github.com/dfsmr/dfsmr/gen/dfsmr/v1"
+	"github.com/dfsmr/dfsmr/internal/clock"
 	"github.com/dfsmr/dfsmr/internal/printersim"
 	"github.com/dfsmr/dfsmr/server"
-	"github.com/dfsmr/dfsmr/server/clock"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
 )

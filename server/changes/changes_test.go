@@ -216,15 +216,15 @@ func (tx *fakeTx) AddDurationSample(string, uint32, string, time.Duration) error
 }
 func (tx *fakeTx) Breaker(string) (fsm.Breaker, error)  { return fsm.Breaker{}, errNotImplemented }
 func (tx *fakeTx) PutBreaker(string, fsm.Breaker) error { return errNotImplemented }
-func (tx *fakeTx) Device(string) (store.Device, error)  { return store.Device{}, errNotImplemented }
-func (tx *fakeTx) Devices(string, string, int) ([]store.Device, error) {
+func (tx *fakeTx) Device(string) (fsm.Device, error)    { return fsm.Device{}, errNotImplemented }
+func (tx *fakeTx) Devices(string, string, int) ([]fsm.Device, error) {
 	return nil, errNotImplemented
 }
 func (tx *fakeTx) QueueHead(string) (store.QueueEntry, bool, error) {
 	return store.QueueEntry{}, false, errNotImplemented
 }
 func (tx *fakeTx) QueueLen(string) (int, error)           { return 0, errNotImplemented }
-func (tx *fakeTx) PutDevice(store.Device) error           { return errNotImplemented }
+func (tx *fakeTx) PutDevice(fsm.Device) error             { return errNotImplemented }
 func (tx *fakeTx) Enqueue(string, store.QueueEntry) error { return errNotImplemented }
 func (tx *fakeTx) Dequeue(string, store.QueueEntry) error { return errNotImplemented }
 

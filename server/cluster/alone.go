@@ -8,14 +8,23 @@ import (
 	"github.com/hashicorp/raft"
 )
 
-// aloneTimeout replaces raft's timeouts on a node that starts as the only
-// voter: it has nobody to hear from, so it elects itself after this
-// instead of after HeartbeatTimeout (a one-server dfsmrd serves writes at
-// once). The node keeps them until it restarts: should voters be added
-// meanwhile, it leads them with these timeouts, which suit loopback and a
-// LAN (heartbeats every 5 ms); pre-vote keeps its early elections from
-// disturbing a cluster with a live leader.
-const aloneTimeout = 50 * time.Millisecond
+// aloneTimeout replaces raft's default timeouts on a node that starts as
+// the only voter: it has nobody to hear from, so it elects itself after
+// this instead of after HeartbeatTimeout (a one-server dfsmrd serves
+// writes at once). The node keeps them until it restarts: should voters
+// be added meanwhile, it leads them with these timeouts, which suit
+// loopback and a LAN (heartbeats every 10 ms; the leader steps down when
+// a quorum has not answered for 100 ms); pre-vote keeps its early
+// elections from disturbing a cluster with a live leader. A restart gives
+// it the configured timeouts.
+const aloneTimeout = 100 * time.Millisecond
+
+// defaultTimeouts reports whether cfg keeps raft's timeouts at their
+// defaults: a node alone shortens only those.
+func defaultTimeouts(cfg Config) bool {
+	return cfg.HeartbeatTimeout == DefaultHeartbeatTimeout && cfg.ElectionTimeout == DefaultElectionTimeout &&
+		cfg.LeaderLeaseTimeout == DefaultLeaderLeaseTimeout
+}
 
 // alone reports whether the configuration raft has stored names this node
 // as its only voter.

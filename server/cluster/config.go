@@ -21,11 +21,13 @@ const (
 	DefaultSnapshotInterval = 30 * time.Second
 	// DefaultSnapshotThreshold is how many entries past the last snapshot
 	// make the next check take one.
-	DefaultSnapshotThreshold = 8192
+	DefaultSnapshotThreshold = 2048
 	// DefaultTrailingLogs is how many entries a snapshot leaves in the
 	// log, so that a follower that is a little behind catches up from the
 	// log rather than from a whole snapshot.
-	DefaultTrailingLogs = 10240
+	DefaultTrailingLogs = 2048
+	// minTimeout is raft's least timeout and snapshot interval.
+	minTimeout = 5 * time.Millisecond
 	// snapshotsRetained is how many snapshots <Dir> keeps.
 	snapshotsRetained = 2
 )
@@ -38,7 +40,9 @@ type Config struct {
 	ID string
 	// RaftAddr is the host:port the raft transport listens on, e.g.
 	// 127.0.0.1:5004. Required. Port 0 picks a free port (Node.Addr tells
-	// which); only useful with an empty Advertise.
+	// which) and advertises it when Advertise is empty: enough for a
+	// one-node cluster, whose leader updates its own address in the
+	// cluster's configuration whenever it changed.
 	RaftAddr string
 	// Advertise is the host:port the other nodes reach this one at.
 	// Default: RaftAddr, which must then name a host (not 0.0.0.0 or ::).
@@ -78,6 +82,10 @@ type Config struct {
 	SnapshotInterval  time.Duration
 	SnapshotThreshold uint64
 	TrailingLogs      uint64
+	// SegmentSize is the size of the log's segment files in bytes. The
+	// log drops only whole segments once a snapshot holds them, so the
+	// log takes at least one segment on disk. Default: raft-wal's, 64 MiB.
+	SegmentSize int
 	// Logger receives the node's and raft's lines, with component=raft.
 	// Default: slog.Default().
 	Logger *slog.Logger
@@ -182,6 +190,19 @@ func (c Config) Validate() error {
 			return &InvalidError{Field: "peers", Reason: "does not include this node, " + c.ID}
 		}
 	}
+	for _, d := range []struct {
+		field string
+		d     time.Duration
+	}{
+		{"heartbeat_timeout", c.HeartbeatTimeout},
+		{"election_timeout", c.ElectionTimeout},
+		{"leader_lease_timeout", c.LeaderLeaseTimeout},
+		{"snapshot_interval", c.SnapshotInterval},
+	} {
+		if d.d < minTimeout {
+			return &InvalidError{Field: d.field, Reason: fmt.Sprintf("%v is below %v", d.d, minTimeout)}
+		}
+	}
 	if c.LeaderLeaseTimeout > c.HeartbeatTimeout {
 		return &InvalidError{Field: "leader_lease_timeout", Reason: "above heartbeat_timeout"}
 	}
@@ -200,10 +221,15 @@ func checkID(field, id string) error {
 	return nil
 }
 
+// maxAddrLen bounds an address: a DNS name and a port.
+const maxAddrLen = 260
+
 // checkAddr accepts a host:port that another node can dial.
 func checkAddr(field, addr string) error {
 	host, port, err := net.SplitHostPort(addr)
 	switch {
+	case len(addr) > maxAddrLen:
+		return &InvalidError{Field: field, Reason: fmt.Sprintf("longer than %d bytes", maxAddrLen)}
 	case err != nil:
 		return &InvalidError{Field: field, Reason: err.Error()}
 	case unspecifiedHost(addr):

@@ -51,7 +51,9 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 		}
 	}
 	if len(logs) > 0 {
-		f.setApplied(logs[len(logs)-1].Index)
+		// After a restart raft hands over again the entries after its
+		// snapshot that the state holds already: applied stays.
+		f.setApplied(max(f.appliedIndex(), logs[len(logs)-1].Index))
 	}
 	return resp
 }

@@ -48,7 +48,17 @@ func slogLevel(level hclog.Level) slog.Level {
 }
 
 func (h *hcLogger) Log(level hclog.Level, msg string, args ...any) {
+	if level == hclog.Warn && routine[msg] {
+		level = hclog.Info
+	}
 	h.l.Log(context.Background(), slogLevel(level), msg, args...)
+}
+
+// routine are raft's warnings that every start of a server gives: a
+// server hears from no leader before the first election, and one alone
+// elects itself that way.
+var routine = map[string]bool{
+	"heartbeat timeout reached, starting election": true,
 }
 
 func (h *hcLogger) Trace(msg string, args ...any) { h.Log(hclog.Trace, msg, args...) }

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -32,13 +33,18 @@ type Node struct {
 	// meta is the log's metadata file, which the log does not close.
 	meta   *metadb.BoltMetaDB
 	stable *raftboltdb.BoltStore
+	// startedAlone says the node runs with aloneTimeout.
+	startedAlone bool
 
-	notify chan bool     // raft's leadership changes
-	stop   chan struct{} // closed by Shutdown
-	wg     sync.WaitGroup
+	notify    chan bool              // raft's leadership changes
+	subscribe chan func(leader bool) // OnLeadership to watchLeadership
+	stop      chan struct{}          // closed by Shutdown
+	wg        sync.WaitGroup
 
-	mu          sync.Mutex
-	subscribers []func(leader bool)
+	// readyTerm is the term in which an entry of this leader's own term
+	// (a barrier) was applied: from then on its commit index is the
+	// cluster's and ReadBarrier need not append.
+	readyTerm atomic.Uint64
 
 	shutdownOnce sync.Once
 	shutdownErr  error
@@ -58,11 +64,12 @@ func Open(cfg Config, sm store.StateMachine) (*Node, error) {
 		return nil, err
 	}
 	n := &Node{
-		cfg:    cfg,
-		log:    cfg.Logger.With("component", "raft"),
-		fsm:    newFSM(sm),
-		notify: make(chan bool, 16),
-		stop:   make(chan struct{}),
+		cfg:       cfg,
+		log:       cfg.Logger.With("component", "raft"),
+		fsm:       newFSM(sm),
+		notify:    make(chan bool, 16),
+		subscribe: make(chan func(leader bool)),
+		stop:      make(chan struct{}),
 	}
 	hcl := newHCLogger(n.log)
 	if err := os.MkdirAll(filepath.Join(cfg.Dir, "wal"), 0o700); err != nil {
@@ -76,7 +83,7 @@ func Open(cfg Config, sm store.StateMachine) (*Node, error) {
 	}()
 	var err error
 	n.meta = &metadb.BoltMetaDB{}
-	if n.logs, err = wal.Open(filepath.Join(cfg.Dir, "wal"), wal.WithLogger(hcl.Named("wal")), wal.WithMetaStore(n.meta)); err != nil {
+	if n.logs, err = wal.Open(filepath.Join(cfg.Dir, "wal"), wal.WithLogger(hcl.Named("wal")), wal.WithMetaStore(n.meta), wal.WithSegmentSize(cfg.SegmentSize)); err != nil {
 		return nil, fmt.Errorf("open raft log: %w", err)
 	}
 	if n.stable, err = raftboltdb.New(raftboltdb.Options{Path: filepath.Join(cfg.Dir, "stable.db")}); err != nil {
@@ -129,8 +136,9 @@ func Open(cfg Config, sm store.StateMachine) (*Node, error) {
 			return nil, err
 		}
 	}
-	if alone(rc, n.fsm, n.logs, n.stable, snaps, n.trans) {
+	if defaultTimeouts(cfg) && alone(rc, n.fsm, n.logs, n.stable, snaps, n.trans) {
 		rc.HeartbeatTimeout, rc.ElectionTimeout, rc.LeaderLeaseTimeout = aloneTimeout, aloneTimeout, aloneTimeout
+		n.startedAlone = true
 	}
 	if n.raft, err = raft.NewRaft(rc, n.fsm, n.logs, n.stable, snaps, n.trans); err != nil {
 		return nil, fmt.Errorf("start raft: %w", err)
@@ -168,10 +176,6 @@ func (n *Node) catchUpFromSnapshot(snaps raft.SnapshotStore, sm store.StateMachi
 	return nil
 }
 
-// checkStateNotAhead refuses a state that applied entries this node's log
-// does not have (the raft directory was lost or belongs to another
-// cluster): the state machine would skip the log's new entries at those
-// indexes.
 // rebaseNewCluster makes the state the start of the log of a cluster this
 // node bootstraps: a state file of another log (a restored backup, or a
 // copy) keeps its records and starts over at index 0.
@@ -184,9 +188,17 @@ func (n *Node) rebaseNewCluster(snaps raft.SnapshotStore, sm store.StateMachine)
 		return err
 	}
 	n.log.Info("a new cluster starts from the state in the file, which another log wrote", "applied", sm.AppliedIndex())
-	return sm.Rebase()
+	if err := sm.Rebase(); err != nil {
+		return err
+	}
+	n.fsm.setApplied(sm.AppliedIndex())
+	return nil
 }
 
+// checkStateNotAhead refuses a state that applied entries this node's log
+// does not have (the raft directory was lost or belongs to another
+// cluster): the state machine would skip the log's new entries at those
+// indexes.
 func (n *Node) checkStateNotAhead(snaps raft.SnapshotStore, sm store.StateMachine) error {
 	last, err := n.logs.LastIndex()
 	if err != nil {
@@ -238,6 +250,11 @@ func (n *Node) ID() string { return n.cfg.ID }
 func (n *Node) Propose(ctx context.Context, data []byte) error {
 	if err := ctx.Err(); err != nil {
 		return err
+	}
+	select {
+	case <-n.stop:
+		return ErrShutdown
+	default:
 	}
 	f := n.raft.Apply(data, enqueueTimeout(ctx))
 	if err := n.wait(ctx, f, true); err != nil {
@@ -330,20 +347,27 @@ func (n *Node) LeaderGRPC() (addr string, self bool, err error) {
 }
 
 // OnLeadership registers f, called with true when this node becomes the
-// leader and false when it stops being it. Every f is called from one
+// leader and false when it stops being it; registered while the node
+// leads, f is called with true at once. Every f is called from one
 // goroutine, in the order of the changes, never twice in a row with the
 // same value; a slow f delays the next calls (and a burst of more than 16
-// changes while it runs collapses to the latest).
+// changes while it runs collapses to the latest). f must not call
+// Shutdown or OnLeadership, which wait for that goroutine. After
+// Shutdown, f is never called.
 func (n *Node) OnLeadership(f func(leader bool)) {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	n.subscribers = append(n.subscribers, f)
+	select {
+	case n.subscribe <- f:
+	case <-n.stop:
+	}
 }
 
+// watchLeadership is the one goroutine that calls the OnLeadership
+// functions, and starts recordSelf on every leadership gain.
 func (n *Node) watchLeadership() {
 	defer n.wg.Done()
 	leader := false
-	var cancel context.CancelFunc // ends recordGRPCAddr when leadership ends
+	var subscribers []func(leader bool)
+	var cancel context.CancelFunc // ends recordSelf when leadership ends
 	stopRecord := func() {
 		if cancel != nil {
 			cancel()
@@ -355,6 +379,11 @@ func (n *Node) watchLeadership() {
 		select {
 		case <-n.stop:
 			return
+		case f := <-n.subscribe:
+			subscribers = append(subscribers, f)
+			if leader {
+				f(true)
+			}
 		case l := <-n.notify:
 			if l == leader {
 				continue
@@ -362,36 +391,34 @@ func (n *Node) watchLeadership() {
 			leader = l
 			stopRecord()
 			if leader {
-				cancel = n.startRecordingGRPCAddr()
+				cancel = n.startRecordingSelf()
 			}
-			n.mu.Lock()
-			subs := n.subscribers
-			n.mu.Unlock()
-			for _, f := range subs {
+			for _, f := range subscribers {
 				f(leader)
 			}
 		}
 	}
 }
 
-func (n *Node) startRecordingGRPCAddr() context.CancelFunc {
+func (n *Node) startRecordingSelf() context.CancelFunc {
 	ctx, cancel := context.WithCancel(context.Background())
 	n.wg.Add(1)
-	go n.recordGRPCAddr(ctx)
+	go n.recordSelf(ctx)
 	return cancel
 }
 
-// recordGRPCAddr records this node's gRPC address in the state when it
-// differs from the recorded one, retrying until it is recorded or
-// leadership ends (ctx).
-func (n *Node) recordGRPCAddr(ctx context.Context) {
+// recordSelf records this node's raft address in the cluster's
+// configuration and its gRPC address in the state when either differs
+// from the recorded one, retrying until both are recorded or leadership
+// ends (ctx).
+func (n *Node) recordSelf(ctx context.Context) {
 	defer n.wg.Done()
 	for wait := 100 * time.Millisecond; ; wait = min(2*wait, 5*time.Second) {
-		err := n.recordGRPCAddrOnce(ctx)
+		err := n.recordSelfOnce(ctx)
 		if err == nil || ctx.Err() != nil {
 			return
 		}
-		n.log.Warn("recording this node's gRPC address failed; retrying", "err", err, "retry_in", wait)
+		n.log.Warn("recording this node's addresses failed; retrying", "err", err, "retry_in", wait)
 		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
@@ -402,11 +429,23 @@ func (n *Node) recordGRPCAddr(ctx context.Context) {
 	}
 }
 
-func (n *Node) recordGRPCAddrOnce(ctx context.Context) error {
+func (n *Node) recordSelfOnce(ctx context.Context) error {
 	// The state may lag the log on a new leader: read it once everything
 	// committed before is applied.
-	if err := n.wait(ctx, n.raft.Barrier(0), true); err != nil {
+	if err := n.barrier(ctx); err != nil {
 		return err
+	}
+	self, err := n.server(n.cfg.ID)
+	if err != nil {
+		return err
+	}
+	// A node restarted on another address (a one-node cluster on a free
+	// port, say) would be sought at the old one once it follows.
+	if addr := n.trans.LocalAddr(); self.Address != addr {
+		if err := n.wait(ctx, n.raft.AddVoter(self.ID, addr, 0, 0), true); err != nil {
+			return err
+		}
+		n.log.Info("recorded this node's new raft address", "old", self.Address, "raft_addr", addr)
 	}
 	members, err := n.fsm.sm.Members()
 	if err != nil {
@@ -443,7 +482,13 @@ func (n *Node) AddVoter(ctx context.Context, id, raftAddr, grpcAddr string) erro
 	if err := n.Propose(ctx, store.MemberCommand(id, grpcAddr)); err != nil {
 		return err
 	}
-	return n.wait(ctx, n.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(raftAddr), 0, enqueueTimeout(ctx)), true)
+	if err := n.wait(ctx, n.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(raftAddr), 0, enqueueTimeout(ctx)), true); err != nil {
+		return err
+	}
+	if n.startedAlone {
+		n.log.Warn("this server started alone and leads with the short timeouts of a server alone; restart it to use the configured ones", "timeout", aloneTimeout)
+	}
+	return nil
 }
 
 // RemoveServer removes the server id from the cluster and its gRPC
@@ -574,15 +619,49 @@ func (n *Node) ReadBarrier(ctx context.Context) error {
 	if !n.IsLeader() {
 		return n.notLeader()
 	}
+	if n.readyTerm.Load() != n.raft.CurrentTerm() {
+		if err := n.barrier(ctx); err != nil {
+			return n.readError(err)
+		}
+	}
 	commit := n.raft.CommitIndex()
 	if err := n.wait(ctx, n.raft.VerifyLeader(), false); err != nil {
-		return err
+		return n.readError(err)
 	}
 	target, err := n.lastCommand(commit)
 	if err != nil {
 		return err
 	}
 	return n.fsm.waitApplied(ctx, target)
+}
+
+// readError maps the errors of the entries a read appends: a read has no
+// outcome to be unknown; leadership lost midway is not leading.
+func (n *Node) readError(err error) error {
+	switch {
+	case errors.Is(err, context.Canceled):
+		return context.Canceled
+	case errors.Is(err, context.DeadlineExceeded):
+		return context.DeadlineExceeded
+	case errors.Is(err, ErrShutdown):
+		return ErrShutdown
+	case errors.Is(err, ErrUnknownOutcome):
+		return n.notLeader()
+	}
+	return err
+}
+
+// barrier appends a barrier and waits until it and everything before it
+// applied. A new leader's commit index may lag what earlier leaders
+// committed until an entry of its own term commits; once the barrier
+// did, the term is marked ready for reads.
+func (n *Node) barrier(ctx context.Context) error {
+	term := n.raft.CurrentTerm()
+	if err := n.wait(ctx, n.raft.Barrier(enqueueTimeout(ctx)), true); err != nil {
+		return err
+	}
+	n.readyTerm.Store(term)
+	return nil
 }
 
 // lastCommand returns the index of the last entry at or below index that
@@ -613,8 +692,8 @@ func (n *Node) lastCommand(index uint64) (uint64, error) {
 // the stores. It is idempotent; the state machine stays open.
 func (n *Node) Shutdown() error {
 	n.shutdownOnce.Do(func() {
-		err := n.raft.Shutdown().Error()
 		close(n.stop)
+		err := n.raft.Shutdown().Error()
 		n.wg.Wait()
 		n.shutdownErr = errors.Join(err, n.closeStores())
 	})

@@ -11,12 +11,29 @@ import (
 	"golang.org/x/time/rate"
 )
 
+// Registration is who a device says it is when its stream opens.
+type Registration struct {
+	ID           string
+	Pool         string
+	Capabilities map[string]string
+	// Machine is the device machine; empty: the server's default
+	// ("printer").
+	Machine string
+}
+
+// ErrReplaced ends a device's stream when a newer stream of the same
+// device took over (or the device is no longer online).
+var ErrReplaced = errors.New("device stream replaced by a newer one")
+
+// ErrShutdown ends every device stream when the server stops.
+var ErrShutdown = errors.New("server is shutting down")
+
 // Engine is what a session needs from the engine: one transaction per
 // round, and pokes when something concerning the device is committed.
 type Engine interface {
-	Connect(ctx context.Context, reg Registration, rep Report) (conn uint64, cmd *Command, err error)
-	Report(ctx context.Context, id string, conn uint64, rep Report) (*Command, error)
-	Poke(ctx context.Context, id string, conn uint64) (*Command, error)
+	Connect(ctx context.Context, reg Registration, rep fsm.DeviceReport) (conn uint64, cmd *fsm.DeviceCommand, err error)
+	Report(ctx context.Context, id string, conn uint64, rep fsm.DeviceReport) (*fsm.DeviceCommand, error)
+	Poke(ctx context.Context, id string, conn uint64) (*fsm.DeviceCommand, error)
 	Disconnect(ctx context.Context, id string, conn uint64, reason string) error
 	WatchDevice(id string) (<-chan struct{}, func())
 }
@@ -24,7 +41,7 @@ type Engine interface {
 // Message is one message a device sends: Register only on the first.
 type Message struct {
 	Register *Registration
-	Report   Report
+	Report   fsm.DeviceReport
 }
 
 // Conn is one device's stream, as the session sees it.
@@ -34,7 +51,7 @@ type Conn interface {
 	Recv() (Message, error)
 	// Send answers a round: reportSeq is the report it answers (0 for a
 	// round of the server's own); cmd may be nil.
-	Send(reportSeq uint64, cmd *Command) error
+	Send(reportSeq uint64, cmd *fsm.DeviceCommand) error
 }
 
 // Sessions are the live device streams of a server, at most one per

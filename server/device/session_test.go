@@ -7,6 +7,8 @@ import (
 	"testing"
 	"testing/synctest"
 	"time"
+
+	"github.com/dfsmr/dfsmr/server/fsm"
 )
 
 // floodConn is a device that sends n reports as fast as they are read.
@@ -24,14 +26,14 @@ func (c *floodConn) Recv() (Message, error) {
 		return Message{}, io.EOF
 	}
 	c.sent++
-	m := Message{Report: Report{Seq: c.sent, Node: "ready"}}
+	m := Message{Report: fsm.DeviceReport{Seq: c.sent, Node: "ready"}}
 	if c.sent == 1 {
 		m.Register = &Registration{ID: "p1"}
 	}
 	return m, nil
 }
 
-func (c *floodConn) Send(reportSeq uint64, _ *Command) error {
+func (c *floodConn) Send(reportSeq uint64, _ *fsm.DeviceCommand) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.acks = append(c.acks, reportSeq)
@@ -41,16 +43,18 @@ func (c *floodConn) Send(reportSeq uint64, _ *Command) error {
 // countingEngine runs rounds without a store and counts them.
 type countingEngine struct{ reports int }
 
-func (e *countingEngine) Connect(context.Context, Registration, Report) (uint64, *Command, error) {
+func (e *countingEngine) Connect(context.Context, Registration, fsm.DeviceReport) (uint64, *fsm.DeviceCommand, error) {
 	return 1, nil, nil
 }
 
-func (e *countingEngine) Report(context.Context, string, uint64, Report) (*Command, error) {
+func (e *countingEngine) Report(context.Context, string, uint64, fsm.DeviceReport) (*fsm.DeviceCommand, error) {
 	e.reports++
 	return nil, nil
 }
 
-func (e *countingEngine) Poke(context.Context, string, uint64) (*Command, error) { return nil, nil }
+func (e *countingEngine) Poke(context.Context, string, uint64) (*fsm.DeviceCommand, error) {
+	return nil, nil
+}
 func (e *countingEngine) Disconnect(context.Context, string, uint64, string) error {
 	return nil
 }

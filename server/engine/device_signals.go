@@ -23,14 +23,14 @@ const SignalCancel = "cancel"
 // another command sent in the same node is unanswered the signal is
 // refused (the device's next report is checked against that command); the
 // same signal, sent already, is a no-op.
-func (e *Engine) SignalDevice(ctx context.Context, id, name, actor string) (store.Device, error) {
+func (e *Engine) SignalDevice(ctx context.Context, id, name, actor string) (fsm.Device, error) {
 	if err := checkText("device_id", id, true, MaxIDBytes); err != nil {
-		return store.Device{}, err
+		return fsm.Device{}, err
 	}
 	if err := checkText("signal", name, true, MaxIDBytes); err != nil {
-		return store.Device{}, err
+		return fsm.Device{}, err
 	}
-	var d store.Device
+	var d fsm.Device
 	err := e.st.Update(ctx, func(tx store.Tx) error {
 		var err error
 		if d, err = tx.Device(id); err != nil {
@@ -59,7 +59,7 @@ func (e *Engine) SignalDevice(ctx context.Context, id, name, actor string) (stor
 			return nil // sent already: the same signal again is a no-op
 		}
 		now := e.clock.Now()
-		d.Pending = store.Command{Name: name, Node: d.Node, Job: d.Job}
+		d.Pending = fsm.Command{Name: name, Node: d.Node, Job: d.Job}
 		if err := tx.PutDevice(d); err != nil {
 			return err
 		}

@@ -132,7 +132,7 @@ func checkRegistration(r *Registration) error {
 	return checkParams("register.capabilities", r.Capabilities)
 }
 
-func checkReport(rep *device.Report) error {
+func checkReport(rep *fsm.DeviceReport) error {
 	if err := checkText("report.node", rep.Node, true, MaxIDBytes); err != nil {
 		return err
 	}
@@ -149,7 +149,7 @@ func checkReport(rep *device.Report) error {
 // first report, in one transaction: the device is online, with a new
 // connection number that its later calls present. A newer Connect of the
 // same device makes the older stream's calls fail with ErrReplaced.
-func (e *Engine) Connect(ctx context.Context, reg Registration, rep device.Report) (conn uint64, cmd *device.Command, err error) {
+func (e *Engine) Connect(ctx context.Context, reg Registration, rep fsm.DeviceReport) (conn uint64, cmd *fsm.DeviceCommand, err error) {
 	if err := checkRegistration(&reg); err != nil {
 		return 0, nil, err
 	}
@@ -159,13 +159,13 @@ func (e *Engine) Connect(ctx context.Context, reg Registration, rep device.Repor
 	if reg.Machine == "" {
 		reg.Machine = DefaultDeviceMachine
 	}
-	var written store.Device // by the last run of the update
+	var written fsm.Device // by the last run of the update
 	err = e.st.Update(ctx, func(tx store.Tx) error {
 		now := e.clock.Now()
 		d, err := tx.Device(reg.ID)
 		switch {
 		case errors.Is(err, store.ErrNotFound):
-			d = store.Device{ID: reg.ID}
+			d = fsm.Device{ID: reg.ID}
 		case err != nil:
 			return err
 		}
@@ -175,7 +175,7 @@ func (e *Engine) Connect(ctx context.Context, reg Registration, rep device.Repor
 		}
 		if d.Machine != reg.Machine {
 			// Another machine's nodes mean nothing in this one.
-			d.Node, d.Pending = "", store.Command{}
+			d.Node, d.Pending = "", fsm.Command{}
 		}
 		d.Pool, d.Capabilities, d.Machine = reg.Pool, maps.Clone(reg.Capabilities), reg.Machine
 		d.Online, d.LastSeen = true, now
@@ -196,7 +196,7 @@ func (e *Engine) Connect(ctx context.Context, reg Registration, rep device.Repor
 }
 
 // Report runs the round of a device's report on its stream conn.
-func (e *Engine) Report(ctx context.Context, id string, conn uint64, rep device.Report) (cmd *device.Command, err error) {
+func (e *Engine) Report(ctx context.Context, id string, conn uint64, rep fsm.DeviceReport) (cmd *fsm.DeviceCommand, err error) {
 	if err := checkReport(&rep); err != nil {
 		return nil, err
 	}
@@ -205,7 +205,7 @@ func (e *Engine) Report(ctx context.Context, id string, conn uint64, rep device.
 
 // Poke runs a round of the server's own for a device on its stream conn,
 // from the node it last reported: something that concerns it changed.
-func (e *Engine) Poke(ctx context.Context, id string, conn uint64) (cmd *device.Command, err error) {
+func (e *Engine) Poke(ctx context.Context, id string, conn uint64) (cmd *fsm.DeviceCommand, err error) {
 	return e.deviceRound(ctx, id, conn, nil)
 }
 
@@ -220,8 +220,8 @@ func (e *Engine) Poke(ctx context.Context, id string, conn uint64) (cmd *device.
 // measured slower with 1,000 printers: those checks read as much as the
 // decision does, and the farm is bound by the CPU of every round, not by
 // the writer's share of it.)
-func (e *Engine) deviceRound(ctx context.Context, id string, conn uint64, rep *device.Report) (*device.Command, error) {
-	var live store.Device
+func (e *Engine) deviceRound(ctx context.Context, id string, conn uint64, rep *fsm.DeviceReport) (*fsm.DeviceCommand, error) {
+	var live fsm.Device
 	err := errNotQuiet
 	if !e.live.mustWrite(id, conn, rep) {
 		err = e.st.View(ctx, func(tx store.ReadTx) error {
@@ -234,7 +234,7 @@ func (e *Engine) deviceRound(ctx context.Context, id string, conn uint64, rep *d
 			if err != nil {
 				return err
 			}
-			dec, err := device.Reconcile(in)
+			dec, err := fsm.Reconcile(in)
 			if err != nil {
 				return err
 			}
@@ -253,7 +253,7 @@ func (e *Engine) deviceRound(ctx context.Context, id string, conn uint64, rep *d
 	case !errors.Is(err, errNotQuiet):
 		return nil, err
 	}
-	var cmd *device.Command
+	var cmd *fsm.DeviceCommand
 	err = e.st.Update(ctx, func(tx store.Tx) error {
 		d, m, err := e.connected(tx, id, conn)
 		if err != nil {
@@ -295,7 +295,7 @@ func (e *Engine) Disconnect(ctx context.Context, id string, conn uint64, reason 
 	return err
 }
 
-func (e *Engine) offline(tx store.Tx, d store.Device, reason string) error {
+func (e *Engine) offline(tx store.Tx, d fsm.Device, reason string) error {
 	now := e.clock.Now()
 	d.Online, d.LastSeen = false, now
 	if err := tx.PutDevice(d); err != nil {
@@ -330,13 +330,13 @@ func (e *Engine) offlineDevices(ctx context.Context) error {
 }
 
 // connected loads a device whose stream conn is the live one.
-func (e *Engine) connected(tx store.ReadTx, id string, conn uint64) (store.Device, *fsm.Machine, error) {
+func (e *Engine) connected(tx store.ReadTx, id string, conn uint64) (fsm.Device, *fsm.Machine, error) {
 	d, err := tx.Device(id)
 	if err != nil {
-		return store.Device{}, nil, err
+		return fsm.Device{}, nil, err
 	}
 	if d.Conn != conn || !d.Online {
-		return store.Device{}, nil, fmt.Errorf("device %q stream %d (live: %d, online %v): %w", id, conn, d.Conn, d.Online, ErrReplaced)
+		return fsm.Device{}, nil, fmt.Errorf("device %q stream %d (live: %d, online %v): %w", id, conn, d.Conn, d.Online, ErrReplaced)
 	}
 	m, err := e.deviceMachine(tx, d.Machine)
 	return d, m, err
@@ -354,35 +354,35 @@ func (e *Engine) deviceMachine(tx store.ReadTx, id string) (*fsm.Machine, error)
 	return m, nil
 }
 
-// round runs device.Reconcile on what the store holds for d and writes the
+// round runs fsm.Reconcile on what the store holds for d and writes the
 // decision: the device, the jobs it moved, its queue, and the changes
 // (first those in before), all under the device's actor.
-func (e *Engine) round(tx store.Tx, m *fsm.Machine, d store.Device, rep *device.Report, first bool, now time.Time, before ...fsm.Change) (device.Decision, error) {
+func (e *Engine) round(tx store.Tx, m *fsm.Machine, d fsm.Device, rep *fsm.DeviceReport, first bool, now time.Time, before ...fsm.Change) (fsm.ReconcileDecision, error) {
 	in, head, err := e.roundInput(tx, m, d, rep, first, now, func(h store.QueueEntry) error { return tx.Dequeue(d.ID, h) })
 	if err != nil {
-		return device.Decision{}, err
+		return fsm.ReconcileDecision{}, err
 	}
-	dec, err := device.Reconcile(in)
+	dec, err := fsm.Reconcile(in)
 	if err != nil {
-		return device.Decision{}, err
+		return fsm.ReconcileDecision{}, err
 	}
 	if dec.Dispatched {
 		if err := tx.Dequeue(d.ID, head); err != nil {
-			return device.Decision{}, err
+			return fsm.ReconcileDecision{}, err
 		}
 	}
 	for _, j := range dec.Jobs {
 		if err := tx.PutInstance(j); err != nil {
-			return device.Decision{}, err
+			return fsm.ReconcileDecision{}, err
 		}
 	}
 	if err := tx.PutDevice(dec.Device); err != nil {
-		return device.Decision{}, err
+		return fsm.ReconcileDecision{}, err
 	}
 	for _, c := range append(before, dec.Changes...) {
 		c.Actor = DeviceActor(d.ID)
 		if _, err := tx.AppendChange(c); err != nil {
-			return device.Decision{}, err
+			return fsm.ReconcileDecision{}, err
 		}
 	}
 	return dec, nil
@@ -390,8 +390,8 @@ func (e *Engine) round(tx store.Tx, m *fsm.Machine, d store.Device, rep *device.
 
 // roundInput reads what a round of device d looks at. Queue entries of
 // jobs that ended while queued are passed to drop.
-func (e *Engine) roundInput(tx store.ReadTx, m *fsm.Machine, d store.Device, rep *device.Report, first bool, now time.Time, drop func(store.QueueEntry) error) (device.Input, store.QueueEntry, error) {
-	in := device.Input{Machine: m, Device: d, Report: rep, First: first, Now: now}
+func (e *Engine) roundInput(tx store.ReadTx, m *fsm.Machine, d fsm.Device, rep *fsm.DeviceReport, first bool, now time.Time, drop func(store.QueueEntry) error) (fsm.ReconcileInput, store.QueueEntry, error) {
+	in := fsm.ReconcileInput{Machine: m, Device: d, Report: rep, First: first, Now: now}
 	if d.Job != "" {
 		job, err := tx.Instance(d.Job)
 		if err != nil {
@@ -497,13 +497,13 @@ func (e *Engine) SubmitOrder(ctx context.Context, a OrderArgs) (id string, jobs 
 			jobs = existing
 			return err
 		}
-		var printers []store.Device
+		var printers []fsm.Device
 		if a.Printer != "" {
 			d, err := tx.Device(a.Printer)
 			if err != nil {
 				return fmt.Errorf("printer %q: %w", a.Printer, err)
 			}
-			printers = []store.Device{d}
+			printers = []fsm.Device{d}
 		} else {
 			all, err := tx.Devices(a.Pool, "", 0)
 			if err != nil {
@@ -612,7 +612,7 @@ func (e *Engine) existingOrder(tx store.ReadTx, id string, a OrderArgs) (jobs []
 
 // DeviceInfo is a device with the length of its queue.
 type DeviceInfo struct {
-	store.Device
+	fsm.Device
 	QueueLen int
 }
 

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"testing"
 
-	"github.com/dfsmr/dfsmr/server/device"
 	"github.com/dfsmr/dfsmr/server/engine"
 	"github.com/dfsmr/dfsmr/server/fsm"
 	"github.com/dfsmr/dfsmr/server/store"
@@ -13,7 +12,7 @@ import (
 
 func mustConnect(t *testing.T, e *engine.Engine, id, pool, node string) uint64 {
 	t.Helper()
-	conn, _, err := e.Connect(context.Background(), engine.Registration{ID: id, Pool: pool}, device.Report{Seq: 1, Node: node})
+	conn, _, err := e.Connect(context.Background(), engine.Registration{ID: id, Pool: pool}, fsm.DeviceReport{Seq: 1, Node: node})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -131,7 +130,7 @@ func TestDeviceStreams(t *testing.T) {
 	ctx := context.Background()
 	old := mustConnect(t, e, "p1", "", "ready")
 	live := mustConnect(t, e, "p1", "", "ready")
-	if _, err := e.Report(ctx, "p1", old, device.Report{Seq: 2, Node: "ready"}); !errors.Is(err, engine.ErrReplaced) {
+	if _, err := e.Report(ctx, "p1", old, fsm.DeviceReport{Seq: 2, Node: "ready"}); !errors.Is(err, engine.ErrReplaced) {
 		t.Fatalf("report on the replaced stream: %v, want ErrReplaced", err)
 	}
 	if err := e.Disconnect(ctx, "p1", old, "replaced"); err != nil {
@@ -141,7 +140,7 @@ func TestDeviceStreams(t *testing.T) {
 	if len(devs) != 1 || !devs[0].Online {
 		t.Fatalf("after the old stream ended: %+v, want online", devs)
 	}
-	if _, err := e.Report(ctx, "p1", live, device.Report{Seq: 2, Node: "ready"}); err != nil {
+	if _, err := e.Report(ctx, "p1", live, fsm.DeviceReport{Seq: 2, Node: "ready"}); err != nil {
 		t.Fatal(err)
 	}
 	if err := e.Disconnect(ctx, "p1", live, "stream closed"); err != nil {
@@ -165,8 +164,8 @@ func TestIllegalReportWritesNothing(t *testing.T) {
 	if err := e.Disconnect(ctx, "p1", conn, "bye"); err != nil {
 		t.Fatal(err)
 	}
-	_, _, err := e.Connect(ctx, engine.Registration{ID: "p1"}, device.Report{Seq: 1, Node: "waiting_retrieval"})
-	var me *device.MoveError
+	_, _, err := e.Connect(ctx, engine.Registration{ID: "p1"}, fsm.DeviceReport{Seq: 1, Node: "waiting_retrieval"})
+	var me *fsm.MoveError
 	if !errors.As(err, &me) || me.From != "ready" || me.To != "waiting_retrieval" {
 		t.Fatalf("Connect with an impossible node: %v, want a MoveError", err)
 	}
@@ -207,10 +206,10 @@ func TestDevicePokes(t *testing.T) {
 	if poked() {
 		t.Fatal("the device's own round poked it")
 	}
-	if _, err := e.Report(ctx, "p1", conn, device.Report{Seq: 2, Node: "printing", Job: "o-1"}); err != nil {
+	if _, err := e.Report(ctx, "p1", conn, fsm.DeviceReport{Seq: 2, Node: "printing", Job: "o-1"}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.Report(ctx, "p1", conn, device.Report{Seq: 3, Node: "waiting_retrieval", Job: "o-1"}); err != nil {
+	if _, err := e.Report(ctx, "p1", conn, fsm.DeviceReport{Seq: 3, Node: "waiting_retrieval", Job: "o-1"}); err != nil {
 		t.Fatal(err)
 	}
 	if poked() {
@@ -248,7 +247,7 @@ func TestCancelledQueuedJobIsSkipped(t *testing.T) {
 	if in, err := e.SignalInstance(ctx, "o-1", "cancel", nil, "operator"); err != nil || in.Node != "canceled" {
 		t.Fatalf("cancel: %+v, %v", in, err)
 	}
-	_, cmd, err := e.Connect(ctx, engine.Registration{ID: "p1"}, device.Report{Seq: 1, Node: "ready"})
+	_, cmd, err := e.Connect(ctx, engine.Registration{ID: "p1"}, fsm.DeviceReport{Seq: 1, Node: "ready"})
 	if err != nil || cmd == nil || cmd.Name != "print" || cmd.Job != "o-2" {
 		t.Fatalf("first round: %+v, %v; want print o-2", cmd, err)
 	}

@@ -11,7 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/dfsmr/dfsmr/server/clock"
+	"github.com/dfsmr/dfsmr/internal/clock"
 	"github.com/dfsmr/dfsmr/server/fsm"
 	"github.com/dfsmr/dfsmr/server/sched"
 	"github.com/dfsmr/dfsmr/server/store"

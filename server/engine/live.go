@@ -8,7 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/dfsmr/dfsmr/server/device"
+	"github.com/dfsmr/dfsmr/server/fsm"
 	"github.com/dfsmr/dfsmr/server/store"
 )
 
@@ -48,7 +48,7 @@ type liveDevice struct {
 
 // set records the live fields of d's stream as of a round; dirty says
 // whether the store lacks them (a round that wrote nothing).
-func (l *liveDevices) set(d store.Device, dirty bool) {
+func (l *liveDevices) set(d fsm.Device, dirty bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.m == nil {
@@ -70,7 +70,7 @@ func (l *liveDevices) set(d store.Device, dirty bool) {
 
 // overlay lays the live fields of d's stream over d, when they are newer
 // than the stored ones.
-func (l *liveDevices) overlay(d *store.Device) {
+func (l *liveDevices) overlay(d *fsm.Device) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	ld := l.m[d.ID]
@@ -83,7 +83,7 @@ func (l *liveDevices) overlay(d *store.Device) {
 // mustWrite reports whether rep surely decides something: it moves the
 // device to another node than its stream's last round left it in, or
 // carries a rejection. Such a round skips the try on a read transaction.
-func (l *liveDevices) mustWrite(id string, conn uint64, rep *device.Report) bool {
+func (l *liveDevices) mustWrite(id string, conn uint64, rep *fsm.DeviceReport) bool {
 	if rep == nil {
 		return false
 	}
@@ -152,7 +152,7 @@ func (l *liveDevices) oldest() time.Time {
 // quietRound reports whether dec, decided on d, changes nothing the store
 // must hold: no command, no job, no queue entry, no change, and a record
 // that differs from d at most in its live fields.
-func quietRound(d store.Device, dec device.Decision) bool {
+func quietRound(d fsm.Device, dec fsm.ReconcileDecision) bool {
 	if dec.Command != nil || dec.Dispatched || len(dec.Jobs) > 0 || len(dec.Changes) > 0 {
 		return false
 	}

@@ -7,9 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dfsmr/dfsmr/internal/clock"
 	"github.com/dfsmr/dfsmr/machines"
-	"github.com/dfsmr/dfsmr/server/clock"
-	"github.com/dfsmr/dfsmr/server/device"
 	"github.com/dfsmr/dfsmr/server/engine"
 	"github.com/dfsmr/dfsmr/server/fsm"
 	"github.com/dfsmr/dfsmr/server/store"
@@ -45,9 +44,9 @@ func liveEngine(t *testing.T) (*engine.Engine, *bolt.Store, *clock.Fake, <-chan 
 	return e, st, clk, commits
 }
 
-func storedDevice(t *testing.T, st store.Store, id string) store.Device {
+func storedDevice(t *testing.T, st store.Store, id string) fsm.Device {
 	t.Helper()
-	var d store.Device
+	var d fsm.Device
 	if err := st.View(context.Background(), func(tx store.ReadTx) error {
 		var err error
 		d, err = tx.Device(id)
@@ -88,13 +87,13 @@ func TestQuietRoundsWriteNothing(t *testing.T) {
 	if err != nil || cmd == nil || cmd.Name != "print" {
 		t.Fatalf("Poke = %+v, %v; want print", cmd, err)
 	}
-	if _, err := e.Report(ctx, "p1", conn, device.Report{Seq: 2, Node: "printing", Job: "o-1", Progress: 0.1}); err != nil {
+	if _, err := e.Report(ctx, "p1", conn, fsm.DeviceReport{Seq: 2, Node: "printing", Job: "o-1", Progress: 0.1}); err != nil {
 		t.Fatal(err)
 	}
 	ops, stats := st.Stats().Ops, e.DeviceStats()
 	for seq := uint64(3); seq <= 6; seq++ {
 		clk.Advance(time.Second)
-		cmd, err := e.Report(ctx, "p1", conn, device.Report{Seq: seq, Node: "printing", Job: "o-1", Progress: float64(seq) / 10})
+		cmd, err := e.Report(ctx, "p1", conn, fsm.DeviceReport{Seq: seq, Node: "printing", Job: "o-1", Progress: float64(seq) / 10})
 		if err != nil || cmd != nil {
 			t.Fatalf("report %d = %+v, %v", seq, cmd, err)
 		}
@@ -117,20 +116,20 @@ func TestQuietRoundsWriteNothing(t *testing.T) {
 	}
 	// The seq is checked against the last report, not the last write.
 	var ie *fsm.InvalidError
-	if _, err := e.Report(ctx, "p1", conn, device.Report{Seq: 6, Node: "printing", Job: "o-1"}); !errors.As(err, &ie) || ie.Field != "report.seq" {
+	if _, err := e.Report(ctx, "p1", conn, fsm.DeviceReport{Seq: 6, Node: "printing", Job: "o-1"}); !errors.As(err, &ie) || ie.Field != "report.seq" {
 		t.Fatalf("a repeated seq: %v, want invalid report.seq", err)
 	}
 
 	// A round that decides writes the live fields with its decision.
 	clk.Advance(time.Second)
-	if _, err := e.Report(ctx, "p1", conn, device.Report{Seq: 7, Node: "waiting_retrieval", Job: "o-1", Progress: 1}); err != nil {
+	if _, err := e.Report(ctx, "p1", conn, fsm.DeviceReport{Seq: 7, Node: "waiting_retrieval", Job: "o-1", Progress: 1}); err != nil {
 		t.Fatal(err)
 	}
 	if d := storedDevice(t, st, "p1"); d.ReportSeq != 7 || d.Progress != 1 || !d.LastSeen.Equal(clk.Now()) {
 		t.Fatalf("stored %+v after a move, want report 7's fields", d)
 	}
 	clk.Advance(time.Second)
-	if _, err := e.Report(ctx, "p1", conn, device.Report{Seq: 8, Node: "waiting_retrieval", Job: "o-1", Progress: 1}); err != nil {
+	if _, err := e.Report(ctx, "p1", conn, fsm.DeviceReport{Seq: 8, Node: "waiting_retrieval", Job: "o-1", Progress: 1}); err != nil {
 		t.Fatal(err)
 	}
 	seen := clk.Now()
@@ -159,7 +158,7 @@ func TestFlushLive(t *testing.T) {
 	}
 	clk.Advance(time.Millisecond)
 	for _, id := range ids {
-		if _, err := e.Report(ctx, id, conns[id], device.Report{Seq: 2, Node: "ready"}); err != nil {
+		if _, err := e.Report(ctx, id, conns[id], fsm.DeviceReport{Seq: 2, Node: "ready"}); err != nil {
 			t.Fatal(err)
 		}
 	}

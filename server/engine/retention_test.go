@@ -9,8 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dfsmr/dfsmr/internal/clock"
 	"github.com/dfsmr/dfsmr/machines"
-	"github.com/dfsmr/dfsmr/server/clock"
 	"github.com/dfsmr/dfsmr/server/engine"
 	"github.com/dfsmr/dfsmr/server/fsm"
 	"github.com/dfsmr/dfsmr/server/store"

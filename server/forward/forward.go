@@ -57,9 +57,9 @@ type Options struct {
 	// transport credentials at least (grpc.NewClient refuses none). The
 	// connection sets no message size limit unless these do.
 	Dial []grpc.DialOption
-	// Local reports whether a full method name is served locally on every
-	// server. Nil means the methods of ReadMethods.
-	Local func(fullMethod string) bool
+	// Local reports whether a call of a full method name is served by
+	// the server called. Nil means the methods of ReadMethods.
+	Local func(ctx context.Context, fullMethod string) bool
 	// Codec decodes and encodes the messages of the calls this server
 	// serves itself (the server codec it would have without forwarding).
 	// Nil means gRPC's proto codec.
@@ -78,7 +78,7 @@ type Options struct {
 type Forwarder struct {
 	leader func() (string, bool, error)
 	dial   []grpc.DialOption
-	local  func(string) bool
+	local  func(context.Context, string) bool
 	name   string
 	log    *slog.Logger
 	server codec // frames, else Options.Codec
@@ -139,7 +139,7 @@ func (f *Forwarder) ServerOptions() []grpc.ServerOption {
 // header and trailer and its status come back as they are.
 func (f *Forwarder) Unary() grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-		if f.local(info.FullMethod) {
+		if f.local(ctx, info.FullMethod) {
 			return handler(ctx, req)
 		}
 		lc, err := f.route(ctx)
@@ -169,7 +169,7 @@ func (f *Forwarder) Unary() grpc.UnaryServerInterceptor {
 // or deadline ends the leader's stream too.
 func (f *Forwarder) Stream() grpc.StreamServerInterceptor {
 	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-		if f.local(info.FullMethod) {
+		if f.local(ss.Context(), info.FullMethod) {
 			return handler(srv, ss)
 		}
 		lc, err := f.route(ss.Context())

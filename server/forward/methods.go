@@ -1,6 +1,8 @@
 package forward
 
 import (
+	"context"
+
 	pb "github.com/dfsmr/dfsmr/gen/dfsmr/v1"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
@@ -34,10 +36,15 @@ func ReadMethods() []string {
 }
 
 // readSet is ReadMethods as a set, the default of Options.Local.
-func readSet() func(string) bool {
+func readSet() func(context.Context, string) bool {
 	set := make(map[string]bool)
 	for _, m := range ReadMethods() {
 		set[m] = true
 	}
-	return func(m string) bool { return set[m] }
+	return func(_ context.Context, m string) bool { return set[m] }
 }
+
+// IsRead reports whether fullMethod is one of ReadMethods.
+func IsRead(fullMethod string) bool { return readMethods(context.Background(), fullMethod) }
+
+var readMethods = readSet()

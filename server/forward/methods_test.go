@@ -99,12 +99,12 @@ func methodExists(full string) bool {
 func TestDefaultLocalIsReadMethods(t *testing.T) {
 	local := New(Options{Leader: func() (string, bool, error) { return "", true, nil }}).local
 	for _, m := range ReadMethods() {
-		if !local(m) {
+		if !local(t.Context(), m) {
 			t.Errorf("%s is not local by default", m)
 		}
 	}
 	for m := range forwarded {
-		if local(m) {
+		if local(t.Context(), m) {
 			t.Errorf("%s is local by default", m)
 		}
 	}

@@ -64,6 +64,15 @@ type Sources struct {
 	// Now is the server's clock, for the ages of leases. Nil: the wall
 	// clock.
 	Now func() time.Time
+	// ClusterLeader is 1 while this server leads its cluster, else 0.
+	ClusterLeader func() int
+	// ClusterTerm, ClusterCommitIndex and ClusterAppliedIndex are the
+	// raft term and the indexes of the last entry known committed and of
+	// the last one applied here.
+	ClusterTerm, ClusterCommitIndex, ClusterAppliedIndex func() uint64
+	// ClusterLeaderChanges counts the times this server became or
+	// stopped being the leader.
+	ClusterLeaderChanges func() uint64
 }
 
 // Metrics is the registry of one server's metrics.
@@ -170,6 +179,11 @@ func New(src Sources) *Metrics {
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: Namespace, Name: "device_last_seen_oldest_seconds",
 			Help: "Seconds since the connected device heard from longest ago last sent a message; 0 without devices."}, m.lastSeenAge(src.DeviceOldestLastSeen)),
 		counterFunc("changelog_subscribers_lagged_total", "Changes streams ended for falling too far behind (ABORTED with resume_from_seq).", src.SubscribersLagged),
+		gaugeFunc("cluster_leader", "1 while this server leads its cluster, else 0.", src.ClusterLeader),
+		gaugeFunc("cluster_term", "The raft term this server is in.", src.ClusterTerm),
+		gaugeFunc("cluster_commit_index", "Index of the last log entry this server knows committed.", src.ClusterCommitIndex),
+		gaugeFunc("cluster_applied_index", "Index of the last log entry applied to this server's database.", src.ClusterAppliedIndex),
+		counterFunc("cluster_leadership_changes_total", "Times this server became or stopped being the leader.", src.ClusterLeaderChanges),
 	)
 	// One child per kind, looked up once: the commit hook indexes them, and
 	// every kind exports 0 from the start, so rates work at once.

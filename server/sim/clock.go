@@ -3,7 +3,7 @@ package sim
 import (
 	"time"
 
-	"github.com/dfsmr/dfsmr/server/clock"
+	"github.com/dfsmr/dfsmr/internal/clock"
 )
 
 // serverClock is the server's clock in the simulation: the simulated real

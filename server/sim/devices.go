@@ -5,7 +5,6 @@ import (
 	"fmt"
 
 	"github.com/dfsmr/dfsmr/machines"
-	"github.com/dfsmr/dfsmr/server/device"
 	"github.com/dfsmr/dfsmr/server/engine"
 	"github.com/dfsmr/dfsmr/server/fsm"
 	"github.com/dfsmr/dfsmr/server/store"
@@ -87,8 +86,8 @@ type printer struct {
 	conn    uint64 // the live stream; 0: not connected
 	seq     uint64 // reports sent
 	lastCmd uint64 // the seq of the last command carried out
-	reject  *device.Rejection
-	late    *device.Command
+	reject  *fsm.Rejection
+	late    *fsm.DeviceCommand
 }
 
 // jobShadow is a print job as the changelog built it.
@@ -213,10 +212,10 @@ func (s *sim) devices() {
 		case s.active && r < 0.05:
 			s.disconnect(p)
 		case r < 0.25:
-			s.deviceRound(p, "poke", func() (*device.Command, error) { return s.eng.Poke(s.ctx, p.id, p.conn) })
+			s.deviceRound(p, "poke", func() (*fsm.DeviceCommand, error) { return s.eng.Poke(s.ctx, p.id, p.conn) })
 		default:
 			rep := s.report(p)
-			s.deviceRound(p, "report", func() (*device.Command, error) { return s.eng.Report(s.ctx, p.id, p.conn, rep) })
+			s.deviceRound(p, "report", func() (*fsm.DeviceCommand, error) { return s.eng.Report(s.ctx, p.id, p.conn, rep) })
 		}
 		if late != nil {
 			// Overtaken by the answer to the printer's next call.
@@ -232,9 +231,9 @@ func (s *sim) devices() {
 	}
 }
 
-func (s *sim) report(p *printer) device.Report {
+func (s *sim) report(p *printer) fsm.DeviceReport {
 	p.seq++
-	rep := device.Report{Seq: p.seq, Node: p.node, Job: p.job, Rejection: p.reject, LastCommand: p.lastCmd}
+	rep := fsm.DeviceReport{Seq: p.seq, Node: p.node, Job: p.job, Rejection: p.reject, LastCommand: p.lastCmd}
 	p.reject = nil
 	return rep
 }
@@ -262,7 +261,7 @@ func (s *sim) deviceCall(what string, f func() error) (err error, ambiguous bool
 func (s *sim) connect(p *printer) {
 	rep := s.report(p)
 	var conn uint64
-	var cmd *device.Command
+	var cmd *fsm.DeviceCommand
 	s.tracef("%s connects in %s %q", p.id, p.node, p.job)
 	err, _ := s.deviceCall("connect of "+p.id, func() (err error) {
 		conn, cmd, err = s.eng.Connect(s.ctx, engine.Registration{ID: p.id, Pool: devicePool}, rep)
@@ -283,8 +282,8 @@ func (s *sim) disconnect(p *printer) {
 }
 
 // deviceRound runs a round on p's stream and hands p its command.
-func (s *sim) deviceRound(p *printer, what string, f func() (*device.Command, error)) {
-	var cmd *device.Command
+func (s *sim) deviceRound(p *printer, what string, f func() (*fsm.DeviceCommand, error)) {
+	var cmd *fsm.DeviceCommand
 	s.tracef("%s %s in %s %q", p.id, what, p.node, p.job)
 	err, _ := s.deviceCall(what+" of "+p.id, func() (err error) {
 		cmd, err = f()
@@ -300,7 +299,7 @@ func (s *sim) deviceRound(p *printer, what string, f func() (*device.Command, er
 
 // command sends cmd to p over the network: lost, late, or carried out at
 // once.
-func (s *sim) command(p *printer, cmd *device.Command) {
+func (s *sim) command(p *printer, cmd *fsm.DeviceCommand) {
 	if cmd == nil {
 		return
 	}
@@ -317,7 +316,7 @@ func (s *sim) command(p *printer, cmd *device.Command) {
 
 // obey carries cmd out when it still matches p's state, and otherwise
 // refuses it in its next report.
-func (s *sim) obey(p *printer, cmd *device.Command) {
+func (s *sim) obey(p *printer, cmd *fsm.DeviceCommand) {
 	ok := cmd.Seq > p.lastCmd && cmd.Node == p.node
 	switch cmd.Name {
 	case "print":
@@ -337,7 +336,7 @@ func (s *sim) obey(p *printer, cmd *device.Command) {
 	if !ok {
 		s.res.Rejected++
 		s.tracef("%s refuses command %s #%d (%s %q)", p.id, cmd.Name, cmd.Seq, p.node, p.job)
-		p.reject = &device.Rejection{CommandSeq: cmd.Seq, Reason: "stale"}
+		p.reject = &fsm.Rejection{CommandSeq: cmd.Seq, Reason: "stale"}
 		return
 	}
 	p.lastCmd = cmd.Seq
@@ -452,7 +451,7 @@ func (s *sim) order() {
 // belongs to exactly the printer its order queued it on.
 func (s *sim) checkDevices() {
 	s.deviceCalled = false
-	var devs []store.Device
+	var devs []fsm.Device
 	jobs := map[string]fsm.Instance{}
 	s.view(func(tx store.ReadTx) (err error) {
 		if devs, err = tx.Devices("", "", 0); err != nil {
@@ -469,7 +468,7 @@ func (s *sim) checkDevices() {
 		return nil
 	})
 	holder := map[string]string{}
-	byID := map[string]store.Device{}
+	byID := map[string]fsm.Device{}
 	for _, d := range devs {
 		byID[d.ID] = d
 		if d.Job == "" {

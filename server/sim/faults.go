@@ -140,7 +140,7 @@ func (t *splitTx) AppendChange(c fsm.Change) (uint64, error) {
 // record it writes.
 type forgetTx struct{ store.Tx }
 
-func (t forgetTx) PutDevice(d store.Device) error {
+func (t forgetTx) PutDevice(d fsm.Device) error {
 	d.Job = ""
 	return t.Tx.PutDevice(d)
 }

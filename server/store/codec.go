@@ -366,7 +366,7 @@ func DecodeBreaker(b []byte) (fsm.Breaker, error) {
 }
 
 // AppendDevice appends the encoding of d to dst.
-func AppendDevice(dst []byte, d *Device) []byte {
+func AppendDevice(dst []byte, d *fsm.Device) []byte {
 	b := append(dst, tagDeviceV1)
 	b = appendString(b, d.ID)
 	b = appendString(b, d.Pool)
@@ -393,10 +393,10 @@ func AppendDevice(dst []byte, d *Device) []byte {
 
 // DecodeDevice decodes a record written by AppendDevice. The result shares
 // no memory with b.
-func DecodeDevice(b []byte) (Device, error) {
+func DecodeDevice(b []byte) (fsm.Device, error) {
 	r := reader{b: b}
 	r.tag(tagDeviceV1)
-	var d Device
+	var d fsm.Device
 	d.ID = r.string()
 	d.Pool = r.string()
 	d.Capabilities = r.params()
@@ -424,7 +424,7 @@ func DecodeDevice(b []byte) (Device, error) {
 	d.Pending.Node = r.string()
 	d.Pending.Job = r.string()
 	if err := r.finish("device"); err != nil {
-		return Device{}, err
+		return fsm.Device{}, err
 	}
 	return d, nil
 }

@@ -442,13 +442,13 @@ func FuzzDecodeBreaker(f *testing.F) {
 }
 
 func TestDeviceRoundtrip(t *testing.T) {
-	full := store.Device{
+	full := fsm.Device{
 		ID: "printer-1", Pool: "lab", Capabilities: map[string]string{"bed": "250x210", "material": "pla"},
 		Machine: "printer", Online: true, Conn: 7, LastSeen: time.Unix(100, 5).UTC(), Node: "printing",
 		Job: "o-1", Progress: 0.5, ReportSeq: 12, CommandSeq: 3,
-		Pending: store.Command{Seq: 3, Name: "print", Node: "ready", Job: "o-1"},
+		Pending: fsm.Command{Seq: 3, Name: "print", Node: "ready", Job: "o-1"},
 	}
-	for _, d := range []store.Device{full, {}} {
+	for _, d := range []fsm.Device{full, {}} {
 		got, err := store.DecodeDevice(store.AppendDevice(nil, &d))
 		if err != nil {
 			t.Fatal(err)

@@ -13,6 +13,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"strconv"
 	"syscall"
 	"time"
@@ -107,6 +108,28 @@ func ClassifyIOError(path, op string, err error) *IOError {
 		return &IOError{Path: path, Op: op, Err: errno}
 	}
 	return nil
+}
+
+// Stats count the work of a store's writer since it opened.
+type Stats struct {
+	// Commits is the number of write transactions committed.
+	Commits uint64
+	// Ops is the number of Update calls that committed successfully.
+	Ops uint64
+	// Syncs is the number of fsyncs of the file by commits (bbolt syncs
+	// twice per write transaction, once for the data pages and once for
+	// the meta page that makes them live); none without sync.
+	Syncs uint64
+}
+
+// Backuper writes a consistent copy of a whole store.
+type Backuper interface {
+	// Backup writes a copy of the store's file to w, as of one read
+	// transaction, and returns the bytes written and the last changelog
+	// sequence number in the copy.
+	Backup(ctx context.Context, w io.Writer) (n int64, head uint64, err error)
+	// Path is the store's file; Backup's temporary copies go next to it.
+	Path() string
 }
 
 // MaxDurationSamples is how many lease durations a store keeps per machine
@@ -235,10 +258,10 @@ type ReadTx interface {
 	Breaker(machine string) (fsm.Breaker, error)
 
 	// Device returns a device (ErrNotFound when it never registered).
-	Device(id string) (Device, error)
+	Device(id string) (fsm.Device, error)
 	// Devices returns up to limit devices of pool (empty: every pool) whose
 	// id sorts after after, in id order.
-	Devices(pool, after string, limit int) ([]Device, error)
+	Devices(pool, after string, limit int) ([]fsm.Device, error)
 	// QueueHead returns the first entry of a device's queue; ok is false
 	// when the queue is empty.
 	QueueHead(device string) (e QueueEntry, ok bool, err error)
@@ -267,7 +290,7 @@ type Tx interface {
 	// previous one.
 	PutBreaker(machine string, b fsm.Breaker) error
 	// PutDevice stores a device, replacing the previous record.
-	PutDevice(d Device) error
+	PutDevice(d fsm.Device) error
 	// Enqueue adds a job to a device's queue; the same entry twice is one
 	// entry.
 	Enqueue(device string, e QueueEntry) error

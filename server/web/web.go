@@ -19,9 +19,9 @@ import (
 	"time"
 
 	pb "github.com/dfsmr/dfsmr/gen/dfsmr/v1"
+	"github.com/dfsmr/dfsmr/internal/clock"
 	"github.com/dfsmr/dfsmr/server/auth"
 	"github.com/dfsmr/dfsmr/server/changes"
-	"github.com/dfsmr/dfsmr/server/clock"
 	"github.com/dfsmr/dfsmr/server/engine"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"

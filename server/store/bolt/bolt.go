@@ -97,18 +97,6 @@ func (o Options) Validate() error {
 	return nil
 }
 
-// Stats count the work of the writer since Open.
-type Stats struct {
-	// Commits is the number of write transactions committed.
-	Commits uint64
-	// Ops is the number of Update calls that committed successfully.
-	Ops uint64
-	// Syncs is the number of fsyncs (fdatasync) of the file by commits:
-	// bbolt syncs twice per write transaction, once for the data pages and
-	// once for the meta page that makes them live; none with NoSync.
-	Syncs uint64
-}
-
 // Store is a store.Store backed by one bbolt file. It is safe for
 // concurrent use.
 type Store struct {
@@ -429,8 +417,8 @@ func (s *Store) initBuckets() error {
 }
 
 // Stats returns the writer's counters.
-func (s *Store) Stats() Stats {
-	st := Stats{Commits: s.commits.Load(), Ops: s.ops.Load()}
+func (s *Store) Stats() store.Stats {
+	st := store.Stats{Commits: s.commits.Load(), Ops: s.ops.Load()}
 	if !s.opts.NoSync {
 		st.Syncs = 2 * st.Commits
 	}
@@ -720,11 +708,11 @@ func (s *Store) compute(live *[]*request) (cmd []byte, wrote bool, err error) {
 	if err, _ := s.stuck(); err != nil {
 		return nil, false, err
 	}
+	s.dbMu.RLock()
+	defer s.dbMu.RUnlock()
 	if err := s.checkReplaced(); err != nil {
 		return nil, false, err
 	}
-	s.dbMu.RLock()
-	defer s.dbMu.RUnlock()
 	for len(*live) > 0 {
 		btx, err := s.db.Begin(true)
 		if err != nil {

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 
+	"github.com/dfsmr/dfsmr/server/fsm"
 	"github.com/dfsmr/dfsmr/server/store"
 )
 
@@ -20,36 +21,36 @@ func queueKey(device string, e store.QueueEntry) []byte {
 
 func queuePrefix(device string) []byte { return appendStr(nil, device) }
 
-func (r *readTx) Device(id string) (store.Device, error) {
+func (r *readTx) Device(id string) (fsm.Device, error) {
 	b, err := r.bucket(bucketDevices)
 	if err != nil {
-		return store.Device{}, err
+		return fsm.Device{}, err
 	}
 	v := b.Get([]byte(id))
 	if v == nil {
-		return store.Device{}, fmt.Errorf("device %q: %w", id, store.ErrNotFound)
+		return fsm.Device{}, fmt.Errorf("device %q: %w", id, store.ErrNotFound)
 	}
 	return r.device([]byte(id), v)
 }
 
-func (r *readTx) device(k, v []byte) (store.Device, error) {
+func (r *readTx) device(k, v []byte) (fsm.Device, error) {
 	rec, err := r.record(bucketDevices, k, v)
 	if err != nil {
-		return store.Device{}, err
+		return fsm.Device{}, err
 	}
 	d, err := store.DecodeDevice(rec)
 	if err != nil {
-		return store.Device{}, fmt.Errorf("device %q: %w", k, err)
+		return fsm.Device{}, fmt.Errorf("device %q: %w", k, err)
 	}
 	return d, nil
 }
 
-func (r *readTx) Devices(pool, after string, limit int) ([]store.Device, error) {
+func (r *readTx) Devices(pool, after string, limit int) ([]fsm.Device, error) {
 	b, err := r.bucket(bucketDevices)
 	if err != nil {
 		return nil, err
 	}
-	var out []store.Device
+	var out []fsm.Device
 	c := b.Cursor()
 	k, v := c.Seek([]byte(after))
 	if k != nil && string(k) == after {
@@ -102,7 +103,7 @@ func (r *readTx) QueueLen(device string) (int, error) {
 	return n, nil
 }
 
-func (w *writeTx) PutDevice(d store.Device) error {
+func (w *writeTx) PutDevice(d fsm.Device) error {
 	if err := checkName("device id", d.ID); err != nil {
 		return err
 	}

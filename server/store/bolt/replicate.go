@@ -419,6 +419,18 @@ func (s *Store) Restore(r io.Reader) error {
 		_ = os.Remove(tmp)
 		return fmt.Errorf("store: restore: the snapshot is damaged: %w", err)
 	}
+	if err := s.swap(path, tmp); err != nil {
+		return err
+	}
+	s.log.Info("state restored from a snapshot", "path", path, "applied", s.applied.Load())
+	if s.opts.OnRestore != nil {
+		s.opts.OnRestore()
+	}
+	return nil
+}
+
+// swap replaces the open file at path by tmp, holding off every reader.
+func (s *Store) swap(path, tmp string) error {
 	s.dbMu.Lock()
 	defer s.dbMu.Unlock()
 	if err := s.db.Close(); err != nil {
@@ -443,10 +455,6 @@ func (s *Store) Restore(r io.Reader) error {
 	}
 	if err := s.loadApplied(); err != nil {
 		return err
-	}
-	s.log.Info("state restored from a snapshot", "path", path, "applied", s.applied.Load())
-	if s.opts.OnRestore != nil {
-		s.opts.OnRestore()
 	}
 	return nil
 }

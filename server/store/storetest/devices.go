@@ -5,18 +5,19 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dfsmr/dfsmr/server/fsm"
 	"github.com/dfsmr/dfsmr/server/store"
 )
 
-func normDevice(d store.Device) store.Device {
+func normDevice(d fsm.Device) fsm.Device {
 	d.LastSeen = normTime(d.LastSeen)
 	d.Capabilities = normParams(d.Capabilities)
 	return d
 }
 
-func getDevice(t testing.TB, st store.Store, id string) store.Device {
+func getDevice(t testing.TB, st store.Store, id string) fsm.Device {
 	t.Helper()
-	var d store.Device
+	var d fsm.Device
 	view(t, st, func(tx store.ReadTx) error {
 		var err error
 		d, err = tx.Device(id)
@@ -40,11 +41,11 @@ func queueOf(t testing.TB, st store.Store, device string) (head store.QueueEntry
 }
 
 func (s *suite) devices(t *testing.T) {
-	full := store.Device{
+	full := fsm.Device{
 		ID: "printer-1", Pool: "lab", Capabilities: map[string]string{"material": "pla"},
 		Machine: "printer", Online: true, Conn: 3, LastSeen: base, Node: "printing",
 		Job: "o-1", Progress: 0.25, ReportSeq: 9, CommandSeq: 4,
-		Pending: store.Command{Seq: 4, Name: "print", Node: "ready", Job: "o-1"},
+		Pending: fsm.Command{Seq: 4, Name: "print", Node: "ready", Job: "o-1"},
 	}
 
 	t.Run("PutGetReplace", func(t *testing.T) {
@@ -58,14 +59,14 @@ func (s *suite) devices(t *testing.T) {
 		update(t, st, func(tx store.Tx) error { return tx.PutDevice(full) })
 		equal(t, "device", normDevice(getDevice(t, st, "printer-1")), normDevice(full))
 		offline := full.Clone()
-		offline.Online, offline.Pending = false, store.Command{}
+		offline.Online, offline.Pending = false, fsm.Command{}
 		update(t, st, func(tx store.Tx) error { return tx.PutDevice(offline) })
 		equal(t, "replaced device", normDevice(getDevice(t, st, "printer-1")), normDevice(offline))
 	})
 
 	t.Run("EmptyIDRefused", func(t *testing.T) {
 		st := s.fresh(t)
-		err := st.Update(ctx, func(tx store.Tx) error { return tx.PutDevice(store.Device{}) })
+		err := st.Update(ctx, func(tx store.Tx) error { return tx.PutDevice(fsm.Device{}) })
 		if err == nil {
 			t.Fatal("PutDevice with an empty id succeeded")
 		}
@@ -74,7 +75,7 @@ func (s *suite) devices(t *testing.T) {
 	t.Run("ListByPoolInIDOrder", func(t *testing.T) {
 		st := s.fresh(t)
 		update(t, st, func(tx store.Tx) error {
-			for _, d := range []store.Device{{ID: "c", Pool: "x"}, {ID: "a", Pool: "x"}, {ID: "b", Pool: "y"}, {ID: "d", Pool: "x"}} {
+			for _, d := range []fsm.Device{{ID: "c", Pool: "x"}, {ID: "a", Pool: "x"}, {ID: "b", Pool: "y"}, {ID: "d", Pool: "x"}} {
 				if err := tx.PutDevice(d); err != nil {
 					return err
 				}

@@ -1,4 +1,4 @@
-package device_test
+package fsm_test
 
 import (
 	"errors"
@@ -8,9 +8,7 @@ import (
 	"time"
 
 	"github.com/dfsmr/dfsmr/machines"
-	"github.com/dfsmr/dfsmr/server/device"
 	"github.com/dfsmr/dfsmr/server/fsm"
-	"github.com/dfsmr/dfsmr/server/store"
 )
 
 var now = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
@@ -43,7 +41,7 @@ func jobAt(id, node string, jm *fsm.Machine) *fsm.Instance {
 }
 
 // step is a job transition a round recorded: "job:transition".
-func steps(d device.Decision) []string {
+func steps(d fsm.ReconcileDecision) []string {
 	var out []string
 	for _, c := range d.Changes {
 		if c.Kind == fsm.ChangeTransitioned {
@@ -53,7 +51,7 @@ func steps(d device.Decision) []string {
 	return out
 }
 
-func kinds(d device.Decision, k fsm.ChangeKind) int {
+func kinds(d fsm.ReconcileDecision, k fsm.ChangeKind) int {
 	n := 0
 	for _, c := range d.Changes {
 		if c.Kind == k {
@@ -75,102 +73,102 @@ func TestReconcile(t *testing.T) {
 	tests := []struct {
 		name    string
 		stored  string // stored device node; "" new device
-		report  *device.Report
+		report  *fsm.DeviceReport
 		job     string // node of the current job "cur"; "" none
 		head    bool   // a queued job "head"
-		pending store.Command
+		pending fsm.Command
 		want    want
 	}{
-		{name: "ready takes the queue head (scenario 1)", stored: "ready", report: &device.Report{Seq: 2, Node: "ready"}, head: true,
+		{name: "ready takes the queue head (scenario 1)", stored: "ready", report: &fsm.DeviceReport{Seq: 2, Node: "ready"}, head: true,
 			want: want{command: "print:head", steps: []string{"head:dispatch"}, dispatched: true, job: "head"}},
-		{name: "new device ready takes the queue head", report: &device.Report{Seq: 1, Node: "ready"}, head: true,
+		{name: "new device ready takes the queue head", report: &fsm.DeviceReport{Seq: 1, Node: "ready"}, head: true,
 			want: want{command: "print:head", steps: []string{"head:dispatch"}, dispatched: true, job: "head"}},
-		{name: "ready with an empty queue", stored: "ready", report: &device.Report{Seq: 2, Node: "ready"},
+		{name: "ready with an empty queue", stored: "ready", report: &fsm.DeviceReport{Seq: 2, Node: "ready"},
 			want: want{}},
 		{name: "server round: ready takes a new job", stored: "ready", head: true,
 			want: want{command: "print:head", steps: []string{"head:dispatch"}, dispatched: true, job: "head"}},
-		{name: "busy printer: no-op, the queue waits (scenario 2)", stored: "printing", report: &device.Report{Seq: 2, Node: "printing", Job: "cur", Progress: 0.5}, job: "printing", head: true,
+		{name: "busy printer: no-op, the queue waits (scenario 2)", stored: "printing", report: &fsm.DeviceReport{Seq: 2, Node: "printing", Job: "cur", Progress: 0.5}, job: "printing", head: true,
 			want: want{job: "cur"}},
 		{name: "server round on a busy printer", stored: "printing", job: "printing", head: true,
 			want: want{job: "cur"}},
-		{name: "finished print: awaiting retrieval + notice (scenario 3)", stored: "printing", report: &device.Report{Seq: 2, Node: "waiting_retrieval", Job: "cur", Progress: 1}, job: "printing", head: true,
+		{name: "finished print: awaiting retrieval + notice (scenario 3)", stored: "printing", report: &fsm.DeviceReport{Seq: 2, Node: "waiting_retrieval", Job: "cur", Progress: 1}, job: "printing", head: true,
 			want: want{steps: []string{"cur:finished"}, job: "cur", notices: 1}},
-		{name: "finished offline, first report after reconnect (scenario 5)", stored: "printing", report: &device.Report{Seq: 1, Node: "waiting_retrieval", Job: "cur", Progress: 1}, job: "printing",
+		{name: "finished offline, first report after reconnect (scenario 5)", stored: "printing", report: &fsm.DeviceReport{Seq: 1, Node: "waiting_retrieval", Job: "cur", Progress: 1}, job: "printing",
 			want: want{steps: []string{"cur:finished"}, job: "cur", notices: 1}},
-		{name: "waiting for the operator", stored: "waiting_retrieval", report: &device.Report{Seq: 2, Node: "waiting_retrieval", Job: "cur"}, job: "awaiting_retrieval", head: true,
+		{name: "waiting for the operator", stored: "waiting_retrieval", report: &fsm.DeviceReport{Seq: 2, Node: "waiting_retrieval", Job: "cur"}, job: "awaiting_retrieval", head: true,
 			want: want{job: "cur"}},
 		{name: "retrieved: done (scenario 3)", stored: "waiting_retrieval", job: "retrieved", head: true,
 			want: want{command: "done:cur", job: "cur"}},
-		{name: "ready after done: job done, next job (scenario 3)", stored: "waiting_retrieval", report: &device.Report{Seq: 2, Node: "ready"}, job: "retrieved", head: true,
-			pending: store.Command{Seq: 3, Name: "done", Node: "waiting_retrieval", Job: "cur"},
+		{name: "ready after done: job done, next job (scenario 3)", stored: "waiting_retrieval", report: &fsm.DeviceReport{Seq: 2, Node: "ready"}, job: "retrieved", head: true,
+			pending: fsm.Command{Seq: 3, Name: "done", Node: "waiting_retrieval", Job: "cur"},
 			want:    want{command: "print:head", steps: []string{"cur:acknowledged", "head:dispatch"}, dispatched: true, job: "head"}},
-		{name: "ready after done, empty queue", stored: "waiting_retrieval", report: &device.Report{Seq: 2, Node: "ready"}, job: "retrieved",
-			pending: store.Command{Seq: 3, Name: "done", Node: "waiting_retrieval", Job: "cur"},
+		{name: "ready after done, empty queue", stored: "waiting_retrieval", report: &fsm.DeviceReport{Seq: 2, Node: "ready"}, job: "retrieved",
+			pending: fsm.Command{Seq: 3, Name: "done", Node: "waiting_retrieval", Job: "cur"},
 			want:    want{steps: []string{"cur:acknowledged"}}},
-		{name: "print fails: job failed + notice (scenario 6)", stored: "printing", report: &device.Report{Seq: 2, Node: "error", Job: "cur"}, job: "printing",
+		{name: "print fails: job failed + notice (scenario 6)", stored: "printing", report: &fsm.DeviceReport{Seq: 2, Node: "error", Job: "cur"}, job: "printing",
 			want: want{steps: []string{"cur:failed"}, job: "cur", notices: 1}},
-		{name: "plug pulled: restarts in error (scenario 7)", stored: "printing", report: &device.Report{Seq: 1, Node: "error", Job: "cur"}, job: "printing",
+		{name: "plug pulled: restarts in error (scenario 7)", stored: "printing", report: &fsm.DeviceReport{Seq: 1, Node: "error", Job: "cur"}, job: "printing",
 			want: want{steps: []string{"cur:failed"}, job: "cur", notices: 1}},
-		{name: "error waits for the operator", stored: "error", report: &device.Report{Seq: 2, Node: "error", Job: "cur"}, job: "failed", head: true,
+		{name: "error waits for the operator", stored: "error", report: &fsm.DeviceReport{Seq: 2, Node: "error", Job: "cur"}, job: "failed", head: true,
 			want: want{job: "cur"}},
 		{name: "recovering: recover (scenario 6)", stored: "error", job: "recovering",
 			want: want{command: "recover:cur", job: "cur"}},
-		{name: "ready after recover: job scrapped, next job (scenario 6)", stored: "error", report: &device.Report{Seq: 2, Node: "ready"}, job: "recovering", head: true,
-			pending: store.Command{Seq: 3, Name: "recover", Node: "error", Job: "cur"},
+		{name: "ready after recover: job scrapped, next job (scenario 6)", stored: "error", report: &fsm.DeviceReport{Seq: 2, Node: "ready"}, job: "recovering", head: true,
+			pending: fsm.Command{Seq: 3, Name: "recover", Node: "error", Job: "cur"},
 			want:    want{command: "print:head", steps: []string{"cur:reset", "head:dispatch"}, dispatched: true, job: "head"}},
-		{name: "print command lost: sent again", stored: "ready", report: &device.Report{Seq: 1, Node: "ready"}, job: "printing", head: true,
-			pending: store.Command{Seq: 3, Name: "print", Node: "ready", Job: "cur"},
+		{name: "print command lost: sent again", stored: "ready", report: &fsm.DeviceReport{Seq: 1, Node: "ready"}, job: "printing", head: true,
+			pending: fsm.Command{Seq: 3, Name: "print", Node: "ready", Job: "cur"},
 			want:    want{command: "print:cur", job: "cur"}},
 		{name: "server round does not repeat an unanswered command", stored: "ready", job: "printing", head: true,
-			pending: store.Command{Seq: 3, Name: "print", Node: "ready", Job: "cur"},
+			pending: fsm.Command{Seq: 3, Name: "print", Node: "ready", Job: "cur"},
 			want:    want{job: "cur"}},
-		{name: "finished offline before the print was acknowledged", stored: "ready", report: &device.Report{Seq: 1, Node: "waiting_retrieval", Job: "cur"}, job: "printing",
-			pending: store.Command{Seq: 3, Name: "print", Node: "ready", Job: "cur"},
+		{name: "finished offline before the print was acknowledged", stored: "ready", report: &fsm.DeviceReport{Seq: 1, Node: "waiting_retrieval", Job: "cur"}, job: "printing",
+			pending: fsm.Command{Seq: 3, Name: "print", Node: "ready", Job: "cur"},
 			want:    want{steps: []string{"cur:finished"}, job: "cur", notices: 1}},
-		{name: "device holds a job the server did not give it", stored: "printing", report: &device.Report{Seq: 2, Node: "printing", Job: "stranger"}, job: "printing",
+		{name: "device holds a job the server did not give it", stored: "printing", report: &fsm.DeviceReport{Seq: 2, Node: "printing", Job: "stranger"}, job: "printing",
 			want: want{job: "cur", notices: 1}},
-		{name: "fault with the part on the bed: waits for the operator", stored: "waiting_retrieval", report: &device.Report{Seq: 2, Node: "error", Job: "cur"}, job: "awaiting_retrieval",
+		{name: "fault with the part on the bed: waits for the operator", stored: "waiting_retrieval", report: &fsm.DeviceReport{Seq: 2, Node: "error", Job: "cur"}, job: "awaiting_retrieval",
 			want: want{job: "cur"}},
-		{name: "print carried out, then forgotten (power cut): the job fails, never printed twice", stored: "ready", report: &device.Report{Seq: 1, Node: "ready", LastCommand: 3}, job: "printing", head: true,
-			pending: store.Command{Seq: 3, Name: "print", Node: "ready", Job: "cur"},
+		{name: "print carried out, then forgotten (power cut): the job fails, never printed twice", stored: "ready", report: &fsm.DeviceReport{Seq: 1, Node: "ready", LastCommand: 3}, job: "printing", head: true,
+			pending: fsm.Command{Seq: 3, Name: "print", Node: "ready", Job: "cur"},
 			want:    want{steps: []string{"cur:failed"}, job: "cur", notices: 1}},
-		{name: "print command lost, the device echoes an older command: sent again", stored: "ready", report: &device.Report{Seq: 1, Node: "ready", LastCommand: 2}, job: "printing", head: true,
-			pending: store.Command{Seq: 3, Name: "print", Node: "ready", Job: "cur"},
+		{name: "print command lost, the device echoes an older command: sent again", stored: "ready", report: &fsm.DeviceReport{Seq: 1, Node: "ready", LastCommand: 2}, job: "printing", head: true,
+			pending: fsm.Command{Seq: 3, Name: "print", Node: "ready", Job: "cur"},
 			want:    want{command: "print:cur", job: "cur"}},
-		{name: "printing, then back ready without the job: forgotten", stored: "printing", report: &device.Report{Seq: 1, Node: "ready"}, job: "printing", head: true,
+		{name: "printing, then back ready without the job: forgotten", stored: "printing", report: &fsm.DeviceReport{Seq: 1, Node: "ready"}, job: "printing", head: true,
 			want: want{steps: []string{"cur:failed"}, job: "cur", notices: 1}},
-		{name: "forgotten job waits for the operator", stored: "ready", report: &device.Report{Seq: 2, Node: "ready"}, job: "failed", head: true,
+		{name: "forgotten job waits for the operator", stored: "ready", report: &fsm.DeviceReport{Seq: 2, Node: "ready"}, job: "failed", head: true,
 			want: want{job: "cur"}},
-		{name: "fault cleared with the part: the job is done, next job", stored: "error", report: &device.Report{Seq: 2, Node: "ready", LastCommand: 3}, job: "awaiting_retrieval", head: true,
-			pending: store.Command{Seq: 3, Name: "cleared", Node: "error", Job: "cur"},
+		{name: "fault cleared with the part: the job is done, next job", stored: "error", report: &fsm.DeviceReport{Seq: 2, Node: "ready", LastCommand: 3}, job: "awaiting_retrieval", head: true,
+			pending: fsm.Command{Seq: 3, Name: "cleared", Node: "error", Job: "cur"},
 			want:    want{command: "print:head", steps: []string{"cur:cleared", "head:dispatch"}, dispatched: true, job: "head"}},
 		{name: "cancel a printing job: the printer is told to stop", stored: "printing", job: "canceling",
 			want: want{command: "cancel:cur", job: "cur"}},
-		{name: "cancel confirmed: the job ends, the bed waits for the operator", stored: "printing", report: &device.Report{Seq: 2, Node: "waiting_retrieval", LastCommand: 3}, job: "canceling", head: true,
-			pending: store.Command{Seq: 3, Name: "cancel", Node: "printing", Job: "cur"},
+		{name: "cancel confirmed: the job ends, the bed waits for the operator", stored: "printing", report: &fsm.DeviceReport{Seq: 2, Node: "waiting_retrieval", LastCommand: 3}, job: "canceling", head: true,
+			pending: fsm.Command{Seq: 3, Name: "cancel", Node: "printing", Job: "cur"},
 			want:    want{steps: []string{"cur:stopped"}, notices: 1}},
-		{name: "finished before the cancel came: the part waits for the operator", stored: "printing", report: &device.Report{Seq: 2, Node: "waiting_retrieval", Job: "cur", Progress: 1}, job: "canceling", head: true,
-			pending: store.Command{Seq: 3, Name: "cancel", Node: "printing", Job: "cur"},
+		{name: "finished before the cancel came: the part waits for the operator", stored: "printing", report: &fsm.DeviceReport{Seq: 2, Node: "waiting_retrieval", Job: "cur", Progress: 1}, job: "canceling", head: true,
+			pending: fsm.Command{Seq: 3, Name: "cancel", Node: "printing", Job: "cur"},
 			want:    want{steps: []string{"cur:finished"}, job: "cur", notices: 1}},
-		{name: "failed before the cancel came", stored: "printing", report: &device.Report{Seq: 2, Node: "error", Job: "cur"}, job: "canceling",
+		{name: "failed before the cancel came", stored: "printing", report: &fsm.DeviceReport{Seq: 2, Node: "error", Job: "cur"}, job: "canceling",
 			want: want{steps: []string{"cur:failed"}, job: "cur", notices: 1}},
-		{name: "cancel with the print command outstanding waits, the print sent again", stored: "ready", report: &device.Report{Seq: 2, Node: "ready", LastCommand: 2}, job: "canceling",
-			pending: store.Command{Seq: 3, Name: "print", Node: "ready", Job: "cur"},
+		{name: "cancel with the print command outstanding waits, the print sent again", stored: "ready", report: &fsm.DeviceReport{Seq: 2, Node: "ready", LastCommand: 2}, job: "canceling",
+			pending: fsm.Command{Seq: 3, Name: "print", Node: "ready", Job: "cur"},
 			want:    want{command: "print:cur", job: "cur"}},
 		{name: "server round: cancel with the print command outstanding waits", stored: "ready", job: "canceling",
-			pending: store.Command{Seq: 3, Name: "print", Node: "ready", Job: "cur"},
+			pending: fsm.Command{Seq: 3, Name: "print", Node: "ready", Job: "cur"},
 			want:    want{job: "cur"}},
-		{name: "cancel after the print was lost with its stream: the job ends", stored: "ready", report: &device.Report{Seq: 1, Node: "ready", LastCommand: 2}, job: "canceling",
-			pending: store.Command{Seq: 3, Name: "print", Node: "ready", Job: "cur"},
+		{name: "cancel after the print was lost with its stream: the job ends", stored: "ready", report: &fsm.DeviceReport{Seq: 1, Node: "ready", LastCommand: 2}, job: "canceling",
+			pending: fsm.Command{Seq: 3, Name: "print", Node: "ready", Job: "cur"},
 			want:    want{steps: []string{"cur:stopped"}}},
-		{name: "current job cancelled: the next one", stored: "ready", report: &device.Report{Seq: 2, Node: "ready"}, job: "canceled", head: true,
+		{name: "current job cancelled: the next one", stored: "ready", report: &fsm.DeviceReport{Seq: 2, Node: "ready"}, job: "canceled", head: true,
 			want: want{command: "print:head", steps: []string{"head:dispatch"}, dispatched: true, job: "head"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			in := device.Input{
+			in := fsm.ReconcileInput{
 				Machine: pm,
-				Device:  store.Device{ID: "p1", Machine: "printer", Node: tt.stored, ReportSeq: 1, CommandSeq: 3, Pending: tt.pending},
+				Device:  fsm.Device{ID: "p1", Machine: "printer", Node: tt.stored, ReportSeq: 1, CommandSeq: 3, Pending: tt.pending},
 				Report:  tt.report,
 				First:   tt.report != nil && tt.report.Seq == 1,
 				Now:     now,
@@ -182,7 +180,7 @@ func TestReconcile(t *testing.T) {
 			if tt.head {
 				in.Head, in.HeadMachine = jobAt("head", "queued", jm), jm
 			}
-			d, err := device.Reconcile(in)
+			d, err := fsm.Reconcile(in)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -238,36 +236,36 @@ func TestReconcile(t *testing.T) {
 
 func TestReconcileRefuses(t *testing.T) {
 	pm, jm := bundled(t)
-	base := store.Device{ID: "p1", Machine: "printer", Node: "ready", ReportSeq: 5}
+	base := fsm.Device{ID: "p1", Machine: "printer", Node: "ready", ReportSeq: 5}
 	tests := []struct {
 		name    string
-		dev     store.Device
-		report  device.Report
+		dev     fsm.Device
+		report  fsm.DeviceReport
 		first   bool
 		illegal bool // else invalid
 	}{
-		{name: "ready cannot jump to waiting_retrieval", dev: base, report: device.Report{Seq: 6, Node: "waiting_retrieval", Job: "cur"}, illegal: true},
-		{name: "not even on a new stream", dev: base, report: device.Report{Seq: 1, Node: "waiting_retrieval", Job: "cur"}, first: true, illegal: true},
-		{name: "error cannot leave without recover", dev: store.Device{ID: "p1", Node: "error", ReportSeq: 5}, report: device.Report{Seq: 6, Node: "ready"}, illegal: true},
-		{name: "a pending command from another node does not count", dev: store.Device{ID: "p1", Node: "error", ReportSeq: 5,
-			Pending: store.Command{Seq: 2, Name: "done", Node: "waiting_retrieval"}}, report: device.Report{Seq: 6, Node: "ready"}, illegal: true},
-		{name: "unknown node", dev: base, report: device.Report{Seq: 6, Node: "melting"}},
-		{name: "empty node", dev: base, report: device.Report{Seq: 6}},
-		{name: "progress past 1", dev: base, report: device.Report{Seq: 6, Node: "ready", Progress: 1.5}},
-		{name: "seq does not grow", dev: base, report: device.Report{Seq: 5, Node: "ready"}},
+		{name: "ready cannot jump to waiting_retrieval", dev: base, report: fsm.DeviceReport{Seq: 6, Node: "waiting_retrieval", Job: "cur"}, illegal: true},
+		{name: "not even on a new stream", dev: base, report: fsm.DeviceReport{Seq: 1, Node: "waiting_retrieval", Job: "cur"}, first: true, illegal: true},
+		{name: "error cannot leave without recover", dev: fsm.Device{ID: "p1", Node: "error", ReportSeq: 5}, report: fsm.DeviceReport{Seq: 6, Node: "ready"}, illegal: true},
+		{name: "a pending command from another node does not count", dev: fsm.Device{ID: "p1", Node: "error", ReportSeq: 5,
+			Pending: fsm.Command{Seq: 2, Name: "done", Node: "waiting_retrieval"}}, report: fsm.DeviceReport{Seq: 6, Node: "ready"}, illegal: true},
+		{name: "unknown node", dev: base, report: fsm.DeviceReport{Seq: 6, Node: "melting"}},
+		{name: "empty node", dev: base, report: fsm.DeviceReport{Seq: 6}},
+		{name: "progress past 1", dev: base, report: fsm.DeviceReport{Seq: 6, Node: "ready", Progress: 1.5}},
+		{name: "seq does not grow", dev: base, report: fsm.DeviceReport{Seq: 5, Node: "ready"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			in := device.Input{Machine: pm, Device: tt.dev, Report: &tt.report, First: tt.first, Now: now}
+			in := fsm.ReconcileInput{Machine: pm, Device: tt.dev, Report: &tt.report, First: tt.first, Now: now}
 			if tt.report.Job == "cur" {
 				in.Device.Job = "cur"
 				in.Job, in.JobMachine = jobAt("cur", "printing", jm), jm
 			}
-			d, err := device.Reconcile(in)
+			d, err := fsm.Reconcile(in)
 			if err == nil {
 				t.Fatalf("Reconcile accepted it: %+v", d)
 			}
-			var me *device.MoveError
+			var me *fsm.MoveError
 			var ie *fsm.InvalidError
 			switch {
 			case tt.illegal && (!errors.As(err, &me) || !errors.Is(err, fsm.ErrIllegalTransition)):
@@ -281,7 +279,7 @@ func TestReconcileRefuses(t *testing.T) {
 		})
 	}
 	// The move error names both nodes, for the printer's operator.
-	_, err := device.Reconcile(device.Input{Machine: pm, Device: base, Report: &device.Report{Seq: 6, Node: "waiting_retrieval"}, Now: now})
+	_, err := fsm.Reconcile(fsm.ReconcileInput{Machine: pm, Device: base, Report: &fsm.DeviceReport{Seq: 6, Node: "waiting_retrieval"}, Now: now})
 	if err == nil || err.Error() != `device "p1" cannot move from "ready" to "waiting_retrieval": no path of transitions the device takes on its own leads there, and no command is pending` {
 		t.Fatalf("error %v", err)
 	}
@@ -291,7 +289,7 @@ func TestReconcileRefuses(t *testing.T) {
 // recorded, clears the command it refuses, and the loop decides again.
 func TestReconcileRejection(t *testing.T) {
 	pm, jm := bundled(t)
-	pending := store.Command{Seq: 7, Name: "print", Node: "ready", Job: "cur"}
+	pending := fsm.Command{Seq: 7, Name: "print", Node: "ready", Job: "cur"}
 	for _, tt := range []struct {
 		name        string
 		seq         uint64
@@ -301,10 +299,10 @@ func TestReconcileRejection(t *testing.T) {
 		{"an older command", 6, true},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			d, err := device.Reconcile(device.Input{
+			d, err := fsm.Reconcile(fsm.ReconcileInput{
 				Machine: pm,
-				Device:  store.Device{ID: "p1", Node: "printing", Job: "cur", ReportSeq: 1, CommandSeq: 7, Pending: pending},
-				Report:  &device.Report{Seq: 2, Node: "printing", Job: "cur", Rejection: &device.Rejection{CommandSeq: tt.seq, Reason: "stale: printing"}},
+				Device:  fsm.Device{ID: "p1", Node: "printing", Job: "cur", ReportSeq: 1, CommandSeq: 7, Pending: pending},
+				Report:  &fsm.DeviceReport{Seq: 2, Node: "printing", Job: "cur", Rejection: &fsm.Rejection{CommandSeq: tt.seq, Reason: "stale: printing"}},
 				Job:     jobAt("cur", "printing", jm), JobMachine: jm, Now: now,
 			})
 			if err != nil {
@@ -313,7 +311,7 @@ func TestReconcileRejection(t *testing.T) {
 			if kinds(d, fsm.ChangeDeviceRejected) != 1 || d.Changes[0].Token != tt.seq || d.Changes[0].Reason != "stale: printing" {
 				t.Fatalf("changes %+v: want one DEVICE_REJECTED for seq %d", d.Changes, tt.seq)
 			}
-			if got := d.Device.Pending != (store.Command{}); got != tt.wantPending {
+			if got := d.Device.Pending != (fsm.Command{}); got != tt.wantPending {
 				t.Fatalf("pending %+v, want pending %v", d.Device.Pending, tt.wantPending)
 			}
 			if d.Command != nil || len(d.Jobs) != 0 {
@@ -328,28 +326,28 @@ func TestReconcileRejection(t *testing.T) {
 // out, and lets the printer leave error.
 func TestReconcileDeviceSignal(t *testing.T) {
 	pm, _ := bundled(t)
-	asked := store.Command{Name: "cleared", Node: "error"}
-	sent := store.Command{Seq: 4, Name: "cleared", Node: "error"}
+	asked := fsm.Command{Name: "cleared", Node: "error"}
+	sent := fsm.Command{Seq: 4, Name: "cleared", Node: "error"}
 	for _, tt := range []struct {
 		name    string
-		pending store.Command
-		report  *device.Report
+		pending fsm.Command
+		report  *fsm.DeviceReport
 		want    string // command name:seq, or "" none
 	}{
 		{"server round sends the operator's signal", asked, nil, "cleared:4"},
-		{"the printer's report sends it too", asked, &device.Report{Seq: 2, Node: "error"}, "cleared:4"},
+		{"the printer's report sends it too", asked, &fsm.DeviceReport{Seq: 2, Node: "error"}, "cleared:4"},
 		{"server round does not repeat it", sent, nil, ""},
-		{"not carried out: sent again, same seq", sent, &device.Report{Seq: 2, Node: "error", LastCommand: 3}, "cleared:4"},
-		{"carried out, and in error again: done with", sent, &device.Report{Seq: 2, Node: "error", LastCommand: 4}, ""},
-		{"no signal, no command", store.Command{}, &device.Report{Seq: 2, Node: "error"}, ""},
+		{"not carried out: sent again, same seq", sent, &fsm.DeviceReport{Seq: 2, Node: "error", LastCommand: 3}, "cleared:4"},
+		{"carried out, and in error again: done with", sent, &fsm.DeviceReport{Seq: 2, Node: "error", LastCommand: 4}, ""},
+		{"no signal, no command", fsm.Command{}, &fsm.DeviceReport{Seq: 2, Node: "error"}, ""},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			seq := tt.pending.Seq
 			if seq == 0 {
 				seq = 3
 			}
-			d, err := device.Reconcile(device.Input{Machine: pm, Now: now, Report: tt.report,
-				Device: store.Device{ID: "p1", Node: "error", ReportSeq: 1, CommandSeq: seq, Pending: tt.pending}})
+			d, err := fsm.Reconcile(fsm.ReconcileInput{Machine: pm, Now: now, Report: tt.report,
+				Device: fsm.Device{ID: "p1", Node: "error", ReportSeq: 1, CommandSeq: seq, Pending: tt.pending}})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -366,9 +364,9 @@ func TestReconcileDeviceSignal(t *testing.T) {
 		})
 	}
 	// The printer leaves error only with the signal sent to it.
-	for _, p := range []store.Command{sent, asked, {}} {
-		_, err := device.Reconcile(device.Input{Machine: pm, Now: now, Report: &device.Report{Seq: 2, Node: "ready"},
-			Device: store.Device{ID: "p1", Node: "error", ReportSeq: 1, CommandSeq: 4, Pending: p}})
+	for _, p := range []fsm.Command{sent, asked, {}} {
+		_, err := fsm.Reconcile(fsm.ReconcileInput{Machine: pm, Now: now, Report: &fsm.DeviceReport{Seq: 2, Node: "ready"},
+			Device: fsm.Device{ID: "p1", Node: "error", ReportSeq: 1, CommandSeq: 4, Pending: p}})
 		if ok := err == nil; ok != (p == sent) {
 			t.Errorf("error -> ready with pending %+v: err %v", p, err)
 		}
@@ -395,11 +393,11 @@ reconcile:
 		t.Fatal(err)
 	}
 	m.Version = 1
-	in := device.Input{Machine: m, Now: now, Device: store.Device{ID: "p1", Node: "busy", Job: "cur", ReportSeq: 1},
+	in := fsm.ReconcileInput{Machine: m, Now: now, Device: fsm.Device{ID: "p1", Node: "busy", Job: "cur", ReportSeq: 1},
 		Job: jobAt("cur", "printing", jm), JobMachine: jm}
-	for _, rep := range []*device.Report{{Seq: 2, Node: "busy", Job: "cur"}, nil} {
+	for _, rep := range []*fsm.DeviceReport{{Seq: 2, Node: "busy", Job: "cur"}, nil} {
 		in.Report = rep
-		d, err := device.Reconcile(in)
+		d, err := fsm.Reconcile(in)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -1,34 +1,14 @@
-package device
+package fsm
 
 import (
 	"errors"
 	"fmt"
 	"maps"
 	"time"
-
-	"github.com/dfsmr/dfsmr/server/fsm"
-	"github.com/dfsmr/dfsmr/server/store"
 )
 
-// Registration is who a device says it is when its stream opens.
-type Registration struct {
-	ID           string
-	Pool         string
-	Capabilities map[string]string
-	// Machine is the device machine; empty: the server's default
-	// ("printer").
-	Machine string
-}
-
-// ErrReplaced ends a device's stream when a newer stream of the same
-// device took over (or the device is no longer online).
-var ErrReplaced = errors.New("device stream replaced by a newer one")
-
-// ErrShutdown ends every device stream when the server stops.
-var ErrShutdown = errors.New("server is shutting down")
-
-// Report is one message of a device: its own view of its state.
-type Report struct {
+// DeviceReport is one message of a device: its own view of its state.
+type DeviceReport struct {
 	// Seq grows with every report of a stream.
 	Seq uint64
 	// Node is the device's node in its device machine.
@@ -54,58 +34,59 @@ type Rejection struct {
 	Reason     string
 }
 
-// Input is everything one round looks at.
-type Input struct {
+// ReconcileInput is everything one round of Reconcile looks at.
+type ReconcileInput struct {
 	// Machine is the device machine, with its reconcile table.
-	Machine *fsm.Machine
+	Machine *Machine
 	// Device is the stored record before the round. A device seen for the
 	// first time has an empty Node.
-	Device store.Device
+	Device Device
 	// Report is the device's message; nil for a round the server runs on
 	// its own (a new job, an operator signal), which works from the stored
 	// node.
-	Report *Report
+	Report *DeviceReport
 	// First marks the first report of a new stream: its seq may start
 	// anywhere.
 	First bool
 	// Job is the device's current job (Device.Job) and JobMachine its
 	// machine version; nil when the device has none.
-	Job        *fsm.Instance
-	JobMachine *fsm.Machine
+	Job        *Instance
+	JobMachine *Machine
 	// Head is the first job of the device's queue (not final) and
 	// HeadMachine its machine version; nil when the queue is empty.
-	Head        *fsm.Instance
-	HeadMachine *fsm.Machine
+	Head        *Instance
+	HeadMachine *Machine
 	// Now is the clock value of the round.
 	Now time.Time
 }
 
-// Command is what the round tells the device to do.
-type Command struct {
-	store.Command
+// DeviceCommand is what a round tells the device to do: the Command, with
+// what the device needs to carry it out.
+type DeviceCommand struct {
+	Command
 	// Params are the job's params (the model to print).
 	Params map[string]string
 }
 
-// Decision is the outcome of one round, for the engine to write in the
-// round's transaction.
-type Decision struct {
+// ReconcileDecision is the outcome of one round of Reconcile, for the
+// engine to write in the round's transaction.
+type ReconcileDecision struct {
 	// Device is the device's new record.
-	Device store.Device
+	Device Device
 	// Jobs are the new states of the jobs the round moved, in order.
-	Jobs []fsm.Instance
+	Jobs []Instance
 	// Dispatched is set when the queue head became the device's job: the
 	// engine removes it from the queue.
 	Dispatched bool
 	// Command is the command to send; nil when there is none.
-	Command *Command
+	Command *DeviceCommand
 	// Changes are the changes to append, in order (Actor and Seq unset).
-	Changes []fsm.Change
+	Changes []Change
 }
 
 // MoveError is a report of a node the device cannot have reached from the
 // node the server knows: not by transitions it takes on its own, nor by
-// the last command sent to it. It unwraps to fsm.ErrIllegalTransition.
+// the last command sent to it. It unwraps to ErrIllegalTransition.
 type MoveError struct {
 	Device   string
 	From, To string
@@ -116,29 +97,37 @@ func (e *MoveError) Error() string {
 	return fmt.Sprintf("device %q cannot move from %q to %q: %s", e.Device, e.From, e.To, e.Reason)
 }
 
-// Unwrap makes errors.Is(err, fsm.ErrIllegalTransition) true.
-func (e *MoveError) Unwrap() error { return fsm.ErrIllegalTransition }
+// Unwrap makes errors.Is(err, ErrIllegalTransition) true.
+func (e *MoveError) Unwrap() error { return ErrIllegalTransition }
 
-// errInvariant reports a broken precondition of Reconcile: a bug in the
-// caller, never a device's mistake.
-var errInvariant = errors.New("device round invariant broken")
+// errReconcileInvariant reports a broken precondition of Reconcile: a bug
+// in the caller, never a device's mistake.
+var errReconcileInvariant = errors.New("device round invariant broken")
 
-// Reconcile runs one round of the reactive loop. It returns an error and no
-// decision when the report is invalid (fsm.InvalidError) or describes a
-// move the device machine does not allow (*MoveError).
-func Reconcile(in Input) (Decision, error) {
+// Reconcile runs one round of a device's reactive loop: given what the
+// device reports, what the store knows about it (its record, its current
+// job, the head of its queue), the device machine's reconcile table and
+// the time, it returns the round's decisions as data: the device's new
+// record, the job transitions to record, the command to send (at most
+// one) and the changes to append. It does no IO; the engine runs it inside
+// one store transaction.
+//
+// It returns an error and no decision when the report is invalid
+// (*InvalidError) or describes a move the device machine does not allow
+// (*MoveError).
+func Reconcile(in ReconcileInput) (ReconcileDecision, error) {
 	m := in.Machine
 	if m == nil || m.Reconcile == nil {
-		return Decision{}, fmt.Errorf("%w: machine without a reconcile table", errInvariant)
+		return ReconcileDecision{}, fmt.Errorf("%w: machine without a reconcile table", errReconcileInvariant)
 	}
 	r := &round{in: in, tab: m.Reconcile, d: in.Device.Clone(), from: in.Device.Node, sent: in.Device.Pending}
 	if in.Report != nil {
 		if err := r.report(*in.Report); err != nil {
-			return Decision{}, err
+			return ReconcileDecision{}, err
 		}
 	}
 	if err := r.reconcile(); err != nil {
-		return Decision{}, err
+		return ReconcileDecision{}, err
 	}
 	if r.cmd == nil && !r.stop {
 		r.signal()
@@ -147,50 +136,50 @@ func Reconcile(in Input) (Decision, error) {
 }
 
 type round struct {
-	in Input
+	in ReconcileInput
 	// from and sent are the device's node and pending command before the
 	// report.
 	from    string
-	sent    store.Command
-	tab     *fsm.ReconcileTable
-	d       store.Device
-	jobs    []fsm.Instance
+	sent    Command
+	tab     *ReconcileTable
+	d       Device
+	jobs    []Instance
 	disp    bool
-	cmd     *Command
-	changes []fsm.Change
+	cmd     *DeviceCommand
+	changes []Change
 	// stop is set when the device holds a job the server did not give it:
 	// nothing is safe to decide.
 	stop bool
 }
 
-func (r *round) out() Decision {
-	return Decision{Device: r.d, Jobs: r.jobs, Dispatched: r.disp, Command: r.cmd, Changes: r.changes}
+func (r *round) out() ReconcileDecision {
+	return ReconcileDecision{Device: r.d, Jobs: r.jobs, Dispatched: r.disp, Command: r.cmd, Changes: r.changes}
 }
 
 // change returns a device change stamped with the round's time.
-func (r *round) change(kind fsm.ChangeKind, job string) fsm.Change {
-	return fsm.Change{At: r.in.Now, Kind: kind, Device: r.d.ID, Instance: job,
+func (r *round) change(kind ChangeKind, job string) Change {
+	return Change{At: r.in.Now, Kind: kind, Device: r.d.ID, Instance: job,
 		Machine: r.in.Machine.ID, Version: r.in.Machine.Version}
 }
 
-func (r *round) report(rep Report) error {
+func (r *round) report(rep DeviceReport) error {
 	m := r.in.Machine
 	n := m.Node(rep.Node)
 	switch {
 	case rep.Node == "":
-		return &fsm.InvalidError{Field: "report.node", Reason: "required: the device's node"}
+		return &InvalidError{Field: "report.node", Reason: "required: the device's node"}
 	case n == nil:
-		return &fsm.InvalidError{Field: "report.node", Reason: fmt.Sprintf("machine %q has no node %q (it has %v)", m.ID, rep.Node, m.Order)}
+		return &InvalidError{Field: "report.node", Reason: fmt.Sprintf("machine %q has no node %q (it has %v)", m.ID, rep.Node, m.Order)}
 	case !(rep.Progress >= 0 && rep.Progress <= 1):
-		return &fsm.InvalidError{Field: "report.progress", Reason: fmt.Sprintf("%v is not in [0, 1]", rep.Progress)}
+		return &InvalidError{Field: "report.progress", Reason: fmt.Sprintf("%v is not in [0, 1]", rep.Progress)}
 	case !r.in.First && rep.Seq <= r.d.ReportSeq:
-		return &fsm.InvalidError{Field: "report.seq", Reason: fmt.Sprintf("%d does not grow past the stream's last report %d", rep.Seq, r.d.ReportSeq)}
+		return &InvalidError{Field: "report.seq", Reason: fmt.Sprintf("%d does not grow past the stream's last report %d", rep.Seq, r.d.ReportSeq)}
 	}
 	if rej := rep.Rejection; rej != nil {
-		c := r.change(fsm.ChangeDeviceRejected, r.d.Pending.Job)
+		c := r.change(ChangeDeviceRejected, r.d.Pending.Job)
 		c.Token, c.Reason = rej.CommandSeq, rej.Reason
 		if rej.CommandSeq == r.d.Pending.Seq {
-			r.d.Pending = store.Command{}
+			r.d.Pending = Command{}
 		} else {
 			c.Instance = ""
 		}
@@ -203,22 +192,22 @@ func (r *round) report(rep Report) error {
 		}
 		// A command is for the node it was decided in: once the device
 		// left that node, it is done with, carried out or not.
-		r.d.Pending = store.Command{}
+		r.d.Pending = Command{}
 	}
 	if r.carriedOut(r.d.Pending) {
 		// Carried out: whatever it was for is what the report shows.
-		r.d.Pending = store.Command{}
+		r.d.Pending = Command{}
 	}
 	r.d.Node, r.d.Progress, r.d.ReportSeq, r.d.LastSeen = rep.Node, rep.Progress, rep.Seq, r.in.Now
 	if from != rep.Node {
-		c := r.change(fsm.ChangeDeviceMoved, rep.Job)
+		c := r.change(ChangeDeviceMoved, rep.Job)
 		c.FromNode, c.ToNode = from, rep.Node
 		r.changes = append(r.changes, c)
 	}
 	if rep.Job != "" && rep.Job != r.d.Job {
 		// The device holds a job the server did not give it (or another
 		// one): deciding anything could print twice or lose a part.
-		c := r.change(fsm.ChangeDeviceNotice, rep.Job)
+		c := r.change(ChangeDeviceNotice, rep.Job)
 		c.Reason = fmt.Sprintf("device reports job %q but its job is %q: check the printer", rep.Job, r.d.Job)
 		r.changes = append(r.changes, c)
 		r.stop = true
@@ -289,16 +278,16 @@ func (r *round) reconcile() error {
 	if r.d.Job != "" {
 		job := r.in.Job
 		if job == nil || job.ID != r.d.Job || r.in.JobMachine == nil {
-			return fmt.Errorf("%w: device %q has job %q but the round has no such job", errInvariant, r.d.ID, r.d.Job)
+			return fmt.Errorf("%w: device %q has job %q but the round has no such job", errReconcileInvariant, r.d.ID, r.d.Job)
 		}
-		if job.Status == fsm.StatusFinal {
+		if job.Status == StatusFinal {
 			// Ended by someone else (an operator cancelled it).
 			r.d.Job = ""
 		} else {
 			rule, ok := r.tab.Lookup(r.d.Node, job.Node)
 			if !ok {
 				if r.in.Report != nil {
-					c := r.change(fsm.ChangeDeviceNotice, job.ID)
+					c := r.change(ChangeDeviceNotice, job.ID)
 					c.Reason = fmt.Sprintf("no reconcile rule for device node %q and job node %q: nothing sent", r.d.Node, job.Node)
 					r.changes = append(r.changes, c)
 				}
@@ -309,7 +298,7 @@ func (r *round) reconcile() error {
 				if notice == "" {
 					notice = fmt.Sprintf("the device reports %s without the job it held: it stopped or forgot it; %s recorded, nothing is sent again", r.d.Node, rule.Forgotten)
 				}
-				rule = fsm.Rule{Device: rule.Device, Job: rule.Job, Transition: rule.Forgotten, Notice: notice}
+				rule = Rule{Device: rule.Device, Job: rule.Job, Transition: rule.Forgotten, Notice: notice}
 			} else if rule.Command == "" && rule.Transition != "" && r.outstanding(job.ID) {
 				// The command sent for this job in this node may still
 				// be carried out: the next report says. A report that
@@ -325,7 +314,7 @@ func (r *round) reconcile() error {
 			if err != nil {
 				return err
 			}
-			if next.Status == fsm.StatusFinal {
+			if next.Status == StatusFinal {
 				r.d.Job = ""
 			}
 			if rule.Command != "" {
@@ -340,8 +329,8 @@ func (r *round) reconcile() error {
 	if head == nil {
 		return nil
 	}
-	if r.in.HeadMachine == nil || head.Status == fsm.StatusFinal {
-		return fmt.Errorf("%w: queue head %q of device %q is final or has no machine", errInvariant, head.ID, r.d.ID)
+	if r.in.HeadMachine == nil || head.Status == StatusFinal {
+		return fmt.Errorf("%w: queue head %q of device %q is final or has no machine", errReconcileInvariant, head.ID, r.d.ID)
 	}
 	rule, ok := r.tab.Lookup(r.d.Node, head.Node)
 	if !ok || (rule.Command == "" && rule.Transition == "") {
@@ -352,7 +341,7 @@ func (r *round) reconcile() error {
 		return err
 	}
 	r.disp = true
-	if next.Status != fsm.StatusFinal {
+	if next.Status != StatusFinal {
 		r.d.Job = next.ID
 	}
 	if rule.Command != "" {
@@ -362,28 +351,28 @@ func (r *round) reconcile() error {
 }
 
 // apply records rule's transition on job, with its notice.
-func (r *round) apply(rule fsm.Rule, job fsm.Instance, m *fsm.Machine) (fsm.Instance, error) {
+func (r *round) apply(rule Rule, job Instance, m *Machine) (Instance, error) {
 	if rule.Transition == "" {
 		return job, nil
 	}
-	next, changes, err := fsm.Apply(m, job, fsm.Drive{Transition: rule.Transition, Device: r.d.ID}, r.in.Now)
+	next, changes, err := Apply(m, job, Drive{Transition: rule.Transition, Device: r.d.ID}, r.in.Now)
 	if err != nil {
-		return fsm.Instance{}, fmt.Errorf("device %q: rule (%s, %s): %w", r.d.ID, rule.Device, rule.Job, err)
+		return Instance{}, fmt.Errorf("device %q: rule (%s, %s): %w", r.d.ID, rule.Device, rule.Job, err)
 	}
 	r.jobs = append(r.jobs, next)
 	r.changes = append(r.changes, changes...)
 	if rule.Notice != "" {
-		c := r.change(fsm.ChangeDeviceNotice, job.ID)
+		c := r.change(ChangeDeviceNotice, job.ID)
 		c.Reason = rule.Notice
 		r.changes = append(r.changes, c)
 	}
 	return next, nil
 }
 
-func (r *round) command(name string, job fsm.Instance) error {
+func (r *round) command(name string, job Instance) error {
 	n := r.in.Machine.Node(r.d.Node)
 	if n == nil || !n.Blocking || n.Transitions[name] == nil {
-		return fmt.Errorf("%w: command %q to device %q in node %q", errInvariant, name, r.d.ID, r.d.Node)
+		return fmt.Errorf("%w: command %q to device %q in node %q", errReconcileInvariant, name, r.d.ID, r.d.Node)
 	}
 	if p := r.d.Pending; p.Seq != 0 && p.Name == name && p.Node == r.d.Node && p.Job == job.ID {
 		if r.in.Report == nil {
@@ -404,9 +393,9 @@ func (r *round) command(name string, job fsm.Instance) error {
 // carries a seq out once, so whichever copy comes first is the one; the
 // seq staying the same is what lets a later report's last command tell a
 // lost command from a forgotten job.
-func (r *round) resend(p store.Command, params map[string]string) {
-	r.cmd = &Command{Command: p, Params: maps.Clone(params)}
-	c := r.change(fsm.ChangeDeviceCommand, p.Job)
+func (r *round) resend(p Command, params map[string]string) {
+	r.cmd = &DeviceCommand{Command: p, Params: maps.Clone(params)}
+	c := r.change(ChangeDeviceCommand, p.Job)
 	c.Transition, c.Token, c.FromNode = p.Name, p.Seq, p.Node
 	c.Reason = "sent again: not carried out yet"
 	r.changes = append(r.changes, c)
@@ -415,16 +404,16 @@ func (r *round) resend(p store.Command, params map[string]string) {
 // send sends command name about job to the device, with a new seq.
 func (r *round) send(name, job string, params map[string]string) {
 	r.d.CommandSeq++
-	r.d.Pending = store.Command{Seq: r.d.CommandSeq, Name: name, Node: r.d.Node, Job: job}
-	r.cmd = &Command{Command: r.d.Pending, Params: maps.Clone(params)}
-	c := r.change(fsm.ChangeDeviceCommand, job)
+	r.d.Pending = Command{Seq: r.d.CommandSeq, Name: name, Node: r.d.Node, Job: job}
+	r.cmd = &DeviceCommand{Command: r.d.Pending, Params: maps.Clone(params)}
+	c := r.change(ChangeDeviceCommand, job)
 	c.Transition, c.Token, c.FromNode = name, r.d.CommandSeq, r.d.Node
 	r.changes = append(r.changes, c)
 }
 
 // carriedOut reports whether the device's report says it carried out
 // command p: its last command is p or a later one.
-func (r *round) carriedOut(p store.Command) bool {
+func (r *round) carriedOut(p Command) bool {
 	rep := r.in.Report
 	return rep != nil && p.Seq != 0 && rep.LastCommand >= p.Seq
 }
@@ -433,7 +422,7 @@ func (r *round) carriedOut(p store.Command) bool {
 // without holding the job, after it came there from another node while
 // holding it (a printer back idle after a power cut, or stopped by a
 // cancel), or after it carried out the rule's command for the job.
-func (r *round) forgot(rule fsm.Rule, job string) bool {
+func (r *round) forgot(rule Rule, job string) bool {
 	rep := r.in.Report
 	if rep == nil || rep.Job != "" {
 		return false
