@@ -24,6 +24,7 @@ import (
 
 	"github.com/anishathalye/porcupine"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
@@ -62,9 +63,9 @@ func TestClusterFaults(t *testing.T) {
 		run  func(ph *phase)
 	}{
 		{"kill -9 leader", func(ph *phase) { cl.killLeader(ph, rng) }},
+		{"partition leader", func(ph *phase) { cl.partitionLeader(ph, rng) }},
 		{"kill -9 follower", func(ph *phase) { cl.killFollower(ph, rng) }},
 		{"SIGSTOP follower", func(ph *phase) { cl.stopFollower(ph, rng) }},
-		{"partition leader", func(ph *phase) { cl.partitionLeader(ph, rng) }},
 	}
 	began := time.Now()
 	for round := 0; round == 0 || time.Since(began) < *flagClusterDuration; round++ {
@@ -129,6 +130,11 @@ type cluster struct {
 	dial  [][]*tcpproxy.Proxy
 	// stopped is the node held by SIGSTOP, if any: calls to it hang.
 	stopped *node
+	// deposed is the index of the last leader killed or cut off, or -1.
+	// Back as a follower, it dropped the entries it had appended but not
+	// committed (raft truncates the log's tail): killFollower restarts it
+	// once more, which reads that log again.
+	deposed int
 
 	kills, partitions []time.Duration // time to a new leader
 }
@@ -147,7 +153,7 @@ func freeAddr(t *testing.T) string {
 // newCluster starts n servers that bootstrap one cluster, each dialing
 // the others through a proxy, and waits for a leader.
 func newCluster(t *testing.T, n int) *cluster {
-	cl := &cluster{t: t, dir: t.TempDir()}
+	cl := &cluster{t: t, dir: t.TempDir(), deposed: -1}
 	var peers []string
 	for i := range n {
 		nd := &node{id: fmt.Sprintf("n%d", i+1), grpcAddr: freeAddr(t), raftAddr: freeAddr(t)}
@@ -207,6 +213,11 @@ func (cl *cluster) nodeArgs(nd *node, extra ...string) []string {
 	return append([]string{
 		"--addr", nd.grpcAddr, "--db", filepath.Join(cl.dir, nd.id+".db"),
 		"--node-id", nd.id, "--raft-addr", nd.raftAddr, "--raft-dir", filepath.Join(cl.dir, nd.id+".raft"),
+		// Snapshots, log compaction and segment rotation every few
+		// seconds of load, so that faults strike them too, followers
+		// that were down catch up from snapshots, and the joiner does.
+		"--raft-snapshot-threshold", "256", "--raft-snapshot-interval", "500ms",
+		"--raft-trailing-logs", "64", "--raft-segment-size", "65536",
 	}, extra...)
 }
 
@@ -313,9 +324,13 @@ func (cl *cluster) waitLeader(not int) int {
 	}
 }
 
-// follower returns a random server other than the leader.
+// follower returns the deposed server if it follows, else a random
+// server other than the leader.
 func (cl *cluster) follower(rng *rand.Rand) int {
 	leader := cl.waitLeader(-1)
+	if cl.deposed >= 0 && cl.deposed != leader {
+		return cl.deposed
+	}
 	return (leader + 1 + rng.IntN(len(cl.nodes)-1)) % len(cl.nodes)
 }
 
@@ -339,6 +354,7 @@ func (cl *cluster) killLeader(ph *phase, rng *rand.Rand) {
 	leader := cl.waitLeader(-1)
 	killed := time.Now()
 	cl.kill(cl.nodes[leader])
+	cl.deposed = leader
 	next := cl.waitLeader(leader)
 	took := time.Since(killed)
 	cl.kills = append(cl.kills, took)
@@ -403,6 +419,7 @@ func (cl *cluster) partitionLeader(ph *phase, rng *rand.Rand) {
 	leader := cl.waitLeader(-1)
 	cut := time.Now()
 	cl.cut(leader, true)
+	cl.deposed = leader
 	next := cl.waitLeader(leader)
 	took := time.Since(cut)
 	cl.partitions = append(cl.partitions, took)
@@ -509,7 +526,7 @@ type clusterLoad struct {
 	clientIDs   int
 	starts      map[string]bool   // acknowledged
 	transitions map[string]uint64 // instance -> token of its acknowledged "ok"
-	tried       struct{ starts, leases, transitions, gets int }
+	tried       struct{ starts, leases, transitions, linearizableGets, leaderGets int }
 	ambiguous   int
 
 	faults   int
@@ -542,7 +559,7 @@ func (ld *clusterLoad) begin(name string) *phase {
 	// A test that fails midway stops the load before the servers.
 	ld.t.Cleanup(func() {
 		ld.aborted.Store(true)
-		ph.halt()
+		ph.halt(false)
 	})
 	nodes := slices.Clone(ld.cl.nodes)
 	for g := range loaders {
@@ -580,7 +597,7 @@ func (ph *phase) progress() {
 // end stops the load: the loaders finish their calls in flight (retrying
 // for a while), the workers drain.
 func (ld *clusterLoad) end(ph *phase) {
-	reported := ph.halt()
+	reported := ph.halt(true)
 	ld.reported += reported
 	if reported == 0 {
 		ld.t.Errorf("%s: the workers reported no transition", ph.name)
@@ -588,11 +605,20 @@ func (ld *clusterLoad) end(ph *phase) {
 }
 
 // halt stops the loaders and the workers, once, and returns how many
-// transitions the workers reported.
-func (ph *phase) halt() uint64 {
+// transitions the workers reported. A worker's Stop waits for its
+// transitions in flight, which it retries until their leases expire
+// (minutes): a test that failed (drain false) with a server down does not
+// wait for them.
+func (ph *phase) halt(drain bool) uint64 {
 	ph.once.Do(func() {
 		close(ph.stop)
 		ph.wg.Wait()
+		if !drain {
+			for _, w := range ph.workers {
+				go w.Stop(context.Background())
+			}
+			return
+		}
 		for _, w := range ph.workers {
 			ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 			w.Stop(ctx)
@@ -752,17 +778,23 @@ func (ld *clusterLoad) leaseAndMove(nodes []*node, rng *rand.Rand, g int) (strin
 	return id, true
 }
 
-// get reads instance id from a random server if that server says it
-// leads. Followers answer reads from their own copy, which may lag (that
-// is their contract): a read is in the linearizable history only from
-// the leader.
+// get reads instance id from a random server: half the time a
+// linearizable read (the request header), else a plain read if that
+// server says it leads. A follower answers plain reads from its own copy,
+// which may lag (that is its contract), so plain reads from followers are
+// not in the history; the leader's copy holds every acknowledged write.
 func (ld *clusterLoad) get(nodes []*node, rng *rand.Rand, g int, id string) {
 	nd := nodes[rng.IntN(len(nodes))]
 	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
 	defer cancel()
-	st, err := nd.c.Cluster.Status(ctx, &pb.StatusRequest{})
-	if err != nil || st.GetServer().GetState() != pb.RaftState_RAFT_STATE_LEADER {
-		return
+	linearizable := rng.IntN(2) == 0
+	if linearizable {
+		ctx = metadata.AppendToOutgoingContext(ctx, client.ConsistencyHeader, client.LinearizableRead)
+	} else {
+		st, err := nd.c.Cluster.Status(ctx, &pb.StatusRequest{})
+		if err != nil || st.GetServer().GetState() != pb.RaftState_RAFT_STATE_LEADER {
+			return
+		}
 	}
 	call := ld.now()
 	resp, err := nd.c.Instances.GetInstance(ctx, &pb.GetInstanceRequest{Id: id})
@@ -777,7 +809,11 @@ func (ld *clusterLoad) get(nodes []*node, rng *rand.Rand, g int, id string) {
 		return // a read that failed changed nothing
 	}
 	ld.mu.Lock()
-	ld.tried.gets++
+	if linearizable {
+		ld.tried.linearizableGets++
+	} else {
+		ld.tried.leaderGets++
+	}
 	ld.mu.Unlock()
 	ld.record(g, linIn{Kind: linGet, ID: id}, out, call, ret)
 }
@@ -930,9 +966,9 @@ func (ld *clusterLoad) report(took time.Duration) {
 	ld.mu.Lock()
 	defer ld.mu.Unlock()
 	ld.t.Logf("%v, %d faults: starts %d tried, %d acknowledged; leases %d; transitions %d tried, %d acknowledged; "+
-		"worker transitions %d; leader reads %d; %d calls in the history, %d of unknown outcome",
+		"worker transitions %d; reads %d linearizable, %d from the leader; %d calls in the history, %d of unknown outcome",
 		took.Round(time.Second), ld.faults, ld.tried.starts, len(ld.starts), ld.tried.leases, ld.tried.transitions,
-		len(ld.transitions), ld.reported, ld.tried.gets, len(ld.ops), ld.ambiguous)
+		len(ld.transitions), ld.reported, ld.tried.linearizableGets, ld.tried.leaderGets, len(ld.ops), ld.ambiguous)
 	ld.t.Logf("new leader after kill -9 of the leader: %s", spread(ld.cl.kills))
 	ld.t.Logf("new leader after the leader was cut off: %s", spread(ld.cl.partitions))
 }
