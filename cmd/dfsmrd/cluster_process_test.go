@@ -30,6 +30,7 @@ import (
 
 	"github.com/dfsmr/dfsmr/client"
 	pb "github.com/dfsmr/dfsmr/gen/dfsmr/v1"
+	"github.com/dfsmr/dfsmr/internal/printersim"
 	"github.com/dfsmr/dfsmr/internal/tcpproxy"
 )
 
@@ -57,7 +58,7 @@ func TestClusterFaults(t *testing.T) {
 	t.Logf("seed %d", seed)
 	rng := rand.New(rand.NewPCG(seed, 0))
 	cl := newCluster(t, 3)
-	ld := &clusterLoad{t: t, cl: cl, base: time.Now(), seed: seed, starts: map[string]bool{}, transitions: map[string]uint64{}}
+	ld := &clusterLoad{t: t, cl: cl, base: time.Now(), seed: seed, starts: map[string]bool{}, transitions: map[string]uint64{}, orders: map[string]bool{}}
 	faults := []struct {
 		name string
 		run  func(ph *phase)
@@ -526,8 +527,16 @@ type clusterLoad struct {
 	clientIDs   int
 	starts      map[string]bool   // acknowledged
 	transitions map[string]uint64 // instance -> token of its acknowledged "ok"
-	tried       struct{ starts, leases, transitions, linearizableGets, leaderGets int }
+	tried       struct{ starts, leases, transitions, linearizableGets, leaderGets, orders int }
 	ambiguous   int
+
+	orders map[string]bool // acknowledged orders
+	// fleet is the simulated printers, each connected to a server (another
+	// in every phase) with an operator that takes the parts off; printed
+	// counts their finished prints.
+	fleet   *printersim.Fleet
+	printed atomic.Int64
+	phases  int
 
 	faults   int
 	reported uint64 // transitions the client.Workers reported
@@ -544,6 +553,8 @@ type phase struct {
 	name    string
 	stop    chan struct{}
 	wg      sync.WaitGroup
+	devices context.CancelFunc // ends the printers and the operator
+	printed int64              // ld.printed when the phase began
 	workers []*client.Worker
 	began   time.Time
 
@@ -565,6 +576,7 @@ func (ld *clusterLoad) begin(name string) *phase {
 	for g := range loaders {
 		ph.wg.Go(func() { ld.run(ph, nodes, g) })
 	}
+	ld.printers(ph, nodes)
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 	for _, nd := range nodes {
 		w := client.NewWorker(nd.c, client.WorkerOptions{
@@ -579,6 +591,49 @@ func (ld *clusterLoad) begin(name string) *phase {
 		ph.workers = append(ph.workers, w)
 	}
 	return ph
+}
+
+// printers runs the fleet, printer i connected to server i + phase
+// number, and an operator that follows the changelog of one server (the
+// next one whenever its stream ends), until the phase ends.
+func (ld *clusterLoad) printers(ph *phase, nodes []*node) {
+	if ld.fleet == nil {
+		ld.fleet = printersim.NewFleet("printer-", 3, printersim.Profile{PrintTime: 300 * time.Millisecond}, ld.seed)
+	}
+	ld.phases++
+	ph.printed = ld.printed.Load()
+	ctx, cancel := context.WithCancel(context.Background())
+	ph.devices = cancel
+	shift := ld.phases
+	ph.wg.Go(func() {
+		ld.fleet.Run(ctx, printersim.Link{}, func(i int) printersim.Link {
+			return printersim.Link{
+				Client: nodes[(i+shift)%len(nodes)].c, Pool: "lab", ReconnectDelay: 100 * time.Millisecond,
+				OnEvent: func(e printersim.Event) {
+					if e.Kind == printersim.EventFinished {
+						ld.printed.Add(1)
+					}
+				},
+			}
+		})
+	})
+	ph.wg.Go(func() {
+		for k := shift; ctx.Err() == nil; k++ {
+			op := &printersim.Operator{Client: nodes[k%len(nodes)].c, FromSeq: 1, Rand: rand.New(rand.NewPCG(ld.seed, uint64(k)))}
+			op.Run(ctx)
+			sleep(ctx, 100*time.Millisecond)
+		}
+	})
+}
+
+// sleep waits d or until ctx ends.
+func sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
 }
 
 // progress waits until the load had 5 more calls acknowledged.
@@ -597,6 +652,15 @@ func (ph *phase) progress() {
 // end stops the load: the loaders finish their calls in flight (retrying
 // for a while), the workers drain.
 func (ld *clusterLoad) end(ph *phase) {
+	// The printers carry on: one finishes a print before the phase ends.
+	deadline := time.Now().Add(30 * time.Second)
+	for ld.printed.Load() == ph.printed {
+		if time.Now().After(deadline) {
+			ld.t.Errorf("%s: the printers finished no print in 30s", ph.name)
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	reported := ph.halt(true)
 	ld.reported += reported
 	if reported == 0 {
@@ -612,6 +676,7 @@ func (ld *clusterLoad) end(ph *phase) {
 func (ph *phase) halt(drain bool) uint64 {
 	ph.once.Do(func() {
 		close(ph.stop)
+		ph.devices()
 		ph.wg.Wait()
 		if !drain {
 			for _, w := range ph.workers {
@@ -669,6 +734,9 @@ func (ld *clusterLoad) run(ph *phase, nodes []*node, g int) {
 		if id, ok := ld.leaseAndMove(nodes, rng, g); ok {
 			ld.get(nodes, rng, g, id)
 		}
+		if rng.IntN(8) == 0 {
+			ld.order(nodes, rng, g)
+		}
 	}
 }
 
@@ -679,7 +747,8 @@ func (ld *clusterLoad) run(ph *phase, nodes []*node, g int) {
 // calls are idempotent (an instance id, a request id), so an attempt that
 // takes effect after another was answered changes nothing. An operation
 // given up has an unknown outcome. It returns the known outcome, or nil.
-func (ld *clusterLoad) write(nodes []*node, rng *rand.Rand, g int, in linIn, f func(context.Context, *client.Client) error, classify func(err error, retried bool) *linOut) *linOut {
+// A nil in keeps the call out of the history.
+func (ld *clusterLoad) write(nodes []*node, rng *rand.Rand, g int, in *linIn, f func(context.Context, *client.Client) error, classify func(err error, retried bool) *linOut) *linOut {
 	first, began, k := ld.now(), time.Now(), rng.IntN(len(nodes))
 	for retried := false; ; retried = true {
 		nd := nodes[k%len(nodes)]
@@ -689,11 +758,15 @@ func (ld *clusterLoad) write(nodes []*node, rng *rand.Rand, g int, in linIn, f f
 		ret := ld.now()
 		cancel()
 		if out := classify(err, retried); out != nil {
-			ld.record(g, in, out, first, ret)
+			if in != nil {
+				ld.record(g, *in, out, first, ret)
+			}
 			return out
 		}
 		if time.Since(began) > retryFor || ld.aborted.Load() {
-			ld.record(g, in, nil, first, 0)
+			if in != nil {
+				ld.record(g, *in, nil, first, 0)
+			}
 			return nil
 		}
 		time.Sleep(time.Duration(10+rng.IntN(40)) * time.Millisecond)
@@ -705,7 +778,7 @@ func (ld *clusterLoad) start(nodes []*node, rng *rand.Rand, g int, id string) bo
 	ld.mu.Lock()
 	ld.tried.starts++
 	ld.mu.Unlock()
-	out := ld.write(nodes, rng, g, linIn{Kind: linStart, ID: id}, func(ctx context.Context, c *client.Client) error {
+	out := ld.write(nodes, rng, g, &linIn{Kind: linStart, ID: id}, func(ctx context.Context, c *client.Client) error {
 		_, err := c.Instances.StartInstance(ctx, &pb.StartInstanceRequest{Id: id, Machine: "report"})
 		return err
 	}, func(err error, retried bool) *linOut {
@@ -732,6 +805,34 @@ func (ld *clusterLoad) start(nodes []*node, rng *rand.Rand, g int, id string) bo
 	return true
 }
 
+// order submits an order of one part for the printers' pool, retried
+// until known, and records it if acknowledged.
+func (ld *clusterLoad) order(nodes []*node, rng *rand.Rand, g int) {
+	id := fmt.Sprintf("o%d", ld.ids.Add(1))
+	ld.mu.Lock()
+	ld.tried.orders++
+	ld.mu.Unlock()
+	out := ld.write(nodes, rng, g, nil, func(ctx context.Context, c *client.Client) error {
+		_, err := c.Devices.SubmitOrder(ctx, &pb.SubmitOrderRequest{OrderId: id, Model: "benchy", Quantity: 1, Pool: "lab"})
+		return err
+	}, func(err error, retried bool) *linOut {
+		switch code := status.Code(err); {
+		case code == codes.OK, retried && code == codes.AlreadyExists:
+			return &linOut{OK: true}
+		case code != codes.Unavailable && code != codes.DeadlineExceeded && code != codes.Canceled:
+			ld.t.Errorf("SubmitOrder %s: %v", id, err)
+			return &linOut{}
+		}
+		return nil
+	})
+	if out == nil || !out.OK {
+		return
+	}
+	ld.mu.Lock()
+	ld.orders[id] = true
+	ld.mu.Unlock()
+}
+
 // leaseAndMove leases one instance at "downloadable" and reports its "ok"
 // with a request id, retried until known. It returns the instance and
 // whether the transition was acknowledged. A Ready whose reply was lost
@@ -754,7 +855,7 @@ func (ld *clusterLoad) leaseAndMove(nodes []*node, rng *rand.Rand, g int) (strin
 	ld.tried.transitions++
 	ld.mu.Unlock()
 	req := &pb.TransitionRequest{Id: id, Token: tok, Transition: "ok", RequestId: fmt.Sprintf("loader-%d/%d", g, tok)}
-	out := ld.write(nodes, rng, g, linIn{Kind: linTransition, ID: id, Token: tok}, func(ctx context.Context, c *client.Client) error {
+	out := ld.write(nodes, rng, g, &linIn{Kind: linTransition, ID: id, Token: tok}, func(ctx context.Context, c *client.Client) error {
 		_, err := c.Work.Transition(ctx, req)
 		return err
 	}, func(err error, _ bool) *linOut {
@@ -902,10 +1003,12 @@ func (ld *clusterLoad) check() {
 		if ch.GetSeq() != uint64(i+1) {
 			t.Fatalf("changelog gap: position %d holds seq %d", i, ch.GetSeq())
 		}
-		switch ch.GetKind() {
-		case pb.ChangeKind_CHANGE_KIND_STARTED:
+		switch {
+		case ch.GetKind() == pb.ChangeKind_CHANGE_KIND_STARTED && ch.GetMachine() == "report":
 			startsOf[ch.GetInstance()]++
-		case pb.ChangeKind_CHANGE_KIND_TRANSITIONED:
+		case ch.GetKind() == pb.ChangeKind_CHANGE_KIND_TRANSITIONED && ch.GetToken() != 0:
+			// A transition under a lease (the printers' jobs move
+			// without one).
 			movesOf[use{ch.GetInstance(), ch.GetToken()}]++
 		}
 	}
@@ -948,6 +1051,12 @@ func (ld *clusterLoad) check() {
 		if len(list) != len(startsOf) {
 			t.Errorf("%s lists %d instances, its changelog started %d", nd.id, len(list), len(startsOf))
 		}
+		for id := range ld.orders {
+			resp, err := nd.c.Devices.GetOrder(context.Background(), &pb.GetOrderRequest{OrderId: id})
+			if err != nil || len(resp.GetJobs()) != 1 {
+				t.Errorf("%s: acknowledged order %s: %d jobs, %v; want 1", nd.id, id, len(resp.GetJobs()), err)
+			}
+		}
 	}
 	res, info := porcupine.CheckOperationsVerbose(linModel, ld.ops, time.Minute)
 	if res != porcupine.Ok {
@@ -966,9 +1075,9 @@ func (ld *clusterLoad) report(took time.Duration) {
 	ld.mu.Lock()
 	defer ld.mu.Unlock()
 	ld.t.Logf("%v, %d faults: starts %d tried, %d acknowledged; leases %d; transitions %d tried, %d acknowledged; "+
-		"worker transitions %d; reads %d linearizable, %d from the leader; %d calls in the history, %d of unknown outcome",
+		"worker transitions %d; orders %d tried, %d acknowledged, %d prints finished; reads %d linearizable, %d from the leader; %d calls in the history, %d of unknown outcome",
 		took.Round(time.Second), ld.faults, ld.tried.starts, len(ld.starts), ld.tried.leases, ld.tried.transitions,
-		len(ld.transitions), ld.reported, ld.tried.linearizableGets, ld.tried.leaderGets, len(ld.ops), ld.ambiguous)
+		len(ld.transitions), ld.reported, ld.tried.orders, len(ld.orders), ld.printed.Load(), ld.tried.linearizableGets, ld.tried.leaderGets, len(ld.ops), ld.ambiguous)
 	ld.t.Logf("new leader after kill -9 of the leader: %s", spread(ld.cl.kills))
 	ld.t.Logf("new leader after the leader was cut off: %s", spread(ld.cl.partitions))
 }
