@@ -42,17 +42,18 @@ var flagClusterDuration = flag.Duration("cluster.duration", 0,
 const maxFailover = 2 * time.Second
 
 // TestClusterFaults runs three dfsmrd processes as one cluster, their raft
-// traffic through proxies the test controls, under concurrent load from
-// clients of every server, and injects faults in rounds: kill -9 of the
-// leader (timed: a new leader within maxFailover), kill -9 of a follower,
-// a follower stopped (SIGSTOP) past the election timeout, and the leader
-// cut off from the others by its proxies. Each fault heals (restart,
-// SIGCONT, proxies healed) and is followed by checks once the cluster
-// settled: every acknowledged start on every server, the changelog
-// gap-free and byte-identical on every server, no transition applied
-// twice and every acknowledged one applied, the client history
-// linearizable. At last a fourth server joins the loaded cluster and
-// catches up to the same changelog.
+// traffic through proxies the test controls, under load from concurrent
+// clients of every server, workers and printers, and injects faults in
+// rounds: kill -9 of the leader (timed: a new leader within maxFailover),
+// the leader cut off from the others by its proxies, kill -9 of a follower
+// (the deposed leader), a follower stopped (SIGSTOP) past the election
+// timeout. Each fault heals (restart, proxies healed, SIGCONT) and is
+// followed by checks once the cluster settled: every acknowledged start
+// and order on every server, the changelog gap-free and byte-identical on
+// every server, no transition applied twice and every acknowledged one
+// applied, the client history linearizable. At last a fourth server joins
+// the loaded cluster, restores a snapshot and catches up to the same
+// changelog.
 func TestClusterFaults(t *testing.T) {
 	seed := rand.Uint64()
 	t.Logf("seed %d", seed)
@@ -85,15 +86,17 @@ func TestClusterFaults(t *testing.T) {
 	cl.join(ph, rng)
 	ld.end(ph)
 	ld.check()
-	// Raft snapshots past cluster.DefaultSnapshotThreshold entries and
-	// keeps cluster.DefaultTrailingLogs behind it: a short run's joiner
-	// replays the log, a long run's may install a snapshot.
+	// The servers snapshot every 256 entries and keep 64 behind: the
+	// joiner's log starts past the others' first entries, so it restores
+	// a snapshot.
 	joiner := cl.nodes[len(cl.nodes)-1]
 	b, err := os.ReadFile(joiner.logPath)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("%s caught up from a snapshot: %t", joiner.id, bytes.Contains(b, []byte(`msg="Installed remote snapshot"`)))
+	if !bytes.Contains(b, []byte(`msg="Installed remote snapshot"`)) {
+		t.Errorf("%s caught up without restoring a snapshot", joiner.id)
+	}
 	cl.dialsNotItself()
 	ld.report(time.Since(began))
 }
@@ -556,7 +559,6 @@ type phase struct {
 	devices context.CancelFunc // ends the printers and the operator
 	printed int64              // ld.printed when the phase began
 	workers []*client.Worker
-	began   time.Time
 
 	once     sync.Once
 	reported uint64
@@ -566,7 +568,7 @@ type phase struct {
 // "downloadable" and move them on, on random servers; and a client.Worker
 // on every server that moves "uploadable" instances to completed.
 func (ld *clusterLoad) begin(name string) *phase {
-	ph := &phase{ld: ld, name: name, stop: make(chan struct{}), began: time.Now()}
+	ph := &phase{ld: ld, name: name, stop: make(chan struct{})}
 	// A test that fails midway stops the load before the servers.
 	ld.t.Cleanup(func() {
 		ld.aborted.Store(true)
