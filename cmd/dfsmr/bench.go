@@ -27,9 +27,10 @@ measured is dfsmr itself: every step is a lease and a Transition that the
 server acknowledges only once it is fsync'd.
 
 It starts a server in this process on a fresh bbolt file in a temporary
-directory (fsync on), unless --addr is given on the command line (the
-DFSMR_ADDR environment variable does not count): then it targets that
-server, and the store's commit and fsync rates are not reported.
+directory (fsync on, no per-client rate limit), unless --addr is given on
+the command line (the DFSMR_ADDR environment variable does not count): then
+it targets that server, and the store's commit and fsync rates are not
+reported.
 
 In the same run, over the same connection and with the same concurrency, it
 measures the rate of pairs of no-op unary RPCs (the gRPC health service's
