@@ -128,6 +128,8 @@ func (s *Server) openCluster(grpcAddr string) error {
 		Peers:     peers,
 		Dial:      dialMap,
 		Logger:    s.cfg.Logger,
+		// A server given no raft address runs alone: it leads at once.
+		Solo: s.cfg.RaftAddr == "",
 
 		SnapshotThreshold: s.cfg.RaftSnapshotThreshold,
 		SnapshotInterval:  s.cfg.RaftSnapshotInterval,

@@ -45,3 +45,32 @@ func TestBenchAgainstServer(t *testing.T) {
 	}
 	c.fails(exitUsage, []string{"--mode"}, "bench", "--mode", "fast")
 }
+
+// TestBenchCluster runs a mode on one server and then on a cluster of two:
+// two JSON lines, nodes 1 and 2, the second with its ratio to the first.
+func TestBenchCluster(t *testing.T) {
+	var out, errb bytes.Buffer
+	code := run(t.Context(), []string{"bench", "--instances", "20", "--workers", "4", "--baseline", "50ms", "--cluster", "2", "--via", "leader", "-o", "json"}, nil, &out, &errb)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errb.String())
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	if len(lines) != 2 {
+		t.Fatalf("want 2 JSON lines, got:\n%s", out.String())
+	}
+	var one map[string]any
+	if err := json.Unmarshal([]byte(lines[0]), &one); err != nil {
+		t.Fatal(err)
+	}
+	two := lastJSON(t, out.String())
+	if one["nodes"] != 1.0 || one["vsOneNode"] != nil || two["nodes"] != 2.0 || two["via"] != "leader" || two["completed"] != 20.0 {
+		t.Fatalf("lines %v and %v", one, two)
+	}
+	if v, _ := two["vsOneNode"].(float64); v <= 0 {
+		t.Fatalf("vsOneNode %v", two["vsOneNode"])
+	}
+	c := mustCLI(t)
+	c.fails(exitUsage, []string{"--cluster"}, "bench", "--cluster", "1")
+	c.fails(exitUsage, []string{"--cluster", "--addr"}, "bench", "--cluster", "3")
+	c.fails(exitUsage, []string{"via"}, "bench", "--via", "followers")
+}

@@ -5,6 +5,12 @@
 // no-op unary RPC (the gRPC health Check), so that the figure can be read
 // as a ratio to what the transport alone allows on this machine.
 //
+// With Config.Nodes above 1 the in-process servers form a cluster of the
+// replicated log (the first bootstraps it, the others join it) and the
+// load is spread over every server, whose followers forward the writes to
+// the leader (or, with Via ViaLeader, sent to the leader only); the
+// figures can then be read against a one-node run of the same mode.
+//
 // A step is one node's work reported: Ready (lease) plus Transition, or
 // its share of a batched Ready. The baseline pair stands for the two RPCs
 // a per-call step needs, so a ratio of 1 means a durable step costs no
@@ -17,6 +23,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -52,6 +59,15 @@ const (
 	// whose instance finished gets the next READY instance in the same
 	// commit, so that the workers make no Ready call once they are full.
 	ModeRefill = "refill"
+)
+
+// Where the load goes in a cluster (Config.Via).
+const (
+	// ViaAll spreads the workers and the baseline over every server: the
+	// followers forward writes to the leader.
+	ViaAll = "all"
+	// ViaLeader sends all the load to the leader.
+	ViaLeader = "leader"
 )
 
 // Modes lists the modes, in the order "all" runs them.
@@ -117,7 +133,13 @@ type Config struct {
 	Pollers int
 	// Baseline is how long the baseline runs; default DefaultBaseline.
 	Baseline time.Duration
-	// Logger receives the in-process server's and the worker's logs;
+	// Nodes is how many in-process servers run, as one cluster of the
+	// replicated log on loopback; default 1. Must be 1 with Addr.
+	Nodes int
+	// Via is where the load goes in a cluster: ViaAll (default) or
+	// ViaLeader.
+	Via string
+	// Logger receives the in-process servers' and the worker's logs;
 	// default: discarded.
 	Logger *slog.Logger
 }
@@ -125,7 +147,13 @@ type Config struct {
 // Result holds a run's figures. Its JSON form is the last line of
 // `dfsmr bench`.
 type Result struct {
-	Mode      string `json:"mode"`
+	Mode string `json:"mode"`
+	// Nodes is the number of servers of the cluster that ran the steps
+	// (1 against Addr, whatever stands behind it).
+	Nodes int `json:"nodes"`
+	// Via is where the load went in a cluster (ViaAll or ViaLeader); empty
+	// for one node.
+	Via       string `json:"via,omitempty"`
 	Instances int    `json:"instances"`
 	Workers   int    `json:"workers"`
 	// Completed is how many of the run's instances reached the final node.
@@ -146,29 +174,47 @@ type Result struct {
 	P99Ms float64 `json:"p99_ms"`
 	// ReadyCalls is the number of Ready calls that leased work.
 	ReadyCalls int `json:"ready_calls"`
-	// CommitsPerS and FsyncsPerS are the store's, during the run; zero
-	// against --addr (the store is not in this process).
+	// CommitsPerS and FsyncsPerS are the store's (the leader's in a
+	// cluster), during the run; zero against --addr (the store is not in
+	// this process). FsyncsPerS counts the state file's fsyncs, not those
+	// of the replicated log, which syncs every append too.
 	CommitsPerS float64 `json:"commits_per_s"`
 	FsyncsPerS  float64 `json:"fsyncs_per_s"`
 	// OpsPerCommit is how many operations one commit carried on average
 	// (group commit); zero against --addr.
 	OpsPerCommit float64 `json:"ops_per_commit"`
+	// VsOneNode is StepsPerS over that of a one-node run of the same mode
+	// (Compare); zero when there was none.
+	VsOneNode float64 `json:"vs_one_node,omitempty"`
+}
+
+// Compare sets r.VsOneNode from one, a one-node run of the same mode.
+func (r *Result) Compare(one Result) {
+	if one.StepsPerS > 0 {
+		r.VsOneNode = r.StepsPerS / one.StepsPerS
+	}
 }
 
 // String is the human summary of r, one figure per line.
 func (r Result) String() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "mode              %s (%d instances x %d steps, %d workers)\n", r.Mode, r.Instances, steps, r.Workers)
+	if r.Nodes > 1 {
+		fmt.Fprintf(&b, "nodes             %d (load via %s)\n", r.Nodes, r.Via)
+	}
 	fmt.Fprintf(&b, "completed         %d/%d instances, %d steps in %.2fs\n", r.Completed, r.Instances, r.Steps, r.Seconds)
 	fmt.Fprintf(&b, "durable steps/s   %.0f\n", r.StepsPerS)
 	fmt.Fprintf(&b, "transition        p50 %.2fms  p99 %.2fms\n", r.P50Ms, r.P99Ms)
 	fmt.Fprintf(&b, "ready calls       %d (%.1f leases each)\n", r.ReadyCalls, float64(r.Steps)/math.Max(1, float64(r.ReadyCalls)))
 	if r.CommitsPerS > 0 {
 		fmt.Fprintf(&b, "commits/s         %.0f (%.1f ops each)\n", r.CommitsPerS, r.OpsPerCommit)
-		fmt.Fprintf(&b, "fsyncs/s          %.0f\n", r.FsyncsPerS)
+		fmt.Fprintf(&b, "fsyncs/s          %.0f (of the state file; the log's own are not counted)\n", r.FsyncsPerS)
 	}
 	fmt.Fprintf(&b, "baseline          %.0f no-op RPC pairs/s (health Check x2)\n", r.BaselinePairsPerS)
 	fmt.Fprintf(&b, "ratio             %.2f steps per baseline pair\n", r.Ratio)
+	if r.VsOneNode > 0 {
+		fmt.Fprintf(&b, "vs one node       %.2f (steps/s of %d nodes / steps/s of 1)\n", r.VsOneNode, r.Nodes)
+	}
 	return b.String()
 }
 
@@ -191,6 +237,12 @@ func (c Config) withDefaults() Config {
 	if c.Pollers == 0 {
 		c.Pollers = DefaultPollers
 	}
+	if c.Nodes == 0 {
+		c.Nodes = 1
+	}
+	if c.Via == "" {
+		c.Via = ViaAll
+	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -212,11 +264,17 @@ func (c Config) Validate() error {
 		return errors.New("pollers must not be negative")
 	case c.Baseline < 0:
 		return errors.New("baseline must not be negative")
+	case c.Nodes < 0:
+		return errors.New("nodes must not be negative")
+	case c.Nodes > 1 && c.Addr != "":
+		return errors.New("nodes: a cluster runs in this process, not with an address")
+	case c.Via != "" && c.Via != ViaAll && c.Via != ViaLeader:
+		return fmt.Errorf("via %q: want %s or %s", c.Via, ViaAll, ViaLeader)
 	}
 	return nil
 }
 
-// Run runs one benchmark: it starts (or dials) the server, defines the
+// Run runs one benchmark: it starts (or dials) the servers, defines the
 // machine, starts the instances, measures the baseline, then runs every
 // instance to completion and returns the figures.
 func Run(ctx context.Context, cfg Config) (Result, error) {
@@ -224,9 +282,9 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		return Result{}, err
 	}
 	cfg = cfg.withDefaults()
-	addr := cfg.Addr
-	var srv *server.Server
-	if addr == "" {
+	addrs := []string{cfg.Addr}
+	var srvs []*server.Server
+	if cfg.Addr == "" {
 		dir := cfg.Dir
 		if dir == "" {
 			tmp, err := os.MkdirTemp("", "dfsmr-bench")
@@ -237,80 +295,215 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 			dir = tmp
 		}
 		var err error
-		srv, err = server.New(ctx, server.Config{
-			Addr: "127.0.0.1:0", DB: filepath.Join(dir, "bench.db"), NoBundled: true, Logger: cfg.Logger,
-		})
+		srvs, err = startServers(ctx, cfg, dir)
+		defer func() {
+			for _, s := range slices.Backward(srvs) {
+				s.Stop(context.WithoutCancel(ctx))
+			}
+		}()
 		if err != nil {
 			return Result{}, err
 		}
-		if err := srv.Start(ctx, nil); err != nil {
-			return Result{}, err
+		addrs = addrs[:0]
+		for _, s := range srvs {
+			addrs = append(addrs, s.Addr())
 		}
-		defer srv.Stop(context.WithoutCancel(ctx))
-		addr = srv.Addr()
 	}
 	lat := &latencies{}
-	c, err := client.Dial(addr, grpc.WithChainUnaryInterceptor(lat.interceptor))
-	if err != nil {
-		return Result{}, err
+	var cs []*client.Client
+	for _, addr := range addrs {
+		c, err := client.Dial(addr, grpc.WithChainUnaryInterceptor(lat.interceptor))
+		if err != nil {
+			return Result{}, err
+		}
+		defer c.Close()
+		cs = append(cs, c)
 	}
-	defer c.Close()
+	leader := 0
+	if len(cs) > 1 {
+		var err error
+		if leader, err = awaitCluster(ctx, cs, addrs); err != nil {
+			return Result{}, err
+		}
+		if cfg.Via == ViaLeader {
+			cs = []*client.Client{cs[leader]}
+		}
+	}
+	lc := cs[0] // the leader's client, or the only one
+	if len(cs) > 1 {
+		lc = cs[leader]
+	}
 
-	if _, err := c.Machines.DefineMachine(ctx, &pb.DefineMachineRequest{Source: machineYAML, FileName: "bench.yaml"}); err != nil {
+	if _, err := lc.Machines.DefineMachine(ctx, &pb.DefineMachineRequest{Source: machineYAML, FileName: "bench.yaml"}); err != nil {
 		return Result{}, fmt.Errorf("define %s: %w", Machine, err)
 	}
 	prefix := fmt.Sprintf("bench-%d-", time.Now().UnixNano())
-	if err := startAll(ctx, c, prefix, cfg.Instances, cfg.Workers); err != nil {
+	if err := startAll(ctx, cs, prefix, cfg.Instances, cfg.Workers); err != nil {
 		return Result{}, err
 	}
-	pairs, err := baseline(ctx, c, cfg.Workers, cfg.Baseline)
+	pairs, err := baseline(ctx, cs, cfg.Workers, cfg.Baseline)
 	if err != nil {
 		return Result{}, fmt.Errorf("baseline: %w", err)
 	}
 
 	var before store.Stats
-	if srv != nil {
-		before = srv.StoreStats()
+	if srvs != nil {
+		before = srvs[leader].StoreStats()
 	}
 	lat.reset()
 	total := cfg.Instances * steps
 	begin := time.Now()
 	switch cfg.Mode {
 	case ModePerCall:
-		err = perCall(ctx, c, cfg.Workers, total)
+		err = perCall(ctx, cs, cfg.Workers, total)
 	case ModeBatchedReady, ModeBatched, ModeContinue, ModeRefill:
-		err = batched(ctx, c, cfg, total)
+		err = batched(ctx, cs, cfg, total)
 	}
 	elapsed := time.Since(begin)
 	if err != nil {
 		return Result{}, err
 	}
 	r := Result{
-		Mode: cfg.Mode, Instances: cfg.Instances, Workers: cfg.Workers,
+		Mode: cfg.Mode, Nodes: cfg.Nodes, Instances: cfg.Instances, Workers: cfg.Workers,
 		Steps: lat.count(), Seconds: elapsed.Seconds(), ReadyCalls: int(lat.readies.Load()),
 		BaselinePairsPerS: pairs,
+	}
+	if cfg.Nodes > 1 {
+		r.Via = cfg.Via
 	}
 	r.StepsPerS = float64(r.Steps) / r.Seconds
 	r.Ratio = r.StepsPerS / r.BaselinePairsPerS
 	r.P50Ms, r.P99Ms = lat.quantile(0.50), lat.quantile(0.99)
-	if srv != nil {
-		after := srv.StoreStats()
+	if srvs != nil {
+		after := srvs[leader].StoreStats()
 		commits := float64(after.Commits - before.Commits)
 		r.CommitsPerS = commits / r.Seconds
 		r.FsyncsPerS = float64(after.Syncs-before.Syncs) / r.Seconds
 		r.OpsPerCommit = float64(after.Ops-before.Ops) / math.Max(1, commits)
 	}
-	r.Completed, err = completed(ctx, c, prefix)
+	r.Completed, err = completed(ctx, lc, prefix)
 	return r, err
 }
 
+// startServers starts cfg.Nodes servers in dir: one alone, or a cluster on
+// loopback whose servers all bootstrap it with the same peers (so that
+// they run raft's default timeouts: a server that bootstrapped alone and
+// was joined later leads with the short timeouts of a server alone). It
+// returns those it started, also on error.
+func startServers(ctx context.Context, cfg Config, dir string) ([]*server.Server, error) {
+	if cfg.Nodes == 1 {
+		srv, err := server.New(ctx, server.Config{Addr: "127.0.0.1:0", DB: filepath.Join(dir, "bench.db"), NoBundled: true, RateLimit: noRateLimit, Logger: cfg.Logger})
+		if err != nil {
+			return nil, err
+		}
+		if err := srv.Start(ctx, nil); err != nil {
+			return nil, err
+		}
+		return []*server.Server{srv}, nil
+	}
+	raftAddrs := make([]string, cfg.Nodes)
+	peers := make([]string, cfg.Nodes)
+	for i := range cfg.Nodes {
+		addr, err := freeLoopbackAddr()
+		if err != nil {
+			return nil, err
+		}
+		raftAddrs[i] = addr
+		peers[i] = fmt.Sprintf("n%d=%s", i+1, addr)
+	}
+	var srvs []*server.Server
+	for i := range cfg.Nodes {
+		srv, err := server.New(ctx, server.Config{
+			Addr: "127.0.0.1:0", DB: filepath.Join(dir, fmt.Sprintf("node%d.db", i+1)), NoBundled: true, RateLimit: noRateLimit, Logger: cfg.Logger,
+			NodeID: fmt.Sprintf("n%d", i+1), RaftAddr: raftAddrs[i], BootstrapPeers: strings.Join(peers, ","),
+		})
+		if err != nil {
+			return srvs, err
+		}
+		if err := srv.Start(ctx, nil); err != nil {
+			return srvs, err
+		}
+		srvs = append(srvs, srv)
+	}
+	return srvs, nil
+}
+
+// noRateLimit turns off the in-process servers' per-client rate limit: all
+// the load comes from one address, and the baseline's health checks would
+// otherwise be capped by the limit rather than by the server.
+const noRateLimit = -1
+
+// freeLoopbackAddr returns a loopback address nothing listens on now.
+func freeLoopbackAddr() (string, error) {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer lis.Close()
+	return lis.Addr().String(), nil
+}
+
+// clusterWait bounds how long a cluster takes to form.
+const clusterWait = time.Minute
+
+// awaitCluster waits until every server of cs sees all of them as members
+// and the same leader, with its gRPC address (where followers forward
+// writes), and returns the index of the leader. addrs are the servers'
+// gRPC addresses, in the order of cs.
+func awaitCluster(ctx context.Context, cs []*client.Client, addrs []string) (int, error) {
+	ctx, cancel := context.WithTimeout(ctx, clusterWait)
+	defer cancel()
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		leader, err := clusterLeader(ctx, cs, addrs)
+		if err == nil {
+			return leader, nil
+		}
+		select {
+		case <-ctx.Done():
+			return 0, fmt.Errorf("the cluster did not form: %w", err)
+		case <-tick.C:
+		}
+	}
+}
+
+// clusterLeader returns the index of the leader in cs when every server
+// agrees on the members and the leader's gRPC address.
+func clusterLeader(ctx context.Context, cs []*client.Client, addrs []string) (int, error) {
+	leaderAddr := ""
+	for _, c := range cs {
+		resp, err := c.Cluster.Members(ctx, &pb.MembersRequest{})
+		if err != nil {
+			return 0, err
+		}
+		ms := resp.GetMembers()
+		if len(ms) != len(cs) {
+			return 0, fmt.Errorf("%d of %d members", len(ms), len(cs))
+		}
+		i := slices.IndexFunc(ms, func(m *pb.Member) bool { return m.GetLeader() })
+		switch {
+		case i < 0 || ms[i].GetGrpcAddress() == "":
+			return 0, errors.New("no leader with a recorded gRPC address yet")
+		case leaderAddr != "" && leaderAddr != ms[i].GetGrpcAddress():
+			return 0, errors.New("no agreed leader yet")
+		}
+		leaderAddr = ms[i].GetGrpcAddress()
+	}
+	if i := slices.Index(addrs, leaderAddr); i >= 0 {
+		return i, nil
+	}
+	return 0, fmt.Errorf("the leader's address %s is none of the servers'", leaderAddr)
+}
+
 // startAll starts n instances of Machine with ids prefix+number, with w
-// concurrent callers.
-func startAll(ctx context.Context, c *client.Client, prefix string, n, w int) error {
+// concurrent callers spread over cs.
+func startAll(ctx context.Context, cs []*client.Client, prefix string, n, w int) error {
 	var next atomic.Int64
 	var wg sync.WaitGroup
 	errs := make(chan error, w)
-	for range w {
+	for i := range w {
+		c := cs[i%len(cs)]
 		wg.Go(func() {
 			for {
 				i := next.Add(1) - 1
@@ -332,9 +525,8 @@ func startAll(ctx context.Context, c *client.Client, prefix string, n, w int) er
 
 // baseline runs w goroutines that each call the health service's Check (a
 // unary RPC that reads one map entry: the cheapest call the server has)
-// for d, and returns the rate of pairs of calls.
-func baseline(ctx context.Context, c *client.Client, w int, d time.Duration) (float64, error) {
-	h := healthpb.NewHealthClient(c.Conn())
+// for d, spread over cs, and returns the rate of pairs of calls.
+func baseline(ctx context.Context, cs []*client.Client, w int, d time.Duration) (float64, error) {
 	var calls atomic.Int64
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -343,7 +535,8 @@ func baseline(ctx context.Context, c *client.Client, w int, d time.Duration) (fl
 	begin := time.Now()
 	stop := time.AfterFunc(d, cancel)
 	defer stop.Stop()
-	for range w {
+	for i := range w {
+		h := healthpb.NewHealthClient(cs[i%len(cs)].Conn())
 		wg.Go(func() {
 			for ctx.Err() == nil {
 				if _, err := h.Check(ctx, &healthpb.HealthCheckRequest{}); err != nil {
@@ -366,14 +559,15 @@ func baseline(ctx context.Context, c *client.Client, w int, d time.Duration) (fl
 }
 
 // perCall runs w goroutines that each lease one instance of Machine and
-// report it, until total steps are reported.
-func perCall(ctx context.Context, c *client.Client, w, total int) error {
+// report it, until total steps are reported; worker i uses cs[i%len(cs)].
+func perCall(ctx context.Context, cs []*client.Client, w, total int) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	var done atomic.Int64
 	var wg sync.WaitGroup
 	for i := range w {
 		name := fmt.Sprintf("bench-%d", i)
+		c := cs[i%len(cs)]
 		wg.Go(func() {
 			for ctx.Err() == nil {
 				r, err := c.Work.Ready(ctx, &pb.ReadyRequest{Worker: name, Machine: Machine, Wait: durationpb.New(time.Second)})
@@ -405,37 +599,62 @@ func perCall(ctx context.Context, c *client.Client, w, total int) error {
 	return nil
 }
 
-// batched runs a client.Worker with cfg.Workers handler slots and a no-op
-// handler on each node of Machine until total steps are reported.
-func batched(ctx context.Context, c *client.Client, cfg Config, total int) error {
-	w := client.NewWorker(c, client.WorkerOptions{
-		Name: "bench", Concurrency: cfg.Workers, Batch: min(cfg.Batch, cfg.Workers), Pollers: cfg.Pollers,
-		Poll: time.Second, UnaryTransitions: cfg.Mode == ModeBatchedReady, Continue: cfg.Mode == ModeContinue || cfg.Mode == ModeRefill, Refill: cfg.Mode == ModeRefill, Logger: cfg.Logger,
-	})
+// batched runs a client.Worker on each client of cs, with cfg.Workers
+// handler slots in all and a no-op handler on each node of Machine, until
+// total steps are reported.
+func batched(ctx context.Context, cs []*client.Client, cfg Config, total int) error {
 	var handled atomic.Int64
 	all := make(chan struct{})
-	for _, n := range nodes {
-		w.Handle(Machine, n, func(context.Context, *pb.Instance) (client.Result, error) {
-			if handled.Add(1) == int64(total) {
-				close(all)
-			}
-			return client.Result{Transition: "ok"}, nil
+	var ws []*client.Worker
+	for i, c := range cs {
+		slots := cfg.Workers / len(cs)
+		if i < cfg.Workers%len(cs) {
+			slots++
+		}
+		if slots == 0 {
+			continue
+		}
+		w := client.NewWorker(c, client.WorkerOptions{
+			Name: fmt.Sprintf("bench-%d", i), Concurrency: slots, Batch: min(cfg.Batch, slots), Pollers: cfg.Pollers,
+			Poll: time.Second, UnaryTransitions: cfg.Mode == ModeBatchedReady, Continue: cfg.Mode == ModeContinue || cfg.Mode == ModeRefill, Refill: cfg.Mode == ModeRefill, Logger: cfg.Logger,
 		})
+		for _, n := range nodes {
+			w.Handle(Machine, n, func(context.Context, *pb.Instance) (client.Result, error) {
+				if handled.Add(1) == int64(total) {
+					close(all)
+				}
+				return client.Result{Transition: "ok"}, nil
+			})
+		}
+		ws = append(ws, w)
 	}
-	if err := w.Start(ctx); err != nil {
-		return err
+	var errs []error
+	for _, w := range ws {
+		if err := w.Start(ctx); err != nil {
+			errs = append(errs, err)
+			break
+		}
 	}
-	select {
-	case <-all:
-	case <-ctx.Done():
+	if len(errs) == 0 {
+		select {
+		case <-all:
+		case <-ctx.Done():
+		}
 	}
 	// Stop drains: the last handlers' transitions are reported before it
 	// returns.
-	if err := w.Stop(ctx); err != nil {
+	var reported uint64
+	for _, w := range ws {
+		if err := w.Stop(ctx); err != nil {
+			errs = append(errs, err)
+		}
+		reported += w.Stats().Reported
+	}
+	if err := errors.Join(errs...); err != nil {
 		return err
 	}
-	if st := w.Stats(); st.Reported != uint64(total) {
-		return fmt.Errorf("worker reported %d of %d steps (%+v)", st.Reported, total, st)
+	if reported != uint64(total) {
+		return fmt.Errorf("workers reported %d of %d steps", reported, total)
 	}
 	return nil
 }

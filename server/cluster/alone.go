@@ -8,15 +8,15 @@ import (
 	"github.com/hashicorp/raft"
 )
 
-// aloneTimeout replaces raft's default timeouts on a node that starts as
-// the only voter: it has nobody to hear from, so it elects itself after
+// aloneTimeout replaces raft's default timeouts on a Solo node that starts
+// as the only voter: it has nobody to hear from, so it elects itself after
 // this instead of after HeartbeatTimeout (a one-server dfsmrd serves
 // writes at once). The node keeps them until it restarts: should voters
-// be added meanwhile, it leads them with these timeouts, which suit
-// loopback and a LAN (heartbeats every 10 ms; the leader steps down when
-// a quorum has not answered for 100 ms); pre-vote keeps its early
-// elections from disturbing a cluster with a live leader. A restart gives
-// it the configured timeouts.
+// be added meanwhile (it warns then), it leads them with these timeouts,
+// which suit loopback and a LAN (heartbeats every 10 ms; the leader steps
+// down when a quorum has not answered for 100 ms); pre-vote keeps its
+// early elections from disturbing a cluster with a live leader. A restart
+// gives it the configured timeouts.
 const aloneTimeout = 100 * time.Millisecond
 
 // defaultTimeouts reports whether cfg keeps raft's timeouts at their

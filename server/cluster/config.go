@@ -82,6 +82,11 @@ type Config struct {
 	SnapshotInterval  time.Duration
 	SnapshotThreshold uint64
 	TrailingLogs      uint64
+	// Solo says the node is meant to run alone (a server with no raft
+	// address of its own): while it is the only voter, it elects itself
+	// after a short timeout instead of HeartbeatTimeout, so that it takes
+	// writes at once (see aloneTimeout). Default false.
+	Solo bool
 	// SegmentSize is the size of the log's segment files in bytes. The
 	// log drops only whole segments once a snapshot holds them, so the
 	// log takes at least one segment on disk. Default: raft-wal's, 64 MiB.
