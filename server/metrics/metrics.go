@@ -130,12 +130,12 @@ func New(src Sources) *Metrics {
 		}, []string{"kind"}),
 		commitOps: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Namespace: Namespace, Name: "store_commit_batch_size",
-			Help:    "Operations made durable by one store commit (group commit).",
+			Help:    "Operations made durable by one write of the leader (group commit): one log entry.",
 			Buckets: prometheus.ExponentialBuckets(1, 2, 10),
 		}),
 		commitSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Namespace: Namespace, Name: "store_commit_seconds",
-			Help:    "Duration of one store commit: page writes and fsync.",
+			Help:    "Duration of one write of the leader, from proposing its log entry to applying it (log fsync on a quorum, then page writes and fsync).",
 			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
 		}),
 		connsRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
