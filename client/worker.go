@@ -231,10 +231,15 @@ type Worker struct {
 	// context (past the drain deadline).
 	pollCancel context.CancelFunc
 	workCancel context.CancelFunc
-	stopping   atomic.Bool
-	polls      sync.WaitGroup
-	work       sync.WaitGroup
-	stopOnce   sync.Once
+	// reportCtx bounds the reports, which outlive the handlers' context
+	// (their leases are still ours) but not a Stop whose ctx ended:
+	// abandon ends it then.
+	reportCtx context.Context
+	abandon   context.CancelFunc
+	stopping  atomic.Bool
+	polls     sync.WaitGroup
+	work      sync.WaitGroup
+	stopOnce  sync.Once
 
 	leased, reported, failed, aborted, relinquished atomic.Uint64
 
@@ -315,6 +320,7 @@ func (w *Worker) Start(ctx context.Context) error {
 	pollCtx, pollCancel := context.WithCancel(ctx)
 	workCtx, workCancel := context.WithCancel(context.WithoutCancel(ctx))
 	w.pollCancel, w.workCancel = pollCancel, workCancel
+	w.reportCtx, w.abandon = context.WithCancel(context.WithoutCancel(ctx))
 	// A run whose ctx ends is a forced stop: handlers are cancelled too.
 	context.AfterFunc(ctx, func() { w.stopping.Store(true); workCancel() })
 	for _, r := range w.regs {
@@ -349,10 +355,14 @@ func (w *Worker) Stop(ctx context.Context) error {
 		select {
 		case <-done:
 		case <-ctx.Done():
+			// Reports and relinquishes that still retry (their server
+			// is down) are given up too: their leases time out.
 			w.workCancel()
+			w.abandon()
 			<-done
 		}
 		w.workCancel()
+		w.abandon()
 	})
 	return ctx.Err()
 }
@@ -555,8 +565,9 @@ func (w *Worker) runOne(workCtx context.Context, h Handler, in *pb.Instance) (ne
 			req.Delay = durationpb.New(res.Delay)
 		}
 	}
-	// The report outlives a stop: its lease is still ours.
-	rctx := context.WithoutCancel(workCtx)
+	// The report outlives the handlers' context: its lease is still
+	// ours (a Stop whose ctx ended gives it up).
+	rctx := w.reportCtx
 	if w.opts.UnaryTransitions {
 		err = w.retry(rctx, in, func(ctx context.Context) error {
 			_, err := w.c.Work.Transition(ctx, req)
@@ -732,7 +743,10 @@ func (w *Worker) heartbeat(ctx context.Context, stop <-chan struct{}, cancel con
 // giveBack relinquishes in's lease, so that the instance is offered again
 // at once without counting an attempt.
 func (w *Worker) giveBack(in *pb.Instance, why string) {
-	ctx := context.Background()
+	// Relinquishing runs as Stop gives up: it is bounded by one
+	// CallTimeout, not by the lease (the lease times out otherwise).
+	ctx, cancel := context.WithTimeout(context.Background(), w.opts.CallTimeout)
+	defer cancel()
 	err := w.retry(ctx, in, func(ctx context.Context) error {
 		_, err := w.c.Work.Relinquish(ctx, &pb.RelinquishRequest{Id: in.GetId(), Token: in.GetLease().GetToken()})
 		return err

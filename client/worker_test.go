@@ -201,6 +201,44 @@ nodes:
 	}
 }
 
+// TestWorkerStopGivesUpReportsAtItsDeadline: the server goes away while a
+// handler runs; the report retries (the lease has a minute to run), until
+// a Stop whose ctx ends gives it up: Stop returns at its deadline rather
+// than when the lease expires.
+func TestWorkerStopGivesUpReportsAtItsDeadline(t *testing.T) {
+	const slowYAML = `id: job
+nodes:
+  work:
+    start: true
+    timeout: 1m
+    transitions: {ok: done, error: work}
+  done: {final: true}
+`
+	c, srv, _, _ := jobServer(t, slowYAML)
+	reporting := make(chan struct{})
+	w := newWorker(t, c, client.WorkerOptions{})
+	w.Handle("job", "work", func(ctx context.Context, in *pb.Instance) (client.Result, error) {
+		if err := srv.Stop(context.Background()); err != nil {
+			t.Error(err)
+		}
+		close(reporting)
+		return client.Result{Transition: "ok"}, nil
+	})
+	if err := w.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	<-reporting
+	ctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
+	defer cancel()
+	began := time.Now()
+	if err := w.Stop(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Stop = %v, want its deadline", err)
+	}
+	if took := time.Since(began); took > 5*time.Second {
+		t.Fatalf("Stop took %v with a 300ms deadline: it waited for the report", took)
+	}
+}
+
 // TestWorkerRetriesUnavailable: the server restarts while a handler runs;
 // the worker retries its Transition until the server is back, and the
 // request id makes that safe.
