@@ -130,8 +130,10 @@ type Store struct {
 	// log is where Update proposes its write sets (SetProposer); a
 	// localLog until then.
 	prop atomic.Pointer[proposerBox]
-	// applied is the index of the last log entry applied.
+	// applied is the index of the last log entry applied; members the
+	// member records (see Members).
 	applied atomic.Uint64
+	members atomic.Pointer[map[string]string]
 	// stuckMu guards stuckErr and stuckCh: stuckErr is why applying
 	// entries fails (nil while it works); stuckCh is closed when it
 	// starts failing, for the writer waiting on a proposal.
@@ -242,7 +244,7 @@ func Open(path string, opts Options) (*Store, error) {
 		_ = db.Close()
 		return nil, fmt.Errorf("database %s: %w", path, err)
 	}
-	if err := s.loadApplied(); err != nil {
+	if err := s.loadReplicated(); err != nil {
 		_ = db.Close()
 		return nil, err
 	}

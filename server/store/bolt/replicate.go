@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
 	"strings"
@@ -269,6 +270,7 @@ func (s *Store) apply(entries []store.Entry, res []error) error {
 	meta := btx.Bucket(bucketMeta)
 	applied, last := getUint(meta, keyApplied), getUint(meta, keyLastWrite)
 	var changes []fsm.Change
+	var members map[string]string // a copy, once a member command changes it
 	for i, e := range entries {
 		res[i] = nil
 		if e.Index <= applied {
@@ -307,10 +309,15 @@ func (s *Store) apply(entries []store.Entry, res []error) error {
 				continue
 			}
 			key := append(append([]byte(nil), keyMemberPrefix...), id...)
+			if members == nil {
+				members = maps.Clone(*s.members.Load())
+			}
 			if addr == "" {
 				err = meta.Delete(key)
+				delete(members, id)
 			} else {
 				err = meta.Put(key, []byte(addr))
+				members[id] = addr
 			}
 			if err != nil {
 				_ = btx.Rollback()
@@ -334,6 +341,9 @@ func (s *Store) apply(entries []store.Entry, res []error) error {
 	}
 	s.commits.Add(1)
 	s.applied.Store(applied)
+	if members != nil {
+		s.members.Store(&members)
+	}
 	if err := s.checkReplaced(); err != nil {
 		// Committed into a file the next start will not see.
 		return err
@@ -368,17 +378,11 @@ func (s *Store) Rebase() error {
 	return nil
 }
 
-// Members implements store.StateMachine.
+// Members implements store.StateMachine. The records are kept in memory
+// too (loaded at open and restore, updated by Apply), since the leader's
+// address is looked up for every call a follower forwards.
 func (s *Store) Members() (map[string]string, error) {
-	m := map[string]string{}
-	err := s.View(context.Background(), func(tx store.ReadTx) error {
-		c := tx.(*readTx).tx.Bucket(bucketMeta).Cursor()
-		for k, v := c.Seek(keyMemberPrefix); k != nil && bytes.HasPrefix(k, keyMemberPrefix); k, v = c.Next() {
-			m[string(k[len(keyMemberPrefix):])] = string(v)
-		}
-		return nil
-	})
-	return m, err
+	return maps.Clone(*s.members.Load()), nil
 }
 
 // snapshot is a read transaction of the whole state.
@@ -453,16 +457,24 @@ func (s *Store) swap(path, tmp string) error {
 	if err := s.initBuckets(); err != nil {
 		return fmt.Errorf("database %s: %w", path, err)
 	}
-	if err := s.loadApplied(); err != nil {
+	if err := s.loadReplicated(); err != nil {
 		return err
 	}
 	return nil
 }
 
-// loadApplied reads the applied index from the file.
-func (s *Store) loadApplied() error {
+// loadReplicated reads the applied index and the member records from the
+// file.
+func (s *Store) loadReplicated() error {
 	return s.db.View(func(tx *bbolt.Tx) error {
-		s.applied.Store(getUint(tx.Bucket(bucketMeta), keyApplied))
+		meta := tx.Bucket(bucketMeta)
+		s.applied.Store(getUint(meta, keyApplied))
+		m := map[string]string{}
+		c := meta.Cursor()
+		for k, v := c.Seek(keyMemberPrefix); k != nil && bytes.HasPrefix(k, keyMemberPrefix); k, v = c.Next() {
+			m[string(k[len(keyMemberPrefix):])] = string(v)
+		}
+		s.members.Store(&m)
 		return nil
 	})
 }
