@@ -19,13 +19,6 @@ import (
 // gives it the configured timeouts.
 const aloneTimeout = 100 * time.Millisecond
 
-// defaultTimeouts reports whether cfg keeps raft's timeouts at their
-// defaults: a node alone shortens only those.
-func defaultTimeouts(cfg Config) bool {
-	return cfg.HeartbeatTimeout == DefaultHeartbeatTimeout && cfg.ElectionTimeout == DefaultElectionTimeout &&
-		cfg.LeaderLeaseTimeout == DefaultLeaderLeaseTimeout
-}
-
 // alone reports whether the configuration raft has stored names this node
 // as its only voter.
 func alone(rc *raft.Config, f raft.FSM, logs raft.LogStore, stable raft.StableStore, snaps raft.SnapshotStore, trans raft.Transport) bool {

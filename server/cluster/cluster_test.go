@@ -753,8 +753,8 @@ func TestBootstrapPeers(t *testing.T) {
 
 func TestProposeOutcomeUnknown(t *testing.T) {
 	h := newHarness(t)
-	// A lease long enough for the deadline below to end first (a node
-	// alone with the default timeouts would lead with 50 ms ones).
+	// A lease long enough for the deadline below to end first, whatever
+	// the defaults are.
 	n1 := h.open("n1", "", t.TempDir(), newMemSM(), func(c *cluster.Config) {
 		c.Bootstrap = true
 		c.HeartbeatTimeout, c.ElectionTimeout, c.LeaderLeaseTimeout = time.Second, time.Second, 500*time.Millisecond

@@ -136,7 +136,7 @@ func Open(cfg Config, sm store.StateMachine) (*Node, error) {
 			return nil, err
 		}
 	}
-	if cfg.Solo && defaultTimeouts(cfg) && alone(rc, n.fsm, n.logs, n.stable, snaps, n.trans) {
+	if cfg.Solo && alone(rc, n.fsm, n.logs, n.stable, snaps, n.trans) {
 		rc.HeartbeatTimeout, rc.ElectionTimeout, rc.LeaderLeaseTimeout = aloneTimeout, aloneTimeout, aloneTimeout
 		n.startedAlone = true
 	}
