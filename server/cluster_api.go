@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -15,6 +14,7 @@ import (
 	"time"
 
 	pb "github.com/dfsmr/dfsmr/gen/dfsmr/v1"
+	"github.com/dfsmr/dfsmr/server/cluster"
 	"github.com/dfsmr/dfsmr/server/fsm"
 	"github.com/dfsmr/dfsmr/server/tlsconf"
 	"google.golang.org/genproto/googleapis/rpc/code"
@@ -316,9 +316,6 @@ func suffrageToProto(s string) pb.Suffrage {
 	return pb.Suffrage_SUFFRAGE_UNSPECIFIED
 }
 
-// nodeIDPattern is the syntax of a raft server id.
-var nodeIDPattern = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
-
 // checkNodeID checks a raft server id; an empty one is fine unless
 // required.
 func checkNodeID(field, id string, required bool) error {
@@ -327,7 +324,7 @@ func checkNodeID(field, id string, required bool) error {
 		return nil
 	case id == "":
 		return &fsm.InvalidError{Field: field, Reason: "is required"}
-	case !nodeIDPattern.MatchString(id):
+	case !cluster.ValidID(id):
 		return &fsm.InvalidError{Field: field, Reason: "must be 1 to 64 characters of A-Z, a-z, 0-9, '.', '_' and '-'"}
 	}
 	return nil

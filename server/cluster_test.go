@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dfsmr/dfsmr/client"
 	pb "github.com/dfsmr/dfsmr/gen/dfsmr/v1"
 	"github.com/dfsmr/dfsmr/server"
 	"google.golang.org/grpc/codes"
@@ -147,7 +148,7 @@ func TestClusterOfThree(t *testing.T) {
 	for i := range 20 {
 		id := fmt.Sprintf("l%02d", i)
 		start(envs[leader], id)
-		lin := metadata.AppendToOutgoingContext(ctx, server.ConsistencyHeader, server.LinearizableRead)
+		lin := metadata.AppendToOutgoingContext(ctx, client.ConsistencyHeader, client.LinearizableRead)
 		if _, err := envs[(leader+1+i%2)%3].instances.GetInstance(lin, &pb.GetInstanceRequest{Id: id}); err != nil {
 			t.Fatalf("linearizable read of %s through a follower: %v", id, err)
 		}
@@ -261,7 +262,7 @@ func TestPrinterOnOneServerOrderThroughAnother(t *testing.T) {
 	cmd := p.pushed()
 	wantCmd(t, cmd, "print", jobs[0].GetId())
 	wantNoCmd(t, p.carry(cmd))
-	lin := metadata.AppendToOutgoingContext(t.Context(), server.ConsistencyHeader, server.LinearizableRead)
+	lin := metadata.AppendToOutgoingContext(t.Context(), client.ConsistencyHeader, client.LinearizableRead)
 	for _, env := range envs {
 		resp, err := env.instances.GetInstance(lin, &pb.GetInstanceRequest{Id: jobs[0].GetId()})
 		if err != nil || resp.GetInstance().GetNode() != "printing" {

@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -13,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/dfsmr/dfsmr/client"
 	pb "github.com/dfsmr/dfsmr/gen/dfsmr/v1"
 	"github.com/dfsmr/dfsmr/server/cluster"
 	"github.com/dfsmr/dfsmr/server/forward"
@@ -46,8 +46,6 @@ func (c Config) raftDir() string {
 // member never changes, whatever the host is called later.
 const nodeIDFile = "node-id"
 
-var nodeIDRE = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
-
 // nodeID returns the server's id: the configured one, which must match
 // the recorded one if any, else the recorded one, else the host name
 // (made to fit), recorded for the next starts.
@@ -78,7 +76,7 @@ func nodeID(cfg Config) (string, error) {
 			id = "dfsmr"
 		}
 	}
-	if !nodeIDRE.MatchString(id) {
+	if !cluster.ValidID(id) {
 		return "", fmt.Errorf("node_id %q: want 1 to 64 of A-Z a-z 0-9 . _ -", id)
 	}
 	if err := os.WriteFile(path, []byte(id+"\n"), 0o600); err != nil {
@@ -266,9 +264,6 @@ func (s *Server) leaderGRPC() (string, bool, error) {
 // two elections with the default timeouts.
 const leaderWait = 3 * time.Second
 
-// grpcAddrOf is the address other servers and clients reach lis at.
-func grpcAddrOf(lis net.Listener) string { return lis.Addr().String() }
-
 // clusterNodeOf is what ClusterService serves: the server's node, or the
 // one a test put in cfg.
 func (s *Server) clusterNodeOf(cfg Config) clusterNode {
@@ -296,7 +291,7 @@ func (sn serverNode) Status() clusterStatus {
 	}
 	st := n.Status()
 	out := clusterStatus{
-		ID: n.ID(), RaftAddr: n.Addr(), GRPCAddr: grpcAddrOf(sn.s.lis),
+		ID: n.ID(), RaftAddr: n.Addr(), GRPCAddr: sn.s.lis.Addr().String(),
 		State: st.State, Term: st.Term, CommitIndex: st.CommitIndex, AppliedIndex: st.AppliedIndex,
 		LastContact: st.LastContact, LeaderID: st.LeaderID,
 	}
@@ -362,7 +357,7 @@ func (s *Server) joinCluster() {
 	}
 	defer conn.Close()
 	c := pb.NewClusterServiceClient(conn)
-	req := &pb.AddVoterRequest{Id: s.raftNode().ID(), RaftAddress: s.raftNode().Addr(), GrpcAddress: grpcAddrOf(s.lis)}
+	req := &pb.AddVoterRequest{Id: s.raftNode().ID(), RaftAddress: s.raftNode().Addr(), GrpcAddress: s.lis.Addr().String()}
 	for wait := 100 * time.Millisecond; ; wait = min(2*wait, 5*time.Second) {
 		ctx, cancel := context.WithTimeout(s.draining, 10*time.Second)
 		_, err := c.AddVoter(ctx, req)
@@ -380,23 +375,18 @@ func (s *Server) joinCluster() {
 	}
 }
 
-// ConsistencyHeader is the request metadata key with which a read asks
-// for the leader's latest state: its value LinearizableRead makes a
-// follower forward the read to the leader, and the leader answer only
-// once it confirmed it still leads and applied everything committed
-// before the call (raft's read index). Without it, a server answers a
-// read from its own copy, which a follower applies a little behind the
-// leader (milliseconds on a LAN).
-const (
-	ConsistencyHeader = "dfsmr-read-consistency"
-	LinearizableRead  = "linearizable"
-)
+// A read asks for the leader's latest state with the metadata
+// client.ConsistencyHeader set to client.LinearizableRead: a follower
+// forwards it to the leader, which answers only once it confirmed it
+// still leads and applied everything committed before the call (raft's
+// read index). Without it, a server answers a read from its own copy,
+// which a follower applies a little behind the leader.
 
 // wantsLinearizable reports whether the call asked for a linearizable
 // read.
 func wantsLinearizable(ctx context.Context) bool {
 	md, _ := metadata.FromIncomingContext(ctx)
-	return slices.Contains(md.Get(ConsistencyHeader), LinearizableRead)
+	return slices.Contains(md.Get(client.ConsistencyHeader), client.LinearizableRead)
 }
 
 // servedHere is the forwarder's Local: reads are served by the server

@@ -665,7 +665,7 @@ func (s *Server) Start(ctx context.Context, lis net.Listener) error {
 		}
 		return err
 	}
-	if err := s.openCluster(grpcAddrOf(lis)); err != nil {
+	if err := s.openCluster(lis.Addr().String()); err != nil {
 		_ = lis.Close()
 		s.web.stop(ctx)
 		return err

@@ -219,8 +219,12 @@ func (c Config) Validate() error {
 
 var idPattern = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
 
+// ValidID reports whether id is a valid raft server id: 1 to 64 of
+// [A-Za-z0-9._-].
+func ValidID(id string) bool { return idPattern.MatchString(id) }
+
 func checkID(field, id string) error {
-	if !idPattern.MatchString(id) {
+	if !ValidID(id) {
 		return &InvalidError{Field: field, Reason: fmt.Sprintf("server id %q is not 1 to 64 of [A-Za-z0-9._-]", id)}
 	}
 	return nil
