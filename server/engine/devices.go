@@ -311,7 +311,7 @@ func (e *Engine) offline(tx store.Tx, d fsm.Device, reason string) error {
 }
 
 // offlineDevices marks offline every device a previous run of the server
-// left online: their streams died with it. Start calls it.
+// left online: their streams died with it. Lead calls it.
 func (e *Engine) offlineDevices(ctx context.Context) error {
 	return e.st.Update(ctx, func(tx store.Tx) error {
 		all, err := tx.Devices("", "", 0)

@@ -118,8 +118,8 @@ func (e *Engine) Scheduled() int {
 	return 0
 }
 
-// New returns an engine over st. Call Start to run its scheduler, and route
-// the store's commit hook to OnCommit.
+// New returns an engine over st. Call Lead to run its scheduler where
+// writes are made, and route the store's commit hook to OnCommit.
 func New(st store.Store, opts Options) *Engine {
 	if opts.Clock == nil {
 		opts.Clock = clock.Real{}
@@ -151,10 +151,6 @@ func New(st store.Store, opts Options) *Engine {
 	e.schedOpts = sched.Options{Clock: opts.Clock, Logger: opts.Logger, Load: e.loadDue, Fire: e.FireDue, Batch: dueBatch}
 	return e
 }
-
-// Start is Lead, for a server that always leads (one that runs no
-// cluster, and tests).
-func (e *Engine) Start(ctx context.Context) error { return e.Lead(ctx) }
 
 // Lead runs what only the leader of the cluster runs, once this server
 // became it (and applied everything committed before): the scheduler,
@@ -217,8 +213,8 @@ func (e *Engine) Follow(ctx context.Context) error {
 
 // Resume does the work a start owes to the state a crash left: it finishes
 // any upgrade sweep cut short (see sweepMachine), and marks offline the
-// devices whose streams died with the previous process. Start calls it; a
-// driver that runs the engine without Start (the simulator) calls it after
+// devices whose streams died with the previous process. Lead calls it; a
+// driver that runs the engine without Lead (the simulator) calls it after
 // opening the store.
 func (e *Engine) Resume(ctx context.Context) error {
 	if err := e.sweepUpgrades(ctx); err != nil {
@@ -226,10 +222,6 @@ func (e *Engine) Resume(ctx context.Context) error {
 	}
 	return e.offlineDevices(ctx)
 }
-
-// Stop is Follow: it ends the scheduler and the flusher of live fields
-// and waits for them.
-func (e *Engine) Stop(ctx context.Context) error { return e.Follow(ctx) }
 
 // OnCommit must receive the store's committed changes (see
 // store.CommitHook). It wakes one long-polling Ready per instance that
@@ -335,7 +327,7 @@ func (e *Engine) dueOne(tx store.Tx, id string, now time.Time, retries *int) (ap
 // ProcessDue synchronously wakes every WAITING instance and expires every
 // lease whose time has come, and returns the next due time (zero when
 // nothing is due). The scheduler does this on its own; ProcessDue is for
-// tests and tools that drive an engine without Start.
+// tests and tools that drive an engine without Lead.
 func (e *Engine) ProcessDue(ctx context.Context) (time.Time, error) {
 	for {
 		// Look before writing: a read does not queue behind the writer.

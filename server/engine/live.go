@@ -186,7 +186,7 @@ func (e *Engine) DeviceStats() DeviceStats {
 
 // FlushLive writes the live fields (report seq, last-seen time, progress)
 // of every device whose quiet rounds left the store behind, in one
-// transaction per liveFlushChunk devices. Start runs it every Options.LiveFlush; it does nothing when
+// transaction per liveFlushChunk devices. Lead runs it every Options.LiveFlush; it does nothing when
 // no device reported since the last flush.
 func (e *Engine) FlushLive(ctx context.Context) error {
 	ws := e.live.dirtyOnes()

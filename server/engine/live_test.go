@@ -147,10 +147,10 @@ func TestQuietRoundsWriteNothing(t *testing.T) {
 func TestFlushLive(t *testing.T) {
 	e, st, clk, commits := liveEngine(t)
 	ctx := context.Background()
-	if err := e.Start(ctx); err != nil {
+	if err := e.Lead(ctx); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { e.Stop(ctx) })
+	t.Cleanup(func() { e.Follow(ctx) })
 	ids := []string{"a", "b", "c"}
 	conns := map[string]uint64{}
 	for _, id := range ids {

@@ -73,7 +73,7 @@ type MachineInfo struct {
 // is returned and created is false. A new version whose upgrade strategy is
 // upgrade or abort then moves the machine's running instances (see
 // sweepMachine); the definition stands even when that sweep fails, and the
-// next Start finishes it.
+// next Lead finishes it.
 func (e *Engine) DefineMachine(ctx context.Context, file string, src []byte, actor string) (info MachineInfo, created bool, err error) {
 	if len(src) == 0 {
 		return MachineInfo{}, false, invalid("source", "must not be empty")
@@ -123,7 +123,7 @@ func (e *Engine) DefineMachine(ctx context.Context, file string, src []byte, act
 // transaction.
 const upgradeBatch = 256
 
-// sweepUpgrades runs sweepMachine for every machine. Start calls it, so a
+// sweepUpgrades runs sweepMachine for every machine. Lead calls it, so a
 // sweep cut short by a crash finishes at the next start. A machine whose
 // sweep fails is logged and skipped.
 func (e *Engine) sweepUpgrades(ctx context.Context) error {

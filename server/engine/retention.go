@@ -133,11 +133,10 @@ func (e *Engine) sweepBatch(ctx context.Context, now time.Time) (changes int, in
 	return changes, instances, more, nil
 }
 
-// StartRetention runs Sweep every Retention.Interval until StopRetention
-// (or Stop). It does nothing when Options.Retention deletes nothing, or
-// when the sweeper runs already. Start calls it; a server that runs the
-// engine on several replicas starts it only where writes are made (the
-// leader) and stops it when that ends.
+// StartRetention runs Sweep every Retention.Interval until StopRetention.
+// It does nothing when Options.Retention deletes nothing, or when the
+// sweeper runs already. Lead calls it and Follow stops it, so that it runs
+// only where writes are made: on the leader.
 func (e *Engine) StartRetention(ctx context.Context) {
 	e.retMu.Lock()
 	defer e.retMu.Unlock()

@@ -187,7 +187,7 @@ func TestDefineMachineUpgrades(t *testing.T) {
 
 // TestStartResumesUpgrade: a version stored without its sweep having run
 // (a crash right after the define) has its instances moved at the next
-// Start, in more than one batch; a second Start finds nothing to do.
+// Lead, in more than one batch; a second Lead finds nothing to do.
 func TestStartResumesUpgrade(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "dfsmr.db")
@@ -216,10 +216,10 @@ func TestStartResumesUpgrade(t *testing.T) {
 	checkInstances(t, e, map[string]wantInstance{"ready": {1, "a", fsm.StatusReady, fsm.ChangeStarted}})
 
 	for range 2 {
-		if err := e.Start(ctx); err != nil {
+		if err := e.Lead(ctx); err != nil {
 			t.Fatal(err)
 		}
-		if err := e.Stop(ctx); err != nil {
+		if err := e.Follow(ctx); err != nil {
 			t.Fatal(err)
 		}
 		checkInstances(t, e, map[string]wantInstance{

@@ -45,10 +45,10 @@ func TestLaggingStreamEndsAndResumesWithoutGap(t *testing.T) {
 	publish := func(c []fsm.Change) { hub.Publish(c); eng.OnCommit(c) }
 	hook.Store(&publish)
 	ctx := context.Background()
-	if err := eng.Start(ctx); err != nil {
+	if err := eng.Lead(ctx); err != nil {
 		t.Fatal(err)
 	}
-	defer eng.Stop(ctx)
+	defer eng.Follow(ctx)
 	for _, src := range machines.Bundled() {
 		if _, _, err := eng.DefineMachine(ctx, src.File, src.Data, "test"); err != nil {
 			t.Fatal(err)
