@@ -29,8 +29,8 @@ import (
 // startingProposer refuses writes before Start opened the log.
 type startingProposer struct{}
 
-func (startingProposer) Propose(context.Context, []byte) error {
-	return &cluster.NotLeaderError{}
+func (startingProposer) Submit(context.Context, []byte) func() error {
+	return func() error { return &cluster.NotLeaderError{} }
 }
 
 // raftDir is RaftDir, or its default next to DB (derived here rather than

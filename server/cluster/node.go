@@ -248,22 +248,30 @@ func (n *Node) ID() string { return n.cfg.ID }
 // the entry is appended, losing leadership, shutting down or ctx ending
 // before it applied gives an error matching ErrUnknownOutcome.
 func (n *Node) Propose(ctx context.Context, data []byte) error {
+	return n.Submit(ctx, data)()
+}
+
+// Submit implements store.Proposer: it appends data to the log, after the
+// entries of earlier calls, and returns the wait of Propose.
+func (n *Node) Submit(ctx context.Context, data []byte) (wait func() error) {
 	if err := ctx.Err(); err != nil {
-		return err
+		return func() error { return err }
 	}
 	select {
 	case <-n.stop:
-		return ErrShutdown
+		return func() error { return ErrShutdown }
 	default:
 	}
 	f := n.raft.Apply(data, enqueueTimeout(ctx))
-	if err := n.wait(ctx, f, true); err != nil {
-		return err
+	return func() error {
+		if err := n.wait(ctx, f, true); err != nil {
+			return err
+		}
+		if err, _ := f.Response().(error); err != nil {
+			return err
+		}
+		return nil
 	}
-	if err, _ := f.Response().(error); err != nil {
-		return err
-	}
-	return nil
 }
 
 // enqueueTimeout bounds how long raft waits to take a proposal: ctx's

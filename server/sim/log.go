@@ -29,7 +29,13 @@ type simLog struct {
 	snapshots, rebuilds int
 }
 
-func (l *simLog) Propose(_ context.Context, data []byte) error {
+// Submit appends data and applies it at once.
+func (l *simLog) Submit(_ context.Context, data []byte) func() error {
+	err := l.append(data)
+	return func() error { return err }
+}
+
+func (l *simLog) append(data []byte) error {
 	l.last++
 	e := store.Entry{Index: l.last, Term: 1, Data: bytes.Clone(data)}
 	l.entries = append(l.entries, e)

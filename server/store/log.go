@@ -14,11 +14,13 @@ import (
 
 // Proposer appends commands to the log.
 type Proposer interface {
-	// Propose appends data to the log and returns once the entry was
-	// applied on this server, with the StateMachine's result for it.
-	// It fails, with nothing appended, on a server that cannot propose
-	// (cluster.ErrNotLeader).
-	Propose(ctx context.Context, data []byte) error
+	// Submit appends data to the log, after every command submitted
+	// before it, and returns a function that waits until the entry
+	// applied on this server and returns the StateMachine's result for
+	// it. The wait fails, with nothing appended, on a server that cannot
+	// propose (cluster.ErrNotLeader). Calls of Submit must not overlap:
+	// their order is the log's.
+	Submit(ctx context.Context, data []byte) (wait func() error)
 }
 
 // Entry is one committed command of the log, handed to the StateMachine in
@@ -90,8 +92,14 @@ func DecodeMemberCommand(data []byte) (id, addr string, err error) {
 
 // The first byte of every command says its kind.
 const (
-	// CommandWrite is a write set: the records an Update wrote.
-	CommandWrite byte = 'w'
+	// CommandWrite is a write set: the records a batch of Updates wrote,
+	// computed on the state that the write set it names as its
+	// predecessor left.
+	CommandWrite byte = 'W'
+	// CommandWriteAt is a write set computed on the state as of a log
+	// index, as servers of the previous release wrote them; they still
+	// apply.
+	CommandWriteAt byte = 'w'
 	// CommandMember records a member's gRPC address (MemberCommand).
 	CommandMember byte = 'm'
 )

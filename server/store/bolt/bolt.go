@@ -9,9 +9,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"os"
-	"runtime"
 	"runtime/debug"
-	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -142,6 +140,10 @@ type Store struct {
 	stuckCh  chan struct{}
 	// closing is closed by Close, to end Apply's retries.
 	closing chan struct{}
+	// nextID names the writer's next write set (see writer.go).
+	nextID uint64
+	// local is the log of a store without a proposer.
+	local *localLog
 }
 
 type proposerBox struct{ p store.Proposer }
@@ -155,7 +157,7 @@ func (s *Store) proposer() store.Proposer {
 	if b := s.prop.Load(); b != nil {
 		return b.p
 	}
-	return localLog{s}
+	return s.local
 }
 
 // setStuck records whether applying entries fails, and why.
@@ -248,6 +250,8 @@ func Open(path string, opts Options) (*Store, error) {
 		_ = db.Close()
 		return nil, err
 	}
+	s.nextID = randomID()
+	s.local = &localLog{s: s}
 	go s.writer()
 	return s, nil
 }
@@ -604,176 +608,6 @@ func (s *Store) Close() error {
 	return s.closeErr
 }
 
-// writer owns every write transaction. It takes what is queued, up to
-// MaxBatch, and commits it as one transaction; it never waits for more.
-func (s *Store) writer() {
-	defer close(s.writerDone)
-	// A fault on a damaged page becomes a panic that run recovers.
-	debug.SetPanicOnFault(true)
-	batch := make([]*request, 0, s.opts.MaxBatch)
-	for r := range s.reqs {
-		batch = append(batch[:0], r)
-		// The callers of the last batch were just woken and many of them
-		// are about to queue their next update: yielding once lets them
-		// (it costs microseconds next to a millisecond fsync, and nothing
-		// when no one else is runnable).
-		runtime.Gosched()
-	fill:
-		for len(batch) < s.opts.MaxBatch {
-			select {
-			case r, ok := <-s.reqs:
-				if !ok {
-					break fill
-				}
-				batch = append(batch, r)
-			default:
-				break fill
-			}
-		}
-		s.commit(batch)
-		clear(batch) // let finished requests be collected
-	}
-}
-
-// commit runs the functions of batch in one transaction, which records
-// what they write, and proposes that write set to the log (see
-// replicate.go); the callers return once it applied.
-//
-// A function that fails without writing just gets its error. One that
-// writes and then fails (or panics) has left the transaction dirty: the
-// transaction is rolled back and the batch rerun without it. Every rerun
-// drops a request, so this ends.
-func (s *Store) commit(batch []*request) {
-	live := batch[:0:0]
-	for _, r := range batch {
-		if !r.state.CompareAndSwap(stateQueued, stateClaimed) {
-			continue // abandoned: its caller has returned
-		}
-		if err := r.ctx.Err(); err != nil {
-			s.finish(r, err)
-			continue
-		}
-		live = append(live, r)
-	}
-
-	for stale := 0; len(live) > 0; {
-		cmd, wrote, err := s.compute(&live)
-		if err != nil {
-			for _, r := range live {
-				s.finish(r, err)
-			}
-			return
-		}
-		if !wrote {
-			// Reads and failures only: nothing to propose.
-			for _, r := range live {
-				s.countOp(r)
-				s.finish(r, r.err)
-			}
-			return
-		}
-		began := time.Now()
-		err = s.propose(cmd)
-		if errors.Is(err, errStale) && stale < maxStale {
-			stale++
-			continue
-		}
-		if err != nil {
-			for _, r := range live {
-				if r.err == nil {
-					r.err = err
-				}
-				s.finish(r, r.err)
-			}
-			return
-		}
-		if s.opts.CommitObserver != nil {
-			s.opts.CommitObserver(len(live), time.Since(began))
-		}
-		for _, r := range live {
-			s.countOp(r)
-			s.finish(r, r.err)
-		}
-		return
-	}
-}
-
-// maxStale bounds how often one batch is computed again because another
-// leader's write applied first.
-const maxStale = 5
-
-// compute runs the functions of *live in one write transaction, rolled
-// back at the end, and returns the write command of what they wrote and
-// whether they wrote. Requests that wrote and then failed are finished and
-// dropped from *live.
-func (s *Store) compute(live *[]*request) (cmd []byte, wrote bool, err error) {
-	if err, _ := s.stuck(); err != nil {
-		return nil, false, err
-	}
-	s.dbMu.RLock()
-	defer s.dbMu.RUnlock()
-	if err := s.checkReplaced(); err != nil {
-		return nil, false, err
-	}
-	for len(*live) > 0 {
-		btx, err := s.db.Begin(true)
-		if err != nil {
-			s.log.Error("begin write transaction", "err", err)
-			return nil, false, fmt.Errorf("store: begin transaction: %w", err)
-		}
-		base := getUint(btx.Bucket(bucketMeta), keyLastWrite)
-		ws := &writeSet{}
-		dirty := -1 // index of a request that wrote and failed
-		wrote = false
-		for i, r := range *live {
-			r.err, r.wrote = s.run(btx, ws, r)
-			if r.err != nil && r.wrote {
-				dirty = i
-				break
-			}
-			wrote = wrote || r.wrote
-		}
-		_ = btx.Rollback()
-		if dirty >= 0 {
-			s.finish((*live)[dirty], (*live)[dirty].err)
-			*live = slices.Delete(*live, dirty, dirty+1)
-			continue
-		}
-		if !wrote {
-			return nil, false, nil
-		}
-		return writeCommand(base, ws), true, nil
-	}
-	return nil, false, nil
-}
-
-// propose proposes cmd and waits until it applied, or applying entries
-// started failing (disk full, say): then the command is in the log and
-// applies once the cause is gone, and the callers get that error now.
-func (s *Store) propose(cmd []byte) error {
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	_, stuckCh := s.stuck()
-	done := make(chan error, 1)
-	go func() { done <- s.proposer().Propose(ctx, cmd) }()
-	select {
-	case err := <-done:
-		return err
-	case <-stuckCh:
-		err, _ := s.stuck()
-		if err == nil {
-			return <-done
-		}
-		var ioe *store.IOError
-		if errors.As(err, &ioe) {
-			pending := *ioe
-			pending.Pending = true
-			return &pending
-		}
-		return fmt.Errorf("%w (the write is in the log and is applied once that is resolved)", err)
-	}
-}
-
 // commitTx commits btx. A failure the file system gives a reason for
 // (disk full, quota, read-only, I/O error) becomes a *store.IOError.
 func (s *Store) commitTx(btx *bbolt.Tx) (err error) {
@@ -827,11 +661,12 @@ func (s *Store) finish(r *request, err error) {
 	close(r.done)
 }
 
-// run runs r.fn once against btx, recording its writes into ws, and
+// run runs r.fn once against btx with ov laid over it, recording its
+// writes into ov and ws, and
 // reports its error and whether it wrote. A panic becomes an error for r
 // alone.
-func (s *Store) run(btx *bbolt.Tx, ws *writeSet, r *request) (err error, wrote bool) {
-	wt := &writeTx{readTx: readTx{tx: btx}, ws: ws}
+func (s *Store) run(btx *bbolt.Tx, ov *overlay, ws *writeSet, r *request) (err error, wrote bool) {
+	wt := &writeTx{readTx: readTx{tx: btx, ov: ov}, ws: ws}
 	defer func() {
 		wt.done = true
 		if p := recover(); p != nil {

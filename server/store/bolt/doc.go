@@ -2,18 +2,22 @@
 //
 // # Group commit
 //
-// One writer goroutine owns every write transaction. Update queues a
-// request and waits; the writer takes whatever is queued (up to
-// Options.MaxBatch), runs the functions one after the other in one bbolt
-// transaction and commits once, so one fsync makes the whole batch durable.
-// There is no batching timer: a lone Update commits alone at once (latency),
-// concurrent ones share a commit (throughput). A function that fails without
-// writing just gets its error; one that writes and then fails or panics has
-// dirtied the shared transaction, so the transaction is rolled back and the
-// batch rerun without it. That is why an update function may run more than
-// once. After the commit the CommitHook gets the batch's changes in sequence
-// order, then every caller returns. Update functions and the hook run on the
-// writer goroutine: they must not call the store (that would deadlock).
+// One writer goroutine runs every Update. Update queues a request and
+// waits; the writer takes whatever is queued (up to Options.MaxBatch), runs
+// the functions one after the other on one read transaction with their
+// writes laid over it, and submits what they wrote as one write set to the
+// log, which applies it in one bbolt transaction: one commit makes the
+// whole batch durable (see replicate.go and writer.go). There is no
+// batching timer: a lone Update commits alone at once (latency), concurrent
+// ones share a commit (throughput). While a write set is on its way
+// through the log, the writer computes the next one on top of it when a
+// backlog is waiting. A function that fails without writing just gets its
+// error; one that writes and then fails or panics has dirtied the shared
+// batch, so the batch is run again without it. That is why an update
+// function may run more than once. After the commit the CommitHook gets
+// the batch's changes in sequence order, then every caller returns. Update
+// functions run on the writer goroutine and the hook on the log's: they
+// must not call the store (that would deadlock).
 //
 // Readers (View) run concurrently in bbolt read transactions. A long View
 // keeps the pages it sees from being reused, so the file grows: keep views

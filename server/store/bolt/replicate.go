@@ -10,9 +10,11 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
 
 	"github.com/dfsmr/dfsmr/server/fsm"
 	"github.com/dfsmr/dfsmr/server/store"
@@ -21,28 +23,30 @@ import (
 // The store as the state machine of the replicated log.
 //
 // An Update does not commit what its functions write. The writer runs the
-// functions of a batch in a write transaction, as before, while the bucket
-// handles of the transaction record every write (put, delete, bucket
-// sequence) into a write set; it then rolls the transaction back and
-// proposes the write set as one command of the log. The log applies the
-// command on every server (Apply), in log order, by replaying those writes:
-// so every server holds the same records, the changelog sequence included,
-// without running the engine again, and what the leader's clock and random
-// draws decided is in the command as data.
+// functions of a batch on a read transaction whose buckets take their
+// writes into an overlay (overlay.go) and record every write (put, delete,
+// bucket sequence) into a write set, which it submits as one command of
+// the log (writer.go). The log applies the command on every server
+// (Apply), in log order, by replaying those writes: so every server holds
+// the same records, the changelog sequence included, without running the
+// engine again, and what the leader's clock and random draws decided is in
+// the command as data.
 //
-// A write set is only valid on the state it was computed on. It carries
-// the index of the last write set applied before it (its base); Apply
+// A write set is only valid on the state it was computed on. It names the
+// write set it was computed after (its base) and its own id; Apply
 // refuses, on every server alike, one whose base is not the last write set
 // applied (errStale), and the writer computes it again. Within one leader
-// that never happens, since the writer waits for each command to apply
-// before it computes the next; it catches a command computed by a leader
-// that was deposed while a newer one wrote.
+// that happens only after such a refusal (the write sets computed after
+// the refused one are refused in turn); it catches a command computed by a
+// leader that was deposed while a newer one wrote.
 
 // Meta keys of the replicated state.
 var (
 	// keyApplied is the index of the last log entry applied.
 	keyApplied = []byte("applied")
-	// keyLastWrite is the index of the last write set applied.
+	// keyLastWrite names the last write set applied: its id (see
+	// writer.go), or, for a write set of the previous release, its log
+	// index.
 	keyLastWrite = []byte("last_write")
 	// keyMemberPrefix prefixes the gRPC address of a cluster member.
 	keyMemberPrefix = []byte("member/")
@@ -76,22 +80,19 @@ func (ws *writeSet) add(kind, bucket byte, key []byte) {
 	ws.buf = append(ws.buf, key...)
 }
 
-// wbucket is a bucket of a write transaction that records its writes.
+// wbucket is a bucket of a write transaction: its writes go to the
+// overlay and are recorded in the write set.
 type wbucket struct {
-	b  *bbolt.Bucket
+	*obucket
 	id byte
 	ws *writeSet
 }
 
-func (b wbucket) Get(key []byte) []byte    { return b.b.Get(key) }
-func (b wbucket) Cursor() *bbolt.Cursor    { return b.b.Cursor() }
-func (b wbucket) Sequence() uint64         { return b.b.Sequence() }
-func (b wbucket) Stats() bbolt.BucketStats { return b.b.Stats() }
-
 func (b wbucket) Put(key, value []byte) error {
-	if err := b.b.Put(key, value); err != nil {
+	if err := checkKV(key, value); err != nil {
 		return err
 	}
+	b.put(key, value)
 	b.ws.add(opPut, b.id, key)
 	b.ws.buf = binary.AppendUvarint(b.ws.buf, uint64(len(value)))
 	b.ws.buf = append(b.ws.buf, value...)
@@ -99,37 +100,52 @@ func (b wbucket) Put(key, value []byte) error {
 }
 
 func (b wbucket) Delete(key []byte) error {
-	if err := b.b.Delete(key); err != nil {
-		return err
-	}
+	b.delete(key)
 	b.ws.add(opDelete, b.id, key)
 	return nil
 }
 
 func (b wbucket) NextSequence() (uint64, error) {
-	n, err := b.b.NextSequence()
-	if err != nil {
-		return 0, err
-	}
+	n := b.Sequence() + 1
+	b.setSequence(n)
 	b.ws.add(opSequence, b.id, nil)
 	b.ws.buf = binary.AppendUvarint(b.ws.buf, n)
 	return n, nil
 }
 
-// bucket returns a bucket created at Open whose writes are recorded.
-func (w *writeTx) bucket(name []byte) (wbucket, error) {
-	b, err := w.readTx.bucket(name)
-	if err != nil {
-		return wbucket{}, err
+// checkKV refuses what bbolt's Put would refuse, so that a write set
+// never holds a write that cannot apply.
+func checkKV(key, value []byte) error {
+	switch {
+	case len(key) == 0:
+		return bolterrors.ErrKeyRequired
+	case len(key) > bbolt.MaxKeySize:
+		return bolterrors.ErrKeyTooLarge
+	case int64(len(value)) > bbolt.MaxValueSize:
+		return bolterrors.ErrValueTooLarge
 	}
-	return wbucket{b: b, id: bucketID[string(name)], ws: w.ws}, nil
+	return nil
 }
 
-// writeCommand encodes the command of a write set computed on base.
-func writeCommand(base uint64, ws *writeSet) []byte {
-	b := make([]byte, 0, 1+binary.MaxVarintLen64+len(ws.buf))
+// bucket returns a bucket created at Open whose writes are recorded.
+func (w *writeTx) bucket(name []byte) (wbucket, error) {
+	if w.done {
+		return wbucket{}, errTxDone
+	}
+	b := w.tx.Bucket(name)
+	if b == nil {
+		return wbucket{}, fmt.Errorf("store: bucket %s missing", name)
+	}
+	return wbucket{obucket: w.ov.bucket(name, b), id: bucketID[string(name)], ws: w.ws}, nil
+}
+
+// writeCommand encodes the command of write set id, computed after write
+// set prev.
+func writeCommand(prev, id uint64, ws *writeSet) []byte {
+	b := make([]byte, 0, 17+len(ws.buf))
 	b = append(b, store.CommandWrite)
-	b = binary.AppendUvarint(b, base)
+	b = binary.BigEndian.AppendUint64(b, prev)
+	b = binary.BigEndian.AppendUint64(b, id)
 	return append(b, ws.buf...)
 }
 
@@ -139,10 +155,26 @@ func errMalformed(what string) error {
 	return fmt.Errorf("store: malformed write command: %s", what)
 }
 
-// replay applies the writes of a write command to btx and returns the
-// changelog entries it appended, in order.
-func replay(btx *bbolt.Tx, cmd []byte) (changes []fsm.Change, err error) {
-	p := cmd
+// decodeWrite splits the write command of e into the write set it was
+// computed after (its base), its own id and its writes. A write set of the
+// previous release (CommandWriteAt) names write sets by log index.
+func decodeWrite(e store.Entry) (base, id uint64, ops []byte, err error) {
+	if e.Data[0] == store.CommandWriteAt {
+		base, n := binary.Uvarint(e.Data[1:])
+		if n <= 0 {
+			return 0, 0, nil, errMalformed("no base")
+		}
+		return base, e.Index, e.Data[1+n:], nil
+	}
+	if len(e.Data) < 17 {
+		return 0, 0, nil, errMalformed("no predecessor and id")
+	}
+	return binary.BigEndian.Uint64(e.Data[1:]), binary.BigEndian.Uint64(e.Data[9:]), e.Data[17:], nil
+}
+
+// forWrites calls fn for each write of a write set, in order: the kind,
+// the bucket, the key, and the value (opPut) or sequence (opSequence).
+func forWrites(p []byte, fn func(kind byte, bucket []byte, key, val []byte, seq uint64) error) error {
 	uv := func() (uint64, error) {
 		v, n := binary.Uvarint(p)
 		if n <= 0 {
@@ -165,56 +197,91 @@ func replay(btx *bbolt.Tx, cmd []byte) (changes []fsm.Change, err error) {
 	}
 	for len(p) > 0 {
 		if len(p) < 2 {
-			return nil, errMalformed("truncated write")
+			return errMalformed("truncated write")
 		}
 		kind, id := p[0], int(p[1])
 		p = p[2:]
 		if id >= len(allBuckets) {
-			return nil, errMalformed(fmt.Sprintf("bucket %d", id))
+			return errMalformed(fmt.Sprintf("bucket %d", id))
 		}
-		name := allBuckets[id]
-		b := btx.Bucket(name)
 		key, err := bytesOf()
 		if err != nil {
-			return nil, err
+			return err
 		}
+		var val []byte
+		var seq uint64
 		switch kind {
 		case opPut:
-			val, err := bytesOf()
-			if err != nil {
-				return nil, err
-			}
+			val, err = bytesOf()
+		case opDelete:
+		case opSequence:
+			seq, err = uv()
+		default:
+			err = errMalformed(fmt.Sprintf("write kind %d", kind))
+		}
+		if err != nil {
+			return err
+		}
+		if err := fn(kind, allBuckets[id], key, val, seq); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// replay applies the writes of a write set to btx and returns the
+// changelog entries it appended, in order.
+func replay(btx *bbolt.Tx, ops []byte) (changes []fsm.Change, err error) {
+	err = forWrites(ops, func(kind byte, name, key, val []byte, seq uint64) error {
+		b := btx.Bucket(name)
+		switch kind {
+		case opPut:
 			if err := b.Put(key, val); err != nil {
-				return nil, fmt.Errorf("store: apply put %s/%q: %w", name, key, err)
+				return fmt.Errorf("store: apply put %s/%q: %w", name, key, err)
 			}
 			if bytes.Equal(name, bucketChanges) {
 				rec, reason := unseal(key, val)
 				if reason != "" {
-					return nil, errMalformed("change " + reason)
+					return errMalformed("change " + reason)
 				}
 				c, err := store.DecodeChange(rec)
 				if err != nil {
-					return nil, err
+					return err
 				}
 				changes = append(changes, c)
 			}
 		case opDelete:
 			if err := b.Delete(key); err != nil {
-				return nil, fmt.Errorf("store: apply delete %s/%q: %w", name, key, err)
+				return fmt.Errorf("store: apply delete %s/%q: %w", name, key, err)
 			}
 		case opSequence:
-			n, err := uv()
-			if err != nil {
-				return nil, err
+			if err := b.SetSequence(seq); err != nil {
+				return fmt.Errorf("store: apply sequence of %s: %w", name, err)
 			}
-			if err := b.SetSequence(n); err != nil {
-				return nil, fmt.Errorf("store: apply sequence of %s: %w", name, err)
-			}
-		default:
-			return nil, errMalformed(fmt.Sprintf("write kind %d", kind))
 		}
-	}
-	return changes, nil
+		return nil
+	})
+	return changes, err
+}
+
+// load lays the writes of a write set over btx.
+func (o *overlay) load(btx *bbolt.Tx, ops []byte) error {
+	return forWrites(ops, func(kind byte, name, key, val []byte, seq uint64) error {
+		b := btx.Bucket(name)
+		if b == nil {
+			return fmt.Errorf("store: bucket %s missing", name)
+		}
+		ob := o.bucket(name, b)
+		switch kind {
+		case opPut:
+			ob.put(key, val)
+		case opDelete:
+			ob.delete(key)
+		case opSequence:
+			ob.setSequence(seq)
+		}
+		return nil
+	})
 }
 
 func getUint(b *bbolt.Bucket, key []byte) uint64 {
@@ -282,17 +349,17 @@ func (s *Store) apply(entries []store.Entry, res []error) error {
 			continue
 		}
 		switch e.Data[0] {
-		case store.CommandWrite:
-			base, n := binary.Uvarint(e.Data[1:])
-			if n <= 0 {
-				res[i] = errMalformed("no base")
+		case store.CommandWrite, store.CommandWriteAt:
+			base, id, ops, err := decodeWrite(e)
+			if err != nil {
+				res[i] = err
 				continue
 			}
 			if base != last {
 				res[i] = errStale
 				continue
 			}
-			c, err := replay(btx, e.Data[1+n:])
+			c, err := replay(btx, ops)
 			if err != nil {
 				// A write set that applied on its base where it was
 				// computed applies here too: this is damage, not input.
@@ -301,7 +368,7 @@ func (s *Store) apply(entries []store.Entry, res []error) error {
 				return err
 			}
 			changes = append(changes, c...)
-			last = e.Index
+			last = id
 		case store.CommandMember:
 			id, addr, err := store.DecodeMemberCommand(e.Data)
 			if err != nil {
@@ -507,11 +574,31 @@ func syncDir(dir string) error {
 	return nil
 }
 
-// localLog is the log of a store that no cluster runs: a command applies
-// at once, as the next entry. Tools that open a file on their own and the
-// store's tests use it; the server always runs the replicated log.
-type localLog struct{ s *Store }
+// localLog is the log of a store that no cluster runs: each command
+// applies as the next entry, in the order submitted, as soon as the one
+// before it applied. Tools that open a file on their own and the store's
+// tests use it; the server always runs the replicated log.
+type localLog struct {
+	s    *Store
+	mu   sync.Mutex
+	tail chan struct{} // closed once the last command submitted applied
+}
 
-func (l localLog) Propose(_ context.Context, data []byte) error {
-	return l.s.Apply([]store.Entry{{Index: l.s.AppliedIndex() + 1, Data: data}})[0]
+func (l *localLog) Submit(_ context.Context, data []byte) func() error {
+	l.mu.Lock()
+	prev, done := l.tail, make(chan struct{})
+	l.tail = done
+	l.mu.Unlock()
+	var err error
+	go func() {
+		defer close(done)
+		if prev != nil {
+			<-prev
+		}
+		err = l.s.Apply([]store.Entry{{Index: l.s.AppliedIndex() + 1, Data: data}})[0]
+	}()
+	return func() error {
+		<-done
+		return err
+	}
 }

@@ -22,14 +22,17 @@ var errTxDone = errors.New("store: transaction used after its function returned"
 // returns is decoded into fresh memory: bbolt's pages are only valid until
 // the transaction ends.
 type readTx struct {
-	tx   *bbolt.Tx
+	tx *bbolt.Tx
+	// ov, when set, is laid over tx: the writer's transactions read
+	// through it (see overlay.go).
+	ov   *overlay
 	done bool
 }
 
 var _ store.ReadTx = (*readTx)(nil)
 
 // bucket returns a bucket created at Open.
-func (r *readTx) bucket(name []byte) (*bbolt.Bucket, error) {
+func (r *readTx) bucket(name []byte) (rbucket, error) {
 	if r.done {
 		return nil, errTxDone
 	}
@@ -37,7 +40,10 @@ func (r *readTx) bucket(name []byte) (*bbolt.Bucket, error) {
 	if b == nil {
 		return nil, fmt.Errorf("store: bucket %s missing", name)
 	}
-	return b, nil
+	if r.ov != nil {
+		return r.ov.bucket(name, b), nil
+	}
+	return plain{b}, nil
 }
 
 // full reports whether n results reach limit; limit <= 0 means no limit.
@@ -86,7 +92,7 @@ func (r *readTx) machine(k, v []byte) (store.MachineRecord, error) {
 
 // latestMachine returns the key and record of the highest version of id,
 // or nils: the key before the first key past every id sep version key.
-func latestMachine(c *bbolt.Cursor, id string) (k, v []byte) {
+func latestMachine(c cursor, id string) (k, v []byte) {
 	end := []byte(id + "\x01")
 	k, _ = c.Seek(end)
 	if k == nil {
