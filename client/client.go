@@ -164,6 +164,49 @@ func errorInfo(st *status.Status, key string) (string, bool) {
 	return "", false
 }
 
+// OldestKept returns the oldest sequence number the server keeps when err
+// is its refusal of a Changes stream that starts before it: OUT_OF_RANGE
+// with the ErrorInfo reason CHANGES_COMPACTED and metadata "oldest_seq"
+// (retention deleted the changes asked for).
+func OldestKept(err error) (uint64, bool) {
+	st, ok := status.FromError(err)
+	if !ok || st.Code() != codes.OutOfRange {
+		return 0, false
+	}
+	for _, d := range st.Details() {
+		if info, ok := d.(*errdetails.ErrorInfo); ok && info.GetReason() == "CHANGES_COMPACTED" {
+			seq, err := strconv.ParseUint(info.GetMetadata()["oldest_seq"], 10, 64)
+			return seq, err == nil
+		}
+	}
+	return 0, false
+}
+
+// FollowRetained is Follow for a reader of every change the server keeps:
+// where retention deleted the changes from req.FromSeq on (or from the
+// point a resumed stream asked for), it goes on from the oldest change
+// kept instead of failing. The changes deleted are not delivered; none is
+// delivered twice.
+func (c *Client) FollowRetained(ctx context.Context, req *pb.ChangesRequest, fn func(*pb.Change) error) error {
+	r := proto.CloneOf(req)
+	if r == nil {
+		r = &pb.ChangesRequest{}
+	}
+	var next uint64 // the seq after the last delivered
+	deliver := func(ch *pb.Change) error {
+		next = ch.GetSeq() + 1
+		return fn(ch)
+	}
+	for {
+		err := c.Follow(ctx, r, deliver)
+		oldest, ok := OldestKept(err)
+		if !ok || oldest <= max(r.FromSeq, next) {
+			return err
+		}
+		r.FromSeq = oldest
+	}
+}
+
 // HeadSeqHeader is the response header of a Changes stream that carries
 // the head at registration: the last sequence number committed when the
 // stream started, in decimal.

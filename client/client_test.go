@@ -256,6 +256,46 @@ func TestFollowOutOfRange(t *testing.T) {
 	}
 }
 
+// TestFollowRetainedStartsAtTheOldestKept: once retention deleted the
+// first changes, Follow from seq 1 fails with OUT_OF_RANGE naming the
+// oldest kept (OldestKept), and FollowRetained delivers every change kept,
+// from there.
+func TestFollowRetainedStartsAtTheOldestKept(t *testing.T) {
+	addr := freeAddr(t)
+	s, err := server.New(t.Context(), server.Config{Addr: addr, DB: filepath.Join(t.TempDir(), "dfsmr.db"),
+		Logger: testLogger(t), ChangelogRetentionCount: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(t.Context(), nil); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Stop(context.Background()) })
+	c := mustClient(t, addr)
+	startN(t, c, "kept", 10)
+	head := mustHead(t, c)
+	if _, err := s.Engine().Sweep(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	nothing := func(*pb.Change) error { return nil }
+	err = c.Follow(t.Context(), &pb.ChangesRequest{FromSeq: 1, StopAtHead: true}, nothing)
+	if oldest, ok := client.OldestKept(err); !ok || oldest != head-2 {
+		t.Fatalf("Follow from 1: %v; OldestKept = %d, %v, want %d", err, oldest, ok, head-2)
+	}
+	var got []uint64
+	err = c.FollowRetained(t.Context(), &pb.ChangesRequest{FromSeq: 1, StopAtHead: true}, func(ch *pb.Change) error {
+		got = append(got, ch.GetSeq())
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("FollowRetained: %v", err)
+	}
+	checkSeqs(t, got, head-2, head)
+	if _, ok := client.OldestKept(status.Error(codes.OutOfRange, "from 99 is past the head")); ok {
+		t.Fatal("OldestKept took an OUT_OF_RANGE without CHANGES_COMPACTED")
+	}
+}
+
 // TestFollowStopAtHead replays up to the head with a server-side filter
 // whose last match is not the last change, and returns nil there.
 func TestFollowStopAtHead(t *testing.T) {

@@ -6,14 +6,12 @@ import (
 	"fmt"
 	"io"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 
 	"github.com/dfsmr/dfsmr/client"
 	pb "github.com/dfsmr/dfsmr/gen/dfsmr/v1"
 	"github.com/spf13/cobra"
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -100,7 +98,7 @@ shows as \x1b, a bidirectional control as \u202e.`,
 			// when it refuses seq 1. Retention may move it on again
 			// before the next call starts, so ask a few times.
 			for range 3 {
-				oldest, ok := oldestSeq(err)
+				oldest, ok := client.OldestKept(err)
 				if !ok || printed || cmd.Flags().Changed("from") || follow {
 					break
 				}
@@ -122,23 +120,6 @@ shows as \x1b, a bidirectional control as \u202e.`,
 	f.StringSliceVar(&kinds, "kind", nil, "only changes of these kinds: started, leased, transitioned, device_notice, ... (repeatable, or comma-separated)")
 	f.BoolVar(&wide, "wide", false, "never cut lines to 120 columns")
 	return cmd
-}
-
-// oldestSeq returns the oldest sequence number the server keeps, from the
-// OUT_OF_RANGE status (ErrorInfo reason CHANGES_COMPACTED, metadata
-// "oldest_seq") that refuses a Changes stream starting before it.
-func oldestSeq(err error) (uint64, bool) {
-	st, ok := status.FromError(err)
-	if !ok || st.Code() != codes.OutOfRange {
-		return 0, false
-	}
-	for _, d := range st.Details() {
-		if info, ok := d.(*errdetails.ErrorInfo); ok && info.GetReason() == "CHANGES_COMPACTED" {
-			seq, err := strconv.ParseUint(info.GetMetadata()["oldest_seq"], 10, 64)
-			return seq, err == nil
-		}
-	}
-	return 0, false
 }
 
 // parseKinds turns --kind names ("leased", "device-notice",

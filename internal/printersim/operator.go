@@ -57,7 +57,7 @@ type Operator struct {
 	Delay time.Duration
 	// FromSeq is where to start reading the changelog: 1 replays every
 	// retained change (jobs that waited before the operator came), 0
-	// starts from now.
+	// starts from now. Changes retention deleted are skipped.
 	FromSeq uint64
 	// Devices, when set, limits the operator to the jobs of these printers.
 	Devices map[string]bool
@@ -88,7 +88,7 @@ func (o *Operator) Run(ctx context.Context) error {
 		o.Rand = rand.New(rand.NewPCG(1, 1))
 	}
 	defer o.wg.Wait()
-	return o.Client.Follow(ctx, &pb.ChangesRequest{FromSeq: o.FromSeq, Machine: JobMachine}, func(c *pb.Change) error {
+	return o.Client.FollowRetained(ctx, &pb.ChangesRequest{FromSeq: o.FromSeq, Machine: JobMachine}, func(c *pb.Change) error {
 		if c.GetFromNode() == c.GetToNode() || (o.Devices != nil && !o.Devices[c.GetDevice()]) {
 			return nil
 		}

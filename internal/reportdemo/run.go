@@ -342,7 +342,7 @@ func progressLine(label string, total int, s progressSnapshot, elapsed time.Dura
 func follow(ctx context.Context, c *client.Client, machine, prefix string, n int, counts *progressCounts) error {
 	errDone := errors.New("all final")
 	final := 0
-	err := c.Follow(ctx, &pb.ChangesRequest{FromSeq: 1, Machine: machine}, func(ch *pb.Change) error {
+	err := c.FollowRetained(ctx, &pb.ChangesRequest{FromSeq: 1, Machine: machine}, func(ch *pb.Change) error {
 		if !strings.HasPrefix(ch.GetInstance(), prefix) {
 			return nil
 		}
