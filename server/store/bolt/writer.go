@@ -45,13 +45,17 @@ var errMoved = errors.New("store: the applied state moved off the writer's write
 
 // proposal is one write set on its way through the log.
 type proposal struct {
-	live     []*request
-	ws       *writeSet
-	prev, id uint64
-	attempts int
-	began    time.Time
-	done     chan struct{}
-	err      error // set before done is closed
+	// live are the requests whose writes ws holds (and those that only
+	// read); failed are those that wrote and then failed, whose writes
+	// were left out. All are answered once ws applied: what they read
+	// includes the write sets in flight before it.
+	live, failed []*request
+	ws           *writeSet
+	prev, id     uint64
+	attempts     int
+	began        time.Time
+	done         chan struct{}
+	err          error // set before done is closed
 }
 
 // randomID returns a random write set id, never 0 (the predecessor of the
@@ -141,29 +145,39 @@ func (s *Store) claim(batch []*request) []*request {
 }
 
 // start computes the write set of live on top of flight and submits it,
-// returning flight with it added. Requests that only read, or failed, are
-// finished at once.
+// returning flight with it added. A batch that wrote nothing is answered
+// at once when it read only the applied state, else once flight applied.
 func (s *Store) start(live []*request, attempts int, flight []*proposal) []*proposal {
 	for len(live) > 0 {
-		ws, prev, wrote, err := s.compute(&live, flight)
+		var failed []*request
+		ws, prev, wrote, err := s.compute(&live, &failed, flight)
+		if testHookComputed != nil {
+			testHookComputed(wrote, len(flight))
+		}
 		if errors.Is(err, errMoved) {
 			flight = s.drain(flight)
+			live = append(live, failed...)
 			continue
 		}
 		if err != nil {
-			for _, r := range live {
+			for _, r := range append(live, failed...) {
 				s.finish(r, err)
 			}
 			return flight
 		}
 		if !wrote {
-			for _, r := range live {
-				s.countOp(r)
-				s.finish(r, r.err)
+			if len(flight) > 0 {
+				// What they read includes write sets not applied yet,
+				// which may still be refused: read again once they
+				// settled.
+				flight = s.drain(flight)
+				live = append(live, failed...)
+				continue
 			}
+			s.answer(live, failed)
 			return flight
 		}
-		p := &proposal{live: live, ws: ws, prev: prev, id: s.newID(), attempts: attempts,
+		p := &proposal{live: live, failed: failed, ws: ws, prev: prev, id: s.newID(), attempts: attempts,
 			began: time.Now(), done: make(chan struct{})}
 		ctx, cancel := context.WithCancel(context.Background())
 		wait := s.proposer().Submit(ctx, writeCommand(p.prev, p.id, ws))
@@ -175,6 +189,21 @@ func (s *Store) start(live []*request, attempts int, flight []*proposal) []*prop
 		return append(flight, p)
 	}
 	return flight
+}
+
+// testHookComputed, when set by a test, learns of every batch computed:
+// whether it wrote, and how many write sets were in flight.
+var testHookComputed func(wrote bool, inFlight int)
+
+// answer finishes requests with the outcome of their last run.
+func (s *Store) answer(live, failed []*request) {
+	for _, r := range live {
+		s.countOp(r)
+		s.finish(r, r.err)
+	}
+	for _, r := range failed {
+		s.finish(r, r.err)
+	}
 }
 
 // settle finishes flight[0], which is done, and returns what is still in
@@ -196,9 +225,9 @@ func (s *Store) settle(flight []*proposal) []*proposal {
 		case q.err == nil:
 			s.succeeded(q)
 		case errors.Is(q.err, errStale) && q.attempts < maxStale:
-			out = s.start(q.live, q.attempts+1, out)
+			out = s.start(append(q.live, q.failed...), q.attempts+1, out)
 		default:
-			for _, r := range q.live {
+			for _, r := range append(q.live, q.failed...) {
 				if r.err == nil {
 					r.err = q.err
 				}
@@ -222,17 +251,14 @@ func (s *Store) succeeded(p *proposal) {
 	if s.opts.CommitObserver != nil {
 		s.opts.CommitObserver(len(p.live), time.Since(p.began))
 	}
-	for _, r := range p.live {
-		s.countOp(r)
-		s.finish(r, r.err)
-	}
+	s.answer(p.live, p.failed)
 }
 
 // compute runs the functions of *live on a read transaction with an
 // overlay holding the write sets of flight, and returns the write set of
 // what they wrote, its predecessor and whether they wrote. Requests that
-// wrote and then failed are finished and dropped from *live.
-func (s *Store) compute(live *[]*request, flight []*proposal) (ws *writeSet, prev uint64, wrote bool, err error) {
+// wrote and then failed move from *live to *failed.
+func (s *Store) compute(live, failed *[]*request, flight []*proposal) (ws *writeSet, prev uint64, wrote bool, err error) {
 	if err, _ := s.stuck(); err != nil {
 		return nil, 0, false, err
 	}
@@ -279,7 +305,7 @@ func (s *Store) compute(live *[]*request, flight []*proposal) (ws *writeSet, pre
 		}
 		_ = btx.Rollback()
 		if dirty >= 0 {
-			s.finish((*live)[dirty], (*live)[dirty].err)
+			*failed = append(*failed, (*live)[dirty])
 			*live = slices.Delete(*live, dirty, dirty+1)
 			continue
 		}

@@ -22,6 +22,9 @@ import (
 type slowLog struct {
 	s       *Store
 	foreign map[int]bool
+	// hold, when set, keeps the first command from applying until it is
+	// closed.
+	hold chan struct{}
 
 	mu    sync.Mutex
 	n     int
@@ -29,6 +32,8 @@ type slowLog struct {
 	stale atomic.Int64
 	max   atomic.Int64 // most commands submitted and not yet applied
 	open  atomic.Int64
+	// written are the counter values the other leader wrote.
+	written []uint64
 }
 
 func (l *slowLog) Submit(_ context.Context, data []byte) func() error {
@@ -46,6 +51,9 @@ func (l *slowLog) Submit(_ context.Context, data []byte) func() error {
 		defer l.open.Add(-1)
 		if prev != nil {
 			<-prev
+		}
+		if n == 1 && l.hold != nil {
+			<-l.hold
 		}
 		time.Sleep(time.Millisecond)
 		if l.foreign[n] {
@@ -66,7 +74,7 @@ func (l *slowLog) Submit(_ context.Context, data []byte) func() error {
 }
 
 // applyForeign applies a write set computed on the applied state by
-// someone else than the store's writer.
+// someone else than the store's writer: it adds 1000 to the counter.
 func (l *slowLog) applyForeign(n int) error {
 	btx, err := l.s.db.Begin(false)
 	if err != nil {
@@ -76,6 +84,18 @@ func (l *slowLog) applyForeign(n int) error {
 	ws := &writeSet{}
 	wt := &writeTx{readTx: readTx{tx: btx, ov: newOverlay()}, ws: ws}
 	err = wt.PutDevice(fsm.Device{ID: fmt.Sprintf("other-%d", n)})
+	if err == nil {
+		var d fsm.Device
+		d, err = wt.Device("counter")
+		if errors.Is(err, store.ErrNotFound) {
+			d, err = fsm.Device{ID: "counter"}, nil
+		}
+		d.ReportSeq += 1000
+		l.written = append(l.written, d.ReportSeq)
+		if err == nil {
+			err = wt.PutDevice(d)
+		}
+	}
 	_ = btx.Rollback()
 	if err != nil {
 		return err
@@ -85,7 +105,8 @@ func (l *slowLog) applyForeign(n int) error {
 
 // TestWriterRecomputesWriteSetsRefusedAsStale: write sets in flight when
 // another leader's write applied are refused on apply and computed again,
-// so that every Update applies exactly once, on the state it read.
+// so that every Update applies exactly once, on the state it read; and an
+// Update that only reads never sees a write that was then refused.
 func TestWriterRecomputesWriteSetsRefusedAsStale(t *testing.T) {
 	// Small batches: the writer computes the next batch while one is in
 	// flight as soon as a quarter of MaxBatch waits.
@@ -99,7 +120,29 @@ func TestWriterRecomputesWriteSetsRefusedAsStale(t *testing.T) {
 
 	const n = 200
 	var wg sync.WaitGroup
-	errs := make(chan error, n)
+	errs := make(chan error, 2*n)
+	var readMu sync.Mutex
+	var read []uint64
+	for range n {
+		wg.Go(func() {
+			var v uint64 // as the last run read it: a function may run more than once
+			err := s.Update(context.Background(), func(tx store.Tx) error {
+				d, err := tx.Device("counter")
+				if errors.Is(err, store.ErrNotFound) {
+					v = 0
+					return nil
+				}
+				v = d.ReportSeq
+				return err
+			})
+			if v != 0 {
+				readMu.Lock()
+				read = append(read, v)
+				readMu.Unlock()
+			}
+			errs <- err
+		})
+	}
 	for i := range n {
 		wg.Go(func() {
 			errs <- s.Update(context.Background(), func(tx store.Tx) error {
@@ -136,10 +179,13 @@ func TestWriterRecomputesWriteSetsRefusedAsStale(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		if d.ReportSeq != n {
-			return fmt.Errorf("counter is %d after %d increments", d.ReportSeq, n)
+		if want := uint64(n + 1000*len(log.foreign)); d.ReportSeq != want {
+			return fmt.Errorf("counter is %d after %d increments and %d additions of 1000, want %d", d.ReportSeq, n, len(log.foreign), want)
 		}
 		seen := map[uint64]bool{}
+		for _, v := range log.written {
+			seen[v] = true
+		}
 		for i := range n {
 			d, err := tx.Device(fmt.Sprintf("d-%d", i))
 			if err != nil {
@@ -149,6 +195,12 @@ func TestWriterRecomputesWriteSetsRefusedAsStale(t *testing.T) {
 				return fmt.Errorf("two updates read counter %d", d.ReportSeq)
 			}
 			seen[d.ReportSeq] = true
+		}
+		// seen holds every value the counter took.
+		for _, v := range read {
+			if !seen[v] {
+				return fmt.Errorf("an Update that only read saw counter %d, a value it never took", v)
+			}
 		}
 		for k := range log.foreign {
 			if _, err := tx.Device(fmt.Sprintf("other-%d", k)); err != nil {
@@ -161,4 +213,77 @@ func TestWriterRecomputesWriteSetsRefusedAsStale(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("%d commands, %d write sets refused as stale and computed again, at most %d in flight", log.n, log.stale.Load(), log.max.Load())
+}
+
+// TestReadOnlyUpdateWaitsForWhatItRead: an Update that writes nothing,
+// computed while a write set is in flight, reads that write set's writes;
+// it is answered only once they applied, and read again when they were
+// refused.
+func TestReadOnlyUpdateWaitsForWhatItRead(t *testing.T) {
+	// MaxBatch 2: the writer computes a batch while one is in flight
+	// whatever waits.
+	s, err := Open(filepath.Join(t.TempDir(), "dfsmr.db"), Options{MaxBatch: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	log := &slowLog{s: s, foreign: map[int]bool{1: true}, hold: make(chan struct{})}
+	s.SetProposer(log)
+	release := sync.OnceFunc(func() { close(log.hold) })
+	defer release() // before Close, which waits for the write set held
+
+	computed := make(chan struct{})
+	var once sync.Once
+	testHookComputed = func(wrote bool, inFlight int) {
+		if !wrote && inFlight > 0 {
+			once.Do(func() { close(computed) })
+		}
+	}
+	defer func() { testHookComputed = nil }()
+
+	wrote := make(chan error, 1)
+	go func() {
+		wrote <- s.Update(context.Background(), func(tx store.Tx) error {
+			d, err := tx.Device("counter")
+			if errors.Is(err, store.ErrNotFound) {
+				d, err = fsm.Device{ID: "counter"}, nil
+			}
+			d.ReportSeq++
+			if err == nil {
+				err = tx.PutDevice(d)
+			}
+			return err
+		})
+	}()
+	for log.open.Load() == 0 { // the increment is in flight, held
+		time.Sleep(time.Millisecond)
+	}
+	var seen uint64
+	read := make(chan error, 1)
+	go func() {
+		read <- s.Update(context.Background(), func(tx store.Tx) error {
+			d, err := tx.Device("counter")
+			seen = d.ReportSeq
+			return err
+		})
+	}()
+	<-computed // the read ran with the increment laid over it
+	select {
+	case err := <-read:
+		t.Fatalf("the read returned (%v, counter %d) before the write set it read applied", err, seen)
+	case <-time.After(20 * time.Millisecond):
+	}
+	release() // the other leader's write applies first: the increment is refused
+	if err := <-wrote; err != nil {
+		t.Fatal(err)
+	}
+	if err := <-read; err != nil {
+		t.Fatal(err)
+	}
+	if seen != 1001 {
+		t.Fatalf("the read saw counter %d; it took the values 1000 and 1001", seen)
+	}
+	if log.stale.Load() == 0 {
+		t.Fatal("the increment was not refused: the test did not exercise the read of a refused write")
+	}
 }
