@@ -144,6 +144,8 @@ type Store struct {
 	nextID uint64
 	// local is the log of a store without a proposer.
 	local *localLog
+	// inFlight bounds the write sets on their way through the log.
+	inFlight int
 }
 
 type proposerBox struct{ p store.Proposer }
@@ -252,6 +254,7 @@ func Open(path string, opts Options) (*Store, error) {
 	}
 	s.nextID = randomID()
 	s.local = &localLog{s: s}
+	s.inFlight = defaultInFlight
 	go s.writer()
 	return s, nil
 }

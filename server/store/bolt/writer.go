@@ -21,7 +21,7 @@ import (
 // applied.
 //
 // It does not wait for a write set to apply before it computes the next:
-// up to maxInFlight write sets are on their way through the log at once,
+// up to defaultInFlight write sets are on their way through the log at once,
 // and the next is computed with the writes of those still on their way
 // laid over the state applied so far. Each write set names the one it was
 // computed after (its predecessor, by a random 64-bit id), and Apply
@@ -30,9 +30,10 @@ import (
 // was deposed meanwhile, or one computed after a write set that was
 // refused. The writer then computes it again (at most maxStale times).
 
-// maxInFlight is how many write sets the writer has on their way through
-// the log at once.
-const maxInFlight = 2
+// defaultInFlight is how many write sets the writer has on their way
+// through the log at once (Store.inFlight; 1 turns pipelining off, which
+// the benchmark of the writer compares against).
+const defaultInFlight = 2
 
 // maxStale bounds how often one batch is computed again because another
 // leader's write applied first.
@@ -91,7 +92,7 @@ func (s *Store) writer() {
 			head = flight[0].done
 		}
 		in := reqs
-		if len(flight) >= maxInFlight || len(flight) > 0 && len(s.reqs) < s.opts.MaxBatch/4 {
+		if len(flight) >= s.inFlight || len(flight) > 0 && len(s.reqs) < s.opts.MaxBatch/4 {
 			// A batch computed while another is in flight when few
 			// requests wait would be small: more, smaller commits cost
 			// more than the wait for the one in flight.
