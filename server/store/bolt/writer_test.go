@@ -2,6 +2,7 @@ package bolt
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -9,6 +10,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"go.etcd.io/bbolt"
 
 	"github.com/dfsmr/dfsmr/server/fsm"
 	"github.com/dfsmr/dfsmr/server/store"
@@ -369,4 +372,64 @@ func BenchmarkWriterOverSlowLog(b *testing.B) {
 	b.ReportMetric(pipelined, "updates/s")
 	b.ReportMetric(serial, "serial-updates/s")
 	b.ReportMetric(pipelined/serial, "x-vs-serial")
+}
+
+// TestWriteSetOfThePreviousReleaseApplies: a log written by the previous
+// release holds write sets that name their base by log index
+// (CommandWriteAt); they apply on their base, the index becomes the last
+// write set applied, and the writer's write sets chain on from it.
+func TestWriteSetOfThePreviousReleaseApplies(t *testing.T) {
+	s, err := Open(filepath.Join(t.TempDir(), "dfsmr.db"), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	old := func(base uint64, id string) []byte {
+		btx, err := s.db.Begin(false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer btx.Rollback()
+		ws := &writeSet{}
+		wt := &writeTx{readTx: readTx{tx: btx, ov: newOverlay()}, ws: ws}
+		if err := wt.PutDevice(fsm.Device{ID: id}); err != nil {
+			t.Fatal(err)
+		}
+		cmd := binary.AppendUvarint([]byte{store.CommandWriteAt}, base)
+		return append(cmd, ws.buf...)
+	}
+	applied := s.AppliedIndex()
+	last := func() (v uint64) {
+		_ = s.db.View(func(tx *bbolt.Tx) error { v = getUint(tx.Bucket(bucketMeta), keyLastWrite); return nil })
+		return v
+	}
+	base := last()
+	res := s.Apply([]store.Entry{
+		{Index: applied + 1, Data: old(base, "a")},
+		{Index: applied + 2, Data: old(base+12345, "b")}, // not on its base
+		{Index: applied + 3, Data: old(applied+1, "c")},
+	})
+	if res[0] != nil || !errors.Is(res[1], errStale) || res[2] != nil {
+		t.Fatalf("Apply = %v, want nil, stale, nil", res)
+	}
+	if got := last(); got != applied+3 {
+		t.Fatalf("last write set %d, want index %d", got, applied+3)
+	}
+	if err := s.Update(context.Background(), func(tx store.Tx) error { return tx.PutDevice(fsm.Device{ID: "d"}) }); err != nil {
+		t.Fatal(err)
+	}
+	err = s.View(context.Background(), func(tx store.ReadTx) error {
+		for _, id := range []string{"a", "c", "d"} {
+			if _, err := tx.Device(id); err != nil {
+				return err
+			}
+		}
+		if _, err := tx.Device("b"); !errors.Is(err, store.ErrNotFound) {
+			return fmt.Errorf("device b of the refused write set: %v", err)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 }
