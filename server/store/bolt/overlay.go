@@ -145,19 +145,19 @@ func (c *ocursor) okey() []byte {
 func (c *ocursor) First() ([]byte, []byte) {
 	c.bk, c.bv = c.bc.First()
 	c.oi = 0
-	return c.forward()
+	return c.land(true)
 }
 
 func (c *ocursor) Seek(seek []byte) ([]byte, []byte) {
 	c.bk, c.bv = c.bc.Seek(seek)
 	c.oi = sort.Search(len(c.ob.keys), func(i int) bool { return bytes.Compare(c.ob.keys[i], seek) >= 0 })
-	return c.forward()
+	return c.land(true)
 }
 
 func (c *ocursor) Last() ([]byte, []byte) {
 	c.bk, c.bv = c.bc.Last()
 	c.oi = len(c.ob.keys) - 1
-	return c.backward()
+	return c.land(false)
 }
 
 func (c *ocursor) Next() ([]byte, []byte) {
@@ -175,10 +175,10 @@ func (c *ocursor) Next() ([]byte, []byte) {
 			c.bk, c.bv = c.bc.Next()
 		}
 		c.oi = sort.Search(len(c.ob.keys), func(i int) bool { return bytes.Compare(c.ob.keys[i], cur) > 0 })
-		return c.forward()
+		return c.land(true)
 	}
 	c.step(true)
-	return c.forward()
+	return c.land(true)
 }
 
 func (c *ocursor) Prev() ([]byte, []byte) {
@@ -197,10 +197,10 @@ func (c *ocursor) Prev() ([]byte, []byte) {
 			c.bk, c.bv = c.bc.Prev()
 		}
 		c.oi = sort.Search(len(c.ob.keys), func(i int) bool { return bytes.Compare(c.ob.keys[i], cur) >= 0 }) - 1
-		return c.backward()
+		return c.land(false)
 	}
 	c.step(false)
-	return c.backward()
+	return c.land(false)
 }
 
 // step moves the sides that are at the current key past it.
@@ -221,24 +221,25 @@ func (c *ocursor) step(fwd bool) {
 	}
 }
 
-// forward makes the smaller of the two sides' keys current, skipping the
+// land makes current the first of the two sides' keys in the direction
+// of the move (the smaller forward, the larger back), skipping the
 // overlay's deletions.
-func (c *ocursor) forward() ([]byte, []byte) {
-	c.fwd, c.version = true, c.ob.version
+func (c *ocursor) land(fwd bool) ([]byte, []byte) {
+	c.fwd, c.version = fwd, c.ob.version
 	for {
 		ok := c.okey()
 		if c.bk == nil && ok == nil {
 			c.key = nil
 			return nil, nil
 		}
-		cmp := 1 // which side is current: -1 base, 0 both, 1 overlay
-		switch {
-		case ok == nil:
-			cmp = -1
-		case c.bk != nil:
-			cmp = bytes.Compare(c.bk, ok)
+		// The base side is current when the overlay side has no key or
+		// the base's comes first; on a tie the overlay's value wins.
+		base := ok == nil
+		if c.bk != nil && ok != nil {
+			cmp := bytes.Compare(c.bk, ok)
+			base = fwd && cmp < 0 || !fwd && cmp > 0
 		}
-		if cmp < 0 {
+		if base {
 			c.key = c.bk
 			return c.bk, c.bv
 		}
@@ -247,36 +248,6 @@ func (c *ocursor) forward() ([]byte, []byte) {
 		if !v.del {
 			return ok, v.v
 		}
-		c.step(true)
-	}
-}
-
-// backward makes the larger of the two sides' keys current, skipping the
-// overlay's deletions.
-func (c *ocursor) backward() ([]byte, []byte) {
-	c.fwd, c.version = false, c.ob.version
-	for {
-		ok := c.okey()
-		if c.bk == nil && ok == nil {
-			c.key = nil
-			return nil, nil
-		}
-		cmp := -1
-		switch {
-		case ok == nil:
-			cmp = 1
-		case c.bk != nil:
-			cmp = bytes.Compare(c.bk, ok)
-		}
-		if cmp > 0 {
-			c.key = c.bk
-			return c.bk, c.bv
-		}
-		v := c.ob.vals[string(ok)]
-		c.key = ok
-		if !v.del {
-			return ok, v.v
-		}
-		c.step(false)
+		c.step(fwd)
 	}
 }

@@ -129,12 +129,9 @@ func checkKV(key, value []byte) error {
 
 // bucket returns a bucket created at Open whose writes are recorded.
 func (w *writeTx) bucket(name []byte) (wbucket, error) {
-	if w.done {
-		return wbucket{}, errTxDone
-	}
-	b := w.tx.Bucket(name)
-	if b == nil {
-		return wbucket{}, fmt.Errorf("store: bucket %s missing", name)
+	b, err := w.boltBucket(name)
+	if err != nil {
+		return wbucket{}, err
 	}
 	return wbucket{obucket: w.ov.bucket(name, b), id: bucketID[string(name)], ws: w.ws}, nil
 }
@@ -579,23 +576,43 @@ func syncDir(dir string) error {
 // before it applied. Tools that open a file on their own and the store's
 // tests use it; the server always runs the replicated log.
 type localLog struct {
-	s    *Store
-	mu   sync.Mutex
-	tail chan struct{} // closed once the last command submitted applied
+	s *Store
+	q inOrder
 }
 
 func (l *localLog) Submit(_ context.Context, data []byte) func() error {
-	l.mu.Lock()
-	prev, done := l.tail, make(chan struct{})
-	l.tail = done
-	l.mu.Unlock()
+	return l.q.queue(nil, func() error { return l.s.applyNext(data) })
+}
+
+// applyNext applies data as the entry after the last one applied.
+func (s *Store) applyNext(data []byte) error {
+	return s.Apply([]store.Entry{{Index: s.AppliedIndex() + 1, Data: data}})[0]
+}
+
+// inOrder runs functions on goroutines of their own, one after the
+// other in the order they were queued.
+type inOrder struct {
+	mu   sync.Mutex
+	tail chan struct{} // closed once the last function queued returned
+}
+
+// queue queues fn and returns a function that waits for it and returns
+// its error. first, when set, runs at once, before fn waits its turn.
+func (q *inOrder) queue(first func(), fn func() error) (wait func() error) {
+	q.mu.Lock()
+	prev, done := q.tail, make(chan struct{})
+	q.tail = done
+	q.mu.Unlock()
 	var err error
 	go func() {
 		defer close(done)
+		if first != nil {
+			first()
+		}
 		if prev != nil {
 			<-prev
 		}
-		err = l.s.Apply([]store.Entry{{Index: l.s.AppliedIndex() + 1, Data: data}})[0]
+		err = fn()
 	}()
 	return func() error {
 		<-done

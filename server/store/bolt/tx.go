@@ -31,8 +31,20 @@ type readTx struct {
 
 var _ store.ReadTx = (*readTx)(nil)
 
-// bucket returns a bucket created at Open.
+// bucket returns a bucket created at Open, as the transaction reads it.
 func (r *readTx) bucket(name []byte) (rbucket, error) {
+	b, err := r.boltBucket(name)
+	if err != nil {
+		return nil, err
+	}
+	if r.ov != nil {
+		return r.ov.bucket(name, b), nil
+	}
+	return plain{b}, nil
+}
+
+// boltBucket returns the bbolt bucket name, created at Open.
+func (r *readTx) boltBucket(name []byte) (*bbolt.Bucket, error) {
 	if r.done {
 		return nil, errTxDone
 	}
@@ -40,10 +52,7 @@ func (r *readTx) bucket(name []byte) (rbucket, error) {
 	if b == nil {
 		return nil, fmt.Errorf("store: bucket %s missing", name)
 	}
-	if r.ov != nil {
-		return r.ov.bucket(name, b), nil
-	}
-	return plain{b}, nil
+	return b, nil
 }
 
 // full reports whether n results reach limit; limit <= 0 means no limit.

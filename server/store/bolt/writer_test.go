@@ -29,9 +29,9 @@ type slowLog struct {
 	// closed.
 	hold chan struct{}
 
+	q     inOrder
 	mu    sync.Mutex
 	n     int
-	tail  chan struct{}
 	stale atomic.Int64
 	max   atomic.Int64 // most commands submitted and not yet applied
 	open  atomic.Int64
@@ -42,38 +42,28 @@ type slowLog struct {
 func (l *slowLog) Submit(_ context.Context, data []byte) func() error {
 	l.mu.Lock()
 	l.n++
-	n, prev, done := l.n, l.tail, make(chan struct{})
-	l.tail = done
+	n := l.n
 	l.mu.Unlock()
 	if o := l.open.Add(1); o > l.max.Load() {
 		l.max.Store(o)
 	}
-	var err error
-	go func() {
-		defer close(done)
+	return l.q.queue(nil, func() error {
 		defer l.open.Add(-1)
-		if prev != nil {
-			<-prev
-		}
 		if n == 1 && l.hold != nil {
 			<-l.hold
 		}
 		time.Sleep(time.Millisecond)
 		if l.foreign[n] {
-			if ferr := l.applyForeign(n); ferr != nil {
-				err = ferr
-				return
+			if err := l.applyForeign(n); err != nil {
+				return err
 			}
 		}
-		err = l.s.Apply([]store.Entry{{Index: l.s.AppliedIndex() + 1, Data: data}})[0]
+		err := l.s.applyNext(data)
 		if errors.Is(err, errStale) {
 			l.stale.Add(1)
 		}
-	}()
-	return func() error {
-		<-done
 		return err
-	}
+	})
 }
 
 // applyForeign applies a write set computed on the applied state by
@@ -103,7 +93,7 @@ func (l *slowLog) applyForeign(n int) error {
 	if err != nil {
 		return err
 	}
-	return l.s.Apply([]store.Entry{{Index: l.s.AppliedIndex() + 1, Data: writeCommand(last, randomID(), ws)}})[0]
+	return l.s.applyNext(writeCommand(last, randomID(), ws))
 }
 
 // TestWriterRecomputesWriteSetsRefusedAsStale: write sets in flight when
@@ -297,30 +287,12 @@ func TestReadOnlyUpdateWaitsForWhatItRead(t *testing.T) {
 type latencyLog struct {
 	s     *Store
 	delay time.Duration
-
-	mu   sync.Mutex
-	tail chan struct{}
+	q     inOrder
 }
 
 func (l *latencyLog) Submit(_ context.Context, data []byte) func() error {
-	l.mu.Lock()
-	prev, done := l.tail, make(chan struct{})
-	l.tail = done
-	l.mu.Unlock()
 	sent := time.Now()
-	var err error
-	go func() {
-		defer close(done)
-		time.Sleep(time.Until(sent.Add(l.delay)))
-		if prev != nil {
-			<-prev
-		}
-		err = l.s.Apply([]store.Entry{{Index: l.s.AppliedIndex() + 1, Data: data}})[0]
-	}()
-	return func() error {
-		<-done
-		return err
-	}
+	return l.q.queue(func() { time.Sleep(time.Until(sent.Add(l.delay))) }, func() error { return l.s.applyNext(data) })
 }
 
 // BenchmarkWriterOverSlowLog runs 256 concurrent read-modify-write
